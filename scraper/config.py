@@ -1,0 +1,291 @@
+"""config.toml → typed, frozen objects, one per section.
+
+The file is read once, at the edge (the CLI); every stage receives only its own section. Every value
+is checked before any request is made: a bad one raises ConfigError with one line naming the key,
+the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from selectolax.lexbor import LexborHTMLParser, SelectolaxError
+
+from .errors import ConfigError
+from .models import ExtractRule
+from .urls import canonicalize, host_of
+
+
+class _Invalid(Exception):
+    """A value failed its check; the message says what is allowed."""
+
+
+Check = Callable[[Any], Any]
+
+
+def _int(minimum: int | None = None) -> Check:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid("must be an integer")
+        if minimum is not None and value < minimum:
+            raise _Invalid(f"must be an integer ≥ {minimum}")
+        return value
+
+    return check
+
+
+def _float(minimum: float = 0.0, *, exclusive: bool = False) -> Check:
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _Invalid("must be a number (seconds)")
+        if value < minimum or (exclusive and value == minimum):
+            raise _Invalid(f"must be a number {'>' if exclusive else '≥'} {minimum:g}")
+        return float(value)
+
+    return check
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid("must be true or false")
+    return value
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _Invalid("must be a non-empty string")
+    return value
+
+
+def _list_of(item: Check) -> Check:
+    def check(value: Any) -> tuple[Any, ...]:
+        if not isinstance(value, list):
+            raise _Invalid('must be a list, e.g. ["..."]')
+        return tuple(item(v) for v in value)
+
+    return check
+
+
+def _seed(value: Any) -> str:
+    url = canonicalize(value) if isinstance(value, str) else None
+    if url is None or "://" not in value:
+        raise _Invalid(f"{json.dumps(value)} is not an http(s) URL")
+    return url
+
+
+def _domain(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or "/" in value or " " in value:
+        raise _Invalid(f"{json.dumps(value)} is not a host name (like example.com)")
+    return value.strip().lower().lstrip(".")
+
+
+def _workers(value: Any) -> int:
+    if value == "auto":
+        return os.cpu_count() or 1
+    try:
+        return _int(1)(value)
+    except _Invalid:
+        raise _Invalid('must be "auto" or an integer ≥ 1') from None
+
+
+def _opt(check: Check, doc: str) -> dict[str, Any]:
+    return {"check": check, "doc": doc}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CrawlConfig:
+    seeds: tuple[str, ...] = field(default=(), metadata=_opt(_list_of(_seed), "start URLs"))
+    allowed_domains: tuple[str, ...] = field(
+        default=(), metadata=_opt(_list_of(_domain), "hosts to stay on; [] = the seeds' hosts")
+    )
+    max_depth: int = field(default=0, metadata=_opt(_int(0), "link depth; 0 = no limit"))
+    max_pages: int = field(default=0, metadata=_opt(_int(0), "pages to fetch; 0 = no limit"))
+
+    def __post_init__(self) -> None:
+        if not self.allowed_domains and self.seeds:
+            domains = tuple(dict.fromkeys(host_of(seed) for seed in self.seeds))
+            object.__setattr__(self, "allowed_domains", domains)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FetchConfig:
+    concurrency: int = field(default=16, metadata=_opt(_int(1), "requests in flight"))
+    user_agent: str = field(
+        default="scraper/0.1 (+set fetch.user_agent to a way to reach you)",
+        metadata=_opt(_text, "User-Agent header"),
+    )
+    connect_timeout: float = field(default=10.0, metadata=_opt(_float(0, exclusive=True), ""))
+    read_timeout: float = field(default=30.0, metadata=_opt(_float(0, exclusive=True), ""))
+    total_timeout: float = field(default=60.0, metadata=_opt(_float(0, exclusive=True), ""))
+    max_bytes: int = field(default=10 * 1024 * 1024, metadata=_opt(_int(1), "body size cap"))
+    max_redirects: int = field(default=10, metadata=_opt(_int(0), "redirect hops"))
+    retries: int = field(default=2, metadata=_opt(_int(0), "retries after the first attempt"))
+    retry_backoff: float = field(default=0.5, metadata=_opt(_float(0), "first backoff"))
+    retry_backoff_max: float = field(default=30.0, metadata=_opt(_float(0), "backoff cap"))
+    max_retry_after: float = field(default=60.0, metadata=_opt(_float(0), "Retry-After cap"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParseConfig:
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1, metadata=_opt(_workers, ""))
+    store_text: bool = field(default=False, metadata=_opt(_bool, "keep the visible text"))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StorageConfig:
+    db: str = field(default="data/crawl.db", metadata=_opt(_text, "SQLite file"))
+    batch_size: int = field(default=200, metadata=_opt(_int(1), "rows per transaction"))
+    flush_interval: float = field(
+        default=1.0, metadata=_opt(_float(0, exclusive=True), "seconds between commits")
+    )
+
+
+SECTIONS: dict[str, type] = {
+    "crawl": CrawlConfig,
+    "fetch": FetchConfig,
+    "parse": ParseConfig,
+    "storage": StorageConfig,
+}
+EXTRACT_KEYS = ("css", "take", "attr", "all")
+TAKES = ("text", "html", "attr")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    crawl: CrawlConfig = field(default_factory=CrawlConfig)
+    fetch: FetchConfig = field(default_factory=FetchConfig)
+    parse: ParseConfig = field(default_factory=ParseConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    extract: tuple[ExtractRule, ...] = ()
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+
+def load_config(
+    path: Path | None = None,
+    *,
+    overrides: Sequence[str] = (),
+    values: Mapping[str, Any] | None = None,
+) -> Config:
+    """Read `path` (None: defaults only), apply `--set` overrides, then `values` ("section.key" →
+    value, e.g. seeds and shortcuts from the command line), and check everything."""
+    raw = _read_toml(path) if path is not None else {}
+    for item in overrides:
+        key, value = _parse_override(item)
+        _assign(raw, key, value)
+    for key, value in (values or {}).items():
+        _assign(raw, key, value)
+    return build_config(raw)
+
+
+def build_config(raw: Mapping[str, Any]) -> Config:
+    known = [*SECTIONS, "extract"]
+    for name, table in raw.items():
+        if name not in known:
+            raise ConfigError(f"[{name}]: unknown section{_suggest(name, known)}")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{name}: must be a table ([{name}])")
+    sections = {
+        name: _build_section(name, cls, raw.get(name, {})) for name, cls in SECTIONS.items()
+    }
+    rules = tuple(_build_rule(name, spec) for name, spec in raw.get("extract", {}).items())
+    return Config(**sections, extract=rules)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _parse_override(item: str) -> tuple[str, Any]:
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or "." not in key:
+        raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. fetch.concurrency=32")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text  # a bare word such as data/x.db: take it as the string it obviously is
+    return key, value
+
+
+def _assign(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    section, _, key = dotted.partition(".")
+    table = raw.setdefault(section, {})
+    if isinstance(table, dict):
+        table[key] = value
+
+
+def _build_section(name: str, cls: type, table: Mapping[str, Any]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in table.items():
+        if key not in fields:
+            raise ConfigError(f"{name}.{key}: unknown key{_suggest(key, fields, prefix=name)}")
+        try:
+            kwargs[key] = fields[key].metadata["check"](value)
+        except _Invalid as exc:
+            raise ConfigError(f"{name}.{key} = {_show(value)}: {exc}") from None
+    return cls(**kwargs)
+
+
+def _build_rule(name: str, spec: Any) -> ExtractRule:
+    where = f"extract.{name}"
+    if isinstance(spec, str):
+        spec = {"css": spec}
+    if not isinstance(spec, dict):
+        raise ConfigError(f'{where}: must be a CSS selector string or a table {{ css = "..." }}')
+    for key in spec:
+        if key not in EXTRACT_KEYS:
+            raise ConfigError(f"{where}.{key}: unknown key{_suggest(key, EXTRACT_KEYS, where)}")
+    css = spec.get("css")
+    if not isinstance(css, str) or not css.strip():
+        raise ConfigError(f'{where}: needs css = "<selector>"')
+    attr = spec.get("attr")
+    take = spec.get("take", "attr" if attr is not None else "text")
+    if take not in TAKES:
+        raise ConfigError(f"{where}.take = {_show(take)}: must be one of {', '.join(TAKES)}")
+    if take == "attr" and (not isinstance(attr, str) or not attr):
+        raise ConfigError(f'{where}: take = "attr" needs attr = "<attribute name>"')
+    every = spec.get("all", False)
+    if not isinstance(every, bool):
+        raise ConfigError(f"{where}.all = {_show(every)}: must be true or false")
+    _check_selector(where, css)
+    return ExtractRule(name=name, css=css, take=take, attr=attr, all=every)
+
+
+def _check_selector(where: str, css: str) -> None:
+    try:
+        LexborHTMLParser("<html></html>").css(css)
+    except (SelectolaxError, ValueError) as exc:
+        raise ConfigError(f"{where}: CSS selector {css!r} does not compile: {exc}") from None
+
+
+def _suggest(word: str, choices: Any, prefix: str = "") -> str:
+    match = difflib.get_close_matches(word, list(choices), n=1)
+    if not match:
+        return f" (known: {', '.join(choices)})"
+    return f" (did you mean {prefix + '.' if prefix else ''}{match[0]}?)"
+
+
+def _show(value: Any) -> str:
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)

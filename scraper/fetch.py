@@ -1,0 +1,214 @@
+"""The fetch stage: CrawlRequest → FetchResult over one shared aiohttp session.
+
+Every outcome is data: a dead host, a timeout or a 404 comes back as a FetchResult with its error,
+never as an exception. Connection errors, timeouts, 429 and 5xx are retried with tenacity
+(exponential backoff with jitter, Retry-After honoured); the semaphore is held only while a request
+is on the wire, so a request waiting out its backoff leaves its slot to others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import time
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Self
+
+import aiohttp
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from .config import FetchConfig
+from .models import CrawlRequest, FetchResult
+
+HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+READ_CHUNK = 64 * 1024
+
+
+class _Retryable(Exception):
+    """An attempt failed in a way worth trying again; carries what to store if none succeeds."""
+
+    def __init__(self, result: FetchResult, retry_after: float | None = None) -> None:
+        super().__init__(result.error)
+        self.result = result
+        self.retry_after = retry_after
+
+
+class Fetcher:
+    """Owns the aiohttp session and the global concurrency cap."""
+
+    def __init__(self, config: FetchConfig) -> None:
+        self._config = config
+        self._slots = asyncio.BoundedSemaphore(config.concurrency)
+        self._backoff = wait_exponential_jitter(
+            initial=config.retry_backoff, max=config.retry_backoff_max, jitter=config.retry_backoff
+        )
+        self._session: aiohttp.ClientSession | None = None
+        self.in_flight = 0
+
+    async def __aenter__(self) -> Self:
+        config = self._config
+        connector = aiohttp.TCPConnector(limit=config.concurrency, limit_per_host=0)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=config.total_timeout,
+                connect=config.connect_timeout,
+                sock_read=config.read_timeout,
+            ),
+            headers={"User-Agent": config.user_agent},
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def fetch(self, request: CrawlRequest) -> FetchResult:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(1 + self._config.retries),
+            wait=self._wait,
+            retry=retry_if_exception_type(_Retryable),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._attempt(request, attempt.retry_state.attempt_number)
+        except _Retryable as exc:
+            return exc.result
+        raise AssertionError("tenacity ended without a result")  # pragma: no cover
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, _Retryable) and exc.retry_after is not None:
+            return min(exc.retry_after, self._config.max_retry_after)
+        return self._backoff(state)
+
+    async def _attempt(self, request: CrawlRequest, attempt: int) -> FetchResult:
+        assert self._session is not None, "Fetcher used outside `async with`"
+        fetched_at = datetime.now(UTC).isoformat(timespec="milliseconds")
+        started = time.perf_counter()
+
+        def failure(kind: str, message: str, **extra: object) -> FetchResult:
+            return FetchResult(
+                request=request,
+                fetched_at=fetched_at,
+                attempts=attempt,
+                elapsed_ms=round((time.perf_counter() - started) * 1000, 1),
+                error_kind=kind,
+                error=message,
+                **extra,  # type: ignore[arg-type]
+            )
+
+        async with self._slots:
+            self.in_flight += 1
+            try:
+                async with self._session.get(
+                    request.url, max_redirects=self._config.max_redirects
+                ) as response:
+                    return await self._read(response, request, attempt, fetched_at, started)
+            except aiohttp.TooManyRedirects as exc:
+                hops = tuple(str(r.url) for r in exc.history)
+                return failure(
+                    "redirects",
+                    f"more than {self._config.max_redirects} redirects",
+                    redirects=hops,
+                    final_url=str(exc.request_info.real_url),
+                )
+            except TimeoutError:
+                raise _Retryable(failure("timeout", "timed out")) from None
+            except aiohttp.InvalidURL as exc:
+                return failure("invalid_url", f"invalid URL: {exc}")
+            except aiohttp.ClientResponseError as exc:  # malformed response, not an HTTP status
+                raise _Retryable(failure("protocol", f"bad response: {exc.message}")) from None
+            except (aiohttp.ClientError, OSError) as exc:
+                raise _Retryable(failure("connection", _describe(exc))) from None
+            finally:
+                self.in_flight -= 1
+
+    async def _read(
+        self,
+        response: aiohttp.ClientResponse,
+        request: CrawlRequest,
+        attempt: int,
+        fetched_at: str,
+        started: float,
+    ) -> FetchResult:
+        content_type = response.headers.get("Content-Type")
+        mime = content_type.split(";", 1)[0].strip().lower() if content_type else None
+        common = {
+            "request": request,
+            "fetched_at": fetched_at,
+            "attempts": attempt,
+            "status": response.status,
+            "final_url": str(response.url),
+            "content_type": content_type,
+            "redirects": tuple(str(r.url) for r in response.history),
+        }
+
+        def result(**fields: object) -> FetchResult:
+            elapsed = round((time.perf_counter() - started) * 1000, 1)
+            return FetchResult(**common, elapsed_ms=elapsed, **fields)  # type: ignore[arg-type]
+
+        status = response.status
+        if status == 429 or status >= 500:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            failed = result(
+                error_kind="http", error=f"HTTP {status} {response.reason or ''}".strip()
+            )
+            raise _Retryable(failed, retry_after)
+        if status >= 400:
+            return result(error_kind="http", error=f"HTTP {status} {response.reason or ''}".strip())
+        if mime is not None and mime not in HTML_TYPES:
+            return result(bytes=response.content_length)  # recorded, not downloaded nor parsed
+        limit = self._config.max_bytes
+        declared = response.content_length
+        if declared is not None and declared > limit and "Content-Encoding" not in response.headers:
+            return result(bytes=declared, error_kind="too_large", error=_too_large(limit))
+        body = bytearray()
+        # Counted after decompression: aiohttp's stream yields decoded bytes.
+        async for chunk in response.content.iter_chunked(READ_CHUNK):
+            body += chunk
+            if len(body) > limit:
+                return result(bytes=len(body), error_kind="too_large", error=_too_large(limit))
+        return result(bytes=len(body), body=bytes(body))
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _too_large(limit: int) -> str:
+    return f"body larger than fetch.max_bytes ({limit} bytes); abandoned"
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}"
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,88 @@
+"""What flows between the stages: frontier → fetch → parse → sink.
+
+All are small frozen value objects; the parse ones cross a process boundary, so they stay picklable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Take = Literal["text", "html", "attr"]
+
+
+@dataclass(frozen=True, slots=True)
+class CrawlRequest:
+    """One URL the crawl means to fetch, already canonical."""
+
+    url: str
+    depth: int = 0
+    referrer: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    """What the fetch stage learnt about one request: a response, or why there is none."""
+
+    request: CrawlRequest
+    fetched_at: str
+    attempts: int
+    status: int | None = None
+    final_url: str | None = None
+    content_type: str | None = None  # the raw Content-Type header, charset included
+    body: bytes | None = None  # only for HTML that should be parsed
+    bytes: int | None = None
+    elapsed_ms: float | None = None
+    redirects: tuple[str, ...] = ()
+    error_kind: str | None = None
+    error: str | None = None
+
+    @property
+    def parsable(self) -> bool:
+        return self.body is not None and self.error_kind is None
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractRule:
+    """One `[extract]` field: a CSS selector and what to take from the matches."""
+
+    name: str
+    css: str
+    take: Take = "text"
+    attr: str | None = None
+    all: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ParseJob:
+    """The input of the pure parser function (sent to a worker process)."""
+
+    url: str
+    body: bytes
+    content_type: str | None
+    rules: tuple[ExtractRule, ...] = ()
+    store_text: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ParseResult:
+    """What the parser found in one HTML page (returned from a worker process)."""
+
+    encoding: str
+    title: str | None = None
+    description: str | None = None
+    canonical: str | None = None
+    text_length: int = 0
+    text_hash: str | None = None
+    text: str | None = None
+    links: tuple[str, ...] = ()
+    fields: dict[str, str | list[str] | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PageRecord:
+    """One row for the sink: a fetch outcome and, for HTML, what the parser found."""
+
+    fetch: FetchResult
+    parsed: ParseResult | None = None
+    parse_error: str | None = None

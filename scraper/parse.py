@@ -1,0 +1,147 @@
+"""The parse stage: HTML bytes → ParseResult, in worker processes.
+
+`parse_page` is a pure top-level function of picklable values: it runs in a ProcessPoolExecutor, so
+it knows nothing of asyncio, sessions or the database. `ParsePool` is the loop-side handle on the
+pool; it never parses on the event-loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import multiprocessing
+import re
+from concurrent.futures import ProcessPoolExecutor
+from types import TracebackType
+from typing import Self
+
+from charset_normalizer import from_bytes
+from selectolax.lexbor import LexborHTMLParser, LexborNode
+from w3lib.encoding import html_to_unicode
+
+from .config import ParseConfig
+from .models import ExtractRule, ParseJob, ParseResult
+from .urls import canonicalize
+
+_INVISIBLE = ["script", "style", "noscript", "template"]
+_SPACES = re.compile(r"\s+")
+
+
+def parse_page(job: ParseJob) -> ParseResult:
+    """Decode and parse one HTML page; never raises on hostile markup."""
+    encoding, html = decode_html(job.body, job.content_type)
+    tree = LexborHTMLParser(html)
+    base = _base_url(tree, job.url)
+    fields = {rule.name: _extract(tree, rule) for rule in job.rules}
+    title_node = tree.css_first("title")
+    canonical = _attr(tree.css_first('link[rel~="canonical" i][href]'), "href")
+    links = _links(tree, base)
+    tree.strip_tags(_INVISIBLE)
+    text = _clean(tree.body.text(separator=" ")) if tree.body is not None else ""
+    return ParseResult(
+        encoding=encoding,
+        title=_clean(title_node.text()) or None if title_node is not None else None,
+        description=_attr(tree.css_first('meta[name="description" i][content]'), "content"),
+        canonical=canonicalize(canonical, base) if canonical else None,
+        text_length=len(text),
+        text_hash=hashlib.blake2b(text.encode(), digest_size=16).hexdigest(),
+        text=text if job.store_text else None,
+        links=links,
+        fields=fields,
+    )
+
+
+def decode_html(body: bytes, content_type: str | None) -> tuple[str, str]:
+    """(encoding, text): BOM, then the HTTP charset, then <meta charset>, then detection."""
+    return html_to_unicode(content_type, body, auto_detect_fun=_detect_encoding)
+
+
+def _detect_encoding(body: bytes) -> str | None:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        best = from_bytes(body[:65536]).best()
+        return best.encoding if best is not None else None
+    return "utf-8"
+
+
+def _base_url(tree: LexborHTMLParser, page_url: str) -> str:
+    href = _attr(tree.css_first("base[href]"), "href")
+    return (canonicalize(href, page_url) or page_url) if href else page_url
+
+
+def _links(tree: LexborHTMLParser, base: str) -> tuple[str, ...]:
+    """Outgoing http(s) links, canonical, in document order, each once."""
+    found: dict[str, None] = {}
+    for node in tree.css("a[href], area[href]"):
+        url = canonicalize(node.attributes.get("href") or "", base)
+        if url is not None:
+            found[url] = None
+    return tuple(found)
+
+
+def _extract(tree: LexborHTMLParser, rule: ExtractRule) -> str | list[str] | None:
+    if rule.all:
+        values = (_take(node, rule) for node in tree.css(rule.css))
+        return [v for v in values if v is not None]
+    node = tree.css_first(rule.css)
+    return _take(node, rule) if node is not None else None
+
+
+def _take(node: LexborNode, rule: ExtractRule) -> str | None:
+    if rule.take == "html":
+        return node.html
+    if rule.take == "attr":
+        return node.attributes.get(rule.attr or "")
+    return _clean(node.text(separator=" "))
+
+
+def _attr(node: LexborNode | None, name: str) -> str | None:
+    if node is None:
+        return None
+    value = node.attributes.get(name)
+    return value.strip() or None if value else None
+
+
+def _clean(text: str) -> str:
+    return _SPACES.sub(" ", text).strip()
+
+
+def _warm_up(_: int) -> None:
+    """Run in each worker at start so the first real page does not pay for imports."""
+    parse_page(ParseJob(url="http://localhost/", body=b"<title>x</title>", content_type=None))
+
+
+class ParsePool:
+    """The process pool behind the parse stage.
+
+    Workers start by forkserver, not fork: the loop process has threads (aiosqlite, the executor's
+    manager) and forking a threaded process can deadlock the child.
+    """
+
+    def __init__(self, config: ParseConfig) -> None:
+        self._workers = config.workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    async def __aenter__(self) -> Self:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["scraper.parse"])
+        pool = ProcessPoolExecutor(max_workers=self._workers, mp_context=context)
+        self._pool = pool
+        # Starting processes blocks for a while, so do it (and the warm-up) off the loop thread.
+        await asyncio.to_thread(lambda: list(pool.map(_warm_up, range(self._workers))))
+        return self
+
+    async def parse(self, job: ParseJob) -> ParseResult:
+        assert self._pool is not None, "ParsePool used outside `async with`"
+        return await asyncio.get_running_loop().run_in_executor(self._pool, parse_page, job)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
