@@ -21,7 +21,8 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from .config import FetchConfig
@@ -46,9 +47,9 @@ class Fetcher:
     def __init__(self, config: FetchConfig) -> None:
         self._config = config
         self._slots = asyncio.BoundedSemaphore(config.concurrency)
-        self._backoff = wait_exponential_jitter(
-            initial=config.retry_backoff, max=config.retry_backoff_max, jitter=config.retry_backoff
-        )
+        self._backoff = wait_exponential(
+            multiplier=config.retry_backoff, max=config.retry_backoff_max
+        ) + wait_random(0, config.retry_backoff)
         self._session: aiohttp.ClientSession | None = None
         self.in_flight = 0
 
@@ -116,8 +117,10 @@ class Fetcher:
         async with self._slots:
             self.in_flight += 1
             try:
+                # aiohttp counts the first response as a hop and takes 0 as "no limit".
+                hops = self._config.max_redirects
                 async with self._session.get(
-                    request.url, max_redirects=self._config.max_redirects
+                    request.url, allow_redirects=hops > 0, max_redirects=hops + 1
                 ) as response:
                     return await self._read(response, request, attempt, fetched_at, started)
             except aiohttp.TooManyRedirects as exc:
@@ -172,6 +175,8 @@ class Fetcher:
             raise _Retryable(failed, retry_after)
         if status >= 400:
             return result(error_kind="http", error=f"HTTP {status} {response.reason or ''}".strip())
+        if status >= 300:  # not followed (fetch.max_redirects = 0) or not a redirect (304)
+            return result()
         if mime is not None and mime not in HTML_TYPES:
             return result(bytes=response.content_length)  # recorded, not downloaded nor parsed
         limit = self._config.max_bytes

@@ -15,7 +15,7 @@ from concurrent.futures import ProcessPoolExecutor
 from types import TracebackType
 from typing import Self
 
-from charset_normalizer import from_bytes
+import chardet
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 from w3lib.encoding import html_to_unicode
 
@@ -60,8 +60,8 @@ def _detect_encoding(body: bytes) -> str | None:
     try:
         body.decode("utf-8")
     except UnicodeDecodeError:
-        best = from_bytes(body[:65536]).best()
-        return best.encoding if best is not None else None
+        # chardet, not charset-normalizer: the latter reads plain French latin-1 as cp1257.
+        return chardet.detect(body[:65536]).get("encoding")
     return "utf-8"
 
 
@@ -112,6 +112,14 @@ def _warm_up(_: int) -> None:
     parse_page(ParseJob(url="http://localhost/", body=b"<title>x</title>", content_type=None))
 
 
+def _start_pool(workers: int) -> ProcessPoolExecutor:
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["scraper.parse"])
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    list(pool.map(_warm_up, range(workers)))
+    return pool
+
+
 class ParsePool:
     """The process pool behind the parse stage.
 
@@ -124,12 +132,8 @@ class ParsePool:
         self._pool: ProcessPoolExecutor | None = None
 
     async def __aenter__(self) -> Self:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["scraper.parse"])
-        pool = ProcessPoolExecutor(max_workers=self._workers, mp_context=context)
-        self._pool = pool
-        # Starting processes blocks for a while, so do it (and the warm-up) off the loop thread.
-        await asyncio.to_thread(lambda: list(pool.map(_warm_up, range(self._workers))))
+        # Creating the pool and starting its processes block for a while: do it off the loop.
+        self._pool = await asyncio.to_thread(_start_pool, self._workers)
         return self
 
     async def parse(self, job: ParseJob) -> ParseResult:

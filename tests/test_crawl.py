@@ -1,0 +1,175 @@
+"""Whole crawls of the demo site: exactly the reachable pages, once each, with what they contain."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from aiohttp import web
+
+from conftest import base_url, crawl, rows
+from scraper.crawler import Crawler
+from scraper.demosite import STATE, SiteSpec, make_app
+
+SPEC = SiteSpec(
+    pages=80, page_bytes=4000, special_count=1, slow_seconds=0.1, huge_bytes=400_000, seed=3
+)
+
+
+@pytest.fixture
+async def demo(aiohttp_server):
+    server = await aiohttp_server(make_app(SPEC))
+    return server, base_url(server)
+
+
+async def test_full_crawl_stores_exactly_the_reachable_pages_once(demo, make_config):
+    server, root = demo
+    config = make_config(
+        [root],
+        fetch__max_bytes=200_000,
+        extract__price="p.price",
+        extract__headings={"css": "h1", "all": True},
+    )
+    summary = await crawl(config)
+    db = config.storage.db
+
+    expected = {root + path.lstrip("/") for path in SPEC.reachable()}
+    stored = await rows(db, "SELECT url FROM pages")
+    assert sorted(url for (url,) in stored) == sorted(expected)  # once each, nothing else
+    assert summary.pages == len(expected)
+    repeats = {path: n for path, n in server.app[STATE].hits.items() if n > 1}
+    # Two 503s before the flaky page's 200; /page/0 again as the end of /redirect/0's chain
+    # (de-duplicating redirect targets against the frontier is per-host politeness work).
+    assert repeats == {"/flaky/0": 3, "/page/0": 2}
+    assert "/away" not in server.app[STATE].hits  # off-site links are not followed
+
+    status = dict(await rows(db, "SELECT url, status FROM pages"))
+    assert status[root + "missing/0"] == 404
+    kinds = dict(await rows(db, "SELECT url, error_kind FROM pages WHERE error_kind IS NOT NULL"))
+    assert kinds == {root + "missing/0": "http", root + "huge/0": "too_large"}
+    attempts = dict(await rows(db, "SELECT url, attempts FROM pages WHERE attempts > 1"))
+    assert attempts == {root + "flaky/0": 3}
+    (final_url,) = (
+        await rows(db, "SELECT final_url FROM pages WHERE url = ?", root + "redirect/0")
+    )[0]
+    assert final_url == root + "page/0"
+
+
+async def test_pages_carry_titles_fields_and_links(demo, make_config):
+    _, root = demo
+    config = make_config(
+        [root],
+        fetch__max_bytes=200_000,
+        extract__price="p.price",
+        extract__headings={"css": "h1", "all": True},
+    )
+    await crawl(config)
+    db = config.storage.db
+    for i in (0, 7, 42):
+        url = f"{root}page/{i}"
+        ((title, description, canonical, fields, depth, text_hash),) = await rows(
+            db,
+            "SELECT title, description, canonical, fields, depth, text_hash FROM pages WHERE url = ?",
+            url,
+        )
+        assert title == f"Page {i} — Demo Site"
+        assert description == f"About {title}"
+        assert canonical == url
+        assert json.loads(fields) == {"price": SPEC.price(i), "headings": [title]}
+        assert depth >= 1
+        assert text_hash
+        links = {to for (to,) in await rows(db, "SELECT to_url FROM links WHERE from_url = ?", url)}
+        expected = {root + target.lstrip("/") for _, target in SPEC.page_links(i)}
+        assert links == expected | {"http://offsite.invalid/away"}
+
+
+async def test_max_pages_is_exact(demo, make_config):
+    server, root = demo
+    config = make_config([root], crawl__max_pages=25)
+    summary = await crawl(config)
+    assert summary.pages == 25
+    assert len(server.app[STATE].hits) <= 25 + 1  # and perhaps a redirect's target
+    ((count,),) = await rows(config.storage.db, "SELECT count(*) FROM pages")
+    assert count == 25
+
+
+def tree_app() -> web.Application:
+    """/ → /d1/{0,1} → /d1/{i}/d2/{0,1} → ... : depth is unambiguous."""
+
+    async def node(request: web.Request) -> web.Response:
+        path = request.path.rstrip("/")
+        depth = path.count("/d")
+        links = "".join(f'<a href="{path}/d{depth + 1}-{k}">{k}</a>' for k in range(2))
+        return web.Response(text=f"<html><body>{links}</body></html>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", node)
+    return app
+
+
+@pytest.mark.parametrize(("max_depth", "pages"), [(1, 3), (2, 7), (3, 15)])
+async def test_max_depth_is_honoured(aiohttp_server, make_config, max_depth, pages):
+    server = await aiohttp_server(tree_app())
+    config = make_config([base_url(server)], crawl__max_depth=max_depth)
+    summary = await crawl(config)
+    assert summary.pages == pages
+    ((deepest,),) = await rows(config.storage.db, "SELECT max(depth) FROM pages")
+    assert deepest == max_depth
+
+
+async def test_allowed_domains(aiohttp_server, make_config):
+    async def other(request: web.Request) -> web.Response:
+        return web.Response(text="<title>other host</title>", content_type="text/html")
+
+    other_app = web.Application()
+    other_app.router.add_get("/", other)
+    other_server = await aiohttp_server(other_app, host="127.0.0.2")
+
+    async def home(request: web.Request) -> web.Response:
+        link = f'<a href="{base_url(other_server)}">other</a>'
+        return web.Response(text=f"<title>home</title>{link}", content_type="text/html")
+
+    home_app = web.Application()
+    home_app.router.add_get("/", home)
+    home_server = await aiohttp_server(home_app, host="127.0.0.1")
+
+    stay = make_config([base_url(home_server)])
+    assert (await crawl(stay)).pages == 1  # default scope: the seeds' hosts only
+
+    widen = make_config([base_url(home_server)], crawl__allowed_domains=["127.0.0.1", "127.0.0.2"])
+    assert (await crawl(widen)).pages == 2
+    titles = {t for (t,) in await rows(widen.storage.db, "SELECT title FROM pages")}
+    assert titles == {"home", "other host"}
+
+
+async def test_stop_ends_the_crawl_as_interrupted_and_keeps_what_was_stored(
+    aiohttp_server, make_config
+):
+    server = await aiohttp_server(make_app(SiteSpec(pages=400, page_bytes=2000, latency=0.05)))
+    config = make_config([base_url(server)], storage__batch_size=5)
+    crawler = Crawler(config)
+    run = asyncio.create_task(crawler.run())
+    while server.app[STATE].hits.__len__() < 30:
+        await asyncio.sleep(0.02)
+    crawler.stop()
+    summary = await run
+    assert summary.status == "interrupted"
+    db = config.storage.db
+    ((status, pages),) = await rows(db, "SELECT status, pages FROM crawls")
+    assert status == "interrupted"
+    ((stored, distinct),) = await rows(db, "SELECT count(*), count(DISTINCT url) FROM pages")
+    assert stored == distinct == pages == summary.pages
+    assert 0 < stored < 400
+
+
+async def test_a_second_crawl_into_the_same_database_updates_pages(demo, make_config):
+    _, root = demo
+    config = make_config([root], crawl__max_pages=10)
+    first = await crawl(config)
+    second = await crawl(config)
+    assert (first.crawl_id, second.crawl_id) == (1, 2)
+    crawls = await rows(config.storage.db, "SELECT id, status, pages FROM crawls ORDER BY id")
+    assert crawls == [(1, "finished", 10), (2, "finished", 10)]
+    ((count, latest),) = await rows(config.storage.db, "SELECT count(*), min(crawl_id) FROM pages")
+    assert (count, latest) == (10, 2)

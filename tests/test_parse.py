@@ -1,0 +1,126 @@
+"""The parser, called directly (it is a pure function) on awkward HTML."""
+
+from scraper.models import ExtractRule, ParseJob, ParseResult
+from scraper.parse import parse_page
+
+URL = "http://example.com/dir/page.html"
+
+
+def parse(body: bytes | str, content_type: str | None = "text/html", **kw: object) -> ParseResult:
+    data = body.encode() if isinstance(body, str) else body
+    return parse_page(ParseJob(url=URL, body=data, content_type=content_type, **kw))  # type: ignore[arg-type]
+
+
+def test_title_description_canonical_and_links() -> None:
+    result = parse(
+        """<html><head><title>  Hello
+        World </title><meta name="Description" content=" About it ">
+        <link rel="canonical" href="/canon"></head>
+        <body><a href="a.html">a</a> <a href="/b#frag">b</a> <a href="a.html">again</a>
+        <a href="mailto:x@example.com">m</a> <a href="javascript:void(0)">j</a>
+        <a href="https://Other.example:443/x">o</a> <area href="../c" /></body></html>"""
+    )
+    assert result.title == "Hello World"
+    assert result.description == "About it"
+    assert result.canonical == "http://example.com/canon"
+    assert result.links == (
+        "http://example.com/dir/a.html",
+        "http://example.com/b",
+        "https://other.example/x",
+        "http://example.com/c",
+    )
+
+
+def test_no_title_and_empty_body() -> None:
+    empty = parse(b"")
+    assert empty.title is None
+    assert empty.links == ()
+    assert empty.text_length == 0
+    no_title = parse("<p>just text</p>")
+    assert no_title.title is None
+    assert no_title.text_length == len("just text")
+
+
+def test_base_href_changes_how_links_resolve() -> None:
+    result = parse('<head><base href="http://cdn.example.com/root/"></head><a href="x">x</a>')
+    assert result.links == ("http://cdn.example.com/root/x",)
+
+
+def test_relative_base_href_resolves_against_the_page() -> None:
+    result = parse('<head><base href="/sub/"></head><a href="x">x</a>')
+    assert result.links == ("http://example.com/sub/x",)
+
+
+def test_entities_are_decoded() -> None:
+    result = parse("<title>Fish &amp; Chips &eacute;t&#233; &lt;3</title>")
+    assert result.title == "Fish & Chips été <3"
+
+
+def test_charset_from_http_header() -> None:
+    body = "<title>Caf\xe9 cr\xe8me</title>".encode("latin-1")
+    result = parse(body, content_type="text/html; charset=ISO-8859-1")
+    assert result.title == "Café crème"
+
+
+def test_charset_from_meta_tag() -> None:
+    body = '<meta charset="windows-1251"><title>Привет</title>'.encode("cp1251")
+    result = parse(body, content_type="text/html")
+    assert result.title == "Привет"
+
+
+def test_bom_wins() -> None:
+    body = "\ufeff<title>naïve</title>".encode("utf-16-le")
+    result = parse(b"\xff\xfe" + body[2:], content_type="text/html; charset=iso-8859-1")
+    assert result.title == "naïve"
+
+
+def test_undeclared_charset_is_detected() -> None:
+    sentence = "Ça a été très intéressant, déjà à côté du théâtre où les élèves étaient réunis. "
+    text = "<title>Les élèves à côté</title><p>" + sentence * 20 + "</p>"
+    result = parse(text.encode("latin-1"), content_type=None)
+    assert result.title == "Les élèves à côté"
+
+
+def test_broken_markup_does_not_crash() -> None:
+    result = parse("<html><title>T</title><p><a href='x'>one<a href=y>two</div></span><<<>>")
+    assert result.title == "T"
+    assert result.links == ("http://example.com/dir/x", "http://example.com/dir/y")
+
+
+def test_binary_garbage_does_not_crash() -> None:
+    result = parse(bytes(range(256)) * 10)
+    assert result.title is None
+
+
+def test_visible_text_excludes_scripts_and_styles() -> None:
+    page = (
+        "<style>.x{}</style><script>var secret=1</script><p>Seen   text</p><noscript>n</noscript>"
+    )
+    result = parse(page, store_text=True)
+    assert result.text == "Seen text"
+    assert result.text_length == len("Seen text")
+    same_text = parse("<div>Seen text</div>")
+    assert result.text_hash == same_text.text_hash
+    assert same_text.text is None  # only kept with store_text
+
+
+def test_extraction_rules() -> None:
+    rules = (
+        ExtractRule(name="price", css="span.price"),
+        ExtractRule(name="images", css="img", take="attr", attr="src", all=True),
+        ExtractRule(name="box", css="div.box", take="html"),
+        ExtractRule(name="missing", css="h6"),
+        ExtractRule(name="tags", css="li.tag", all=True),
+    )
+    result = parse(
+        '<span class="price"> 9.99 </span><img src="a.png"><img src="b.png"><img>'
+        '<div class="box"><b>bold</b></div><li class="tag">x</li><li class="tag">y</li>',
+        rules=rules,
+    )
+    assert result.fields == {
+        "price": "9.99",
+        "images": ["a.png", "b.png"],
+        "box": '<div class="box"><b>bold</b></div>',
+        "missing": None,
+        "tags": ["x", "y"],
+    }

@@ -1,0 +1,61 @@
+import pytest
+
+from scraper.urls import Scope, canonicalize
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("HTTP://Example.COM/a", "http://example.com/a"),
+        ("http://example.com:80/a", "http://example.com/a"),
+        ("https://example.com:443/", "https://example.com/"),
+        ("http://example.com:8080/a", "http://example.com:8080/a"),
+        ("http://example.com/a#frag", "http://example.com/a"),
+        ("http://example.com", "http://example.com/"),
+        ("http://example.com/%7Euser/%41", "http://example.com/~user/A"),
+        ("http://example.com/a%2fb", "http://example.com/a%2Fb"),
+        ("http://example.com/a b", "http://example.com/a%20b"),
+        ("http://example.com/x/./y/../z", "http://example.com/x/z"),
+        ("http://example.com/p?", "http://example.com/p"),
+        ("http://example.com/p?b=2&a=1", "http://example.com/p?b=2&a=1"),
+        ("http://Bücher.example/ü", "http://xn--bcher-kva.example/%C3%BC"),
+    ],
+)
+def test_canonical_forms(url: str, expected: str) -> None:
+    assert canonicalize(url) == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mailto:someone@example.com",
+        "javascript:void(0)",
+        "data:text/html,hi",
+        "tel:+1000",
+        "file:///etc/passwd",
+        "ftp://example.com/",
+        "http://:80/",
+        "http://[::1/",
+    ],
+)
+def test_uncrawlable_urls_are_none(url: str) -> None:
+    assert canonicalize(url) is None
+
+
+def test_relative_links_resolve_against_the_base() -> None:
+    base = "http://example.com/dir/page"
+    assert canonicalize("other", base) == "http://example.com/dir/other"
+    assert canonicalize("../up", base) == "http://example.com/up"
+    assert canonicalize("/abs?q=1#x", base) == "http://example.com/abs?q=1"
+    assert canonicalize("//cdn.example.com/x", base) == "http://cdn.example.com/x"
+    assert canonicalize("  spaced  ", base) == "http://example.com/dir/spaced"
+
+
+def test_scope_allows_subdomains_and_limits_depth() -> None:
+    scope = Scope(["example.com"], max_depth=2)
+    assert scope.allows("http://example.com/", 0)
+    assert scope.allows("http://www.example.com/", 2)
+    assert not scope.allows("http://example.com/", 3)
+    assert not scope.allows("http://notexample.com/", 0)
+    assert not scope.allows("http://example.com.evil.org/", 0)
+    assert Scope(["example.com"], max_depth=0).allows("http://example.com/", 99)
