@@ -7,8 +7,8 @@ import json
 
 import pytest
 from aiohttp import web
-
 from conftest import base_url, crawl, rows
+
 from scraper.crawler import Crawler
 from scraper.demosite import STATE, SiteSpec, make_app
 
@@ -68,10 +68,9 @@ async def test_pages_carry_titles_fields_and_links(demo, make_config):
     db = config.storage.db
     for i in (0, 7, 42):
         url = f"{root}page/{i}"
+        cols = "title, description, canonical, fields, depth, text_hash"
         ((title, description, canonical, fields, depth, text_hash),) = await rows(
-            db,
-            "SELECT title, description, canonical, fields, depth, text_hash FROM pages WHERE url = ?",
-            url,
+            db, f"SELECT {cols} FROM pages WHERE url = ?", url
         )
         assert title == f"Page {i} — Demo Site"
         assert description == f"About {title}"
@@ -146,12 +145,21 @@ async def test_allowed_domains(aiohttp_server, make_config):
 async def test_stop_ends_the_crawl_as_interrupted_and_keeps_what_was_stored(
     aiohttp_server, make_config
 ):
-    server = await aiohttp_server(make_app(SiteSpec(pages=400, page_bytes=2000, latency=0.05)))
+    busy = asyncio.Event()
+
+    @web.middleware
+    async def notice_progress(request: web.Request, handler):
+        if len(request.app[STATE].hits) >= 30:
+            busy.set()
+        return await handler(request)
+
+    app = make_app(SiteSpec(pages=400, page_bytes=2000, latency=0.05))
+    app.middlewares.append(notice_progress)
+    server = await aiohttp_server(app)
     config = make_config([base_url(server)], storage__batch_size=5)
     crawler = Crawler(config)
     run = asyncio.create_task(crawler.run())
-    while server.app[STATE].hits.__len__() < 30:
-        await asyncio.sleep(0.02)
+    await busy.wait()
     crawler.stop()
     summary = await run
     assert summary.status == "interrupted"
