@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .errors import QueryError, StorageError
+from .sink import APPLICATION_ID
 
 FORMATS = ("table", "csv", "json", "jsonl")
 MAX_CELL = 80
@@ -43,6 +44,7 @@ def run_query(db_path: str | Path, sql: str, out: TextIO, fmt: str = "table") ->
     except sqlite3.Error as exc:
         raise StorageError(f"{path}: cannot open the database: {exc}") from None
     with closing(conn):
+        _check_ours(conn, path)
         refused: list[str] = []
 
         def authorize(action: int, *_: Any) -> int:
@@ -62,6 +64,15 @@ def run_query(db_path: str | Path, sql: str, out: TextIO, fmt: str = "table") ->
                     "refused: `scraper query` only reads, and this statement writes"
                 ) from None
             raise QueryError(f"bad SQL: {exc}") from None
+
+
+def _check_ours(conn: sqlite3.Connection, path: Path) -> None:
+    try:
+        (app_id,) = conn.execute("PRAGMA application_id").fetchone()
+    except sqlite3.Error as exc:
+        raise StorageError(f"{path}: cannot read the database: {exc}") from None
+    if app_id != APPLICATION_ID:
+        raise StorageError(f"{path}: not a scraper database")
 
 
 def _write(fmt: str, columns: Sequence[str], rows: Iterable[tuple[Any, ...]], out: TextIO) -> int:

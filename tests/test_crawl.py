@@ -7,8 +7,8 @@ import json
 
 import pytest
 from aiohttp import web
-from conftest import base_url, crawl, rows
 
+from conftest import base_url, crawl, rows
 from scraper.crawler import Crawler
 from scraper.demosite import STATE, SiteSpec, make_app
 

@@ -10,6 +10,7 @@ from collections import defaultdict
 from typing import Any
 
 from aiohttp import web
+
 from conftest import base_url, crawl, rows
 
 

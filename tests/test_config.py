@@ -1,0 +1,134 @@
+"""config.toml → typed frozen sections; every bad value is one clear ConfigError."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from scraper.config import SECTIONS, Config, build_config, load_config
+from scraper.errors import ConfigError
+from scraper.models import ExtractRule
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_no_file_means_defaults() -> None:
+    assert load_config(None) == Config()
+
+
+def test_sections_are_frozen() -> None:
+    config = load_config(None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.fetch.concurrency = 3  # type: ignore[misc]
+
+
+def test_shipped_config_toml_shows_every_key() -> None:
+    raw = tomllib.loads((ROOT / "config.toml").read_text())
+    for name, cls in SECTIONS.items():
+        assert set(raw[name]) == {f.name for f in dataclasses.fields(cls)}, name
+    config = load_config(ROOT / "config.toml")
+    defaults = Config()
+    assert config.fetch == defaults.fetch
+    assert config.storage == defaults.storage
+    assert config.parse == defaults.parse
+
+
+def test_every_key_is_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for name, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            assert f"`{name}.{f.name}`" in readme, f"{name}.{f.name} is not documented"
+
+
+def test_overrides_and_values() -> None:
+    config = load_config(
+        None,
+        overrides=[
+            "fetch.concurrency=32",
+            "storage.db=data/other.db",
+            'crawl.seeds=["http://Example.com:80/a#x"]',
+        ],
+        values={"crawl.max_pages": 5},
+    )
+    assert config.fetch.concurrency == 32
+    assert config.storage.db == "data/other.db"
+    assert config.crawl.seeds == ("http://example.com/a",)
+    assert config.crawl.allowed_domains == ("example.com",)
+    assert config.crawl.max_pages == 5
+
+
+def test_extract_rules_in_both_forms() -> None:
+    config = build_config(
+        {
+            "extract": {
+                "title": "h1",
+                "links": {"css": "a", "attr": "href", "all": True},
+                "box": {"css": "div", "take": "html"},
+            }
+        }
+    )
+    assert config.extract == (
+        ExtractRule(name="title", css="h1"),
+        ExtractRule(name="links", css="a", take="attr", attr="href", all=True),
+        ExtractRule(name="box", css="div", take="html"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"fetch": {"concurrency": 0}}, "fetch.concurrency = 0: must be an integer ≥ 1"),
+        (
+            {"fetch": {"concurency": 4}},
+            "fetch.concurency: unknown key (did you mean fetch.concurrency?)",
+        ),
+        ({"fetch": {"read_timeout": -1}}, "fetch.read_timeout = -1: must be a number > 0"),
+        ({"fetch": {"retries": "3"}}, 'fetch.retries = "3": must be an integer'),
+        ({"fetch": {"concurrency": True}}, "fetch.concurrency = true: must be an integer"),
+        (
+            {"crawl": {"seeds": ["ftp://x.org/"]}},
+            'crawl.seeds = ["ftp://x.org/"]: "ftp://x.org/" is not an http(s) URL',
+        ),
+        ({"crawl": {"seeds": ["example.com"]}}, '"example.com" is not an http(s) URL'),
+        ({"crawl": {"seeds": "http://a.org/"}}, 'crawl.seeds = "http://a.org/": must be a list'),
+        ({"crawl": {"allowed_domains": ["http://a.org/"]}}, "is not a host name"),
+        ({"parse": {"workers": 0}}, 'parse.workers = 0: must be "auto" or an integer ≥ 1'),
+        ({"storage": {"db": ""}}, 'storage.db = "": must be a non-empty string'),
+        ({"fecth": {}}, "[fecth]: unknown section (did you mean fetch?)"),
+        ({"fetch": 3}, "fetch: must be a table"),
+        ({"extract": {"bad": "a[["}}, "extract.bad: CSS selector 'a[[' does not compile"),
+        ({"extract": {"x": {"css": "a", "take": "attr"}}}, 'extract.x: take = "attr" needs attr'),
+        (
+            {"extract": {"x": {"css": "a", "atr": "href"}}},
+            "extract.x.atr: unknown key (did you mean extract.x.attr?)",
+        ),
+        (
+            {"extract": {"x": {"css": "a", "take": "json"}}},
+            'extract.x.take = "json": must be one of',
+        ),
+        ({"extract": {"x": 5}}, "extract.x: must be a CSS selector string or a table"),
+    ],
+)
+def test_bad_values_are_one_clear_line(raw: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        build_config(raw)
+    text = str(error.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[fetch\nconcurrency = 3\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(broken)
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_bad_set_syntax() -> None:
+    with pytest.raises(ConfigError, match=r"expected section\.key=value"):
+        load_config(None, overrides=["concurrency=3"])
