@@ -67,6 +67,7 @@ class SiteSpec:
     page_bytes: int = 40_000  # roughly; filler paragraphs are added up to this size
     seed: int = 7
     latency: float = 0.0  # seconds added to every response
+    error_rate: float = 0.0  # this fraction of /page/N answer 500 every time (chosen by N)
     extras: bool = True  # the special resources below, linked from the home page
     flaky_failures: int = 2  # /flaky/K answers 503 this many times, then 200
     huge_bytes: int = 12 * 1024 * 1024
@@ -96,6 +97,9 @@ class SiteSpec:
             k = (i // 10) % max(1, self.pages // 50 + 1)
             links.append((f"/list?page={k}", f"/list?page={k}"))
         return links
+
+    def fails(self, i: int) -> bool:
+        return random.Random(self.seed * 7_919 + i).random() < self.error_rate
 
     def list_links(self, k: int) -> list[tuple[str, str]]:
         start = k * 50
@@ -131,12 +135,13 @@ class SiteSpec:
         if path == "/":
             return self.home_links()
         if path.startswith("/page/"):
-            return self.page_links(int(path.removeprefix("/page/")))
+            i = int(path.removeprefix("/page/"))
+            return [] if self.fails(i) else self.page_links(i)
         if path.startswith("/list?page="):
             return self.list_links(int(path.removeprefix("/list?page=")))
         k = int(path.rsplit("/", 1)[1]) if path[-1:].isdigit() else -1
         if path.startswith("/redirect/"):
-            return self.page_links(k)  # the crawler parses the page the redirect ends on
+            return self.links_from(f"/page/{k}")  # the crawler parses where the redirect ends
         if path.startswith("/flaky/"):
             return [(f"/page/{k}", f"/page/{k}")]
         return []
@@ -209,6 +214,8 @@ async def _page(request: web.Request) -> web.Response:
         raise web.HTTPNotFound() from None
     if not 0 <= i < spec.pages:
         raise web.HTTPNotFound()
+    if spec.fails(i):
+        raise web.HTTPInternalServerError()
     return _html(_page_html(spec, i))
 
 

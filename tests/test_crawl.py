@@ -93,6 +93,24 @@ async def test_max_pages_is_exact(demo, make_config):
     assert count == 25
 
 
+async def test_failing_pages_are_stored_with_their_error(aiohttp_server, make_config):
+    spec = SiteSpec(pages=60, page_bytes=2000, extras=False, error_rate=0.2, seed=11)
+    server = await aiohttp_server(make_app(spec))
+    root = base_url(server)
+    config = make_config([root], fetch__retries=1)
+    summary = await crawl(config)
+    failing = {f"{root}page/{i}" for i in range(spec.pages) if spec.fails(i)}
+    failing &= {root + path.lstrip("/") for path in spec.reachable()}
+    assert failing  # the seed gives some failing pages that are reachable
+    stored = await rows(
+        config.storage.db, "SELECT url, status, attempts FROM pages WHERE error_kind = 'http'"
+    )
+    assert {(url, status, attempts) for url, status, attempts in stored} == {
+        (url, 500, 2) for url in failing
+    }
+    assert summary.pages == len(spec.reachable())
+
+
 def tree_app() -> web.Application:
     """/ → /d1/{0,1} → /d1/{i}/d2/{0,1} → ... : depth is unambiguous."""
 
