@@ -22,10 +22,10 @@ from typing import Any
 from . import __version__
 from .config import Config, load_config
 from .crawler import Crawler
+from .crawls import CrawlSummary, list_crawls
 from .demosite import SiteSpec, serve
 from .errors import ScraperError
-from .query import FORMATS, run_query
-from .sink import CrawlSummary
+from .query import FORMATS, open_readonly, run_query, write_table
 
 log = logging.getLogger("scraper")
 
@@ -89,7 +89,18 @@ def _parser() -> argparse.ArgumentParser:
     crawl.add_argument("seeds", nargs="*", metavar="SEED", help="start URLs (replace crawl.seeds)")
     crawl.add_argument("--concurrency", type=int, help="fetch.concurrency")
     crawl.add_argument("--max-pages", type=int, help="crawl.max_pages")
+    crawl.add_argument(
+        "--fresh", action="store_true", help="start a new crawl even if the last one did not finish"
+    )
     crawl.set_defaults(command=_crawl_command)
+
+    crawls = commands.add_parser(
+        "crawls",
+        parents=[common],
+        help="list the crawls in the database",
+        description="List the crawls in the database with their state and counters.",
+    )
+    crawls.set_defaults(command=_crawls_command)
 
     query = commands.add_parser(
         "query",
@@ -142,15 +153,27 @@ def _crawl_command(args: argparse.Namespace) -> int:
     if args.max_pages is not None:
         values["crawl.max_pages"] = args.max_pages
     config = _load(args, values)
-    summary = asyncio.run(_crawl(config))
+    summary = asyncio.run(_crawl(config, fresh=args.fresh))
     print(format_summary(summary))
     return EXIT_INTERRUPTED if summary.status == "interrupted" else 0
 
 
-async def _crawl(config: Config) -> CrawlSummary:
-    crawler = Crawler(config)
+async def _crawl(config: Config, *, fresh: bool = False) -> CrawlSummary:
+    crawler = Crawler(config, fresh=fresh, announce=_say)
     with _stop_on_signals(crawler):
         return await crawler.run()
+
+
+def _say(message: str) -> None:
+    print(f"scraper: {message}", file=sys.stderr, flush=True)
+
+
+def _crawls_command(args: argparse.Namespace) -> int:
+    config = _load(args, {})
+    with open_readonly(config.storage.db) as conn:
+        columns, rows = list_crawls(conn)
+    write_table(columns, rows, sys.stdout)
+    return 0
 
 
 @contextlib.contextmanager
@@ -210,7 +233,7 @@ async def _demo(args: argparse.Namespace, spec: SiteSpec, db: str) -> CrawlSumma
         }
         config = _load(args, values, use_file=False)
         print(f"Demo site: {spec.pages} pages at http://127.0.0.1:{port}/ — crawling…")
-        return await _crawl(config)
+        return await _crawl(config, fresh=True)
     finally:
         await runner.cleanup()
 

@@ -9,12 +9,12 @@ import csv
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
 from .errors import QueryError, StorageError
-from .sink import APPLICATION_ID
+from .storage import APPLICATION_ID
 
 FORMATS = ("table", "csv", "json", "jsonl")
 MAX_CELL = 80
@@ -36,20 +36,12 @@ _WRITES = {
 
 def run_query(db_path: str | Path, sql: str, out: TextIO, fmt: str = "table") -> int:
     """Run one read-only statement and print its rows; returns the row count."""
-    path = Path(db_path)
-    if not path.is_file():
-        raise StorageError(f"{path}: no such database (crawl first, or pass --db)")
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise StorageError(f"{path}: cannot open the database: {exc}") from None
-    with closing(conn):
-        _check_ours(conn, path)
-        refused: list[str] = []
+    with open_readonly(db_path) as conn:
+        refused: list[int] = []
 
         def authorize(action: int, *_: Any) -> int:
             if action in _WRITES:
-                refused.append(str(action))
+                refused.append(action)
                 return sqlite3.SQLITE_DENY
             return sqlite3.SQLITE_OK
 
@@ -66,6 +58,21 @@ def run_query(db_path: str | Path, sql: str, out: TextIO, fmt: str = "table") ->
             raise QueryError(f"bad SQL: {exc}") from None
 
 
+@contextmanager
+def open_readonly(db_path: str | Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection to one of our databases, or a StorageError saying why not."""
+    path = Path(db_path)
+    if not path.is_file():
+        raise StorageError(f"{path}: no such database (crawl first, or pass --db)")
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise StorageError(f"{path}: cannot open the database: {exc}") from None
+    with closing(conn):
+        _check_ours(conn, path)
+        yield conn
+
+
 def _check_ours(conn: sqlite3.Connection, path: Path) -> None:
     try:
         (app_id,) = conn.execute("PRAGMA application_id").fetchone()
@@ -77,7 +84,7 @@ def _check_ours(conn: sqlite3.Connection, path: Path) -> None:
 
 def _write(fmt: str, columns: Sequence[str], rows: Iterable[tuple[Any, ...]], out: TextIO) -> int:
     if fmt == "table":
-        return _write_table(columns, rows, out)
+        return write_table(columns, rows, out)
     if fmt == "csv":
         writer = csv.writer(out)
         writer.writerow(columns)
@@ -98,7 +105,7 @@ def _write(fmt: str, columns: Sequence[str], rows: Iterable[tuple[Any, ...]], ou
     raise QueryError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
 
 
-def _write_table(columns: Sequence[str], rows: Iterable[tuple[Any, ...]], out: TextIO) -> int:
+def write_table(columns: Sequence[str], rows: Iterable[tuple[Any, ...]], out: TextIO) -> int:
     cells = [[_cell(v) for v in row] for row in rows]
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
     out.write("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip() + "\n")

@@ -12,7 +12,7 @@ from blockbuster import BlockBuster, blockbuster_ctx
 
 from scraper.config import Config, build_config
 from scraper.crawler import Crawler
-from scraper.sink import CrawlSummary
+from scraper.crawls import CrawlSummary
 
 
 @pytest.fixture(autouse=True)
