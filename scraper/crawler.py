@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 
 from .config import Config
-from .crawls import CrawlSummary, finish_crawl, now, reopen_crawl, resumable_crawl, start_crawl
+from .crawls import CrawlSummary, finish_crawl, now, reopen_crawl, start_crawl, unfinished_crawl
 from .errors import ConfigError, ScraperError
 from .fetch import Fetcher
 from .frontier import DONE, SeenCache, SqliteFrontier
@@ -75,7 +75,7 @@ class Crawler:
         loop = asyncio.get_running_loop()
         started = loop.time()
         async with Database(config.storage.db) as db:
-            crawl_id = None if self._fresh else await resumable_crawl(db)
+            crawl_id = await self._crawl_to_resume(db)
             resumed = crawl_id is not None
             if crawl_id is None:
                 crawl_id = await start_crawl(db, config.crawl.seeds, config.to_json())
@@ -98,6 +98,19 @@ class Crawler:
                     await finish_crawl(db, crawl_id, status, loop.time() - started)
                 raise
             return await finish_crawl(db, crawl_id, status, loop.time() - started, resumed=resumed)
+
+    async def _crawl_to_resume(self, db: Database) -> int | None:
+        unfinished = None if self._fresh else await unfinished_crawl(db)
+        if unfinished is None:
+            return None
+        crawl_id, seeds = unfinished
+        if seeds != self._config.crawl.seeds:
+            self._announce(
+                f"crawl {crawl_id} did not finish but had other seeds; starting a new crawl "
+                "(run again with its seeds to resume it)"
+            )
+            return None
+        return crawl_id
 
     async def _run_pipeline(
         self, db: Database, crawl_id: int, frontier: SqliteFrontier, done: int

@@ -34,11 +34,11 @@ class CrawlSummary:
         return self.pages / self.duration_s if self.duration_s > 0 else 0.0
 
 
-async def resumable_crawl(db: Database) -> int | None:
-    """The newest crawl that did not finish, if the newest crawl is one."""
-    rows = await db.fetchall("SELECT id, status FROM crawls ORDER BY id DESC LIMIT 1")
+async def unfinished_crawl(db: Database) -> tuple[int, tuple[str, ...]] | None:
+    """The newest crawl and its seeds, if it did not finish."""
+    rows = await db.fetchall("SELECT id, status, seeds FROM crawls ORDER BY id DESC LIMIT 1")
     if rows and rows[0][1] in RESUMABLE:
-        return int(rows[0][0])
+        return int(rows[0][0]), tuple(json.loads(rows[0][2]))
     return None
 
 
