@@ -31,6 +31,7 @@ from .urls import Scope, host_of
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 5.0
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
 SEEN_CACHE_SIZE = 100_000
 
 
@@ -238,6 +239,8 @@ class Pipeline:
         if result.status == 304 or request.fresh:  # the stored page stands; so do its links
             links = await self._sink.links_from(request.url)
             return PageRecord(fetch=result, children=self._admit(request, links))
+        if result.status in REDIRECTS and result.final_url:
+            return self._redirect(result, result.final_url)
         if not result.parsable or result.body is None:
             return PageRecord(fetch=result)
         job = ParseJob(
@@ -256,6 +259,26 @@ class Pipeline:
             log.warning("parse failed for %s: %r", request.url, exc)
             return PageRecord(fetch=stored, parse_error=f"{type(exc).__name__}: {exc}")
         return PageRecord(fetch=stored, parsed=parsed, children=self._admit(request, parsed.links))
+
+    def _redirect(self, result: FetchResult, target: str) -> PageRecord:
+        """A redirect is stored as it is; its target becomes a URL of the frontier like a link
+        (so two URLs redirecting to one page store it once), if in scope and not too far."""
+        request = result.request
+        hops = request.hops + 1
+        if self._config.fetch.max_redirects == 0:
+            return PageRecord(fetch=result)  # redirects are stored, never followed
+        if target == request.url or hops > self._config.fetch.max_redirects:
+            why = "redirects to itself" if target == request.url else "too many redirects"
+            limit = self._config.fetch.max_redirects
+            return PageRecord(
+                fetch=dataclasses.replace(
+                    result, error_kind="redirects", error=f"{why} (fetch.max_redirects = {limit})"
+                )
+            )
+        if not self._scope.allows_host(host_of(target)):
+            return PageRecord(fetch=result)  # out of scope: recorded, not followed
+        child = CrawlRequest(url=target, depth=request.depth, referrer=request.url, hops=hops)
+        return PageRecord(fetch=result, children=(child,))
 
     def _admit(
         self, parent: CrawlRequest, links: tuple[str, ...] | list[str]

@@ -10,6 +10,7 @@ pages, redirects and non-HTML resources.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections import deque
 from dataclasses import dataclass, field
@@ -323,6 +324,8 @@ def _render(spec: SiteSpec, path: str, title: str, hrefs: tuple[str, ...], i: in
 
 async def serve(spec: SiteSpec, host: str = "127.0.0.1", port: int = 0) -> web.AppRunner:
     """Start the site; returns the runner (its `.addresses` tell the port). Call `.cleanup()`."""
+    # A crawler abandoning an oversized body resets the connection, as it should: not news.
+    logging.getLogger("aiohttp.server").setLevel(logging.CRITICAL)
     runner = web.AppRunner(make_app(spec), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

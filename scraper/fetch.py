@@ -28,6 +28,7 @@ from tenacity import (
 
 from .config import FetchConfig
 from .models import CrawlRequest, FetchResult
+from .urls import canonicalize
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 READ_CHUNK = 64 * 1024
@@ -81,7 +82,9 @@ class Fetcher:
     async def fetch(
         self, request: CrawlRequest, *, any_type: bool = False, time_limit: float | None = None
     ) -> FetchResult:
-        """Fetch with retries. `any_type`: read the body whatever its type (robots.txt, sitemaps);
+        """Fetch with retries. A redirect is not followed: it comes back with its target in
+        `final_url`, for the crawl to treat as a URL of its own. `any_type` (robots.txt,
+        sitemaps): read the body whatever its type, and follow redirects here;
         `time_limit`: a shorter total timeout than fetch.total_timeout."""
         retrying = AsyncRetrying(
             stop=stop_after_attempt(1 + self._config.retries),
@@ -132,8 +135,6 @@ class Fetcher:
         async with self._slots:
             self.in_flight += 1
             try:
-                # aiohttp counts the first response as a hop and takes 0 as "no limit".
-                hops = self._config.max_redirects
                 options: dict[str, Any] = {}
                 if time_limit is not None:  # (passing timeout=None would mean no timeout at all)
                     options["timeout"] = aiohttp.ClientTimeout(
@@ -141,22 +142,16 @@ class Fetcher:
                     )
                 async with self._session.get(
                     request.url,
-                    allow_redirects=hops > 0,
-                    max_redirects=hops + 1,
+                    allow_redirects=any_type,
+                    max_redirects=self._config.max_redirects + 1,  # aiohttp counts the first
                     headers=_conditional_headers(request),
                     **options,
                 ) as response:
                     return await self._read(
                         response, request, attempt, fetched_at, started, any_type
                     )
-            except aiohttp.TooManyRedirects as exc:
-                hops = tuple(str(r.url) for r in exc.history)
-                return failure(
-                    "redirects",
-                    f"more than {self._config.max_redirects} redirects",
-                    redirects=hops,
-                    final_url=str(exc.request_info.real_url),
-                )
+            except aiohttp.TooManyRedirects:
+                return failure("redirects", f"more than {self._config.max_redirects} redirects")
             except TimeoutError:
                 raise _Retryable(failure("timeout", "timed out")) from None
             except aiohttp.InvalidURL as exc:
@@ -186,7 +181,6 @@ class Fetcher:
             "status": response.status,
             "final_url": str(response.url),
             "content_type": content_type,
-            "redirects": tuple(str(r.url) for r in response.history),
             "etag": response.headers.get("ETag"),
             "last_modified": response.headers.get("Last-Modified"),
         }
@@ -204,7 +198,10 @@ class Fetcher:
             raise _Retryable(failed, retry_after)
         if status >= 400:
             return result(error_kind="http", error=f"HTTP {status} {response.reason or ''}".strip())
-        if status >= 300:  # 304 Not Modified, or a redirect not followed (max_redirects = 0)
+        if status >= 300:  # a redirect (its target is the next hop), or 304 Not Modified
+            location = response.headers.get("Location")
+            target = canonicalize(location, request.url) if location else None
+            common["final_url"] = target if status != 304 else common["final_url"]
             return result()
         if mime is not None and mime not in HTML_TYPES and not any_type:
             return result(bytes=response.content_length)  # recorded, not downloaded nor parsed

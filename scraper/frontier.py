@@ -23,7 +23,8 @@ from .urls import host_key
 PENDING, LEASED, DONE = 0, 1, 2
 
 INSERT_DISCOVERED = (
-    "INSERT OR IGNORE INTO frontier (crawl_id, url, host, depth, referrer) VALUES (?, ?, ?, ?, ?)"
+    "INSERT OR IGNORE INTO frontier (crawl_id, url, host, depth, referrer, hops) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
 )
 MARK_DONE = f"UPDATE frontier SET state = {DONE} WHERE crawl_id = ? AND url = ?"
 
@@ -68,7 +69,7 @@ class SqliteFrontier:
         async with self._db.transaction() as conn:
             rows = list(
                 await conn.execute_fetchall(
-                    "SELECT f.seq, f.url, f.depth, f.referrer, p.etag, p.last_modified, "
+                    "SELECT f.seq, f.url, f.depth, f.referrer, f.hops, p.etag, p.last_modified, "
                     "  p.fetched_at > strftime('%Y-%m-%dT%H:%M:%f', 'now', ?) "
                     "FROM frontier f LEFT JOIN pages p ON p.url = f.url "
                     f"WHERE f.crawl_id = ? AND f.host = ? AND f.state = {PENDING} "
@@ -84,11 +85,12 @@ class SqliteFrontier:
                 url=url,
                 depth=depth,
                 referrer=referrer,
+                hops=hops,
                 etag=etag,
                 last_modified=modified,
                 fresh=bool(fresh) and self._recrawl_after > 0,
             )
-            for _, url, depth, referrer, etag, modified, fresh in rows
+            for _, url, depth, referrer, hops, etag, modified, fresh in rows
         ]
 
     async def pending_hosts(self, limit: int) -> list[str]:
@@ -113,7 +115,7 @@ async def insert_discovered(
     """Add requests to the frontier inside the caller's transaction; known URLs are ignored."""
     await conn.executemany(
         INSERT_DISCOVERED,
-        [(crawl_id, r.url, host_key(r.url), r.depth, r.referrer) for r in requests],
+        [(crawl_id, r.url, host_key(r.url), r.depth, r.referrer, r.hops) for r in requests],
     )
 
 

@@ -21,6 +21,7 @@ class CrawlRequest:
     etag: str | None = None  # validators of the stored page, for a conditional request
     last_modified: str | None = None
     fresh: bool = False  # stored more recently than crawl.recrawl_after: not fetched again
+    hops: int = 0  # redirects followed to reach this URL
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,12 +32,11 @@ class FetchResult:
     fetched_at: str
     attempts: int
     status: int | None = None
-    final_url: str | None = None
+    final_url: str | None = None  # after a redirect: its target, the next hop
     content_type: str | None = None  # the raw Content-Type header, charset included
     body: bytes | None = None  # only for HTML that should be parsed
     bytes: int | None = None
     elapsed_ms: float | None = None
-    redirects: tuple[str, ...] = ()
     etag: str | None = None
     last_modified: str | None = None
     throttled: bool = False  # a 429 or 503 came back on some attempt

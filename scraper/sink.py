@@ -22,7 +22,7 @@ from .models import PageRecord
 from .storage import Database
 
 PAGE_COLUMNS = [
-    "url", "crawl_id", "depth", "referrer", "status", "final_url", "redirects", "content_type",
+    "url", "crawl_id", "depth", "referrer", "status", "final_url", "content_type",
     "fetched_at", "elapsed_ms", "bytes", "attempts", "encoding", "title", "description",
     "canonical", "text_length", "text_hash", "text", "fields", "error_kind", "error", "etag",
     "last_modified",
@@ -172,7 +172,6 @@ def _page_row(crawl_id: int, record: PageRecord) -> tuple[Any, ...]:
         fetch.request.referrer,
         fetch.status,
         fetch.final_url,
-        json.dumps(list(fetch.redirects)) if fetch.redirects else None,
         fetch.content_type,
         fetch.fetched_at,
         fetch.elapsed_ms,

@@ -91,7 +91,22 @@ ALTER TABLE pages ADD COLUMN last_modified TEXT;
 UPDATE crawls SET status = 'interrupted' WHERE status = 'running';
 """
 
-MIGRATIONS: Sequence[str] = (SCHEMA_V1, SCHEMA_V2)
+# v3: a redirect is a row of its own (its target in final_url, its chain length in the frontier's
+# hops), so the hop list goes; and a view
+# names pages whose content another page already has, or that point to a canonical elsewhere.
+SCHEMA_V3 = """
+ALTER TABLE pages DROP COLUMN redirects;
+ALTER TABLE frontier ADD COLUMN hops INTEGER NOT NULL DEFAULT 0;
+CREATE VIEW duplicates AS
+SELECT p.url AS url, o.url AS duplicate_of, 'same text' AS why
+FROM pages p JOIN pages o ON o.id = (SELECT min(id) FROM pages WHERE text_hash = p.text_hash)
+WHERE p.text_hash IS NOT NULL AND p.text_length > 0 AND o.id <> p.id
+UNION ALL
+SELECT url, canonical, 'rel=canonical' FROM pages
+WHERE canonical IS NOT NULL AND canonical <> url;
+"""
+
+MIGRATIONS: Sequence[str] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import socket
 import time
 from collections import defaultdict
@@ -46,7 +45,7 @@ def app_with(routes: dict[str, Any]) -> tuple[web.Application, Recorder]:
 
 
 async def page_row(db: str, url: str) -> dict[str, Any]:
-    cols = "status, attempts, error_kind, error, final_url, redirects, content_type, title, bytes"
+    cols = "status, attempts, error_kind, error, final_url, content_type, title, bytes"
     found = await rows(db, f"SELECT {cols} FROM pages WHERE url = ?", url)
     assert len(found) == 1, f"{url} stored {len(found)} times"
     return dict(zip([c.strip() for c in cols.split(",")], found[0], strict=True))
@@ -205,39 +204,67 @@ async def test_non_html_is_recorded_not_parsed(aiohttp_server, make_config):
     assert "/hidden" not in recorder.hits
 
 
-async def test_redirects_record_the_final_url_and_hops(aiohttp_server, make_config):
+async def test_every_redirect_hop_is_a_row_and_shared_targets_are_stored_once(
+    aiohttp_server, make_config
+):
+    async def index(request: web.Request) -> web.Response:
+        return html('<a href="/first">1</a><a href="/other">2</a><a href="/away">3</a>')
+
     async def first(request: web.Request) -> web.Response:
         raise web.HTTPFound("/second")
 
     async def second(request: web.Request) -> web.Response:
-        raise web.HTTPMovedPermanently("/final")
+        raise web.HTTPMovedPermanently("/final#part")
+
+    async def other(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect("/final")
+
+    async def away(request: web.Request) -> web.Response:
+        raise web.HTTPFound("http://offsite.invalid/")
 
     async def final(request: web.Request) -> web.Response:
         return html("<title>Final</title>")
 
-    app, _ = app_with({"/first": first, "/second": second, "/final": final})
+    routes = {"/": index, "/first": first, "/second": second, "/other": other, "/away": away,
+              "/final": final}  # fmt: skip
+    app, recorder = app_with(routes)
     server = await aiohttp_server(app)
     root = base_url(server)
-    config = make_config([root + "first"])
+    config = make_config([root], crawl__obey_robots=False)
     await crawl(config)
-    row = await page_row(config.storage.db, root + "first")
-    assert row["final_url"] == root + "final"
-    assert json.loads(row["redirects"]) == [root + "first", root + "second"]
-    assert (row["status"], row["title"]) == (200, "Final")
+    for url, status, target in [
+        ("first", 302, "second"), ("second", 301, "final"), ("other", 307, "final"),
+    ]:  # fmt: skip
+        row = await page_row(config.storage.db, root + url)
+        assert (row["status"], row["final_url"], row["title"]) == (status, root + target, None)
+    assert (await page_row(config.storage.db, root + "final"))["title"] == "Final"
+    assert len(recorder.hits["/final"]) == 1  # two ways in, fetched and stored once
+    away_row = await page_row(config.storage.db, root + "away")
+    assert (away_row["final_url"], away_row["error_kind"]) == ("http://offsite.invalid/", None)
+    assert await rows(config.storage.db, "SELECT 1 FROM pages WHERE url LIKE '%offsite%'") == []
 
 
-async def test_a_redirect_loop_is_recorded(aiohttp_server, make_config):
+async def test_redirect_loops_stop_and_are_recorded(aiohttp_server, make_config):
     async def loop(request: web.Request) -> web.Response:
         raise web.HTTPFound("/loop")
 
-    app, recorder = app_with({"/loop": loop})
+    async def endless(request: web.Request) -> web.Response:
+        raise web.HTTPFound(f"/r/{int(request.match_info['n']) + 1}")
+
+    app, recorder = app_with({"/loop": loop, "/r/{n}": endless})
     server = await aiohttp_server(app)
-    url = base_url(server) + "loop"
-    config = make_config([url], fetch__max_redirects=4)
+    root = base_url(server)
+    config = make_config([root + "loop", root + "r/0"], fetch__max_redirects=4)
     await crawl(config)
-    row = await page_row(config.storage.db, url)
-    assert row["error_kind"] == "redirects"
-    assert len(recorder.hits["/loop"]) == 5  # the request and four redirects, then it stops
+    row = await page_row(config.storage.db, root + "loop")
+    assert (row["error_kind"], row["error"]) == (
+        "redirects",
+        "redirects to itself (fetch.max_redirects = 4)",
+    )
+    assert len(recorder.hits["/loop"]) == 1
+    assert sorted(recorder.hits) == ["/loop", "/r/0", "/r/1", "/r/2", "/r/3", "/r/4", "/robots.txt"]
+    last = await page_row(config.storage.db, root + "r/4")
+    assert last["error_kind"] == "redirects"  # the fifth hop is one too many
 
 
 async def test_concurrency_cap_is_never_exceeded(aiohttp_server, make_config):
