@@ -10,11 +10,10 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import logging.handlers
 import os
-import queue
 import signal
 import sys
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,9 @@ from .config import Config, load_config
 from .crawler import Crawler
 from .demosite import SiteSpec, serve
 from .errors import ScraperError
+from .logs import FORMATS as LOG_FORMATS
+from .logs import LEVELS, setup_logging
+from .progress import choose_mode, show_progress
 from .query import FORMATS, run_query
 from .sink import CrawlSummary
 
@@ -41,17 +43,22 @@ EXIT_INTERRUPTED = 130
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    with _logging(args.log_level):
-        try:
+    try:
+        with setup_logging(args.log_level, args.log_file, args.log_format):
             return int(args.command(args))
-        except ScraperError as exc:
-            if args.debug:
-                log.exception("user error")
-            print(f"scraper: error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        except KeyboardInterrupt:
-            print("scraper: interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
+    except ScraperError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"scraper: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("scraper: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`scraper export | head`): not an error. Point stdout at devnull
+        # so the interpreter's final flush does not complain about the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,11 +73,10 @@ def _parser() -> argparse.ArgumentParser:
         help="override one config value (a TOML value); repeatable",
     )
     common.add_argument("--db", help="results database (storage.db)")
+    common.add_argument("--log-level", default="WARNING", type=str.upper, choices=LEVELS)
+    common.add_argument("--log-file", type=Path, help="also append the log to this file")
     common.add_argument(
-        "--log-level",
-        default="WARNING",
-        type=str.upper,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        "--log-format", choices=LOG_FORMATS, default="text", help="json: one object per line"
     )
     common.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
 
@@ -89,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     crawl.add_argument("seeds", nargs="*", metavar="SEED", help="start URLs (replace crawl.seeds)")
     crawl.add_argument("--concurrency", type=int, help="fetch.concurrency")
     crawl.add_argument("--max-pages", type=int, help="crawl.max_pages")
+    crawl.add_argument("-q", "--quiet", action="store_true", help="no progress, only the summary")
     crawl.set_defaults(command=_crawl_command)
 
     query = commands.add_parser(
@@ -109,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
         "print the summary and an example query, and stop the site.",
     )
     demo.add_argument("--pages", type=int, default=300, help="pages in the demo site")
+    demo.add_argument("-q", "--quiet", action="store_true", help="no progress, only the summary")
     demo.set_defaults(command=_demo_command)
 
     site = commands.add_parser(
@@ -142,15 +150,17 @@ def _crawl_command(args: argparse.Namespace) -> int:
     if args.max_pages is not None:
         values["crawl.max_pages"] = args.max_pages
     config = _load(args, values)
-    summary = asyncio.run(_crawl(config))
+    summary = asyncio.run(_crawl(config, quiet=args.quiet))
     print(format_summary(summary))
     return EXIT_INTERRUPTED if summary.status == "interrupted" else 0
 
 
-async def _crawl(config: Config) -> CrawlSummary:
+async def _crawl(config: Config, *, quiet: bool) -> CrawlSummary:
     crawler = Crawler(config)
+    mode = choose_mode(quiet=quiet, stream=sys.stdout)
     with _stop_on_signals(crawler):
-        return await crawler.run()
+        async with show_progress(crawler.snapshot, mode, config.log.interval):
+            return await crawler.run()
 
 
 @contextlib.contextmanager
@@ -210,7 +220,7 @@ async def _demo(args: argparse.Namespace, spec: SiteSpec, db: str) -> CrawlSumma
         }
         config = _load(args, values, use_file=False)
         print(f"Demo site: {spec.pages} pages at http://127.0.0.1:{port}/ — crawling…")
-        return await _crawl(config)
+        return await _crawl(config, quiet=args.quiet)
     finally:
         await runner.cleanup()
 
@@ -246,22 +256,3 @@ def format_summary(s: CrawlSummary) -> str:
             'pages LIMIT 10")',
         ]
     )
-
-
-@contextlib.contextmanager
-def _logging(level: str) -> Iterator[None]:
-    """Log through a queue so the event-loop thread never waits on a write to stderr."""
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    listener = logging.handlers.QueueListener(records, handler)
-    root = logging.getLogger()
-    queue_handler = logging.handlers.QueueHandler(records)
-    root.addHandler(queue_handler)
-    root.setLevel(level)
-    listener.start()
-    try:
-        yield
-    finally:
-        listener.stop()
-        root.removeHandler(queue_handler)

@@ -148,11 +148,20 @@ class StorageConfig:
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogConfig:
+    interval: float = field(
+        default=5.0,
+        metadata=_opt(_float(0, exclusive=True), "seconds between progress lines off a terminal"),
+    )
+
+
 SECTIONS: dict[str, type] = {
     "crawl": CrawlConfig,
     "fetch": FetchConfig,
     "parse": ParseConfig,
     "storage": StorageConfig,
+    "log": LogConfig,
 }
 EXTRACT_KEYS = ("css", "take", "attr", "all")
 TAKES = ("text", "html", "attr")
@@ -164,6 +173,7 @@ class Config:
     fetch: FetchConfig = field(default_factory=FetchConfig)
     parse: ParseConfig = field(default_factory=ParseConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     extract: tuple[ExtractRule, ...] = ()
 
     def to_json(self) -> str:

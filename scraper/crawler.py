@@ -17,14 +17,12 @@ from .config import Config
 from .errors import ConfigError, ScraperError
 from .fetch import Fetcher
 from .frontier import Frontier, MemoryFrontier
-from .models import CrawlRequest, FetchResult, PageRecord, ParseJob
+from .models import CrawlRequest, CrawlSnapshot, FetchResult, PageRecord, ParseJob
 from .parse import ParsePool
 from .sink import CrawlSummary, Sink, SqliteSink
 from .urls import Scope, host_of
 
 log = logging.getLogger(__name__)
-
-PROGRESS_INTERVAL = 5.0
 
 
 class Crawler:
@@ -37,7 +35,14 @@ class Crawler:
             )
         self._config = config
         self._pipeline: asyncio.Task[None] | None = None
+        self._stages: Pipeline | None = None
         self._stopping = False
+
+    def snapshot(self) -> CrawlSnapshot:
+        """The crawl's counters now (all zero before it starts), for a progress display."""
+        if self._stages is None:
+            return CrawlSnapshot(max_pages=self._config.crawl.max_pages)
+        return self._stages.snapshot()
 
     def stop(self) -> None:
         """Stop taking work and end the crawl as interrupted; what was parsed is still stored."""
@@ -62,7 +67,7 @@ class Crawler:
         config = self._config
         async with Fetcher(config.fetch) as fetcher, ParsePool(config.parse) as parser:
             frontier = MemoryFrontier(config.crawl.max_pages)
-            pipeline = Pipeline(config, frontier, fetcher, parser, sink)
+            pipeline = self._stages = Pipeline(config, frontier, fetcher, parser, sink)
             self._pipeline = asyncio.create_task(pipeline.run(), name="pipeline")
             if self._stopping:
                 self._pipeline.cancel()
@@ -110,13 +115,23 @@ class Pipeline:
         self.sink_queue: asyncio.Queue[PageRecord | None] = asyncio.Queue(
             2 * config.storage.batch_size
         )
+        self._pages = self._errors = self._bytes = 0
+
+    def snapshot(self) -> CrawlSnapshot:
+        return CrawlSnapshot(
+            pages=self._pages,
+            errors=self._errors,
+            bytes=self._bytes,
+            queued=self._frontier.queued(),
+            in_flight=self._frontier.in_flight(),
+            max_pages=self._config.crawl.max_pages,
+        )
 
     async def run(self) -> None:
         seeds = [CrawlRequest(url=seed) for seed in self._config.crawl.seeds]
         await self._frontier.add(seeds)
         async with asyncio.TaskGroup() as crawl:
             crawl.create_task(self._sink.consume(self.sink_queue), name="sink")
-            progress = crawl.create_task(self._report_progress(), name="progress")
             async with asyncio.TaskGroup() as parsers:
                 for i in range(self._parse_tasks):
                     parsers.create_task(self._parse_worker(), name=f"parse-{i}")
@@ -126,7 +141,6 @@ class Pipeline:
                 for _ in range(self._parse_tasks):
                     await self.parse_queue.put(None)
             await self.sink_queue.put(None)
-            progress.cancel()
 
     async def _fetch_worker(self) -> None:
         while (request := await self._frontier.next()) is not None:
@@ -140,6 +154,7 @@ class Pipeline:
                 if record.parsed is not None:
                     await self._admit_links(result.request, record.parsed.links)
                 await self.sink_queue.put(record)
+                self._count(record)
             finally:
                 await self._frontier.done(result.request)
 
@@ -173,14 +188,7 @@ class Pipeline:
             if self._scope.allows_host(host_of(url))
         )
 
-    async def _report_progress(self) -> None:
-        while True:
-            await asyncio.sleep(PROGRESS_INTERVAL)
-            log.info(
-                "queued %d, in flight %d (on the wire %d), parse queue %d, sink queue %d",
-                self._frontier.queued(),
-                self._frontier.in_flight(),
-                self._fetcher.in_flight,
-                self.parse_queue.qsize(),
-                self.sink_queue.qsize(),
-            )
+    def _count(self, record: PageRecord) -> None:
+        self._pages += 1
+        self._errors += record.fetch.error_kind is not None or record.parse_error is not None
+        self._bytes += record.fetch.bytes or 0

@@ -86,3 +86,15 @@ class PageRecord:
     fetch: FetchResult
     parsed: ParseResult | None = None
     parse_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CrawlSnapshot:
+    """A crawl's counters at one moment, for a progress display; read-only, cheap to take."""
+
+    pages: int = 0  # through the pipeline and handed to the sink
+    errors: int = 0  # of those, the ones stored with an error
+    bytes: int = 0
+    queued: int = 0  # admitted, not yet fetched
+    in_flight: int = 0  # fetched or being fetched, not yet through the parser
+    max_pages: int = 0  # crawl.max_pages: 0 = no bound

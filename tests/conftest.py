@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -55,3 +58,17 @@ async def rows(db: str | Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
 
 def base_url(server: Any) -> str:
     return str(server.make_url("/"))
+
+
+SCRAPER = [sys.executable, "-m", "scraper"]
+
+
+async def scraper_cli(*args: str, cwd: Path, **kwargs: Any) -> tuple[int, str, str]:
+    """Run the CLI in a subprocess in `cwd` (never the repo: its config.toml names a public site)
+    without blocking this test's event loop, which may be serving the site being crawled."""
+    process = await asyncio.create_subprocess_exec(
+        *SCRAPER, *args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
