@@ -27,7 +27,9 @@ from .logs import FORMATS as LOG_FORMATS
 from .logs import LEVELS, setup_logging
 from .progress import choose_mode, show_progress
 from .query import FORMATS, run_query
+from .results import find_crawl, open_results
 from .sink import CrawlSummary
+from .stats import crawl_stats, format_stats
 
 log = logging.getLogger("scraper")
 
@@ -108,6 +110,16 @@ def _parser() -> argparse.ArgumentParser:
     query.add_argument("--format", choices=FORMATS, default="table")
     query.set_defaults(command=_query_command)
 
+    stats = commands.add_parser(
+        "stats",
+        parents=[common],
+        help="the summary of a crawl (finished or running)",
+        description="Print a crawl's summary: pages by status, errors by kind, top hosts, "
+        "latency percentiles, speed. Works while the crawl runs.",
+    )
+    stats.add_argument("--crawl", type=int, metavar="ID", help="which crawl (default: the latest)")
+    stats.set_defaults(command=_stats_command)
+
     demo = commands.add_parser(
         "demo",
         parents=[common],
@@ -151,7 +163,7 @@ def _crawl_command(args: argparse.Namespace) -> int:
         values["crawl.max_pages"] = args.max_pages
     config = _load(args, values)
     summary = asyncio.run(_crawl(config, quiet=args.quiet))
-    print(format_summary(summary))
+    print_stats(summary.db, summary.crawl_id)
     return EXIT_INTERRUPTED if summary.status == "interrupted" else 0
 
 
@@ -196,13 +208,23 @@ def _query_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stats_command(args: argparse.Namespace) -> int:
+    print_stats(_load(args, {}).storage.db, args.crawl)
+    return 0
+
+
+def print_stats(db: str, crawl_id: int | None) -> None:
+    with open_results(db) as conn:
+        print(format_stats(crawl_stats(conn, find_crawl(conn, crawl_id), db)))
+
+
 def _demo_command(args: argparse.Namespace) -> int:
     spec = SiteSpec(pages=args.pages)
     db = Path(args.db or DEMO_DB)
     for stale in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
         stale.unlink(missing_ok=True)  # the demo's own file, rebuilt on every run
     summary = asyncio.run(_demo(args, spec, str(db)))
-    print(format_summary(summary))
+    print_stats(summary.db, summary.crawl_id)
     print(f'\nExample query:  scraper query --db {db} "{DEMO_QUERY}"\n')
     run_query(db, DEMO_QUERY, sys.stdout)
     return EXIT_INTERRUPTED if summary.status == "interrupted" else 0
@@ -240,19 +262,3 @@ def _demo_site_command(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever())
     return 0
-
-
-def format_summary(s: CrawlSummary) -> str:
-    def counts(d: dict[str, int]) -> str:
-        return ", ".join(f"{k} {v}" for k, v in d.items()) or "none"
-
-    return "\n".join(
-        [
-            f"Crawl {s.crawl_id} {s.status}: {s.pages} pages in {s.duration_s:.1f} s "
-            f"({s.pages_per_second:.1f} pages/s), {s.bytes / 1e6:.1f} MB",
-            f"  by status: {counts(s.by_status)}",
-            f"  errors:    {counts(s.by_error)}",
-            f'  results:   {s.db}  (scraper query --db {s.db} "SELECT url, status, title FROM '
-            'pages LIMIT 10")',
-        ]
-    )
