@@ -22,9 +22,13 @@ from . import __version__
 from .config import Config, load_config
 from .crawler import Crawler
 from .demosite import SiteSpec, serve
-from .errors import ScraperError
+from .errors import ConfigError, ScraperError
+from .export import FORMATS as EXPORT_FORMATS
+from .export import export
 from .logs import FORMATS as LOG_FORMATS
 from .logs import LEVELS, setup_logging
+from .output import output_file
+from .presets import PRESETS
 from .progress import choose_mode, show_progress
 from .query import FORMATS, run_query
 from .results import find_crawl, open_results
@@ -104,11 +108,30 @@ def _parser() -> argparse.ArgumentParser:
         "query",
         parents=[common],
         help="run read-only SQL on the results",
-        description="Run one read-only SQL statement on the results.",
+        description="Run one read-only SQL statement, or a named one, on the results.",
+        epilog="presets:\n"
+        + "\n".join(f"  {p.name:<16}{p.about}" for p in PRESETS.values())
+        + "\n(the README shows their SQL)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    query.add_argument("sql", help='e.g. "SELECT url, status, title FROM pages LIMIT 10"')
+    query.add_argument(
+        "sql", nargs="?", help='e.g. "SELECT url, status, title FROM pages LIMIT 10"'
+    )
+    query.add_argument("--preset", choices=PRESETS, help="a named query instead of SQL")
     query.add_argument("--format", choices=FORMATS, default="table")
     query.set_defaults(command=_query_command)
+
+    exporter = commands.add_parser(
+        "export",
+        parents=[common],
+        help="write the pages and their fields as JSON lines or CSV",
+        description="Write every page with its extracted fields, streamed: JSON lines keep "
+        "fields as an object, CSV gives each field a column (fields.NAME).",
+    )
+    exporter.add_argument("--format", choices=EXPORT_FORMATS, default="jsonl")
+    exporter.add_argument("--out", type=Path, metavar="FILE", help="default: standard output")
+    exporter.add_argument("--crawl", type=int, metavar="ID", help="only this crawl's pages")
+    exporter.set_defaults(command=_export_command)
 
     stats = commands.add_parser(
         "stats",
@@ -203,8 +226,17 @@ def _stop_on_signals(crawler: Crawler) -> Iterator[None]:
 
 
 def _query_command(args: argparse.Namespace) -> int:
-    config = _load(args, {})
-    run_query(config.storage.db, args.sql, sys.stdout, args.format)
+    if (args.sql is None) == (args.preset is None):
+        raise ConfigError("query: give either SQL or --preset NAME (see scraper query --help)")
+    sql = PRESETS[args.preset].sql if args.preset else args.sql
+    run_query(_load(args, {}).storage.db, sql, sys.stdout, args.format)
+    return 0
+
+
+def _export_command(args: argparse.Namespace) -> int:
+    db = _load(args, {}).storage.db
+    with output_file(args.out, sys.stdout) as out:
+        export(db, out, args.format, args.crawl)
     return 0
 
 
