@@ -31,6 +31,7 @@ from .output import output_file
 from .presets import PRESETS
 from .progress import choose_mode, show_progress
 from .query import FORMATS, run_query
+from .report import default_path, write_report
 from .results import find_crawl, open_results
 from .sink import CrawlSummary
 from .stats import crawl_stats, format_stats
@@ -132,6 +133,18 @@ def _parser() -> argparse.ArgumentParser:
     exporter.add_argument("--out", type=Path, metavar="FILE", help="default: standard output")
     exporter.add_argument("--crawl", type=int, metavar="ID", help="only this crawl's pages")
     exporter.set_defaults(command=_export_command)
+
+    report = commands.add_parser(
+        "report",
+        parents=[common],
+        help="write a self-contained HTML report of a crawl",
+        description="Write one HTML file (charts and error tables; opens offline) about a crawl.",
+    )
+    report.add_argument(
+        "--out", type=Path, metavar="FILE", help="default: beside the database, NAME-report.html"
+    )
+    report.add_argument("--crawl", type=int, metavar="ID", help="which crawl (default: the latest)")
+    report.set_defaults(command=_report_command)
 
     stats = commands.add_parser(
         "stats",
@@ -237,6 +250,15 @@ def _export_command(args: argparse.Namespace) -> int:
     db = _load(args, {}).storage.db
     with output_file(args.out, sys.stdout) as out:
         export(db, out, args.format, args.crawl)
+    return 0
+
+
+def _report_command(args: argparse.Namespace) -> int:
+    db = _load(args, {}).storage.db
+    path = args.out or default_path(db)
+    with output_file(path, sys.stdout) as out:
+        stats = write_report(db, out, args.crawl)
+    print(f"Report on crawl {stats.crawl_id}: {path}  (open it in a browser; it needs no network)")
     return 0
 
 

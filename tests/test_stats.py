@@ -62,6 +62,16 @@ async def test_the_summary_agrees_with_the_database(crawled: tuple[Path, str]) -
     assert out.startswith("Crawl 2 finished: 1 pages in ")
     assert line(out, "by status") == "2xx 1"
 
+    for args, needle in [
+        (["--crawl", "9"], "--crawl 9: no such crawl (this database has crawl 1 to 2)"),
+        (["--db", "absent.db"], "absent.db: no such database"),
+    ]:
+        code, _, err = await scraper_cli("stats", "--db", str(db), *args, cwd=db.parent)
+        assert code == 2
+        assert err.startswith("scraper: error: ")
+        assert len(err.strip().splitlines()) == 1
+        assert needle in err
+
 
 async def test_stats_of_a_crawl_still_running(aiohttp_server, tmp_path: Path) -> None:
     stored = asyncio.Event()
@@ -97,22 +107,6 @@ async def test_stats_of_a_crawl_still_running(aiohttp_server, tmp_path: Path) ->
         release.set()
         await asyncio.wait_for(crawl.communicate(), 60)
     assert crawl.returncode == 0
-
-
-@pytest.mark.parametrize(
-    ("args", "needle"),
-    [
-        (["--crawl", "9"], "--crawl 9: no such crawl (this database has crawl 1 to 2)"),
-        (["--db", "absent.db"], "no such database"),
-    ],
-)
-async def test_stats_user_errors(crawled: tuple[Path, str], args: list[str], needle: str) -> None:
-    db, _ = crawled
-    code, _, err = await scraper_cli("stats", "--db", str(db), *args, cwd=db.parent)
-    assert code == 2
-    assert err.startswith("scraper: error: ")
-    assert len(err.strip().splitlines()) == 1
-    assert needle in err
 
 
 def test_nearest_rank_percentiles() -> None:
