@@ -44,4 +44,6 @@ def explain_sqlite(exc: sqlite3.Error) -> str:
         )
     if "locked" in text or "busy" in text:
         return f"{text}: another program holds it (another crawl?); wait, or pick another --db"
+    if "unable to open" in text:
+        return f"{text}: is it a folder, or in a folder you may not write to?"
     return text

@@ -34,22 +34,46 @@ def open_results(db_path: str | Path) -> Iterator[sqlite3.Connection]:
     path = Path(db_path)
     if not path.is_file():
         raise StorageError(f"{path}: no such database (crawl first, or pass --db)")
+    conn = _connect(path)
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise StorageError(f"{path}: cannot open the database: {explain_sqlite(exc)}") from None
+        app_id = _application_id(conn, path)
+    except _NeedsWrite:
+        # A WAL database whose file and folder we may not write: SQLite cannot create the index
+        # file readers share, so read the file as it stands. (Should another user's crawl be
+        # writing it, this reader may miss its latest pages.)
+        conn.close()
+        conn = _connect(path, immutable=True)
+        app_id = _application_id(conn, path)
     with contextlib.closing(conn):
-        _check_ours(conn, path)
+        if app_id != APPLICATION_ID:
+            raise StorageError(f"{path}: not a scraper database")
         yield conn
 
 
-def _check_ours(conn: sqlite3.Connection, path: Path) -> None:
+class _NeedsWrite(Exception):
+    pass
+
+
+def _connect(path: Path, *, immutable: bool = False) -> sqlite3.Connection:
+    uri = f"{path.resolve().as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
+    try:
+        return sqlite3.connect(uri, uri=True)
+    except sqlite3.Error as exc:
+        raise StorageError(f"{path}: cannot open the database: {explain_sqlite(exc)}") from None
+
+
+def _application_id(conn: sqlite3.Connection, path: Path) -> int:
     try:
         (app_id,) = conn.execute("PRAGMA application_id").fetchone()
-    except sqlite3.Error as exc:
+    except sqlite3.OperationalError as exc:
+        if "readonly" in str(exc):
+            raise _NeedsWrite from None
+        conn.close()
         raise StorageError(f"{path}: cannot read the database: {explain_sqlite(exc)}") from None
-    if app_id != APPLICATION_ID:
-        raise StorageError(f"{path}: not a scraper database")
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StorageError(f"{path}: cannot read the database: {explain_sqlite(exc)}") from None
+    return int(app_id)
 
 
 def find_crawl(conn: sqlite3.Connection, crawl_id: int | None = None) -> CrawlRow:

@@ -21,7 +21,7 @@ from typing import Any, Protocol, Self
 import aiosqlite
 
 from .config import StorageConfig
-from .errors import StorageError
+from .errors import StorageError, explain_sqlite
 from .models import PageRecord
 
 SCHEMA_VERSION = 1
@@ -154,7 +154,9 @@ class SqliteSink:
             await self._prepare(self._db)
         except sqlite3.Error as exc:
             await self._close()
-            raise StorageError(f"{self._path}: cannot open the database: {exc}") from None
+            raise StorageError(
+                f"{self._path}: cannot open the database: {explain_sqlite(exc)}"
+            ) from None
         except StorageError:
             await self._close()
             raise
@@ -271,7 +273,7 @@ class SqliteSink:
         except sqlite3.Error as exc:
             if db.in_transaction:
                 await db.execute("ROLLBACK")
-            raise StorageError(f"{self._path}: cannot write: {exc}") from None
+            raise StorageError(f"{self._path}: cannot write: {explain_sqlite(exc)}") from None
         self.written += len(records)
 
     async def finish_crawl(self, status: str) -> CrawlSummary:
