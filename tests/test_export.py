@@ -18,7 +18,7 @@ from scraper.demosite import SiteSpec, make_app
 from scraper.export import export
 from scraper.sink import APPLICATION_ID, PAGE_COLUMNS, SCHEMA
 
-SITE = SiteSpec(pages=30, page_bytes=2000, error_rate=0.1)
+SITE = SiteSpec(pages=30, page_bytes=2000, error_rate=0.1, extras=False)
 RULES = [
     "--set",
     'extract.price="p.price"',
