@@ -7,13 +7,14 @@ import csv
 import io
 import json
 import sqlite3
+import subprocess
 import tracemalloc
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import base_url, rows, scraper_cli
+from conftest import SCRAPER, base_url, rows, scraper_cli
 from scraper.demosite import SiteSpec, make_app
 from scraper.export import export
 from scraper.sink import APPLICATION_ID, PAGE_COLUMNS, SCHEMA
@@ -146,3 +147,16 @@ def test_memory_stays_flat_whatever_the_size(tmp_path: Path, fmt: str) -> None:
 
     small, large = peak(500), peak(10_000)  # 20 times the rows (about 15 MB of JSON)
     assert large < 2 * small + 200_000, (small, large)
+
+
+def test_a_reader_that_stops_early_is_no_error(tmp_path: Path) -> None:
+    db = tmp_path / "big.db"
+    make_database(db, 5_000)
+    command = " ".join([*SCRAPER, "export", "--db", str(db)]) + " | head -n 1"
+    result = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert json.loads(result.stdout)["url"] == "http://x.test/0"
