@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .config import Config, load_config
+from .crawls import list_crawls
 from .errors import ConfigError, ScraperError
 from .export import FORMATS as EXPORT_FORMATS
 from .export import export
@@ -27,7 +28,7 @@ from .logs import FORMATS as LOG_FORMATS
 from .logs import LEVELS, setup_logging
 from .output import output_file
 from .presets import PRESETS
-from .query import FORMATS, run_query
+from .query import FORMATS, run_query, write_table
 from .results import find_crawl, open_results
 from .stats import crawl_stats, format_stats
 
@@ -35,8 +36,8 @@ from .stats import crawl_stats, format_stats
 # that use them: `scraper query` and friends start in a fraction of the time.
 if TYPE_CHECKING:
     from .crawler import Crawler
+    from .crawls import CrawlSummary
     from .demosite import SiteSpec
-    from .sink import CrawlSummary
 
 log = logging.getLogger("scraper")
 
@@ -105,7 +106,18 @@ def _parser() -> argparse.ArgumentParser:
     crawl.add_argument("--concurrency", type=int, help="fetch.concurrency")
     crawl.add_argument("--max-pages", type=int, help="crawl.max_pages")
     crawl.add_argument("-q", "--quiet", action="store_true", help="no progress, only the summary")
+    crawl.add_argument(
+        "--fresh", action="store_true", help="start a new crawl even if the last one did not finish"
+    )
     crawl.set_defaults(command=_crawl_command)
+
+    crawls = commands.add_parser(
+        "crawls",
+        parents=[common],
+        help="list the crawls in the database",
+        description="List the crawls in the database with their state and counters.",
+    )
+    crawls.set_defaults(command=_crawls_command)
 
     query = commands.add_parser(
         "query",
@@ -200,20 +212,32 @@ def _crawl_command(args: argparse.Namespace) -> int:
     if args.max_pages is not None:
         values["crawl.max_pages"] = args.max_pages
     config = _load(args, values)
-    summary = asyncio.run(_crawl(config, quiet=args.quiet))
+    summary = asyncio.run(_crawl(config, quiet=args.quiet, fresh=args.fresh))
     print_stats(summary.db, summary.crawl_id)
     return EXIT_INTERRUPTED if summary.status == "interrupted" else 0
 
 
-async def _crawl(config: Config, *, quiet: bool) -> CrawlSummary:
+async def _crawl(config: Config, *, quiet: bool, fresh: bool = False) -> CrawlSummary:
     from .crawler import Crawler
     from .progress import choose_mode, show_progress
 
-    crawler = Crawler(config)
+    crawler = Crawler(config, fresh=fresh, announce=_say)
     mode = choose_mode(quiet=quiet, stream=sys.stdout)
     with _stop_on_signals(crawler):
         async with show_progress(crawler.snapshot, mode, config.log.interval):
             return await crawler.run()
+
+
+def _say(message: str) -> None:
+    print(f"scraper: {message}", file=sys.stderr, flush=True)
+
+
+def _crawls_command(args: argparse.Namespace) -> int:
+    config = _load(args, {})
+    with open_results(config.storage.db) as conn:
+        columns, rows = list_crawls(conn)
+    write_table(columns, rows, sys.stdout)
+    return 0
 
 
 @contextlib.contextmanager
@@ -307,7 +331,7 @@ async def _demo(args: argparse.Namespace, spec: SiteSpec, db: str) -> CrawlSumma
         }
         config = _load(args, values, use_file=False)
         print(f"Demo site: {spec.pages} pages at http://127.0.0.1:{port}/ — crawling…")
-        return await _crawl(config, quiet=args.quiet)
+        return await _crawl(config, quiet=args.quiet, fresh=True)
     finally:
         await runner.cleanup()
 

@@ -97,6 +97,18 @@ def _workers(value: Any) -> int:
         raise _Invalid('must be "auto" or an integer ≥ 1') from None
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(value: Any) -> float:
+    """Seconds, as a number or a string such as "90s", "30m", "12h", "7d"."""
+    if isinstance(value, str) and value[-1:] in _UNITS and value[:-1].replace(".", "", 1).isdigit():
+        return float(value[:-1]) * _UNITS[value[-1]]
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    raise _Invalid('must be a duration: seconds, or a string like "30m", "12h", "7d"')
+
+
 def _opt(check: Check, doc: str) -> dict[str, Any]:
     return {"check": check, "doc": doc}
 
@@ -109,6 +121,11 @@ class CrawlConfig:
     )
     max_depth: int = field(default=0, metadata=_opt(_int(0), "link depth; 0 = no limit"))
     max_pages: int = field(default=0, metadata=_opt(_int(0), "pages to fetch; 0 = no limit"))
+    max_pages_per_host: int = field(default=0, metadata=_opt(_int(0), "0 = no limit"))
+    obey_robots: bool = field(default=True, metadata=_opt(_bool, "honour robots.txt"))
+    queue_size: int = field(default=1000, metadata=_opt(_int(1), "URLs leased into memory"))
+    shutdown_grace: float = field(default=10.0, metadata=_opt(_float(0), "seconds"))
+    recrawl_after: float = field(default=0.0, metadata=_opt(_duration, "0 = always"))
 
     def __post_init__(self) -> None:
         if not self.allowed_domains and self.seeds:
@@ -119,6 +136,10 @@ class CrawlConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FetchConfig:
     concurrency: int = field(default=16, metadata=_opt(_int(1), "requests in flight"))
+    per_host_concurrency: int = field(default=8, metadata=_opt(_int(1), "per host"))
+    per_host_delay: float = field(default=0.0, metadata=_opt(_float(0), "between starts"))
+    autothrottle: bool = field(default=True, metadata=_opt(_bool, "adapt per host"))
+    robots_timeout: float = field(default=10.0, metadata=_opt(_float(0, exclusive=True), ""))
     user_agent: str = field(
         default="scraper/0.1 (+set fetch.user_agent to a way to reach you)",
         metadata=_opt(_text, "User-Agent header"),

@@ -1,8 +1,9 @@
-"""The coordinator: wires frontier → fetch → parse → sink and decides when the crawl is over.
+"""The coordinator: wires scheduler → fetch → parse → sink, resumes and stops crawls.
 
 It owns no stage's logic. Each stage runs as named tasks in nested TaskGroups, so no task outlives
-the crawl, and the stages close in order: when the frontier reports the crawl over, the fetch
-workers end, then the parse workers drain their bounded queue, then the sink drains its own.
+the crawl, and the stages close in order: when the scheduler declares the crawl over (or a stop
+was asked for), the fetch workers end, then the parse workers drain their bounded queue, then the
+sink drains its own.
 """
 
 from __future__ import annotations
@@ -11,66 +12,145 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 
 from .config import Config
+from .crawls import CrawlSummary, finish_crawl, now, reopen_crawl, start_crawl, unfinished_crawl
 from .errors import ConfigError, ScraperError
 from .fetch import Fetcher
-from .frontier import Frontier, MemoryFrontier
+from .frontier import DONE, SeenCache, SqliteFrontier
 from .models import CrawlRequest, CrawlSnapshot, FetchResult, PageRecord, ParseJob
 from .parse import ParsePool
-from .sink import CrawlSummary, Sink, SqliteSink
+from .robots import RobotsGate
+from .scheduler import Assignment, Limits, Scheduler
+from .sink import SqliteSink
+from .storage import Database
 from .urls import Scope, host_of
 
 log = logging.getLogger(__name__)
+
+SEEN_CACHE_SIZE = 100_000
 
 
 class Crawler:
     """One crawl run: `await Crawler(config).run()`; `stop()` ends it early (e.g. on Ctrl-C)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        fresh: bool = False,
+        announce: Callable[[str], None] = log.info,
+    ) -> None:
         if not config.crawl.seeds:
             raise ConfigError(
                 "no seeds: give start URLs on the command line or set crawl.seeds in config.toml"
             )
         self._config = config
+        self._fresh = fresh
+        self._announce = announce
         self._pipeline: asyncio.Task[None] | None = None
+        self._scheduler: Scheduler | None = None
         self._stages: Pipeline | None = None
+        self._stored_before = 0  # pages a resumed crawl had already stored
         self._stopping = False
 
     def snapshot(self) -> CrawlSnapshot:
         """The crawl's counters now (all zero before it starts), for a progress display."""
-        if self._stages is None:
+        if self._stages is None or self._scheduler is None:
             return CrawlSnapshot(max_pages=self._config.crawl.max_pages)
-        return self._stages.snapshot()
+        pages, errors, size = self._stages.counts()
+        return CrawlSnapshot(
+            pages=self._stored_before + pages,
+            errors=errors,
+            bytes=size,
+            queued=self._scheduler.queued(),
+            in_flight=self._scheduler.in_flight,
+            max_pages=self._config.crawl.max_pages,
+        )
 
     def stop(self) -> None:
-        """Stop taking work and end the crawl as interrupted; what was parsed is still stored."""
+        """Take no new work; give requests in flight crawl.shutdown_grace seconds, then cancel.
+        Everything parsed by then is stored, and the crawl is marked interrupted."""
+        if self._stopping:
+            return
         self._stopping = True
-        if self._pipeline is not None:
-            self._pipeline.cancel()
+        self._begin_stop()
+
+    def _begin_stop(self) -> None:
+        if self._scheduler is None or self._pipeline is None:
+            return  # the pipeline starts already stopping
+        self._scheduler.stop()
+        pipeline = self._pipeline
+        asyncio.get_running_loop().call_later(self._config.crawl.shutdown_grace, pipeline.cancel)
 
     async def run(self) -> CrawlSummary:
         config = self._config
-        async with SqliteSink(config.storage) as sink:
-            await sink.start_crawl(config.crawl.seeds, config.to_json())
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        async with Database(config.storage.db) as db:
+            crawl_id = await self._crawl_to_resume(db)
+            resumed = crawl_id is not None
+            if crawl_id is None:
+                crawl_id = await start_crawl(db, config.crawl.seeds, config.to_json())
+            else:
+                await reopen_crawl(db, crawl_id)
+            frontier = SqliteFrontier(db, crawl_id, config.crawl.recrawl_after)
+            again = await frontier.reset_leases()
+            await frontier.seed([CrawlRequest(url=seed) for seed in config.crawl.seeds])
+            done = await frontier.count(DONE)
+            if resumed:
+                self._announce(
+                    f"resuming crawl {crawl_id}: {done} pages already stored, "
+                    f"{again} in flight when it stopped will be fetched again (--fresh starts anew)"
+                )
             try:
-                status = await self._run_pipeline(sink)
+                status = await self._run_pipeline(db, crawl_id, frontier, done)
             except BaseException as exc:
                 status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "failed"
                 with contextlib.suppress(ScraperError):  # the first error is the one to report
-                    await sink.finish_crawl(status)
+                    await finish_crawl(db, crawl_id, status, loop.time() - started)
                 raise
-            return await sink.finish_crawl(status)
+            return await finish_crawl(db, crawl_id, status, loop.time() - started, resumed=resumed)
 
-    async def _run_pipeline(self, sink: SqliteSink) -> str:
+    async def _crawl_to_resume(self, db: Database) -> int | None:
+        unfinished = None if self._fresh else await unfinished_crawl(db)
+        if unfinished is None:
+            return None
+        crawl_id, seeds = unfinished
+        if seeds != self._config.crawl.seeds:
+            self._announce(
+                f"crawl {crawl_id} did not finish but had other seeds; starting a new crawl "
+                "(run again with its seeds to resume it)"
+            )
+            return None
+        return crawl_id
+
+    async def _run_pipeline(
+        self, db: Database, crawl_id: int, frontier: SqliteFrontier, done: int
+    ) -> str:
         config = self._config
         async with Fetcher(config.fetch) as fetcher, ParsePool(config.parse) as parser:
-            frontier = MemoryFrontier(config.crawl.max_pages)
-            pipeline = self._stages = Pipeline(config, frontier, fetcher, parser, sink)
+            sink_queue: asyncio.Queue[object] = asyncio.Queue(2 * config.storage.batch_size)
+            gate = (
+                RobotsGate(fetcher, config.fetch.user_agent, timeout=config.fetch.robots_timeout)
+                if config.crawl.obey_robots
+                else None
+            )
+            scheduler = Scheduler(
+                frontier,
+                _limits(config),
+                gate=gate,
+                on_starved=lambda starved: sink.set_eager(starved, sink_queue),
+                handed=done,
+            )
+            sink = SqliteSink(db, crawl_id, config.storage, on_stored=scheduler.stored)
+            pipeline = Pipeline(config, scheduler, fetcher, parser, sink, sink_queue)
+            self._scheduler, self._stages, self._stored_before = scheduler, pipeline, done
             self._pipeline = asyncio.create_task(pipeline.run(), name="pipeline")
             if self._stopping:
-                self._pipeline.cancel()
+                self._begin_stop()
             try:
                 await self._pipeline
             except asyncio.CancelledError:
@@ -79,7 +159,18 @@ class Crawler:
                 return "interrupted"
             except BaseExceptionGroup as group:
                 raise _user_error_in(group) or group from None
-            return "finished"
+            return "interrupted" if self._stopping else "finished"
+
+
+def _limits(config: Config) -> Limits:
+    return Limits(
+        per_host_concurrency=config.fetch.per_host_concurrency,
+        per_host_delay=config.fetch.per_host_delay,
+        queue_size=config.crawl.queue_size,
+        max_pages=config.crawl.max_pages,
+        max_pages_per_host=config.crawl.max_pages_per_host,
+        autothrottle=config.fetch.autothrottle,
+    )
 
 
 def _user_error_in(group: BaseExceptionGroup) -> ScraperError | None:
@@ -96,73 +187,86 @@ class Pipeline:
     def __init__(
         self,
         config: Config,
-        frontier: Frontier,
+        scheduler: Scheduler,
         fetcher: Fetcher,
         parser: ParsePool,
-        sink: Sink,
+        sink: SqliteSink,
+        sink_queue: asyncio.Queue[object],
     ) -> None:
         self._config = config
-        self._frontier = frontier
+        self._scheduler = scheduler
         self._fetcher = fetcher
         self._parser = parser
         self._sink = sink
         self._scope = Scope(config.crawl.allowed_domains, config.crawl.max_depth)
+        self._seen = SeenCache(SEEN_CACHE_SIZE)
         # Twice the slots: a worker waiting out a retry backoff holds no slot, so others fill it.
         self._fetch_tasks = 2 * config.fetch.concurrency
         # Two jobs per process: one parsing, one waiting, so no process idles between pages.
         self._parse_tasks = 2 * config.parse.workers
         self.parse_queue: asyncio.Queue[FetchResult | None] = asyncio.Queue(self._parse_tasks)
-        self.sink_queue: asyncio.Queue[PageRecord | None] = asyncio.Queue(
-            2 * config.storage.batch_size
-        )
+        self.sink_queue = sink_queue
         self._pages = self._errors = self._bytes = 0
 
-    def snapshot(self) -> CrawlSnapshot:
-        return CrawlSnapshot(
-            pages=self._pages,
-            errors=self._errors,
-            bytes=self._bytes,
-            queued=self._frontier.queued(),
-            in_flight=self._frontier.in_flight(),
-            max_pages=self._config.crawl.max_pages,
-        )
+    def counts(self) -> tuple[int, int, int]:
+        """Pages handed to the sink in this run, how many of them with an error, their bytes."""
+        return self._pages, self._errors, self._bytes
 
     async def run(self) -> None:
-        seeds = [CrawlRequest(url=seed) for seed in self._config.crawl.seeds]
-        await self._frontier.add(seeds)
+        handoff: asyncio.Queue[Assignment | None] = asyncio.Queue()  # ≤ one item per idle worker
         async with asyncio.TaskGroup() as crawl:
             crawl.create_task(self._sink.consume(self.sink_queue), name="sink")
             async with asyncio.TaskGroup() as parsers:
                 for i in range(self._parse_tasks):
                     parsers.create_task(self._parse_worker(), name=f"parse-{i}")
                 async with asyncio.TaskGroup() as fetchers:
+                    fetchers.create_task(
+                        self._scheduler.run(handoff, self._fetch_tasks), name="scheduler"
+                    )
                     for i in range(self._fetch_tasks):
-                        fetchers.create_task(self._fetch_worker(), name=f"fetch-{i}")
+                        fetchers.create_task(self._fetch_worker(handoff), name=f"fetch-{i}")
                 for _ in range(self._parse_tasks):
                     await self.parse_queue.put(None)
             await self.sink_queue.put(None)
 
-    async def _fetch_worker(self) -> None:
-        while (request := await self._frontier.next()) is not None:
-            result = await self._fetcher.fetch(request)
+    async def _fetch_worker(self, handoff: asyncio.Queue[Assignment | None]) -> None:
+        while True:
+            self._scheduler.want_work()
+            assignment = await handoff.get()
+            if assignment is None:
+                return
+            request, skip = assignment
+            if skip is not None:
+                result = FetchResult(
+                    request=request, fetched_at=now(), attempts=0, error_kind="robots", error=skip
+                )
+            elif request.fresh:
+                result = FetchResult(request=request, fetched_at=now(), attempts=0)
+            else:
+                result = await self._fetcher.fetch(request)
+                self._scheduler.fetched(request, result)
             await self.parse_queue.put(result)
 
     async def _parse_worker(self) -> None:
         while (result := await self.parse_queue.get()) is not None:
-            try:
-                record = await self._parse(result)
-                if record.parsed is not None:
-                    await self._admit_links(result.request, record.parsed.links)
-                await self.sink_queue.put(record)
-                self._count(record)
-            finally:
-                await self._frontier.done(result.request)
+            record = await self._process(result)
+            await self.sink_queue.put(record)
+            self._count(record)
 
-    async def _parse(self, result: FetchResult) -> PageRecord:
+    def _count(self, record: PageRecord) -> None:
+        self._pages += 1
+        self._errors += record.fetch.error_kind is not None or record.parse_error is not None
+        self._bytes += record.fetch.bytes or 0
+
+    async def _process(self, result: FetchResult) -> PageRecord:
+        request = result.request
+        if result.status == 304 or request.fresh:  # the stored page stands; so do its links
+            links = await self._sink.links_from(request.url)
+            return PageRecord(fetch=result, children=self._admit(request, links))
         if not result.parsable or result.body is None:
             return PageRecord(fetch=result)
         job = ParseJob(
-            url=result.final_url or result.request.url,
+            url=result.final_url or request.url,
             body=result.body,
             content_type=result.content_type,
             rules=self._config.extract,
@@ -174,21 +278,19 @@ class Pipeline:
         except BrokenProcessPool:
             raise
         except Exception as exc:  # the parser's bug must not lose the page: record it
-            log.warning("parse failed for %s: %r", result.request.url, exc)
+            log.warning("parse failed for %s: %r", request.url, exc)
             return PageRecord(fetch=stored, parse_error=f"{type(exc).__name__}: {exc}")
-        return PageRecord(fetch=stored, parsed=parsed)
+        return PageRecord(fetch=stored, parsed=parsed, children=self._admit(request, parsed.links))
 
-    async def _admit_links(self, parent: CrawlRequest, links: tuple[str, ...]) -> None:
+    def _admit(
+        self, parent: CrawlRequest, links: tuple[str, ...] | list[str]
+    ) -> tuple[CrawlRequest, ...]:
+        """The links worth a frontier row: in scope, within depth, not seen very recently."""
         depth = parent.depth + 1
         if self._config.crawl.max_depth and depth > self._config.crawl.max_depth:
-            return
-        await self._frontier.add(
+            return ()
+        return tuple(
             CrawlRequest(url=url, depth=depth, referrer=parent.url)
             for url in links
-            if self._scope.allows_host(host_of(url))
+            if self._scope.allows_host(host_of(url)) and self._seen.add(url)
         )
-
-    def _count(self, record: PageRecord) -> None:
-        self._pages += 1
-        self._errors += record.fetch.error_kind is not None or record.parse_error is not None
-        self._bytes += record.fetch.bytes or 0

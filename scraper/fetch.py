@@ -9,11 +9,12 @@ is on the wire, so a request waiting out its backoff leaves its slot to others.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import time
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import aiohttp
 from tenacity import (
@@ -77,19 +78,31 @@ class Fetcher:
             await self._session.close()
             self._session = None
 
-    async def fetch(self, request: CrawlRequest) -> FetchResult:
+    async def fetch(
+        self, request: CrawlRequest, *, any_type: bool = False, time_limit: float | None = None
+    ) -> FetchResult:
+        """Fetch with retries. `any_type`: read the body whatever its type (robots.txt, sitemaps);
+        `time_limit`: a shorter total timeout than fetch.total_timeout."""
         retrying = AsyncRetrying(
             stop=stop_after_attempt(1 + self._config.retries),
             wait=self._wait,
             retry=retry_if_exception_type(_Retryable),
             reraise=True,
         )
+        throttles: list[float] = []  # Retry-After of each 429/503 (0 when absent)
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await self._attempt(request, attempt.retry_state.attempt_number)
+                    try:
+                        number = attempt.retry_state.attempt_number
+                        result = await self._attempt(request, number, any_type, time_limit)
+                    except _Retryable as exc:
+                        if exc.result.status in (429, 503):
+                            throttles.append(exc.retry_after or 0.0)
+                        raise
+                    return _with_throttles(result, throttles)
         except _Retryable as exc:
-            return exc.result
+            return _with_throttles(exc.result, throttles)
         raise AssertionError("tenacity ended without a result")  # pragma: no cover
 
     def _wait(self, state: RetryCallState) -> float:
@@ -98,7 +111,9 @@ class Fetcher:
             return min(exc.retry_after, self._config.max_retry_after)
         return self._backoff(state)
 
-    async def _attempt(self, request: CrawlRequest, attempt: int) -> FetchResult:
+    async def _attempt(
+        self, request: CrawlRequest, attempt: int, any_type: bool, time_limit: float | None
+    ) -> FetchResult:
         assert self._session is not None, "Fetcher used outside `async with`"
         fetched_at = datetime.now(UTC).isoformat(timespec="milliseconds")
         started = time.perf_counter()
@@ -119,10 +134,21 @@ class Fetcher:
             try:
                 # aiohttp counts the first response as a hop and takes 0 as "no limit".
                 hops = self._config.max_redirects
+                options: dict[str, Any] = {}
+                if time_limit is not None:  # (passing timeout=None would mean no timeout at all)
+                    options["timeout"] = aiohttp.ClientTimeout(
+                        total=time_limit, connect=self._config.connect_timeout
+                    )
                 async with self._session.get(
-                    request.url, allow_redirects=hops > 0, max_redirects=hops + 1
+                    request.url,
+                    allow_redirects=hops > 0,
+                    max_redirects=hops + 1,
+                    headers=_conditional_headers(request),
+                    **options,
                 ) as response:
-                    return await self._read(response, request, attempt, fetched_at, started)
+                    return await self._read(
+                        response, request, attempt, fetched_at, started, any_type
+                    )
             except aiohttp.TooManyRedirects as exc:
                 hops = tuple(str(r.url) for r in exc.history)
                 return failure(
@@ -149,6 +175,7 @@ class Fetcher:
         attempt: int,
         fetched_at: str,
         started: float,
+        any_type: bool = False,
     ) -> FetchResult:
         content_type = response.headers.get("Content-Type")
         mime = content_type.split(";", 1)[0].strip().lower() if content_type else None
@@ -160,6 +187,8 @@ class Fetcher:
             "final_url": str(response.url),
             "content_type": content_type,
             "redirects": tuple(str(r.url) for r in response.history),
+            "etag": response.headers.get("ETag"),
+            "last_modified": response.headers.get("Last-Modified"),
         }
 
         def result(**fields: object) -> FetchResult:
@@ -175,9 +204,9 @@ class Fetcher:
             raise _Retryable(failed, retry_after)
         if status >= 400:
             return result(error_kind="http", error=f"HTTP {status} {response.reason or ''}".strip())
-        if status >= 300:  # not followed (fetch.max_redirects = 0) or not a redirect (304)
+        if status >= 300:  # 304 Not Modified, or a redirect not followed (max_redirects = 0)
             return result()
-        if mime is not None and mime not in HTML_TYPES:
+        if mime is not None and mime not in HTML_TYPES and not any_type:
             return result(bytes=response.content_length)  # recorded, not downloaded nor parsed
         limit = self._config.max_bytes
         declared = response.content_length
@@ -206,6 +235,21 @@ def parse_retry_after(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _conditional_headers(request: CrawlRequest) -> dict[str, str] | None:
+    headers = {}
+    if request.etag:
+        headers["If-None-Match"] = request.etag
+    if request.last_modified:
+        headers["If-Modified-Since"] = request.last_modified
+    return headers or None
+
+
+def _with_throttles(result: FetchResult, throttles: list[float]) -> FetchResult:
+    if not throttles:
+        return result
+    return dataclasses.replace(result, throttled=True, retry_after=max(throttles) or None)
 
 
 def _too_large(limit: int) -> str:

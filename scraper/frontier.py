@@ -1,92 +1,137 @@
-"""The frontier: which URLs are still to fetch, and whether the crawl is over.
+"""The frontier: every URL a crawl has discovered, in the database, with its state.
 
-`Frontier` is the seam where another backend (a SQLite table, a shared Redis set) stands in.
-The contract, which gives exact end-of-crawl detection without polling:
+A row is pending (0), leased to this process (1) or done (2). Discovered URLs are inserted by the
+sink in the same transaction as the page that found them, and a URL becomes done in the same
+transaction as its own page, so a crash at any instant loses nothing and stores nothing twice:
+on resume, leased rows go back to pending and are fetched again. Memory holds only what the
+scheduler has leased (bounded by `crawl.queue_size`) and a bounded cache of recently seen URLs.
 
-- `add()` admits new requests (de-duplicated, up to the page limit);
-- `next()` hands out one request and counts it in flight, or returns None once nothing is queued
-  and nothing is in flight, so every worker learns the crawl is over;
-- `done()` is called once per request handed out, after the links it led to have been added.
+`FrontierStore` is the seam where another backend (a shared Redis or PostgreSQL frontier) stands in.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
+import aiosqlite
+
 from .models import CrawlRequest
+from .storage import Database
+from .urls import host_key
+
+PENDING, LEASED, DONE = 0, 1, 2
+
+INSERT_DISCOVERED = (
+    "INSERT OR IGNORE INTO frontier (crawl_id, url, host, depth, referrer) VALUES (?, ?, ?, ?, ?)"
+)
+MARK_DONE = f"UPDATE frontier SET state = {DONE} WHERE crawl_id = ? AND url = ?"
 
 
-class Frontier(Protocol):
-    async def add(self, requests: Iterable[CrawlRequest]) -> int:
-        """Admit the requests not seen before; returns how many were admitted."""
-        ...
+class FrontierStore(Protocol):
+    async def seed(self, requests: Sequence[CrawlRequest]) -> None: ...
 
-    async def next(self) -> CrawlRequest | None:
-        """The next request to fetch, or None when the crawl is over."""
-        ...
+    async def reset_leases(self) -> int: ...
 
-    async def done(self, request: CrawlRequest) -> None:
-        """`request` went all the way through the pipeline."""
-        ...
+    async def lease(self, host: str, limit: int) -> list[CrawlRequest]: ...
 
-    def queued(self) -> int: ...
+    async def pending_hosts(self, limit: int) -> list[str]: ...
 
-    def in_flight(self) -> int: ...
+    async def count(self, state: int) -> int: ...
 
 
-_OVER = CrawlRequest(url="")  # a sentinel; each worker that sees it puts it back for the next
+class SqliteFrontier:
+    def __init__(self, db: Database, crawl_id: int, recrawl_after: float = 0.0) -> None:
+        self._db = db
+        self._crawl_id = crawl_id
+        self._recrawl_after = recrawl_after
+
+    async def seed(self, requests: Sequence[CrawlRequest]) -> None:
+        async with self._db.transaction() as conn:
+            await insert_discovered(conn, self._crawl_id, requests)
+
+    async def reset_leases(self) -> int:
+        """Return what a dead process had leased to pending; the number of rows."""
+        async with self._db.transaction() as conn:
+            cursor = await conn.execute(
+                f"UPDATE frontier SET state = {PENDING} WHERE crawl_id = ? AND state = {LEASED}",
+                (self._crawl_id,),
+            )
+            return cursor.rowcount
+
+    async def lease(self, host: str, limit: int) -> list[CrawlRequest]:
+        """Up to `limit` pending URLs of `host`, oldest first, marked leased in one transaction.
+
+        Each comes with the validators of its stored page (for a conditional request) and whether
+        that page is younger than `crawl.recrawl_after` (then it is not fetched again).
+        """
+        async with self._db.transaction() as conn:
+            rows = list(
+                await conn.execute_fetchall(
+                    "SELECT f.seq, f.url, f.depth, f.referrer, p.etag, p.last_modified, "
+                    "  p.fetched_at > strftime('%Y-%m-%dT%H:%M:%f', 'now', ?) "
+                    "FROM frontier f LEFT JOIN pages p ON p.url = f.url "
+                    f"WHERE f.crawl_id = ? AND f.host = ? AND f.state = {PENDING} "
+                    "ORDER BY f.seq LIMIT ?",
+                    (f"-{self._recrawl_after} seconds", self._crawl_id, host, limit),
+                )
+            )
+            await conn.executemany(
+                f"UPDATE frontier SET state = {LEASED} WHERE seq = ?", [(r[0],) for r in rows]
+            )
+        return [
+            CrawlRequest(
+                url=url,
+                depth=depth,
+                referrer=referrer,
+                etag=etag,
+                last_modified=modified,
+                fresh=bool(fresh) and self._recrawl_after > 0,
+            )
+            for _, url, depth, referrer, etag, modified, fresh in rows
+        ]
+
+    async def pending_hosts(self, limit: int) -> list[str]:
+        rows = await self._db.fetchall(
+            f"SELECT DISTINCT host FROM frontier WHERE crawl_id = ? AND state = {PENDING} LIMIT ?",
+            (self._crawl_id, limit),
+        )
+        return [host for (host,) in rows]
+
+    async def count(self, state: int) -> int:
+        return int(
+            await self._db.scalar(
+                "SELECT count(*) FROM frontier WHERE crawl_id = ? AND state = ?",
+                (self._crawl_id, state),
+            )
+        )
 
 
-class MemoryFrontier:
-    """An asyncio.Queue plus a set of the URLs seen; lives and dies with the crawl.
+async def insert_discovered(
+    conn: aiosqlite.Connection, crawl_id: int, requests: Iterable[CrawlRequest]
+) -> None:
+    """Add requests to the frontier inside the caller's transaction; known URLs are ignored."""
+    await conn.executemany(
+        INSERT_DISCOVERED,
+        [(crawl_id, r.url, host_key(r.url), r.depth, r.referrer) for r in requests],
+    )
 
-    The queue has no item bound: the fetch workers both consume it and (through the parse stage)
-    feed it, so a bound here could deadlock the cycle. `max_pages` bounds it when set.
+
+class SeenCache:
+    """The most recently seen URLs, to spare the database most duplicate inserts.
+
+    Bounded, so memory does not grow with the crawl; the frontier's unique key stays the truth.
     """
 
-    def __init__(self, max_pages: int = 0) -> None:
-        self._queue: asyncio.Queue[CrawlRequest] = asyncio.Queue()
-        self._seen: set[str] = set()
-        self._max_pages = max_pages
-        self._in_flight = 0
-        self._over = False
-        self.admitted = 0
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._urls: dict[str, None] = {}
 
-    async def add(self, requests: Iterable[CrawlRequest]) -> int:
-        added = 0
-        for request in requests:
-            if self._max_pages and self.admitted >= self._max_pages:
-                break
-            if request.url in self._seen:
-                continue
-            self._seen.add(request.url)
-            self._queue.put_nowait(request)
-            self.admitted += 1
-            added += 1
-        self._end_if_over()
-        return added
-
-    async def next(self) -> CrawlRequest | None:
-        request = await self._queue.get()
-        if request is _OVER:
-            self._queue.put_nowait(_OVER)
-            return None
-        self._in_flight += 1
-        return request
-
-    async def done(self, request: CrawlRequest) -> None:
-        self._in_flight -= 1
-        self._end_if_over()
-
-    def queued(self) -> int:
-        return self._queue.qsize() - self._over
-
-    def in_flight(self) -> int:
-        return self._in_flight
-
-    def _end_if_over(self) -> None:
-        if self._in_flight == 0 and self._queue.empty():
-            self._over = True
-            self._queue.put_nowait(_OVER)
+    def add(self, url: str) -> bool:
+        """True if `url` was not in the cache (it is now)."""
+        if url in self._urls:
+            return False
+        self._urls[url] = None
+        if len(self._urls) > self._size:
+            del self._urls[next(iter(self._urls))]
+        return True

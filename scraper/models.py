@@ -19,6 +19,9 @@ class CrawlRequest:
     url: str
     depth: int = 0
     referrer: str | None = None
+    etag: str | None = None  # validators of the stored page, for a conditional request
+    last_modified: str | None = None
+    fresh: bool = False  # stored more recently than crawl.recrawl_after: not fetched again
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,10 @@ class FetchResult:
     bytes: int | None = None
     elapsed_ms: float | None = None
     redirects: tuple[str, ...] = ()
+    etag: str | None = None
+    last_modified: str | None = None
+    throttled: bool = False  # a 429 or 503 came back on some attempt
+    retry_after: float | None = None  # the longest Retry-After seen, seconds
     error_kind: str | None = None
     error: str | None = None
 
@@ -116,6 +123,7 @@ class PageRecord:
     fetch: FetchResult
     parsed: ParseResult | None = None
     parse_error: str | None = None
+    children: tuple[CrawlRequest, ...] = ()  # links in scope, for the frontier
 
 
 @dataclass(frozen=True, slots=True)

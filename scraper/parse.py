@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import multiprocessing
+import os
 import re
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from types import TracebackType
 from typing import Self
@@ -124,18 +127,34 @@ def _warm_up(_: int) -> None:
 
 
 def _start_pool(workers: int) -> ProcessPoolExecutor:
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["scraper.parse"])
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_watch_parent,
+        initargs=(os.getpid(),),
+    )
     list(pool.map(_warm_up, range(workers)))
     return pool
+
+
+def _watch_parent(parent: int) -> None:
+    """Exit when the crawler is gone (kill -9 included): nothing else would end this worker,
+    which holds both ends of the pool's pipes and so never sees them close."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)  # a thread of the worker process, not the event loop
+        os._exit(0)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
 
 
 class ParsePool:
     """The process pool behind the parse stage.
 
-    Workers start by forkserver, not fork: the loop process has threads (aiosqlite, the executor's
-    manager) and forking a threaded process can deadlock the child.
+    Workers are spawned, not forked: the loop process has threads (aiosqlite, the executor's
+    manager) and forking a threaded process can deadlock the child; and a spawned worker's parent
+    is the crawler itself, which its watchdog relies on.
     """
 
     def __init__(self, config: ParseConfig) -> None:

@@ -33,11 +33,11 @@ _WRITES = {
 def run_query(db_path: str | Path, sql: str, out: TextIO, fmt: str = "table") -> int:
     """Run one read-only statement and print its rows; returns the row count."""
     with open_results(db_path) as conn:
-        refused: list[str] = []
+        refused: list[int] = []
 
         def authorize(action: int, *_: Any) -> int:
             if action in _WRITES:
-                refused.append(str(action))
+                refused.append(action)
                 return sqlite3.SQLITE_DENY
             return sqlite3.SQLITE_OK
 
@@ -56,7 +56,7 @@ def run_query(db_path: str | Path, sql: str, out: TextIO, fmt: str = "table") ->
 
 def _write(fmt: str, columns: Sequence[str], rows: Iterable[tuple[Any, ...]], out: TextIO) -> int:
     if fmt == "table":
-        return _write_table(columns, rows, out)
+        return write_table(columns, rows, out)
     if fmt == "csv":
         writer = csv.writer(out)
         writer.writerow(columns)
@@ -77,7 +77,7 @@ def _write(fmt: str, columns: Sequence[str], rows: Iterable[tuple[Any, ...]], ou
     raise QueryError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
 
 
-def _write_table(columns: Sequence[str], rows: Iterable[tuple[Any, ...]], out: TextIO) -> int:
+def write_table(columns: Sequence[str], rows: Iterable[tuple[Any, ...]], out: TextIO) -> int:
     cells = [[_cell(v) for v in row] for row in rows]
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
     out.write("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip() + "\n")

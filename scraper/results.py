@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import StorageError, explain_sqlite
-from .sink import APPLICATION_ID
+from .storage import APPLICATION_ID
 
 
 @dataclass(frozen=True, slots=True)

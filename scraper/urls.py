@@ -39,7 +39,20 @@ def canonicalize(url: str, base: str | None = None) -> str | None:
 
 
 def host_of(url: str) -> str:
+    """The host name alone (what crawl.allowed_domains matches)."""
     return URL(url).host or ""
+
+
+def host_key(url: str) -> str:
+    """Host and non-default port: the unit of politeness (slots, delays, robots.txt)."""
+    parsed = URL(url)
+    port = parsed.explicit_port
+    return f"{parsed.raw_host}:{port}" if port else parsed.raw_host or ""
+
+
+def origin(url: str) -> str:
+    parsed = URL(url)
+    return f"{parsed.scheme}://{host_key(url)}"
 
 
 class Scope:

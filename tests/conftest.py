@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -15,7 +16,8 @@ from blockbuster import BlockBuster, blockbuster_ctx
 
 from scraper.config import Config, build_config
 from scraper.crawler import Crawler
-from scraper.sink import CrawlSummary
+from scraper.crawls import CrawlSummary
+from scraper.storage import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
 
 @pytest.fixture(autouse=True)
@@ -72,3 +74,19 @@ async def scraper_cli(*args: str, cwd: Path, **kwargs: Any) -> tuple[int, str, s
     out, err = await asyncio.wait_for(process.communicate(), 120)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
+
+
+def new_database(path: Path) -> sqlite3.Connection:
+    """A results database with the current schema and one finished crawl (id 1), made with plain
+    sqlite3 for tests that run no event loop; the caller adds pages and closes it."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.executescript(
+        "BEGIN; " + ";".join(MIGRATIONS) + f"; PRAGMA application_id = {APPLICATION_ID}; "
+        f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+    )
+    conn.execute(
+        "INSERT INTO crawls (started_at, status, seeds, config, duration_s) "
+        "VALUES ('2024-01-01T00:00:00+00:00', 'finished', '[]', '{}', 1.0)"
+    )
+    return conn

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from scraper.sink import APPLICATION_ID, SCHEMA
+from conftest import new_database
 
 SCRAPER = [sys.executable, "-m", "scraper"]
 NOBODY = 65534
@@ -41,18 +41,11 @@ def one_line(result: subprocess.CompletedProcess[str], needle: str) -> None:
 
 def make_database(path: Path) -> None:
     """A small scraper database in WAL mode, as a crawl leaves it."""
-    conn = sqlite3.connect(path)
-    with conn:
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.executescript(f"{SCHEMA} PRAGMA application_id = {APPLICATION_ID};")
-        conn.execute(
-            "INSERT INTO crawls (started_at, status, seeds, config, duration_s) "
-            "VALUES ('2024-01-01T00:00:00+00:00', 'finished', '[]', '{}', 1.0)"
-        )
-        conn.execute(
-            "INSERT INTO pages (url, crawl_id, depth, fetched_at, attempts, status, elapsed_ms) "
-            "VALUES ('http://x.test/', 1, 0, '2024-01-01T00:00:00+00:00', 1, 200, 12.0)"
-        )
+    conn = new_database(path)
+    conn.execute(
+        "INSERT INTO pages (url, crawl_id, depth, fetched_at, attempts, status, elapsed_ms) "
+        "VALUES ('http://x.test/', 1, 0, '2024-01-01T00:00:00+00:00', 1, 200, 12.0)"
+    )
     conn.close()
 
 
@@ -62,7 +55,7 @@ def test_a_locked_database(tmp_path: Path) -> None:
     holder = sqlite3.connect(db, isolation_level=None)
     try:
         holder.execute("BEGIN EXCLUSIVE")
-        result = run("crawl", NOWHERE, "--db", str(db), cwd=tmp_path)
+        result = run("crawl", NOWHERE, "--db", str(db), "--quiet", cwd=tmp_path)
         one_line(result, "database is locked: another program holds it (another crawl?)")
         # readers are not blocked by a writer in WAL mode
         assert run("stats", "--db", str(db), cwd=tmp_path).returncode == 0

@@ -6,7 +6,6 @@ import asyncio
 import csv
 import io
 import json
-import sqlite3
 import subprocess
 import tracemalloc
 from pathlib import Path
@@ -14,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from conftest import SCRAPER, base_url, rows, scraper_cli
+from conftest import SCRAPER, base_url, new_database, rows, scraper_cli
 from scraper.demosite import SiteSpec, make_app
 from scraper.export import export
-from scraper.sink import APPLICATION_ID, PAGE_COLUMNS, SCHEMA
+from scraper.sink import PAGE_COLUMNS
 
 SITE = SiteSpec(pages=30, page_bytes=2000, error_rate=0.1, extras=False)
 RULES = [
@@ -115,20 +114,17 @@ async def test_user_errors(crawled: Path) -> None:
 
 
 def make_database(path: Path, pages: int) -> None:
-    with sqlite3.connect(path) as conn:
-        conn.executescript(f"{SCHEMA} PRAGMA application_id = {APPLICATION_ID};")
-        conn.execute(
-            "INSERT INTO crawls (started_at, status, seeds, config) "
-            "VALUES ('2024-01-01T00:00:00+00:00', 'finished', '[]', '{}')"
-        )
-        conn.executemany(
-            "INSERT INTO pages (url, crawl_id, depth, fetched_at, attempts, title, fields) "
-            "VALUES (?, 1, 0, '2024-01-01T00:00:00+00:00', 1, ?, ?)",
-            (
-                (f"http://x.test/{i}", "t" * 500, json.dumps({"tags": ["a" * 200] * 5}))
-                for i in range(pages)
-            ),
-        )
+    conn = new_database(path)
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT INTO pages (url, crawl_id, depth, fetched_at, attempts, title, fields) "
+        "VALUES (?, 1, 0, '2024-01-01T00:00:00+00:00', 1, ?, ?)",
+        (
+            (f"http://x.test/{i}", "t" * 500, json.dumps({"tags": ["a" * 200] * 5}))
+            for i in range(pages)
+        ),
+    )
+    conn.execute("COMMIT")
     conn.close()
 
 

@@ -127,7 +127,7 @@ async def test_dead_port_is_a_connection_error_after_the_retries(make_config):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}/"
-    config = make_config([url], fetch__retries=2)
+    config = make_config([url], fetch__retries=2, crawl__obey_robots=False)
     summary = await crawl(config)
     row = await page_row(config.storage.db, url)
     assert (row["status"], row["attempts"], row["error_kind"]) == (None, 3, "connection")

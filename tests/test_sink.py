@@ -12,7 +12,7 @@ from conftest import base_url, crawl, rows
 from scraper.crawler import Crawler
 from scraper.demosite import STATE, SiteSpec, make_app
 from scraper.errors import StorageError
-from scraper.sink import SCHEMA_VERSION
+from scraper.storage import SCHEMA_VERSION
 
 
 async def slow_site(aiohttp_server, reached: asyncio.Event, after: int):

@@ -1,0 +1,127 @@
+"""Rows of the `crawls` table: start, resume, finish, list, and the summary of one crawl."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .storage import Database
+
+RESUMABLE = ("running", "interrupted", "failed")
+
+
+@dataclass(frozen=True, slots=True)
+class CrawlSummary:
+    """A finished (or interrupted) crawl, as the database tells it."""
+
+    crawl_id: int
+    status: str
+    db: str
+    pages: int
+    errors: int
+    bytes: int
+    duration_s: float
+    by_status: dict[str, int] = field(default_factory=dict)
+    by_error: dict[str, int] = field(default_factory=dict)
+    resumed: bool = False
+
+    @property
+    def pages_per_second(self) -> float:
+        return self.pages / self.duration_s if self.duration_s > 0 else 0.0
+
+
+async def unfinished_crawl(db: Database) -> tuple[int, tuple[str, ...]] | None:
+    """The newest crawl and its seeds, if it did not finish."""
+    rows = await db.fetchall("SELECT id, status, seeds FROM crawls ORDER BY id DESC LIMIT 1")
+    if rows and rows[0][1] in RESUMABLE:
+        return int(rows[0][0]), tuple(json.loads(rows[0][2]))
+    return None
+
+
+async def start_crawl(db: Database, seeds: Sequence[str], config_json: str) -> int:
+    async with db.transaction() as conn:
+        cursor = await conn.execute(
+            "INSERT INTO crawls (started_at, status, seeds, config) VALUES (?, 'running', ?, ?)",
+            (now(), json.dumps(list(seeds)), config_json),
+        )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+async def reopen_crawl(db: Database, crawl_id: int) -> None:
+    async with db.transaction() as conn:
+        await conn.execute(
+            "UPDATE crawls SET status = 'running', finished_at = NULL WHERE id = ?", (crawl_id,)
+        )
+
+
+async def finish_crawl(
+    db: Database, crawl_id: int, status: str, run_seconds: float, *, resumed: bool = False
+) -> CrawlSummary:
+    """Record the crawl's end and counters (from the pages it stored) and return its summary."""
+    by_status = {
+        str(k): int(v)
+        for k, v in await db.fetchall(
+            "SELECT CASE WHEN status IS NULL THEN 'none' ELSE (status / 100) || 'xx' END, "
+            "count(*) FROM pages WHERE crawl_id = ? GROUP BY 1 ORDER BY 1",
+            (crawl_id,),
+        )
+    }
+    by_error = {
+        str(k): int(v)
+        for k, v in await db.fetchall(
+            "SELECT error_kind, count(*) FROM pages WHERE crawl_id = ? "
+            "AND error_kind IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1",
+            (crawl_id,),
+        )
+    }
+    size = await db.scalar(
+        "SELECT coalesce(sum(bytes), 0) FROM pages WHERE crawl_id = ?", (crawl_id,)
+    )
+    before = await db.scalar("SELECT coalesce(duration_s, 0) FROM crawls WHERE id = ?", (crawl_id,))
+    summary = CrawlSummary(
+        crawl_id=crawl_id,
+        status=status,
+        db=str(db.path),
+        pages=sum(by_status.values()),
+        errors=sum(by_error.values()),
+        bytes=int(size),
+        duration_s=round(float(before or 0) + run_seconds, 3),
+        by_status=by_status,
+        by_error=by_error,
+        resumed=resumed,
+    )
+    async with db.transaction() as conn:
+        await conn.execute(
+            "UPDATE crawls SET finished_at = ?, status = ?, pages = ?, errors = ?, bytes = ?, "
+            "duration_s = ?, counters = ? WHERE id = ?",
+            (
+                now(),
+                status,
+                summary.pages,
+                summary.errors,
+                summary.bytes,
+                summary.duration_s,
+                json.dumps({"by_status": by_status, "by_error": by_error}),
+                crawl_id,
+            ),
+        )
+    return summary
+
+
+def list_crawls(conn: sqlite3.Connection) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """For `scraper crawls` (no event loop there): each crawl with its state and counters."""
+    cursor = conn.execute(
+        "SELECT c.id, c.status, c.started_at, c.finished_at, c.pages, c.errors, "
+        "  (SELECT count(*) FROM frontier f WHERE f.crawl_id = c.id AND f.state < 2) AS pending, "
+        "  c.duration_s, c.seeds FROM crawls c ORDER BY c.id"
+    )
+    return [d[0] for d in cursor.description], cursor.fetchall()
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")

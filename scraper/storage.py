@@ -1,0 +1,208 @@
+"""The results database: schema, migrations, and the one connection the crawl shares.
+
+The sink (pages, links, discovered URLs) and the frontier (refills, leases) both use one aiosqlite
+connection; `transaction()` holds a lock so the statements of the two never interleave. A database
+records its schema version (`PRAGMA user_version`) and is marked as ours (`PRAGMA application_id`):
+an older one is migrated, a newer or foreign one is refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import aiosqlite
+
+from .errors import StorageError, explain_sqlite
+
+APPLICATION_ID = 0x53435250  # "SCRP"
+
+SCHEMA_V1 = """
+CREATE TABLE crawls (
+    id          INTEGER PRIMARY KEY,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT,
+    status      TEXT NOT NULL,
+    seeds       TEXT NOT NULL,
+    config      TEXT NOT NULL,
+    pages       INTEGER NOT NULL DEFAULT 0,
+    errors      INTEGER NOT NULL DEFAULT 0,
+    bytes       INTEGER NOT NULL DEFAULT 0,
+    duration_s  REAL,
+    counters    TEXT
+);
+CREATE TABLE pages (
+    id           INTEGER PRIMARY KEY,
+    url          TEXT NOT NULL UNIQUE,
+    crawl_id     INTEGER NOT NULL REFERENCES crawls(id),
+    depth        INTEGER NOT NULL,
+    referrer     TEXT,
+    status       INTEGER,
+    final_url    TEXT,
+    redirects    TEXT,
+    content_type TEXT,
+    fetched_at   TEXT NOT NULL,
+    elapsed_ms   REAL,
+    bytes        INTEGER,
+    attempts     INTEGER NOT NULL,
+    encoding     TEXT,
+    title        TEXT,
+    description  TEXT,
+    canonical    TEXT,
+    text_length  INTEGER,
+    text_hash    TEXT,
+    text         TEXT,
+    fields       TEXT,
+    error_kind   TEXT,
+    error        TEXT
+);
+CREATE INDEX pages_crawl ON pages(crawl_id);
+CREATE INDEX pages_text_hash ON pages(text_hash);
+CREATE TABLE links (
+    from_url TEXT NOT NULL,
+    to_url   TEXT NOT NULL,
+    PRIMARY KEY (from_url, to_url)
+) WITHOUT ROWID;
+CREATE INDEX links_to ON links(to_url);
+"""
+
+# v2: the frontier lives in the database (resumable crawls), and pages keep their validators
+# for conditional re-crawls. A v1 crawl still marked running died without a frontier to resume.
+SCHEMA_V2 = """
+CREATE TABLE frontier (
+    seq       INTEGER PRIMARY KEY,      -- discovery order
+    crawl_id  INTEGER NOT NULL REFERENCES crawls(id),
+    url       TEXT NOT NULL,
+    host      TEXT NOT NULL,
+    depth     INTEGER NOT NULL,
+    referrer  TEXT,
+    state     INTEGER NOT NULL DEFAULT 0,   -- 0 pending, 1 leased (in flight), 2 done
+    UNIQUE (crawl_id, url)
+);
+CREATE INDEX frontier_pending ON frontier(crawl_id, host, state, seq);
+ALTER TABLE pages ADD COLUMN etag TEXT;
+ALTER TABLE pages ADD COLUMN last_modified TEXT;
+UPDATE crawls SET status = 'interrupted' WHERE status = 'running';
+"""
+
+MIGRATIONS: Sequence[str] = (SCHEMA_V1, SCHEMA_V2)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class Database:
+    """`async with Database(path) as db:` opens (creating or migrating) and closes the file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._conn: aiosqlite.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def __aenter__(self) -> Self:
+        try:
+            await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"{self.path}: cannot create its folder: {exc.strerror}") from None
+        try:
+            self._conn = await aiosqlite.connect(self.path, isolation_level=None)
+            await self._prepare(self._conn)
+        except sqlite3.Error as exc:
+            await self.close()
+            raise StorageError(
+                f"{self.path}: cannot open the database: {explain_sqlite(exc)}"
+            ) from None
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await conn.close()
+
+    async def _prepare(self, conn: aiosqlite.Connection) -> None:
+        app_id = await _scalar(conn, "PRAGMA application_id")
+        version = await _scalar(conn, "PRAGMA user_version")
+        tables = await _scalar(conn, "SELECT count(*) FROM sqlite_master WHERE type = 'table'")
+        if tables and app_id != APPLICATION_ID:
+            raise StorageError(
+                f"{self.path}: not a scraper database (it holds other tables); "
+                "choose another storage.db"
+            )
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"{self.path}: written by a newer scraper (schema {version}, "
+                f"this one knows {SCHEMA_VERSION}); upgrade scraper"
+            )
+        await conn.execute("PRAGMA journal_mode = WAL")
+        await conn.execute("PRAGMA synchronous = NORMAL")
+        await conn.execute("PRAGMA busy_timeout = 5000")
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            # One transaction per step: a failed migration leaves the previous version intact.
+            await conn.executescript(
+                f"BEGIN; {script}; PRAGMA application_id = {APPLICATION_ID}; "
+                f"PRAGMA user_version = {number}; COMMIT;"
+            )
+
+    @property
+    def conn(self) -> aiosqlite.Connection:
+        assert self._conn is not None, "Database used outside `async with`"
+        return self._conn
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """BEGIN IMMEDIATE … COMMIT under the lock; a database error becomes a StorageError."""
+        async with self._lock:
+            conn = self.conn
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                await conn.execute("COMMIT")
+            except BaseException as exc:
+                # Always roll back, even when cancelled: a statement whose await was cancelled
+                # still runs on aiosqlite's thread, and the ROLLBACK queued behind it undoes it.
+                rollback = asyncio.ensure_future(self._rollback())
+                try:
+                    await asyncio.shield(rollback)
+                except asyncio.CancelledError:
+                    await rollback
+                    raise
+                if isinstance(exc, sqlite3.Error):
+                    raise StorageError(
+                        f"{self.path}: cannot write: {explain_sqlite(exc)}"
+                    ) from None
+                raise
+
+    async def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.OperationalError):  # nothing had begun, or committed
+            await self.conn.execute("ROLLBACK")
+
+    async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        async with self._lock:
+            try:
+                return list(await self.conn.execute_fetchall(sql, params))
+            except sqlite3.Error as exc:
+                raise StorageError(f"{self.path}: cannot read: {explain_sqlite(exc)}") from None
+
+    async def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = await self.fetchall(sql, params)
+        return rows[0][0] if rows else None
+
+
+async def _scalar(conn: aiosqlite.Connection, sql: str) -> Any:
+    rows = list(await conn.execute_fetchall(sql))
+    return rows[0][0] if rows else None
