@@ -7,14 +7,14 @@ STAMP  := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install run demo test lint clean
+.PHONY: install run demo test lint bench clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -29,6 +29,21 @@ test: $(STAMP) $(CHROMIUM)
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+
+# The full benchmark (~10 min). Quicker: make bench BENCH_ARGS="--pages 2000 --heavy-pages 100".
+# nginx serves the site, with its Lua module for the added latency: installed here if missing (as
+# root, with apt-get); without them the aiohttp server stands in.
+BENCH_ARGS ?=
+NGINX_LUA  := /usr/share/nginx/modules/ngx_http_lua_module.so
+bench: $(STAMP)
+	@test -x /usr/sbin/nginx -a -e $(NGINX_LUA) || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "bench: installing nginx and its Lua module with apt-get"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      nginx libnginx-mod-http-lua >/dev/null \
+	    || echo "bench: could not install nginx; the aiohttp server stands in"; \
+	  else echo "bench: nginx or its Lua module missing; the aiohttp server stands in"; fi; }
+	$(BIN)/scraper bench $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check scraper tests

@@ -52,6 +52,9 @@ EXIT_INTERRUPTED = 130
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["bench"]:  # its own options, parsed by scraper.bench (the parser lists it)
+        return _bench_command(argv[1:])
     args = _parser().parse_args(argv)
     try:
         with setup_logging(args.log_level, args.log_file, args.log_format):
@@ -191,6 +194,12 @@ def _parser() -> argparse.ArgumentParser:
     site.add_argument("--port", type=int, default=8080)
     site.add_argument("--latency", type=float, default=0.0, help="seconds added per response")
     site.set_defaults(command=_demo_site_command)
+
+    commands.add_parser(
+        "bench",
+        add_help=False,
+        help="benchmark against Scrapy and a bare aiohttp loop (scraper bench --help)",
+    )
     return parser
 
 
@@ -353,3 +362,21 @@ def _demo_site_command(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve_forever())
     return 0
+
+
+def _bench_command(argv: list[str]) -> int:
+    try:
+        from .bench.harness import main as bench
+    except ModuleNotFoundError as exc:  # psutil: the `bench` extra is not installed
+        print(
+            f"scraper: error: bench needs the bench extra ({exc.name} is missing): "
+            "pip install -e '.[bench]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        return bench(argv)
+    except KeyboardInterrupt:
+        print("scraper: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+

@@ -275,6 +275,20 @@ async def _huge(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def render(spec: SiteSpec, path: str) -> str | None:
+    """The HTML the site serves at "/", "/page/N" or "/list?page=K" (None for any other path or a
+    failing page): what the benchmark writes to disk, so its site has the same link graph."""
+    if path == "/":
+        return _render(spec, "/", spec.title("/"), tuple(h for h, _ in spec.home_links()))
+    if path.startswith("/page/"):
+        i = int(path.removeprefix("/page/"))
+        return _page_html(spec, i) if 0 <= i < spec.pages and not spec.fails(i) else None
+    if path.startswith("/list?page="):
+        k = int(path.removeprefix("/list?page="))
+        return _render(spec, path, spec.title(path), tuple(h for h, _ in spec.list_links(k)))
+    return None
+
+
 @lru_cache(maxsize=4096)
 def _page_html(spec: SiteSpec, i: int) -> str:
     hrefs = tuple(href for href, _ in spec.page_links(i))

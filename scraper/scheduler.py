@@ -24,6 +24,7 @@ from .urls import host_key
 
 log = logging.getLogger(__name__)
 
+SWEEP_EVERY = 1000  # requests between two sweeps of idle hosts
 Assignment = tuple[CrawlRequest, str | None]  # the request, and why it is skipped (None: fetch it)
 
 
@@ -91,10 +92,11 @@ class HostState:
         self.best_latency = 0.0
         self.ok_streak = 0
 
-    def idle(self) -> bool:
-        return not (
-            self.queue or self.in_flight or self.maybe_pending or self.refilling or self.gating
-        )
+    def idle(self, now: float) -> bool:
+        """Nothing to do and nothing to remember: its delay has passed and it is not throttled."""
+        busy = self.queue or self.in_flight or self.maybe_pending or self.refilling or self.gating
+        throttled = self.backoff > 0.05 or self.delay > self.min_delay + 0.001
+        return not busy and not throttled and self.next_start <= now
 
     def snapshot(self) -> dict[str, float | int]:
         return {
@@ -261,6 +263,8 @@ class Scheduler:
         self.in_flight += 1
         self.handed += 1
         host.handed += 1
+        if self.handed % SWEEP_EVERY == 0:
+            self._sweep()
         per_host = self._limits.max_pages_per_host
         if per_host and host.handed >= per_host:
             self._queued -= len(host.queue)
@@ -352,8 +356,14 @@ class Scheduler:
             self._failure = task.exception()  # raised by the dispatcher: stop, don't lose track
 
     def _release_if_idle(self, host: HostState) -> None:
-        if host.idle() and not host.in_ring and self._hosts.get(host.name) is host:
+        now = asyncio.get_running_loop().time()
+        if host.idle(now) and not host.in_ring and self._hosts.get(host.name) is host:
             del self._hosts[host.name]  # a host with nothing to do costs no memory
+
+    def _sweep(self) -> None:
+        """Release hosts that were kept for their cool-down or throttling and are idle now."""
+        for host in list(self._hosts.values()):
+            self._release_if_idle(host)
 
 
 def _throttle(host: HostState, result: FetchResult, limits: Limits, now: float) -> None:

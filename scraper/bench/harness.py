@@ -1,0 +1,269 @@
+"""`scraper bench`: the cases, one table, the ratios.
+
+Every crawler crawls the same site from the same server in the same run, one after the other, so
+the ratios hold even on a machine shared with other work (the absolute figures do not).
+
+Our crawler does not report event-loop lag or stage times yet. The table reads them from the
+crawl's `counters` JSON (table `crawls`) when they are there, and shows "n/a" otherwise:
+
+    "loop_lag_ms": {"p50": 0.4, "p99": 3.1, "max": 12.0, ...}    (scraper.monitor's as_json())
+    "stages": {"fetch": {"busy_s": 10.2, ...}, "parse": {...}, "sink": {...}}
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import psutil
+
+from ..demosite import SiteSpec
+from .measure import CRAWLERS, MB, RunResult, run_crawler
+from .server import lua_modules, nginx_binary, serve
+from .site import cached_site, default_cache
+
+DEFAULT_CRAWLERS = ("ours", "scrapy", "bare", "bare-inline")
+CASES = ("cpu", "latency", "heavy")
+
+
+@dataclass(frozen=True, slots=True)
+class Case:
+    name: str
+    spec: SiteSpec
+    latency: float  # seconds the server adds to every response
+    about: str
+
+
+def make_cases(pages: int, heavy_pages: int, latency: float) -> dict[str, Case]:
+    site = SiteSpec(pages=pages, page_bytes=40_000, links_per_page=45, extras=False)
+    heavy = SiteSpec(pages=heavy_pages, page_bytes=1_500_000, links_per_page=45, extras=False)
+    return {
+        "cpu": Case("cpu", site, 0.0, f"{pages} pages of ~40 KB, no added latency"),
+        "latency": Case(
+            "latency", site, latency, f"the same site, {latency * 1000:.0f} ms added per response"
+        ),
+        "heavy": Case("heavy", heavy, 0.0, f"{heavy_pages} pages of ~1.5 MB, no added latency"),
+    }
+
+
+def run_case(case: Case, args: argparse.Namespace, out: TextIO) -> list[RunResult]:
+    root, manifest = cached_site(case.spec, args.site_cache)
+    results: list[RunResult] = []
+    with serve(root, case.latency, args.server) as server:
+        expected = {server.url + path.lstrip("/") for path in case.spec.reachable()}
+        print(
+            f"\n## {case.name}: {case.about}; {manifest.reachable} pages to store, "
+            f"{manifest.bytes / MB:.0f} MB, served by {server.kind}, "
+            f"concurrency {args.concurrency}, parse workers {args.parse_workers}\n",
+            file=out,
+            flush=True,
+        )
+        for name in args.crawlers:
+            if name == "scrapy" and importlib.util.find_spec("scrapy") is None:
+                print("(scrapy: not installed; pip install -e '.[bench]')\n", file=out)
+                continue
+            print(f"  {name}…", file=sys.stderr, flush=True)
+            result = run_crawler(
+                name,
+                server.url,
+                expected,
+                concurrency=args.concurrency,
+                workers=args.parse_workers,
+                timeout=args.timeout,
+            )
+            results.append(result)
+    print(format_table(results), file=out)
+    print("\n" + format_ratios(case, results, args.concurrency), file=out, flush=True)
+    return results
+
+
+HEADER = (
+    "crawler",
+    "pages",
+    "stored once",
+    "wall s",
+    "pages/s",
+    "CPU s/1k pages",
+    "main RSS MB",
+    "tree RSS MB",
+    "loop lag p50/p99 ms",
+    "stages busy",
+)
+
+
+def format_table(results: Sequence[RunResult]) -> str:
+    rows = [HEADER, *(_row(r) for r in results)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
+    lines = [_line(row, widths) for row in rows]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def _line(row: Sequence[str], widths: Sequence[int]) -> str:
+    return "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+
+
+def _row(r: RunResult) -> tuple[str, ...]:
+    s, u = r.stored, r.usage
+    check = "yes" if s.once_each else f"NO: {s.missing} missing, {s.rows - s.distinct} twice"
+    if s.errors:
+        check += f", {s.errors} errors"
+    if u.timed_out:
+        check += ", timed out"
+    return (
+        r.crawler,
+        str(r.pages),
+        check,
+        f"{u.wall_s:.1f}",
+        f"{r.pages_per_s:.0f}",
+        f"{r.cpu_per_1000:.2f}",
+        f"{u.main_peak_rss / MB:.0f}",
+        f"{u.tree_peak_rss / MB:.0f}",
+        _lag(s.counters.get("loop_lag_ms")),
+        _stages(s.counters.get("stages")),
+    )
+
+
+def _lag(lag: Any) -> str:
+    if not isinstance(lag, dict) or "p50" not in lag:
+        return "n/a"
+    return f"{lag['p50']:.1f} / {lag['p99']:.1f}"
+
+
+def _stages(stages: Any) -> str:
+    if not isinstance(stages, dict) or not stages:
+        return "n/a"
+    parts = []
+    for name, value in stages.items():
+        busy = value.get("busy_s") if isinstance(value, dict) else value
+        parts.append(f"{name} {busy:.1f}s" if isinstance(busy, int | float) else f"{name} {busy}")
+    return ", ".join(parts)
+
+
+def format_ratios(case: Case, results: Sequence[RunResult], concurrency: int) -> str:
+    by_name = {r.crawler: r for r in results}
+    lines = []
+    mine = by_name.get("ours")
+    if mine is not None:
+        for other in ("scrapy", "bare", "bare-inline"):
+            if (theirs := by_name.get(other)) and theirs.pages_per_s and theirs.cpu_per_1000:
+                lines.append(
+                    f"ours ÷ {other}: pages/s {mine.pages_per_s / theirs.pages_per_s:.2f}×, "
+                    f"CPU per page {mine.cpu_per_1000 / theirs.cpu_per_1000:.2f}×"
+                )
+    if case.latency:
+        ceiling = concurrency / case.latency
+        lines.append(
+            f"Little's-law ceiling: {concurrency} ÷ {case.latency} s = {ceiling:.0f} pages/s"
+        )
+        for r in results:
+            lines.append(f"  {r.crawler}: {r.pages_per_s / ceiling:.0%} of the ceiling")
+    return "\n".join(lines)
+
+
+def describe_machine() -> str:
+    """One paragraph: what the figures were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = ", ".join(
+        f"{name} {_version(name)}" for name in ("aiohttp", "selectolax", "scrapy", "twisted")
+    )
+    nginx = nginx_binary()
+    nginx_version = "not installed"
+    if nginx:
+        probe = subprocess.run([nginx, "-v"], capture_output=True, text=True, check=False)
+        nginx_version = probe.stderr.strip().removeprefix("nginx version: ")
+        nginx_version += " + Lua module" if lua_modules() else " (no Lua module)"
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    memory = psutil.virtual_memory().total / 2**30
+    return (
+        f"{cpu}, {psutil.cpu_count()} logical CPUs, {memory:.0f} GiB; "
+        f"{platform.system()} {platform.release()}; Python {platform.python_version()}; "
+        f"{versions}; {nginx_version}; load average at start {load}"
+    )
+
+
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scraper bench",
+        description="Crawl a generated local site with our crawler, Scrapy and a bare aiohttp "
+        "loop, side by side, and print one table per case.",
+    )
+    parser.add_argument("--pages", type=int, default=10_000, help="pages of the cpu/latency site")
+    parser.add_argument("--heavy-pages", type=int, default=300, help="pages of ~1.5 MB")
+    parser.add_argument("--cases", default=",".join(CASES), help=f"of {', '.join(CASES)}")
+    parser.add_argument(
+        "--crawlers", default=",".join(DEFAULT_CRAWLERS), help=f"of {', '.join(CRAWLERS)}"
+    )
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument(
+        "--parse-workers",
+        type=int,
+        default=psutil.cpu_count() or 1,
+        help="parser processes for ours and the bare loop (default: one per CPU)",
+    )
+    parser.add_argument("--latency", type=float, default=0.2, help="seconds, latency case")
+    parser.add_argument("--server", choices=["nginx", "aiohttp"], default="nginx")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per crawl at most")
+    parser.add_argument("--site-cache", type=Path, default=default_cache())
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+    args.cases = _choices(parser, "--cases", args.cases, CASES)
+    args.crawlers = _choices(parser, "--crawlers", args.crawlers, tuple(CRAWLERS))
+    return args
+
+
+def _choices(
+    parser: argparse.ArgumentParser, flag: str, value: str, valid: Sequence[str]
+) -> list[str]:
+    chosen = [v.strip() for v in value.split(",") if v.strip()]
+    if bad := [v for v in chosen if v not in valid]:
+        parser.error(f"{flag}: unknown {', '.join(bad)} (choose from {', '.join(valid)})")
+    return chosen
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    out = sys.stdout
+    if args.server == "nginx" and nginx_binary() is None:
+        print("scraper bench: nginx not found; serving with aiohttp instead", file=sys.stderr)
+    print(f"# scraper bench\n\nMachine: {describe_machine()}", file=out)
+    print(f"Command: scraper bench {' '.join(argv)}", file=out)
+    cases = make_cases(args.pages, args.heavy_pages, args.latency)
+    started = time.monotonic()
+    report: dict[str, Any] = {}
+    for name in args.cases:
+        results = run_case(cases[name], args, out)
+        report[name] = [
+            {"crawler": r.crawler, "usage": asdict(r.usage), "stored": asdict(r.stored)}
+            for r in results
+        ]
+    print(f"\n(benchmark took {time.monotonic() - started:.0f} s)", file=out)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0

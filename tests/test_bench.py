@@ -1,0 +1,196 @@
+"""The benchmark's own tools, on a small site: the site on disk, its servers, the CPU accounting,
+and every crawler of the table storing every page exactly once. No figure is asserted here:
+performance targets live in `scraper bench` only."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from scraper.bench.harness import format_ratios, format_table, make_cases
+from scraper.bench.measure import RunResult, Stored, Usage, run_crawler
+from scraper.bench.server import Server, lua_modules, nginx_binary, serve
+from scraper.bench.site import cached_site, file_for, read_manifest, write_site
+from scraper.demosite import SiteSpec
+
+SPEC = SiteSpec(pages=200, page_bytes=4000, extras=False, seed=5)
+ANCHOR = re.compile(r'<li><a href="([^"]*)">')  # the in-site links; the footer's are off-site
+SERVERS = ["aiohttp", "nginx"]
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, b""
+
+
+def test_the_written_site_holds_what_its_manifest_claims(tmp_path: Path) -> None:
+    manifest = write_site(SPEC, tmp_path)
+    assert read_manifest(tmp_path) == manifest
+    pages = sorted((tmp_path / "page").iterdir())
+    lists = sorted((tmp_path / "list").iterdir())
+    html = [tmp_path / "index.html", *pages, *lists]
+    assert (len(pages), len(lists), len(html)) == (manifest.pages, manifest.lists, manifest.files)
+    assert len(pages) == SPEC.pages
+    hrefs = {path: ANCHOR.findall(path.read_text()) for path in html}
+    assert sum(map(len, hrefs.values())) == manifest.links
+    assert sum(path.stat().st_size for path in html) == manifest.bytes
+    assert manifest.reachable == len(SPEC.reachable())
+    assert hrefs[tmp_path / "page" / "7"] == [href for href, _ in SPEC.page_links(7)]
+
+
+def test_a_cached_site_is_written_once(tmp_path: Path) -> None:
+    root, manifest = cached_site(SPEC, tmp_path)
+    written = (root / "page" / "0").stat().st_mtime_ns
+    again, same = cached_site(SPEC, tmp_path)
+    assert (again, same) == (root, manifest)
+    assert (root / "page" / "0").stat().st_mtime_ns == written
+    assert [p.name for p in tmp_path.iterdir()] == [root.name]  # no building folder left
+
+
+def test_a_site_that_cannot_be_static_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="extras=False"):
+        write_site(SiteSpec(pages=5), tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "name"),
+    [
+        ("/", "", "index.html"),
+        ("/page/12", "", "page/12"),
+        ("/list", "page=3", "list/3.html"),
+        ("/list", "page=../x", None),
+        ("/page/../../etc/passwd", "", None),
+        ("/other", "", None),
+    ],
+)
+def test_urls_map_to_files(path: str, query: str, name: str | None) -> None:
+    assert file_for(path, query) == name
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root, _ = cached_site(SPEC, tmp_path_factory.mktemp("sites"))
+    return root
+
+
+def _require(kind: str, latency: float = 0.0) -> None:
+    if kind == "nginx" and nginx_binary() is None:
+        pytest.skip("nginx is not installed (make bench installs it)")
+    if kind == "nginx" and latency and lua_modules() is None:
+        pytest.skip("nginx's Lua module is not installed (make bench installs it)")
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_both_servers_serve_the_site(site: Path, kind: str) -> None:
+    _require(kind)
+    with serve(site, prefer=kind) as server:
+        assert server.kind == kind
+        for path, file in [
+            ("", "index.html"),
+            ("page/3", "page/3"),
+            ("list?page=1", "list/1.html"),
+        ]:
+            assert get(server.url + path) == (200, (site / file).read_bytes())
+        assert get(server.url + "page/%33") == (200, (site / "page/3").read_bytes())
+        assert get(server.url + "page/999")[0] == 404
+        assert get(server.url + "manifest.json")[0] == 404
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_both_servers_add_the_latency(site: Path, kind: str) -> None:
+    _require(kind, latency=0.1)
+    with serve(site, latency=0.1, prefer=kind) as server:
+        assert server.kind == kind
+        started = time.monotonic()
+        assert get(server.url + "page/3")[0] == 200
+        assert time.monotonic() - started >= 0.1  # a lower bound: never faster than asked
+
+
+ORPHAN = """
+import subprocess, sys
+# Start a CPU-burning grandchild and exit without waiting for it: it becomes an orphan.
+subprocess.Popen([sys.executable, "-c",
+    "import time\\nwhile time.process_time() < 0.3: pass"])
+"""
+
+
+def test_rusage_counts_the_cpu_of_orphaned_descendants(tmp_path: Path) -> None:
+    report = tmp_path / "usage.json"
+    command = [sys.executable, "-m", "scraper.bench.rusage", str(report)]
+    subprocess.run([*command, "--", sys.executable, "-c", ORPHAN], check=True, timeout=30)
+    usage = json.loads(report.read_text())
+    assert usage["returncode"] == 0
+    assert usage["orphans_counted"]
+    assert usage["user_s"] + usage["sys_s"] >= 0.3
+
+
+@pytest.fixture(scope="module")
+def server(site: Path) -> Iterator[Server]:
+    with serve(site) as server:  # nginx when installed, as in the benchmark
+        yield server
+
+
+@pytest.mark.parametrize("crawler", ["ours", "scrapy", "bare", "bare-inline"])
+def test_every_crawler_stores_every_page_once(site: Path, server: Server, crawler: str) -> None:
+    if crawler == "scrapy":
+        pytest.importorskip("scrapy")
+    expected = {server.url + path.lstrip("/") for path in SPEC.reachable()}
+    result = run_crawler(crawler, server.url, expected, concurrency=16, workers=1, timeout=60)
+    stored = result.stored
+    assert stored.once_each, stored
+    assert (stored.rows, stored.errors) == (len(expected), 0)
+    assert result.usage.returncode == 0
+    assert result.usage.cpu_s > 0
+    assert 0 < result.usage.main_peak_rss <= result.usage.tree_peak_rss
+    assert result.pages_per_s > 0
+
+
+def _result(crawler: str, pages: int, span: float, cpu: float, counters: dict) -> RunResult:
+    usage = Usage(wall_s=span + 1, cpu_s=cpu, main_peak_rss=50 << 20, tree_peak_rss=120 << 20,
+                  returncode=0, timed_out=False)  # fmt: skip
+    stored = Stored(rows=pages, distinct=pages, missing=0, unexpected=0, errors=0, span_s=span,
+                    counters=counters)  # fmt: skip
+    return RunResult(crawler, usage, stored)
+
+
+def test_the_table_shows_lag_and_stages_only_when_the_crawl_reports_them() -> None:
+    reported = {
+        "loop_lag_ms": {"p50": 0.42, "p99": 7.5, "max": 30.0},
+        "stages": {"fetch": {"busy_s": 9.5}, "parse": {"busy_s": 4.25}, "sink": {"busy_s": 0.5}},
+    }
+    ours = _result("ours", 1001, 2.0, 1.0, reported)
+    scrapy = _result("scrapy", 1001, 10.0, 10.0, {})
+    table = format_table([ours, scrapy]).splitlines()
+    assert len(table) == 4
+    assert "| 500 " in table[2] and "| 1.00 " in table[2]  # pages/s, CPU s per 1,000 pages
+    assert "0.4 / 7.5" in table[2] and "fetch 9.5s, parse 4.2s, sink 0.5s" in table[2]
+    assert table[3].count("n/a") == 2
+    case = make_cases(1000, 10, 0.2)["latency"]
+    ratios = format_ratios(case, [ours, scrapy], concurrency=64)
+    assert "ours ÷ scrapy: pages/s 5.00×, CPU per page 0.10×" in ratios
+    assert "320 pages/s" in ratios and "ours: 156% of the ceiling" in ratios
+
+
+def test_scraper_bench_is_a_subcommand(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "scraper", "bench", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--pages" in result.stdout and "--crawlers" in result.stdout
