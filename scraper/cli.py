@@ -379,4 +379,3 @@ def _bench_command(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("scraper: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-
