@@ -17,8 +17,8 @@ from scraper.demosite import SiteSpec, make_app
 from scraper.models import CrawlSnapshot
 from scraper.progress import format_line
 
-# Slow enough (60 pages, 50 ms each, 2 at a time: about 1.5 s) for several progress updates.
-SITE = SiteSpec(pages=60, page_bytes=2000, latency=0.05, extras=False)
+# Slow enough (40 pages, 50 ms each, 2 at a time: about a second) for several progress updates.
+SITE = SiteSpec(pages=40, page_bytes=2000, latency=0.05, extras=False)
 PAGES = len(SITE.reachable())
 ESCAPE = "\x1b["
 LINE = re.compile(r"INFO scraper\.progress: (\d+) pages, [\d.]+ pages/s, queued \d+, in flight")
@@ -52,7 +52,7 @@ async def test_a_terminal_gets_the_live_display(site_url: str, tmp_path: Path) -
     env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120"}
     process = await asyncio.create_subprocess_exec(
         *SCRAPER,
-        *crawl_args(site_url, tmp_path, "--max-pages", "50"),
+        *crawl_args(site_url, tmp_path, "--max-pages", "30"),
         cwd=tmp_path,
         stdin=terminal,
         stdout=terminal,
@@ -67,11 +67,11 @@ async def test_a_terminal_gets_the_live_display(site_url: str, tmp_path: Path) -
     assert await asyncio.wait_for(process.wait(), 60) == 0, output
     assert ESCAPE in output  # drawn and redrawn in place
     assert "crawling" in output
-    assert re.search(r"\d+/50", output)  # the bar's count, bounded by --max-pages
+    assert re.search(r"\d+/30", output)  # the bar's count, bounded by --max-pages
     assert "pages/s" in output
     assert "in flight" in output
     assert "ETA" in output
-    assert "Crawl 1 finished: 50 pages" in output
+    assert "Crawl 1 finished: 30 pages" in output
     assert "scraper.progress" not in output  # no plain lines on a terminal
 
 

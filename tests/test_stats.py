@@ -23,7 +23,9 @@ async def crawled(aiohttp_server, tmp_path: Path) -> tuple[Path, str]:
     """A database crawled twice from one site; returns it and the crawl's first summary."""
     server = await aiohttp_server(make_app(SITE))
     db = tmp_path / "s.db"
-    code, out, err = await scraper_cli("crawl", base_url(server), "--db", str(db), cwd=tmp_path)
+    code, out, err = await scraper_cli(
+        "crawl", base_url(server), "--db", str(db), "--set", "fetch.retries=0", cwd=tmp_path
+    )
     assert code == 0, err
     code, _, err = await scraper_cli(
         "crawl", f"{base_url(server)}page/{WORKING}", "--db", str(db), "--set", "crawl.max_depth=0",
