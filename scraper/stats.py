@@ -85,8 +85,9 @@ def crawl_stats(conn: sqlite3.Connection, crawl: CrawlRow, db: str) -> CrawlStat
 
 
 def duration(crawl: CrawlRow) -> float:
-    """Seconds the crawl ran; for one still running, until now."""
-    if crawl.duration_s is not None:
+    """Seconds the crawl ran; for one still running, since it first started (a resumed crawl's
+    recorded duration covers its earlier runs only)."""
+    if crawl.status != "running" and crawl.duration_s is not None:
         return crawl.duration_s
     started = datetime.fromisoformat(crawl.started_at)
     ended = datetime.fromisoformat(crawl.finished_at) if crawl.finished_at else datetime.now(UTC)

@@ -86,7 +86,8 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 
 
 def test_help_everywhere(tmp_path: Path) -> None:
-    for command in ([], ["crawl"], ["query"], ["demo"], ["demo-site"]):
+    commands = ["crawl", "crawls", "stats", "query", "export", "report", "demo", "demo-site"]
+    for command in ([], *([c] for c in commands)):
         result = run(*command, "--help", cwd=tmp_path)
         assert result.returncode == 0
         assert "usage: scraper" in result.stdout
