@@ -38,16 +38,22 @@ def canonicalize(url: str, base: str | None = None) -> str | None:
     return text
 
 
-def host_of(url: str) -> str:
-    """The host name alone (what crawl.allowed_domains matches)."""
-    return URL(url).host or ""
-
-
 def host_key(url: str) -> str:
-    """Host and non-default port: the unit of politeness (slots, delays, robots.txt)."""
-    parsed = URL(url)
-    port = parsed.explicit_port
-    return f"{parsed.raw_host}:{port}" if port else parsed.raw_host or ""
+    """Host and non-default port of a canonical URL: the unit of politeness (slots, delays,
+    robots.txt). String slicing, not a parser: this runs for every link, and canonical URLs
+    have one shape (scheme://[user@]host[:port]/...)."""
+    start = url.index("//") + 2
+    end = url.find("/", start)
+    authority = url[start:] if end < 0 else url[start:end]
+    return authority.rpartition("@")[2]
+
+
+def host_of(url: str) -> str:
+    """The host name alone of a canonical URL (what crawl.allowed_domains matches)."""
+    key = host_key(url)
+    if key.startswith("["):  # IPv6 literal
+        return key[1 : key.index("]")]
+    return key.rpartition(":")[0] if ":" in key else key
 
 
 def origin(url: str) -> str:

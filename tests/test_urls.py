@@ -1,6 +1,6 @@
 import pytest
 
-from scraper.urls import Scope, canonicalize
+from scraper.urls import Scope, canonicalize, host_key, host_of
 
 
 @pytest.mark.parametrize(
@@ -59,3 +59,19 @@ def test_scope_allows_subdomains_and_limits_depth() -> None:
     assert not scope.allows("http://notexample.com/", 0)
     assert not scope.allows("http://example.com.evil.org/", 0)
     assert Scope(["example.com"], max_depth=0).allows("http://example.com/", 99)
+
+
+@pytest.mark.parametrize(
+    ("url", "key", "host"),
+    [
+        ("http://example.com/a", "example.com", "example.com"),
+        ("http://example.com:8080/a?b=c:d", "example.com:8080", "example.com"),
+        ("https://user:pw@example.com:8443/", "example.com:8443", "example.com"),
+        ("http://[::1]:8080/x", "[::1]:8080", "::1"),
+        ("http://xn--bcher-kva.example/", "xn--bcher-kva.example", "xn--bcher-kva.example"),
+    ],
+)
+def test_host_of_canonical_urls(url: str, key: str, host: str) -> None:
+    canonical = canonicalize(url)
+    assert canonical is not None
+    assert (host_key(canonical), host_of(canonical)) == (key, host)
