@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import multiprocessing
 import os
+import re
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
