@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The report's test opens it in headless Chromium: Debian's package, installed on first need.
+CHROMIUM := /usr/bin/chromium
+SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: install run demo test lint bench clean
 
@@ -20,8 +23,12 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/scraper demo
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 
 # The full benchmark (~10 min). Quicker: make bench BENCH_ARGS="--pages 2000 --heavy-pages 100".
 # nginx serves the site, with its Lua module for the added latency: installed here if missing (as

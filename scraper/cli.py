@@ -10,22 +10,34 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import logging.handlers
 import os
-import queue
 import signal
 import sys
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .config import Config, load_config
-from .crawler import Crawler
-from .crawls import CrawlSummary, list_crawls
-from .demosite import SiteSpec, serve
-from .errors import ScraperError
-from .query import FORMATS, open_readonly, run_query, write_table
+from .crawls import list_crawls
+from .errors import ConfigError, ScraperError
+from .export import FORMATS as EXPORT_FORMATS
+from .export import export
+from .logs import FORMATS as LOG_FORMATS
+from .logs import LEVELS, setup_logging
+from .output import output_file
+from .presets import PRESETS
+from .query import FORMATS, run_query, write_table
+from .results import find_crawl, open_results
+from .stats import crawl_stats, format_stats
+
+# The crawl's stack (aiohttp, rich) and the report's (plotly, jinja2) are imported by the commands
+# that use them: `scraper query` and friends start in a fraction of the time.
+if TYPE_CHECKING:
+    from .crawler import Crawler
+    from .crawls import CrawlSummary
+    from .demosite import SiteSpec
 
 log = logging.getLogger("scraper")
 
@@ -44,17 +56,22 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["bench"]:  # its own options, parsed by scraper.bench (the parser lists it)
         return _bench_command(argv[1:])
     args = _parser().parse_args(argv)
-    with _logging(args.log_level):
-        try:
+    try:
+        with setup_logging(args.log_level, args.log_file, args.log_format):
             return int(args.command(args))
-        except ScraperError as exc:
-            if args.debug:
-                log.exception("user error")
-            print(f"scraper: error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        except KeyboardInterrupt:
-            print("scraper: interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
+    except ScraperError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"scraper: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("scraper: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`scraper export | head`): not an error. Point stdout at devnull
+        # so the interpreter's final flush does not complain about the closed pipe.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,11 +86,10 @@ def _parser() -> argparse.ArgumentParser:
         help="override one config value (a TOML value); repeatable",
     )
     common.add_argument("--db", help="results database (storage.db)")
+    common.add_argument("--log-level", default="WARNING", type=str.upper, choices=LEVELS)
+    common.add_argument("--log-file", type=Path, help="also append the log to this file")
     common.add_argument(
-        "--log-level",
-        default="WARNING",
-        type=str.upper,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        "--log-format", choices=LOG_FORMATS, default="text", help="json: one object per line"
     )
     common.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
 
@@ -92,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     crawl.add_argument("seeds", nargs="*", metavar="SEED", help="start URLs (replace crawl.seeds)")
     crawl.add_argument("--concurrency", type=int, help="fetch.concurrency")
     crawl.add_argument("--max-pages", type=int, help="crawl.max_pages")
+    crawl.add_argument("-q", "--quiet", action="store_true", help="no progress, only the summary")
     crawl.add_argument(
         "--fresh", action="store_true", help="start a new crawl even if the last one did not finish"
     )
@@ -109,11 +126,52 @@ def _parser() -> argparse.ArgumentParser:
         "query",
         parents=[common],
         help="run read-only SQL on the results",
-        description="Run one read-only SQL statement on the results.",
+        description="Run one read-only SQL statement, or a named one, on the results.",
+        epilog="presets:\n"
+        + "\n".join(f"  {p.name:<16}{p.about}" for p in PRESETS.values())
+        + "\n(the README shows their SQL)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    query.add_argument("sql", help='e.g. "SELECT url, status, title FROM pages LIMIT 10"')
+    query.add_argument(
+        "sql", nargs="?", help='e.g. "SELECT url, status, title FROM pages LIMIT 10"'
+    )
+    query.add_argument("--preset", choices=PRESETS, help="a named query instead of SQL")
     query.add_argument("--format", choices=FORMATS, default="table")
     query.set_defaults(command=_query_command)
+
+    exporter = commands.add_parser(
+        "export",
+        parents=[common],
+        help="write the pages and their fields as JSON lines or CSV",
+        description="Write every page with its extracted fields, streamed: JSON lines keep "
+        "fields as an object, CSV gives each field a column (fields.NAME).",
+    )
+    exporter.add_argument("--format", choices=EXPORT_FORMATS, default="jsonl")
+    exporter.add_argument("--out", type=Path, metavar="FILE", help="default: standard output")
+    exporter.add_argument("--crawl", type=int, metavar="ID", help="only this crawl's pages")
+    exporter.set_defaults(command=_export_command)
+
+    report = commands.add_parser(
+        "report",
+        parents=[common],
+        help="write a self-contained HTML report of a crawl",
+        description="Write one HTML file (charts and error tables; opens offline) about a crawl.",
+    )
+    report.add_argument(
+        "--out", type=Path, metavar="FILE", help="default: beside the database, NAME-report.html"
+    )
+    report.add_argument("--crawl", type=int, metavar="ID", help="which crawl (default: the latest)")
+    report.set_defaults(command=_report_command)
+
+    stats = commands.add_parser(
+        "stats",
+        parents=[common],
+        help="the summary of a crawl (finished or running)",
+        description="Print a crawl's summary: pages by status, errors by kind, top hosts, "
+        "latency percentiles, speed. Works while the crawl runs.",
+    )
+    stats.add_argument("--crawl", type=int, metavar="ID", help="which crawl (default: the latest)")
+    stats.set_defaults(command=_stats_command)
 
     demo = commands.add_parser(
         "demo",
@@ -123,6 +181,7 @@ def _parser() -> argparse.ArgumentParser:
         "print the summary and an example query, and stop the site.",
     )
     demo.add_argument("--pages", type=int, default=300, help="pages in the demo site")
+    demo.add_argument("-q", "--quiet", action="store_true", help="no progress, only the summary")
     demo.set_defaults(command=_demo_command)
 
     site = commands.add_parser(
@@ -162,15 +221,20 @@ def _crawl_command(args: argparse.Namespace) -> int:
     if args.max_pages is not None:
         values["crawl.max_pages"] = args.max_pages
     config = _load(args, values)
-    summary = asyncio.run(_crawl(config, fresh=args.fresh))
-    print(format_summary(summary))
+    summary = asyncio.run(_crawl(config, quiet=args.quiet, fresh=args.fresh))
+    print_stats(summary.db, summary.crawl_id)
     return EXIT_INTERRUPTED if summary.status == "interrupted" else 0
 
 
-async def _crawl(config: Config, *, fresh: bool = False) -> CrawlSummary:
+async def _crawl(config: Config, *, quiet: bool, fresh: bool = False) -> CrawlSummary:
+    from .crawler import Crawler
+    from .progress import choose_mode, show_progress
+
     crawler = Crawler(config, fresh=fresh, announce=_say)
+    mode = choose_mode(quiet=quiet, stream=sys.stdout)
     with _stop_on_signals(crawler):
-        return await crawler.run()
+        async with show_progress(crawler.snapshot, mode, config.log.interval):
+            return await crawler.run()
 
 
 def _say(message: str) -> None:
@@ -179,7 +243,7 @@ def _say(message: str) -> None:
 
 def _crawls_command(args: argparse.Namespace) -> int:
     config = _load(args, {})
-    with open_readonly(config.storage.db) as conn:
+    with open_results(config.storage.db) as conn:
         columns, rows = list_crawls(conn)
     write_table(columns, rows, sys.stdout)
     return 0
@@ -213,24 +277,58 @@ def _stop_on_signals(crawler: Crawler) -> Iterator[None]:
 
 
 def _query_command(args: argparse.Namespace) -> int:
-    config = _load(args, {})
-    run_query(config.storage.db, args.sql, sys.stdout, args.format)
+    if (args.sql is None) == (args.preset is None):
+        raise ConfigError("query: give either SQL or --preset NAME (see scraper query --help)")
+    sql = PRESETS[args.preset].sql if args.preset else args.sql
+    run_query(_load(args, {}).storage.db, sql, sys.stdout, args.format)
     return 0
 
 
+def _export_command(args: argparse.Namespace) -> int:
+    db = _load(args, {}).storage.db
+    with output_file(args.out, sys.stdout) as out:
+        export(db, out, args.format, args.crawl)
+    return 0
+
+
+def _report_command(args: argparse.Namespace) -> int:
+    db = _load(args, {}).storage.db
+    from .report import default_path, write_report
+
+    path = args.out or default_path(db)
+    with output_file(path, sys.stdout) as out:
+        stats = write_report(db, out, args.crawl)
+    print(f"Report on crawl {stats.crawl_id}: {path}  (open it in a browser; it needs no network)")
+    return 0
+
+
+def _stats_command(args: argparse.Namespace) -> int:
+    print_stats(_load(args, {}).storage.db, args.crawl)
+    return 0
+
+
+def print_stats(db: str, crawl_id: int | None) -> None:
+    with open_results(db) as conn:
+        print(format_stats(crawl_stats(conn, find_crawl(conn, crawl_id), db)))
+
+
 def _demo_command(args: argparse.Namespace) -> int:
+    from .demosite import SiteSpec
+
     spec = SiteSpec(pages=args.pages)
     db = Path(args.db or DEMO_DB)
     for stale in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
         stale.unlink(missing_ok=True)  # the demo's own file, rebuilt on every run
     summary = asyncio.run(_demo(args, spec, str(db)))
-    print(format_summary(summary))
+    print_stats(summary.db, summary.crawl_id)
     print(f'\nExample query:  scraper query --db {db} "{DEMO_QUERY}"\n')
     run_query(db, DEMO_QUERY, sys.stdout)
     return EXIT_INTERRUPTED if summary.status == "interrupted" else 0
 
 
 async def _demo(args: argparse.Namespace, spec: SiteSpec, db: str) -> CrawlSummary:
+    from .demosite import serve
+
     runner = await serve(spec)
     try:
         port = runner.addresses[0][1]
@@ -242,13 +340,15 @@ async def _demo(args: argparse.Namespace, spec: SiteSpec, db: str) -> CrawlSumma
         }
         config = _load(args, values, use_file=False)
         print(f"Demo site: {spec.pages} pages at http://127.0.0.1:{port}/ — crawling…")
-        return await _crawl(config, fresh=True)
+        return await _crawl(config, quiet=args.quiet, fresh=True)
     finally:
         await runner.cleanup()
 
 
 def _demo_site_command(args: argparse.Namespace) -> int:
     async def serve_forever() -> None:
+        from .demosite import SiteSpec, serve
+
         runner = await serve(SiteSpec(pages=args.pages, latency=args.latency), port=args.port)
         print(
             f"Demo site: http://127.0.0.1:{args.port}/ ({args.pages} pages); Ctrl-C to stop",
@@ -279,38 +379,3 @@ def _bench_command(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("scraper: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-
-
-def format_summary(s: CrawlSummary) -> str:
-    def counts(d: dict[str, int]) -> str:
-        return ", ".join(f"{k} {v}" for k, v in d.items()) or "none"
-
-    return "\n".join(
-        [
-            f"Crawl {s.crawl_id} {s.status}: {s.pages} pages in {s.duration_s:.1f} s "
-            f"({s.pages_per_second:.1f} pages/s), {s.bytes / 1e6:.1f} MB",
-            f"  by status: {counts(s.by_status)}",
-            f"  errors:    {counts(s.by_error)}",
-            f'  results:   {s.db}  (scraper query --db {s.db} "SELECT url, status, title FROM '
-            'pages LIMIT 10")',
-        ]
-    )
-
-
-@contextlib.contextmanager
-def _logging(level: str) -> Iterator[None]:
-    """Log through a queue so the event-loop thread never waits on a write to stderr."""
-    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    listener = logging.handlers.QueueListener(records, handler)
-    root = logging.getLogger()
-    queue_handler = logging.handlers.QueueHandler(records)
-    root.addHandler(queue_handler)
-    root.setLevel(level)
-    listener.start()
-    try:
-        yield
-    finally:
-        listener.stop()
-        root.removeHandler(queue_handler)

@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 import json
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any
 from selectolax.lexbor import LexborHTMLParser, SelectolaxError
 
 from .errors import ConfigError
-from .models import ExtractRule
+from .models import Extraction, ExtractRule, RuleSet
 from .urls import canonicalize, host_of
 
 
@@ -169,14 +170,24 @@ class StorageConfig:
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogConfig:
+    interval: float = field(
+        default=5.0,
+        metadata=_opt(_float(0, exclusive=True), "seconds between progress lines off a terminal"),
+    )
+
+
 SECTIONS: dict[str, type] = {
     "crawl": CrawlConfig,
     "fetch": FetchConfig,
     "parse": ParseConfig,
     "storage": StorageConfig,
+    "log": LogConfig,
 }
-EXTRACT_KEYS = ("css", "take", "attr", "all")
+EXTRACT_KEYS = ("css", "take", "attr", "all", "regex")
 TAKES = ("text", "html", "attr")
+RULE_SETS = "for"  # [[extract.for]]: rule sets for the pages whose URL matches `url`
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -185,7 +196,8 @@ class Config:
     fetch: FetchConfig = field(default_factory=FetchConfig)
     parse: ParseConfig = field(default_factory=ParseConfig)
     storage: StorageConfig = field(default_factory=StorageConfig)
-    extract: tuple[ExtractRule, ...] = ()
+    log: LogConfig = field(default_factory=LogConfig)
+    extract: Extraction = field(default_factory=Extraction)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -218,8 +230,7 @@ def build_config(raw: Mapping[str, Any]) -> Config:
     sections = {
         name: _build_section(name, cls, raw.get(name, {})) for name, cls in SECTIONS.items()
     }
-    rules = tuple(_build_rule(name, spec) for name, spec in raw.get("extract", {}).items())
-    return Config(**sections, extract=rules)
+    return Config(**sections, extract=_build_extraction(raw.get("extract", {})))
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -266,8 +277,38 @@ def _build_section(name: str, cls: type, table: Mapping[str, Any]) -> Any:
     return cls(**kwargs)
 
 
-def _build_rule(name: str, spec: Any) -> ExtractRule:
-    where = f"extract.{name}"
+def _build_extraction(table: Mapping[str, Any]) -> Extraction:
+    """`name = rule` pairs apply to every page; `[[extract.for]]` tables are rule sets, each with
+    `url` (a glob or a list of globs) and its own `name = rule` pairs."""
+    every: list[ExtractRule] = []
+    sets: list[RuleSet] = []
+    for name, spec in table.items():
+        if name == RULE_SETS and isinstance(spec, list):
+            sets = [_build_rule_set(f"extract.for[{n}]", item) for n, item in enumerate(spec, 1)]
+        else:
+            every.append(_build_rule(f"extract.{name}", name, spec))
+    return Extraction(every=tuple(every), sets=tuple(sets))
+
+
+def _build_rule_set(where: str, spec: Any) -> RuleSet:
+    if not isinstance(spec, dict):
+        raise ConfigError(f'{where}: must be a table ([[extract.for]] with url = "...")')
+    urls = spec.get("url")
+    if isinstance(urls, str):
+        urls = [urls]
+    if not isinstance(urls, list) or not urls or not all(isinstance(u, str) and u for u in urls):
+        raise ConfigError(
+            f'{where}: needs url = "<glob>" (or a list of them), e.g. url = "*/product/*"'
+        )
+    rules = tuple(
+        _build_rule(f"{where}.{name}", name, rule) for name, rule in spec.items() if name != "url"
+    )
+    if not rules:
+        raise ConfigError(f'{where}: has no fields; add some, e.g. price = "p.price"')
+    return RuleSet(urls=tuple(urls), rules=rules)
+
+
+def _build_rule(where: str, name: str, spec: Any) -> ExtractRule:
     if isinstance(spec, str):
         spec = {"css": spec}
     if not isinstance(spec, dict):
@@ -287,8 +328,25 @@ def _build_rule(name: str, spec: Any) -> ExtractRule:
     every = spec.get("all", False)
     if not isinstance(every, bool):
         raise ConfigError(f"{where}.all = {_show(every)}: must be true or false")
+    regex = spec.get("regex")
+    if regex is not None:
+        _check_regex(where, regex)
     _check_selector(where, css)
-    return ExtractRule(name=name, css=css, take=take, attr=attr, all=every)
+    return ExtractRule(name=name, css=css, take=take, attr=attr, all=every, regex=regex)
+
+
+def _check_regex(where: str, regex: Any) -> None:
+    if not isinstance(regex, str) or not regex:
+        raise ConfigError(f"{where}.regex = {_show(regex)}: must be a regular expression string")
+    try:
+        compiled = re.compile(regex)
+    except re.error as exc:
+        raise ConfigError(f"{where}: regex {regex!r} does not compile: {exc}") from None
+    if compiled.groups > 1:
+        raise ConfigError(
+            f"{where}: regex {regex!r} has {compiled.groups} groups; use at most one "
+            "(its match is the value), or (?:...) for the others"
+        )
 
 
 def _check_selector(where: str, css: str) -> None:

@@ -20,7 +20,7 @@ from .crawls import CrawlSummary, finish_crawl, now, reopen_crawl, start_crawl, 
 from .errors import ConfigError, ScraperError
 from .fetch import Fetcher
 from .frontier import DONE, SeenCache, SqliteFrontier
-from .models import CrawlRequest, FetchResult, PageRecord, ParseJob
+from .models import CrawlRequest, CrawlSnapshot, FetchResult, PageRecord, ParseJob
 from .parse import ParsePool
 from .robots import RobotsGate
 from .scheduler import Assignment, Limits, Scheduler
@@ -30,7 +30,6 @@ from .urls import Scope, host_of
 
 log = logging.getLogger(__name__)
 
-PROGRESS_INTERVAL = 5.0
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 SEEN_CACHE_SIZE = 100_000
 
@@ -54,7 +53,23 @@ class Crawler:
         self._announce = announce
         self._pipeline: asyncio.Task[None] | None = None
         self._scheduler: Scheduler | None = None
+        self._stages: Pipeline | None = None
+        self._stored_before = 0  # pages a resumed crawl had already stored
         self._stopping = False
+
+    def snapshot(self) -> CrawlSnapshot:
+        """The crawl's counters now (all zero before it starts), for a progress display."""
+        if self._stages is None or self._scheduler is None:
+            return CrawlSnapshot(max_pages=self._config.crawl.max_pages)
+        pages, errors, size = self._stages.counts()
+        return CrawlSnapshot(
+            pages=self._stored_before + pages,
+            errors=errors,
+            bytes=size,
+            queued=self._scheduler.queued(),
+            in_flight=self._scheduler.in_flight,
+            max_pages=self._config.crawl.max_pages,
+        )
 
     def stop(self) -> None:
         """Take no new work; give requests in flight crawl.shutdown_grace seconds, then cancel.
@@ -133,7 +148,7 @@ class Crawler:
             )
             sink = SqliteSink(db, crawl_id, config.storage, on_stored=scheduler.stored)
             pipeline = Pipeline(config, scheduler, fetcher, parser, sink, sink_queue)
-            self._scheduler = scheduler
+            self._scheduler, self._stages, self._stored_before = scheduler, pipeline, done
             self._pipeline = asyncio.create_task(pipeline.run(), name="pipeline")
             if self._stopping:
                 self._begin_stop()
@@ -192,12 +207,16 @@ class Pipeline:
         self._parse_tasks = 2 * config.parse.workers
         self.parse_queue: asyncio.Queue[FetchResult | None] = asyncio.Queue(self._parse_tasks)
         self.sink_queue = sink_queue
+        self._pages = self._errors = self._bytes = 0
+
+    def counts(self) -> tuple[int, int, int]:
+        """Pages handed to the sink in this run, how many of them with an error, their bytes."""
+        return self._pages, self._errors, self._bytes
 
     async def run(self) -> None:
         handoff: asyncio.Queue[Assignment | None] = asyncio.Queue()  # ≤ one item per idle worker
         async with asyncio.TaskGroup() as crawl:
             crawl.create_task(self._sink.consume(self.sink_queue), name="sink")
-            progress = crawl.create_task(self._report_progress(), name="progress")
             async with asyncio.TaskGroup() as parsers:
                 for i in range(self._parse_tasks):
                     parsers.create_task(self._parse_worker(), name=f"parse-{i}")
@@ -210,7 +229,6 @@ class Pipeline:
                 for _ in range(self._parse_tasks):
                     await self.parse_queue.put(None)
             await self.sink_queue.put(None)
-            progress.cancel()
 
     async def _fetch_worker(self, handoff: asyncio.Queue[Assignment | None]) -> None:
         while True:
@@ -232,7 +250,14 @@ class Pipeline:
 
     async def _parse_worker(self) -> None:
         while (result := await self.parse_queue.get()) is not None:
-            await self.sink_queue.put(await self._process(result))
+            record = await self._process(result)
+            await self.sink_queue.put(record)
+            self._count(record)
+
+    def _count(self, record: PageRecord) -> None:
+        self._pages += 1
+        self._errors += record.fetch.error_kind is not None or record.parse_error is not None
+        self._bytes += record.fetch.bytes or 0
 
     async def _process(self, result: FetchResult) -> PageRecord:
         request = result.request
@@ -292,17 +317,3 @@ class Pipeline:
             for url in links
             if self._scope.allows_host(host_of(url)) and self._seen.add(url)
         )
-
-    async def _report_progress(self) -> None:
-        while True:
-            await asyncio.sleep(PROGRESS_INTERVAL)
-            log.info(
-                "queued %d, in flight %d (on the wire %d), parse queue %d, sink queue %d, "
-                "stored %d",
-                self._scheduler.queued(),
-                self._scheduler.in_flight,
-                self._fetcher.in_flight,
-                self.parse_queue.qsize(),
-                self.sink_queue.qsize(),
-                self._sink.written,
-            )

@@ -5,6 +5,7 @@ All are small frozen value objects; the parse ones cross a process boundary, so 
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -51,13 +52,42 @@ class FetchResult:
 
 @dataclass(frozen=True, slots=True)
 class ExtractRule:
-    """One `[extract]` field: a CSS selector and what to take from the matches."""
+    """One `[extract]` field: a CSS selector, what to take from the matches, and an optional
+    regular expression that trims each value (to its first group, or else to the whole match)."""
 
     name: str
     css: str
     take: Take = "text"
     attr: str | None = None
     all: bool = False
+    regex: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    """Fields for the pages whose URL matches one of `urls` (shell-style globs: `*`, `?`, `[ ]`)."""
+
+    urls: tuple[str, ...]
+    rules: tuple[ExtractRule, ...]
+
+    def matches(self, url: str) -> bool:
+        return any(fnmatch.fnmatchcase(url, pattern) for pattern in self.urls)
+
+
+@dataclass(frozen=True, slots=True)
+class Extraction:
+    """All the `[extract]` rules: those for every page, and the per-URL-pattern rule sets."""
+
+    every: tuple[ExtractRule, ...] = ()
+    sets: tuple[RuleSet, ...] = ()
+
+    def rules_for(self, url: str) -> tuple[ExtractRule, ...]:
+        """The rules for one page: every page's, then each matching set's; a later name wins."""
+        rules = {rule.name: rule for rule in self.every}
+        for rule_set in self.sets:
+            if rule_set.matches(url):
+                rules.update((rule.name, rule) for rule in rule_set.rules)
+        return tuple(rules.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +97,7 @@ class ParseJob:
     url: str
     body: bytes
     content_type: str | None
-    rules: tuple[ExtractRule, ...] = ()
+    rules: Extraction = Extraction()
     store_text: bool = False
 
 
@@ -94,3 +124,15 @@ class PageRecord:
     parsed: ParseResult | None = None
     parse_error: str | None = None
     children: tuple[CrawlRequest, ...] = ()  # links in scope, for the frontier
+
+
+@dataclass(frozen=True, slots=True)
+class CrawlSnapshot:
+    """A crawl's counters at one moment, for a progress display; read-only, cheap to take."""
+
+    pages: int = 0  # through the pipeline and handed to the sink
+    errors: int = 0  # of those, the ones stored with an error
+    bytes: int = 0
+    queued: int = 0  # admitted, not yet fetched
+    in_flight: int = 0  # fetched or being fetched, not yet through the parser
+    max_pages: int = 0  # crawl.max_pages: 0 = no bound

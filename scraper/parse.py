@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import multiprocessing
 import os
+import re
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -33,7 +34,7 @@ def parse_page(job: ParseJob) -> ParseResult:
     encoding, html = decode_html(job.body, job.content_type)
     tree = LexborHTMLParser(html)
     base = _base_url(tree, job.url)
-    fields = {rule.name: _extract(tree, rule) for rule in job.rules}
+    fields = {rule.name: _extract(tree, rule) for rule in job.rules.rules_for(job.url)}
     title_node = tree.css_first("title")
     canonical = _attr(tree.css_first('link[rel~="canonical" i][href]'), "href")
     links = _links(tree, base)
@@ -83,10 +84,10 @@ def _links(tree: LexborHTMLParser, base: str) -> tuple[str, ...]:
 
 def _extract(tree: LexborHTMLParser, rule: ExtractRule) -> str | list[str] | None:
     if rule.all:
-        values = (_take(node, rule) for node in tree.css(rule.css))
+        values = (_trim(_take(node, rule), rule.regex) for node in tree.css(rule.css))
         return [v for v in values if v is not None]
     node = tree.css_first(rule.css)
-    return _take(node, rule) if node is not None else None
+    return _trim(_take(node, rule), rule.regex) if node is not None else None
 
 
 def _take(node: LexborNode, rule: ExtractRule) -> str | None:
@@ -95,6 +96,17 @@ def _take(node: LexborNode, rule: ExtractRule) -> str | None:
     if rule.take == "attr":
         return node.attributes.get(rule.attr or "")
     return _clean(node.text(separator=" "))
+
+
+def _trim(value: str | None, regex: str | None) -> str | None:
+    """The regex's first group (or whole match) in `value`; None when it does not match. `re`
+    caches compiled patterns, so a worker compiles each rule's once."""
+    if value is None or regex is None:
+        return value
+    match = re.search(regex, value)
+    if match is None:
+        return None
+    return match.group(1) if match.re.groups else match.group(0)
 
 
 def _attr(node: LexborNode | None, name: str) -> str | None:

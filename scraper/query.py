@@ -1,7 +1,4 @@
-"""`scraper query`: read-only SQL over a results database, printed as a table, CSV, JSON or JSONL.
-
-This runs at the CLI's edge with no event loop, so plain sqlite3 is the right tool here.
-"""
+"""`scraper query`: read-only SQL over a results database, as a table, CSV, JSON or JSONL."""
 
 from __future__ import annotations
 
@@ -9,12 +6,11 @@ import csv
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from .errors import QueryError, StorageError
-from .storage import APPLICATION_ID
+from .errors import QueryError
+from .results import open_results
 
 FORMATS = ("table", "csv", "json", "jsonl")
 MAX_CELL = 80
@@ -36,7 +32,7 @@ _WRITES = {
 
 def run_query(db_path: str | Path, sql: str, out: TextIO, fmt: str = "table") -> int:
     """Run one read-only statement and print its rows; returns the row count."""
-    with open_readonly(db_path) as conn:
+    with open_results(db_path) as conn:
         refused: list[int] = []
 
         def authorize(action: int, *_: Any) -> int:
@@ -56,30 +52,6 @@ def run_query(db_path: str | Path, sql: str, out: TextIO, fmt: str = "table") ->
                     "refused: `scraper query` only reads, and this statement writes"
                 ) from None
             raise QueryError(f"bad SQL: {exc}") from None
-
-
-@contextmanager
-def open_readonly(db_path: str | Path) -> Iterator[sqlite3.Connection]:
-    """A read-only connection to one of our databases, or a StorageError saying why not."""
-    path = Path(db_path)
-    if not path.is_file():
-        raise StorageError(f"{path}: no such database (crawl first, or pass --db)")
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise StorageError(f"{path}: cannot open the database: {exc}") from None
-    with closing(conn):
-        _check_ours(conn, path)
-        yield conn
-
-
-def _check_ours(conn: sqlite3.Connection, path: Path) -> None:
-    try:
-        (app_id,) = conn.execute("PRAGMA application_id").fetchone()
-    except sqlite3.Error as exc:
-        raise StorageError(f"{path}: cannot read the database: {exc}") from None
-    if app_id != APPLICATION_ID:
-        raise StorageError(f"{path}: not a scraper database")
 
 
 def _write(fmt: str, columns: Sequence[str], rows: Iterable[tuple[Any, ...]], out: TextIO) -> int:

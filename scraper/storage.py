@@ -19,7 +19,7 @@ from typing import Any, Self
 
 import aiosqlite
 
-from .errors import StorageError
+from .errors import StorageError, explain_sqlite
 
 APPLICATION_ID = 0x53435250  # "SCRP"
 
@@ -128,7 +128,9 @@ class Database:
             await self._prepare(self._conn)
         except sqlite3.Error as exc:
             await self.close()
-            raise StorageError(f"{self.path}: cannot open the database: {exc}") from None
+            raise StorageError(
+                f"{self.path}: cannot open the database: {explain_sqlite(exc)}"
+            ) from None
         except BaseException:
             await self.close()
             raise
@@ -195,7 +197,9 @@ class Database:
                     await rollback
                     raise
                 if isinstance(exc, sqlite3.Error):
-                    raise StorageError(f"{self.path}: cannot write: {exc}") from None
+                    raise StorageError(
+                        f"{self.path}: cannot write: {explain_sqlite(exc)}"
+                    ) from None
                 raise
 
     async def _rollback(self) -> None:
@@ -207,7 +211,7 @@ class Database:
             try:
                 return list(await self.conn.execute_fetchall(sql, params))
             except sqlite3.Error as exc:
-                raise StorageError(f"{self.path}: cannot read: {exc}") from None
+                raise StorageError(f"{self.path}: cannot read: {explain_sqlite(exc)}") from None
 
     async def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         rows = await self.fetchall(sql, params)

@@ -62,6 +62,14 @@ def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: st
             ["did you mean fetch.concurrency?"],
         ),
         (["crawl", "http://127.0.0.1:9/", "--set", 'extract.x="a[["'], ["does not compile"]),
+        (
+            ["crawl", "http://127.0.0.1:9/", "--set", 'extract.for=[{url="*", p={css="p[["}}]'],
+            ["extract.for[1].p: CSS selector 'p[[' does not compile"],
+        ),
+        (
+            ["crawl", "http://127.0.0.1:9/", "--set", 'extract.p={css="p", regex="(x"}'],
+            ["extract.p: regex '(x' does not compile"],
+        ),
         (["crawl"], ["no seeds"]),
         (["crawl", "http://127.0.0.1:9/", "--config", "absent.toml"], ["no such config file"]),
         (["crawl", "http://127.0.0.1:9/", "--db", "/proc/nope/x.db"], ["cannot create its folder"]),
@@ -78,7 +86,8 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 
 
 def test_help_everywhere(tmp_path: Path) -> None:
-    for command in ([], ["crawl"], ["query"], ["demo"], ["demo-site"]):
+    commands = ["crawl", "crawls", "stats", "query", "export", "report", "demo", "demo-site"]
+    for command in ([], *([c] for c in commands)):
         result = run(*command, "--help", cwd=tmp_path)
         assert result.returncode == 0
         assert "usage: scraper" in result.stdout
@@ -220,3 +229,34 @@ def test_demo_crawls_and_shows_an_example_query(tmp_path: Path) -> None:
     assert "Example query:" in result.stdout
     assert "Page 0 — Demo Site" in result.stdout
     assert (tmp_path / "data" / "demo.db").is_file()
+
+
+async def test_extraction_rules_per_url_pattern(aiohttp_server, tmp_path: Path) -> None:
+    spec = SiteSpec(pages=20, page_bytes=1000, extras=False)
+    server = await aiohttp_server(make_app(spec))
+    # A config.toml of the test's own, found in the working directory like a user's would be.
+    config = """
+[storage]
+db = "rules.db"
+
+[extract]
+heading = "h1"
+
+[[extract.for]]
+url = "*/page/*"
+euros = { css = "p.price", regex = '^(\\d+)\\.' }
+heading = { css = "h1", regex = 'Page \\d+' }
+"""
+    await asyncio.to_thread((tmp_path / "config.toml").write_text, config)
+    code, _, err = await run_async("crawl", base_url(server), "--quiet", cwd=tmp_path)
+    assert code == 0, err
+    found = await rows(
+        tmp_path / "rules.db",
+        "SELECT url, json_extract(fields, '$.heading'), json_extract(fields, '$.euros') "
+        "FROM pages ORDER BY url",
+    )
+    by_path = {url.removeprefix(base_url(server).rstrip("/")): rest for url, *rest in found}
+    assert by_path["/"] == ["Demo Site", None]  # only the rule for every page
+    for i in range(spec.pages):
+        euros = spec.price(i).split(".")[0]
+        assert by_path[f"/page/{i}"] == [f"Page {i}", euros]

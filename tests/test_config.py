@@ -10,7 +10,7 @@ import pytest
 
 from scraper.config import SECTIONS, Config, build_config, load_config
 from scraper.errors import ConfigError
-from scraper.models import ExtractRule
+from scraper.models import ExtractRule, RuleSet
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,11 +70,35 @@ def test_extract_rules_in_both_forms() -> None:
             }
         }
     )
-    assert config.extract == (
+    assert config.extract.every == (
         ExtractRule(name="title", css="h1"),
         ExtractRule(name="links", css="a", take="attr", attr="href", all=True),
         ExtractRule(name="box", css="div", take="html"),
     )
+    assert config.extract.sets == ()
+
+
+def test_rule_sets_per_url_pattern() -> None:
+    config = build_config(
+        {
+            "extract": {
+                "title": "h1",
+                "for": [
+                    {"url": "*/product/*", "price": {"css": "p.price", "regex": r"[\d.]+"}},
+                    {"url": ["*/a/*", "*/b/*"], "title": "h2", "sku": {"css": "b", "all": True}},
+                ],
+            }
+        }
+    )
+    product, ab = config.extract.sets
+    assert product == RuleSet(
+        urls=("*/product/*",), rules=(ExtractRule(name="price", css="p.price", regex=r"[\d.]+"),)
+    )
+    assert ab.urls == ("*/a/*", "*/b/*")
+    rules_for = config.extract.rules_for
+    assert [r.name for r in rules_for("http://x.org/product/1")] == ["title", "price"]
+    assert [r.css for r in rules_for("http://x.org/b/1")] == ["h2", "b"]  # a later name wins
+    assert [r.css for r in rules_for("http://x.org/")] == ["h1"]
 
 
 @pytest.mark.parametrize(
@@ -110,6 +134,22 @@ def test_extract_rules_in_both_forms() -> None:
             'extract.x.take = "json": must be one of',
         ),
         ({"extract": {"x": 5}}, "extract.x: must be a CSS selector string or a table"),
+        (
+            {"extract": {"x": {"css": "a", "regex": "(unclosed"}}},
+            "extract.x: regex '(unclosed' does not compile: missing ),",
+        ),
+        ({"extract": {"x": {"css": "a", "regex": "(a)(b)"}}}, "has 2 groups; use at most one"),
+        ({"extract": {"for": [{"price": "p"}]}}, 'extract.for[1]: needs url = "<glob>"'),
+        ({"extract": {"for": [{"url": "*"}]}}, "extract.for[1]: has no fields"),
+        ({"extract": {"for": [3]}}, "extract.for[1]: must be a table"),
+        (
+            {"extract": {"for": [{"url": "*", "a": "p"}, {"url": "*/x", "price": "p[["}]}},
+            "extract.for[2].price: CSS selector 'p[[' does not compile",
+        ),
+        (
+            {"extract": {"for": [{"url": "*", "p": {"css": "a", "tak": "html"}}]}},
+            "extract.for[1].p.tak: unknown key (did you mean extract.for[1].p.take?)",
+        ),
     ],
 )
 def test_bad_values_are_one_clear_line(raw: dict, message: str) -> None:

@@ -1,6 +1,6 @@
 """The parser, called directly (it is a pure function) on awkward HTML."""
 
-from scraper.models import ExtractRule, ParseJob, ParseResult
+from scraper.models import Extraction, ExtractRule, ParseJob, ParseResult, RuleSet
 from scraper.parse import parse_page
 
 URL = "http://example.com/dir/page.html"
@@ -115,7 +115,7 @@ def test_extraction_rules() -> None:
     result = parse(
         '<span class="price"> 9.99 </span><img src="a.png"><img src="b.png"><img>'
         '<div class="box"><b>bold</b></div><li class="tag">x</li><li class="tag">y</li>',
-        rules=rules,
+        rules=Extraction(every=rules),
     )
     assert result.fields == {
         "price": "9.99",
@@ -124,3 +124,31 @@ def test_extraction_rules() -> None:
         "missing": None,
         "tags": ["x", "y"],
     }
+
+
+def test_rule_sets_apply_by_url_and_regexes_trim() -> None:
+    html = """<h1>Widget</h1><p class="price">Price: £12.50 incl. VAT</p>
+    <ul><li class="tag">#red</li><li class="tag">#big</li><li class="tag">plain</li></ul>"""
+    rules = Extraction(
+        every=(ExtractRule(name="name", css="h1"),),
+        sets=(
+            RuleSet(
+                urls=("*/dir/*",),
+                rules=(
+                    ExtractRule(name="price", css="p.price", regex=r"£([\d.]+)"),
+                    ExtractRule(name="tags", css="li.tag", all=True, regex=r"#\w+"),
+                    ExtractRule(name="vat", css="p.price", regex=r"VAT (\d+)%"),
+                ),
+            ),
+            RuleSet(urls=("*/elsewhere/*",), rules=(ExtractRule(name="never", css="h1"),)),
+        ),
+    )
+    assert parse(html, rules=rules).fields == {
+        "name": "Widget",
+        "price": "12.50",  # the group
+        "tags": ["#red", "#big"],  # the whole match; values that do not match are left out
+        "vat": None,  # no match
+    }
+    other = parse_page(ParseJob(url="http://example.com/", body=html.encode(),
+                                content_type="text/html", rules=rules))  # fmt: skip
+    assert other.fields == {"name": "Widget"}
