@@ -22,7 +22,7 @@ from selectolax.lexbor import LexborHTMLParser, SelectolaxError
 
 from .errors import ConfigError
 from .models import Extraction, ExtractRule, RuleSet
-from .urls import canonicalize, host_of
+from .urls import Scope, UrlPolicy, canonicalize, host_of
 
 
 class _Invalid(Exception):
@@ -109,6 +109,96 @@ def _duration(value: Any) -> float:
     raise _Invalid('must be a duration: seconds, or a string like "30m", "12h", "7d"')
 
 
+def _regex(value: Any) -> str:
+    text = _text(value)
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise _Invalid(f"{json.dumps(text)} is not a valid regex: {exc}") from None
+    return text
+
+
+def _file_extension(value: Any) -> str:
+    return _text(value).strip().lstrip(".").lower()
+
+
+def _choice(*choices: str) -> Check:
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise _Invalid(f"must be one of {', '.join(json.dumps(c) for c in choices)}")
+        return str(value)
+
+    return check
+
+
+# Skipped before fetching: images, archives, media, office documents, fonts, binaries.
+SKIP_EXTENSIONS = tuple(
+    [
+        "jpg",
+        "jpeg",
+        "png",
+        "gif",
+        "webp",
+        "svg",
+        "ico",
+        "bmp",
+        "tif",
+        "tiff",
+        "avif",
+        "heic",
+        "zip",
+        "tar",
+        "gz",
+        "tgz",
+        "bz2",
+        "xz",
+        "7z",
+        "rar",
+        "zst",
+        "mp3",
+        "mp4",
+        "m4a",
+        "m4v",
+        "avi",
+        "mov",
+        "mkv",
+        "webm",
+        "wav",
+        "ogg",
+        "oga",
+        "ogv",
+        "flac",
+        "wmv",
+        "wma",
+        "pdf",
+        "doc",
+        "docx",
+        "xls",
+        "xlsx",
+        "ppt",
+        "pptx",
+        "odt",
+        "ods",
+        "odp",
+        "rtf",
+        "epub",
+        "woff",
+        "woff2",
+        "ttf",
+        "otf",
+        "eot",
+        "exe",
+        "msi",
+        "dmg",
+        "iso",
+        "apk",
+        "deb",
+        "rpm",
+        "bin",
+    ]
+)
+
+
 def _opt(check: Check, doc: str) -> dict[str, Any]:
     return {"check": check, "doc": doc}
 
@@ -126,11 +216,39 @@ class CrawlConfig:
     queue_size: int = field(default=1000, metadata=_opt(_int(1), "URLs leased into memory"))
     shutdown_grace: float = field(default=10.0, metadata=_opt(_float(0), "seconds"))
     recrawl_after: float = field(default=0.0, metadata=_opt(_duration, "0 = always"))
+    denied_domains: tuple[str, ...] = field(default=(), metadata=_opt(_list_of(_domain), ""))
+    include_subdomains: bool = field(default=True, metadata=_opt(_bool, ""))
+    include: tuple[str, ...] = field(default=(), metadata=_opt(_list_of(_regex), "regexes"))
+    exclude: tuple[str, ...] = field(default=(), metadata=_opt(_list_of(_regex), "regexes"))
+    skip_extensions: tuple[str, ...] = field(
+        default=SKIP_EXTENSIONS, metadata=_opt(_list_of(_file_extension), "")
+    )
+    query: str = field(default="keep", metadata=_opt(_choice("keep", "sort", "drop"), ""))
+    drop_params: tuple[str, ...] = field(
+        default=("utm_*", "fbclid", "gclid"), metadata=_opt(_list_of(_text), "globs")
+    )
 
     def __post_init__(self) -> None:
+        policy = self.url_policy()
+        seeds = tuple(canonicalize(seed, policy=policy) or seed for seed in self.seeds)
+        object.__setattr__(self, "seeds", seeds)
         if not self.allowed_domains and self.seeds:
             domains = tuple(dict.fromkeys(host_of(seed) for seed in self.seeds))
             object.__setattr__(self, "allowed_domains", domains)
+
+    def url_policy(self) -> UrlPolicy:
+        return UrlPolicy(query=self.query, drop_params=self.drop_params)
+
+    def scope(self) -> Scope:
+        return Scope(
+            allowed_domains=self.allowed_domains,
+            denied_domains=self.denied_domains,
+            include_subdomains=self.include_subdomains,
+            include=tuple(re.compile(p) for p in self.include),
+            exclude=tuple(re.compile(p) for p in self.exclude),
+            skip_extensions=frozenset(self.skip_extensions),
+            max_depth=self.max_depth,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -26,7 +26,7 @@ from .robots import RobotsGate
 from .scheduler import Assignment, Limits, Scheduler
 from .sink import SqliteSink
 from .storage import Database
-from .urls import Scope, host_of
+from .urls import canonicalize
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,8 @@ class Pipeline:
         self._fetcher = fetcher
         self._parser = parser
         self._sink = sink
-        self._scope = Scope(config.crawl.allowed_domains, config.crawl.max_depth)
+        self._scope = config.crawl.scope()
+        self._policy = config.crawl.url_policy()
         self._seen = SeenCache(SEEN_CACHE_SIZE)
         # Twice the slots: a worker waiting out a retry backoff holds no slot, so others fill it.
         self._fetch_tasks = 2 * config.fetch.concurrency
@@ -263,7 +264,8 @@ class Pipeline:
         request = result.request
         if result.status == 304 or request.fresh:  # the stored page stands; so do its links
             links = await self._sink.links_from(request.url)
-            return PageRecord(fetch=result, children=self._admit(request, links))
+            follow = [url for url in links if self._scope.allows(url)]
+            return PageRecord(fetch=result, children=self._admit(request, follow))
         if result.status in REDIRECTS and result.final_url:
             return self._redirect(result, result.final_url)
         if not result.parsable or result.body is None:
@@ -274,6 +276,8 @@ class Pipeline:
             content_type=result.content_type,
             rules=self._config.extract,
             store_text=self._config.parse.store_text,
+            policy=self._policy,
+            scope=self._scope,  # so the parser's process filters the links, not the loop
         )
         stored = dataclasses.replace(result, body=None)  # the body goes no further than the parser
         try:
@@ -283,12 +287,13 @@ class Pipeline:
         except Exception as exc:  # the parser's bug must not lose the page: record it
             log.warning("parse failed for %s: %r", request.url, exc)
             return PageRecord(fetch=stored, parse_error=f"{type(exc).__name__}: {exc}")
-        return PageRecord(fetch=stored, parsed=parsed, children=self._admit(request, parsed.links))
+        return PageRecord(fetch=stored, parsed=parsed, children=self._admit(request, parsed.follow))
 
     def _redirect(self, result: FetchResult, target: str) -> PageRecord:
         """A redirect is stored as it is; its target becomes a URL of the frontier like a link
         (so two URLs redirecting to one page store it once), if in scope and not too far."""
         request = result.request
+        target = canonicalize(target, policy=self._policy) or target
         hops = request.hops + 1
         if self._config.fetch.max_redirects == 0:
             return PageRecord(fetch=result)  # redirects are stored, never followed
@@ -300,20 +305,20 @@ class Pipeline:
                     result, error_kind="redirects", error=f"{why} (fetch.max_redirects = {limit})"
                 )
             )
-        if not self._scope.allows_host(host_of(target)):
+        if not self._scope.allows(target):
             return PageRecord(fetch=result)  # out of scope: recorded, not followed
         child = CrawlRequest(url=target, depth=request.depth, referrer=request.url, hops=hops)
         return PageRecord(fetch=result, children=(child,))
 
     def _admit(
-        self, parent: CrawlRequest, links: tuple[str, ...] | list[str]
+        self, parent: CrawlRequest, follow: tuple[str, ...] | list[str]
     ) -> tuple[CrawlRequest, ...]:
-        """The links worth a frontier row: in scope, within depth, not seen very recently."""
+        """The in-scope links worth a frontier row: within depth, not seen very recently."""
         depth = parent.depth + 1
         if self._config.crawl.max_depth and depth > self._config.crawl.max_depth:
             return ()
         return tuple(
             CrawlRequest(url=url, depth=depth, referrer=parent.url)
-            for url in links
-            if self._scope.allows_host(host_of(url)) and self._seen.add(url)
+            for url in follow
+            if self._seen.add(url)
         )

@@ -111,7 +111,7 @@ class SiteSpec:
         if self.extras:
             for k in range(self.special_count):
                 links += [
-                    (f"/files/report-{k}.pdf", f"/files/report-{k}.pdf"),
+                    (f"/files/report-{k}", f"/files/report-{k}"),  # a PDF with no extension
                     (f"/redirect/{k}", f"/redirect/{k}"),
                     (f"/missing/{k}", f"/missing/{k}"),
                     (f"/flaky/{k}", f"/flaky/{k}"),
@@ -140,7 +140,8 @@ class SiteSpec:
             return [] if self.fails(i) else self.page_links(i)
         if path.startswith("/list?page="):
             return self.list_links(int(path.removeprefix("/list?page=")))
-        k = int(path.rsplit("/", 1)[1]) if path[-1:].isdigit() else -1
+        tail = path.rsplit("/", 1)[1]
+        k = int(tail) if tail.isdigit() else -1
         if path.startswith("/redirect/"):
             return self.links_from(f"/page/{k}")  # the crawler parses where the redirect ends
         if path.startswith("/flaky/"):

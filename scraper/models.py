@@ -9,6 +9,8 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .urls import KEEP_QUERY, Scope, UrlPolicy
+
 Take = Literal["text", "html", "attr"]
 
 
@@ -99,6 +101,8 @@ class ParseJob:
     content_type: str | None
     rules: Extraction = Extraction()
     store_text: bool = False
+    policy: UrlPolicy = KEEP_QUERY  # how links are canonicalised
+    scope: Scope | None = None  # which links to follow (None: all)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +117,7 @@ class ParseResult:
     text_hash: str | None = None
     text: str | None = None
     links: tuple[str, ...] = ()
+    follow: tuple[str, ...] = ()  # the links within the crawl's scope (depth aside)
     fields: dict[str, str | list[str] | None] = field(default_factory=dict)
 
 

@@ -24,7 +24,7 @@ from w3lib.encoding import html_to_unicode
 
 from .config import ParseConfig
 from .models import ExtractRule, ParseJob, ParseResult
-from .urls import canonicalize
+from .urls import UrlPolicy, canonicalize
 
 _INVISIBLE = ["script", "style", "noscript", "template"]
 
@@ -33,22 +33,24 @@ def parse_page(job: ParseJob) -> ParseResult:
     """Decode and parse one HTML page; never raises on hostile markup."""
     encoding, html = decode_html(job.body, job.content_type)
     tree = LexborHTMLParser(html)
-    base = _base_url(tree, job.url)
+    base = _base_url(tree, job.url, job.policy)
     fields = {rule.name: _extract(tree, rule) for rule in job.rules.rules_for(job.url)}
     title_node = tree.css_first("title")
     canonical = _attr(tree.css_first('link[rel~="canonical" i][href]'), "href")
-    links = _links(tree, base)
+    links = _links(tree, base, job.policy)
+    scope = job.scope
     tree.strip_tags(_INVISIBLE)
     text = _clean(tree.body.text(separator=" ")) if tree.body is not None else ""
     return ParseResult(
         encoding=encoding,
         title=_clean(title_node.text()) or None if title_node is not None else None,
         description=_attr(tree.css_first('meta[name="description" i][content]'), "content"),
-        canonical=canonicalize(canonical, base) if canonical else None,
+        canonical=canonicalize(canonical, base, job.policy) if canonical else None,
         text_length=len(text),
         text_hash=hashlib.blake2b(text.encode(), digest_size=16).hexdigest(),
         text=text if job.store_text else None,
         links=links,
+        follow=links if scope is None else tuple(url for url in links if scope.allows(url)),
         fields=fields,
     )
 
@@ -67,16 +69,16 @@ def _detect_encoding(body: bytes) -> str | None:
     return "utf-8"
 
 
-def _base_url(tree: LexborHTMLParser, page_url: str) -> str:
+def _base_url(tree: LexborHTMLParser, page_url: str, policy: UrlPolicy) -> str:
     href = _attr(tree.css_first("base[href]"), "href")
-    return (canonicalize(href, page_url) or page_url) if href else page_url
+    return (canonicalize(href, page_url, policy) or page_url) if href else page_url
 
 
-def _links(tree: LexborHTMLParser, base: str) -> tuple[str, ...]:
+def _links(tree: LexborHTMLParser, base: str, policy: UrlPolicy) -> tuple[str, ...]:
     """Outgoing http(s) links, canonical, in document order, each once."""
     found: dict[str, None] = {}
     for node in tree.css("a[href], area[href]"):
-        url = canonicalize(node.attributes.get("href") or "", base)
+        url = canonicalize(node.attributes.get("href") or "", base, policy)
         if url is not None:
             found[url] = None
     return tuple(found)

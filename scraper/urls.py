@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from urllib.parse import urljoin
 
 from yarl import URL
@@ -10,13 +12,25 @@ from yarl import URL
 CRAWLABLE_SCHEMES = frozenset({"http", "https"})
 
 
-def canonicalize(url: str, base: str | None = None) -> str | None:
+@dataclass(frozen=True, slots=True)
+class UrlPolicy:
+    """What canonicalisation does to query strings (crawl.query, crawl.drop_params)."""
+
+    query: str = "keep"  # keep | sort | drop
+    drop_params: tuple[str, ...] = ()  # parameter names to remove (globs such as utm_*)
+
+
+KEEP_QUERY = UrlPolicy()
+
+
+def canonicalize(url: str, base: str | None = None, policy: UrlPolicy = KEEP_QUERY) -> str | None:
     """The canonical form of `url` (resolved against `base`), or None if it is not crawlable.
 
     yarl does the normalising: scheme and host lower-cased (IDN hosts to punycode), default port
-    dropped, dot segments removed, percent-encoding normalised. We drop the fragment and give an
-    empty path its `/`, so each page has exactly one spelling. Schemes other than http(s)
-    (mailto:, javascript:, data:, tel:, file:, ...) and unparsable URLs give None.
+    dropped, dot segments removed, percent-encoding normalised. We drop the fragment, give an
+    empty path its `/`, and apply the query policy, so each page has exactly one spelling.
+    Schemes other than http(s) (mailto:, javascript:, data:, tel:, file:, ...) and unparsable
+    URLs give None.
     """
     raw = url.strip()
     if base is not None:
@@ -30,12 +44,27 @@ def canonicalize(url: str, base: str | None = None) -> str | None:
         return None
     if parsed.scheme not in CRAWLABLE_SCHEMES or not parsed.host:
         return None
-    parsed = parsed.with_fragment(None)
+    parsed = _apply_query_policy(parsed.with_fragment(None), policy)
     text = str(parsed)
     # yarl prints an empty path as nothing ("http://a.com"); the request path is "/" either way.
     if parsed.raw_path == "/" and not parsed.raw_query_string and not text.endswith("/"):
         text += "/"
     return text
+
+
+def _apply_query_policy(parsed: URL, policy: UrlPolicy) -> URL:
+    if not parsed.raw_query_string or (policy.query == "keep" and not policy.drop_params):
+        return parsed
+    if policy.query == "drop":
+        return parsed.with_query(None)
+    pairs = [
+        (name, value)
+        for name, value in parsed.query.items()
+        if not any(fnmatchcase(name, pattern) for pattern in policy.drop_params)
+    ]
+    if policy.query == "sort":
+        pairs.sort()
+    return parsed.with_query(pairs)
 
 
 def host_key(url: str) -> str:
@@ -61,18 +90,44 @@ def origin(url: str) -> str:
     return f"{parsed.scheme}://{host_key(url)}"
 
 
+@dataclass(frozen=True, slots=True)
 class Scope:
-    """Which canonical URLs a crawl may fetch: allowed domains (subdomains included) and depth."""
+    """Which canonical URLs a crawl follows: domains, URL patterns, file extensions, depth.
 
-    def __init__(self, allowed_domains: Iterable[str], max_depth: int) -> None:
-        self._domains = tuple(d.lower().lstrip(".") for d in allowed_domains)
-        self._max_depth = max_depth
+    Picklable: it travels with each parse job, so links are filtered in the parser's process.
+    """
+
+    allowed_domains: tuple[str, ...] = ()
+    denied_domains: tuple[str, ...] = ()
+    include_subdomains: bool = True
+    include: tuple[re.Pattern[str], ...] = ()
+    exclude: tuple[re.Pattern[str], ...] = ()
+    skip_extensions: frozenset[str] = field(default_factory=frozenset)
+    max_depth: int = 0
 
     def allows_host(self, host: str) -> bool:
         host = host.lower()
-        return any(host == d or host.endswith("." + d) for d in self._domains)
-
-    def allows(self, url: str, depth: int) -> bool:
-        if self._max_depth and depth > self._max_depth:
+        if self.denied_domains and _matches(host, self.denied_domains, self.include_subdomains):
             return False
-        return self.allows_host(host_of(url))
+        return _matches(host, self.allowed_domains, self.include_subdomains)
+
+    def allows(self, url: str, depth: int = 0) -> bool:
+        """May the crawl follow a link to `url` found at `depth`?"""
+        if self.max_depth and depth > self.max_depth:
+            return False
+        if not self.allows_host(host_of(url)):
+            return False
+        if self.skip_extensions and _extension(url) in self.skip_extensions:
+            return False
+        if self.include and not any(p.search(url) for p in self.include):
+            return False
+        return not any(p.search(url) for p in self.exclude)
+
+
+def _matches(host: str, domains: tuple[str, ...], subdomains: bool) -> bool:
+    return any(host == d or (subdomains and host.endswith("." + d)) for d in domains)
+
+
+def _extension(url: str) -> str:
+    path = url.split("?", 1)[0].rsplit("/", 1)[-1]
+    return path.rpartition(".")[2].lower() if "." in path else ""

@@ -194,7 +194,7 @@ async def test_non_html_is_recorded_not_parsed(aiohttp_server, make_config):
 
     app, recorder = app_with({"/": index, "/doc.pdf": pdf})
     server = await aiohttp_server(app)
-    config = make_config([base_url(server)])
+    config = make_config([base_url(server)], crawl__skip_extensions=[])
     await crawl(config)
     row = await page_row(config.storage.db, base_url(server) + "doc.pdf")
     assert row["content_type"] == "application/pdf"

@@ -105,7 +105,7 @@ async def test_robots_wildcards(aiohttp_server, make_config):
     app.router.add_get("/{p:.+}", anything)
     server = await aiohttp_server(app)
     root = base_url(server)
-    config = make_config([root])
+    config = make_config([root], crawl__skip_extensions=[])
     await crawl(config)
     kinds = {url: kind for url, (_, kind, _) in (await stored(config.storage.db)).items()}
     assert kinds == {root: None, root + "a.pdf": "robots", root + "a.pdf?x=1": None,
