@@ -213,6 +213,7 @@ class CrawlConfig:
     max_pages: int = field(default=0, metadata=_opt(_int(0), "pages to fetch; 0 = no limit"))
     max_pages_per_host: int = field(default=0, metadata=_opt(_int(0), "0 = no limit"))
     obey_robots: bool = field(default=True, metadata=_opt(_bool, "honour robots.txt"))
+    sitemaps: bool = field(default=True, metadata=_opt(_bool, "read sitemaps"))
     queue_size: int = field(default=1000, metadata=_opt(_int(1), "URLs leased into memory"))
     shutdown_grace: float = field(default=10.0, metadata=_opt(_float(0), "seconds"))
     recrawl_after: float = field(default=0.0, metadata=_opt(_duration, "0 = always"))

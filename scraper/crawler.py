@@ -25,6 +25,7 @@ from .parse import ParsePool
 from .robots import RobotsGate
 from .scheduler import Assignment, Limits, Scheduler
 from .sink import SqliteSink
+from .sitemaps import SitemapReader, parse_sitemap
 from .storage import Database
 from .urls import canonicalize
 
@@ -53,6 +54,7 @@ class Crawler:
         self._announce = announce
         self._pipeline: asyncio.Task[None] | None = None
         self._scheduler: Scheduler | None = None
+        self._sitemaps: SitemapReader | None = None
         self._stages: Pipeline | None = None
         self._stored_before = 0  # pages a resumed crawl had already stored
         self._stopping = False
@@ -128,17 +130,25 @@ class Crawler:
             return None
         return crawl_id
 
+    def _read_sitemaps(self, site: str, declared: tuple[str, ...]) -> None:
+        if self._config.crawl.sitemaps and self._sitemaps is not None and self._scheduler:
+            self._scheduler.track(self._sitemaps.read(site, declared))
+
     async def _run_pipeline(
         self, db: Database, crawl_id: int, frontier: SqliteFrontier, done: int
     ) -> str:
         config = self._config
         async with Fetcher(config.fetch) as fetcher, ParsePool(config.parse) as parser:
             sink_queue: asyncio.Queue[object] = asyncio.Queue(2 * config.storage.batch_size)
-            gate = (
-                RobotsGate(fetcher, config.fetch.user_agent, timeout=config.fetch.robots_timeout)
-                if config.crawl.obey_robots
-                else None
-            )
+            gate = None
+            if config.crawl.obey_robots or config.crawl.sitemaps:
+                gate = RobotsGate(
+                    fetcher,
+                    config.fetch.user_agent,
+                    timeout=config.fetch.robots_timeout,
+                    obey=config.crawl.obey_robots,
+                    on_sitemaps=lambda site, urls: self._read_sitemaps(site, urls),
+                )
             scheduler = Scheduler(
                 frontier,
                 _limits(config),
@@ -147,6 +157,19 @@ class Crawler:
                 handed=done,
             )
             sink = SqliteSink(db, crawl_id, config.storage, on_stored=scheduler.stored)
+
+            async def emit(record: PageRecord) -> None:
+                scheduler.adopt()
+                await sink_queue.put(record)
+
+            self._sitemaps = SitemapReader(
+                fetcher,
+                lambda job: parser.run(parse_sitemap, job),
+                emit,
+                scope=config.crawl.scope(),
+                policy=config.crawl.url_policy(),
+                max_bytes=config.fetch.max_bytes,
+            )
             pipeline = Pipeline(config, scheduler, fetcher, parser, sink, sink_queue)
             self._scheduler, self._stages, self._stored_before = scheduler, pipeline, done
             self._pipeline = asyncio.create_task(pipeline.run(), name="pipeline")

@@ -14,9 +14,10 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from types import TracebackType
-from typing import Self
+from typing import Self, TypeVar
 
 import chardet
 from selectolax.lexbor import LexborHTMLParser, LexborNode
@@ -25,6 +26,9 @@ from w3lib.encoding import html_to_unicode
 from .config import ParseConfig
 from .models import ExtractRule, ParseJob, ParseResult
 from .urls import UrlPolicy, canonicalize
+
+J = TypeVar("J")
+R = TypeVar("R")
 
 _INVISIBLE = ["script", "style", "noscript", "template"]
 
@@ -168,8 +172,12 @@ class ParsePool:
         return self
 
     async def parse(self, job: ParseJob) -> ParseResult:
+        return await self.run(parse_page, job)
+
+    async def run(self, function: Callable[[J], R], job: J) -> R:
+        """Run a pure top-level function of picklable values in the pool."""
         assert self._pool is not None, "ParsePool used outside `async with`"
-        return await asyncio.get_running_loop().run_in_executor(self._pool, parse_page, job)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, function, job)
 
     async def __aexit__(
         self,

@@ -56,7 +56,8 @@ ALLOW_ALL = RobotsRules(None, "")
 
 
 class RobotsGate:
-    """The scheduler's gate: the rules for a host, fetched once and kept in a bounded cache."""
+    """The scheduler's gate: the rules for a host, fetched once and kept in a bounded cache; and
+    the moment a site is first met, when its sitemaps can be read."""
 
     def __init__(
         self,
@@ -64,10 +65,12 @@ class RobotsGate:
         user_agent: str,
         *,
         timeout: float,
+        obey: bool = True,
         on_sitemaps: Callable[[str, tuple[str, ...]], None] = lambda origin, urls: None,
         cache_size: int = 10_000,
     ) -> None:
         self._fetcher = fetcher
+        self._obey = obey  # False: robots.txt is not read; every host allows everything
         self._agent = user_agent
         self._timeout = timeout
         self._on_sitemaps = on_sitemaps
@@ -80,7 +83,7 @@ class RobotsGate:
         if cached is not None:
             self._cache.move_to_end(site)
             return cached
-        rules = await self._load(site)
+        rules = await self._load(site) if self._obey else ALLOW_ALL
         self._cache[site] = rules
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)

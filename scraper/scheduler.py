@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from .frontier import FrontierStore
 from .models import CrawlRequest, FetchResult, PageRecord
@@ -141,6 +141,14 @@ class Scheduler:
 
     def want_work(self) -> None:
         self._idle_workers.release()
+
+    def track(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` (reading a sitemap, say) as part of the crawl: it is not over until done."""
+        self._spawn(work)
+
+    def adopt(self) -> None:
+        """A record that no request of ours led to is on its way to the sink (a sitemap's row)."""
+        self.in_flight += 1
 
     def stop(self) -> None:
         """Hand out nothing more: workers get None once they finish what they hold."""

@@ -36,7 +36,7 @@ def make_config(tmp_path: Path) -> ConfigFactory:
 
     def factory(seeds: list[str], **values: Any) -> Config:
         raw: dict[str, dict[str, Any]] = {
-            "crawl": {"seeds": seeds},
+            "crawl": {"seeds": seeds, "sitemaps": False},  # tests of sitemaps turn them on
             "fetch": {"retry_backoff": 0.01, "retry_backoff_max": 0.05, "concurrency": 8},
             "parse": {"workers": 1},
             "storage": {"db": str(tmp_path / "crawl.db"), "batch_size": 50},
