@@ -14,6 +14,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 from .config import Config
 from .crawls import CrawlSummary, finish_crawl, now, reopen_crawl, start_crawl, unfinished_crawl
@@ -21,6 +22,7 @@ from .errors import ConfigError, ScraperError
 from .fetch import Fetcher
 from .frontier import DONE, SeenCache, SqliteFrontier
 from .models import CrawlRequest, CrawlSnapshot, FetchResult, PageRecord, ParseJob
+from .monitor import LoopLagMonitor
 from .parse import ParsePool
 from .robots import RobotsGate
 from .scheduler import Assignment, Limits, Scheduler
@@ -32,6 +34,7 @@ from .urls import canonicalize
 log = logging.getLogger(__name__)
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
+TOP_HOSTS = 10
 SEEN_CACHE_SIZE = 100_000
 
 
@@ -55,6 +58,7 @@ class Crawler:
         self._pipeline: asyncio.Task[None] | None = None
         self._scheduler: Scheduler | None = None
         self._sitemaps: SitemapReader | None = None
+        self._lag = LoopLagMonitor(on_stall=self._on_stall)
         self._stages: Pipeline | None = None
         self._stored_before = 0  # pages a resumed crawl had already stored
         self._stopping = False
@@ -113,9 +117,13 @@ class Crawler:
             except BaseException as exc:
                 status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "failed"
                 with contextlib.suppress(ScraperError):  # the first error is the one to report
-                    await finish_crawl(db, crawl_id, status, loop.time() - started)
+                    await finish_crawl(
+                        db, crawl_id, status, loop.time() - started, extra=self._health()
+                    )
                 raise
-            return await finish_crawl(db, crawl_id, status, loop.time() - started, resumed=resumed)
+            return await finish_crawl(
+                db, crawl_id, status, loop.time() - started, resumed=resumed, extra=self._health()
+            )
 
     async def _crawl_to_resume(self, db: Database) -> int | None:
         unfinished = None if self._fresh else await unfinished_crawl(db)
@@ -129,6 +137,22 @@ class Crawler:
             )
             return None
         return crawl_id
+
+    def _health(self) -> dict[str, Any]:
+        """What the crawl's row keeps of how it ran: loop lag, and each host's last settings."""
+        hosts = self._scheduler.hosts() if self._scheduler is not None else {}
+        busiest = sorted(hosts.items(), key=lambda item: -item[1]["in_flight"])[:TOP_HOSTS]
+        return {"loop_lag_ms": self._lag.stats().as_json(), "hosts": dict(busiest)}
+
+    def _on_stall(self, lag_ms: float) -> None:
+        stages = self._stages.depths() if self._stages is not None else {}
+        busiest = max(stages, key=lambda name: stages[name], default="unknown")
+        log.warning(
+            "the event loop stalled %.0f ms (queues: %s; fullest: %s)",
+            lag_ms,
+            ", ".join(f"{k} {v}" for k, v in stages.items()),
+            busiest,
+        )
 
     def _read_sitemaps(self, site: str, declared: tuple[str, ...]) -> None:
         if self._config.crawl.sitemaps and self._sitemaps is not None and self._scheduler:
@@ -175,6 +199,7 @@ class Crawler:
             self._pipeline = asyncio.create_task(pipeline.run(), name="pipeline")
             if self._stopping:
                 self._begin_stop()
+            watch = asyncio.create_task(self._lag.run(), name="loop-lag")
             try:
                 await self._pipeline
             except asyncio.CancelledError:
@@ -183,6 +208,8 @@ class Crawler:
                 return "interrupted"
             except BaseExceptionGroup as group:
                 raise _user_error_in(group) or group from None
+            finally:
+                watch.cancel()
             return "interrupted" if self._stopping else "finished"
 
 
@@ -232,6 +259,14 @@ class Pipeline:
         self.parse_queue: asyncio.Queue[FetchResult | None] = asyncio.Queue(self._parse_tasks)
         self.sink_queue = sink_queue
         self._pages = self._errors = self._bytes = 0
+
+    def depths(self) -> dict[str, int]:
+        """How full each stage's queue is: where the work is piling up."""
+        return {
+            "fetch": self._scheduler.queued(),
+            "parse": self.parse_queue.qsize(),
+            "sink": self.sink_queue.qsize(),
+        }
 
     def counts(self) -> tuple[int, int, int]:
         """Pages handed to the sink in this run, how many of them with an error, their bytes."""

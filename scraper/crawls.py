@@ -60,7 +60,13 @@ async def reopen_crawl(db: Database, crawl_id: int) -> None:
 
 
 async def finish_crawl(
-    db: Database, crawl_id: int, status: str, run_seconds: float, *, resumed: bool = False
+    db: Database,
+    crawl_id: int,
+    status: str,
+    run_seconds: float,
+    *,
+    resumed: bool = False,
+    extra: dict[str, Any] | None = None,
 ) -> CrawlSummary:
     """Record the crawl's end and counters (from the pages it stored) and return its summary."""
     by_status = {
@@ -106,7 +112,7 @@ async def finish_crawl(
                 summary.errors,
                 summary.bytes,
                 summary.duration_s,
-                json.dumps({"by_status": by_status, "by_error": by_error}),
+                json.dumps({"by_status": by_status, "by_error": by_error, **(extra or {})}),
                 crawl_id,
             ),
         )

@@ -26,6 +26,7 @@ class CrawlRow:
     started_at: str
     finished_at: str | None
     duration_s: float | None
+    counters: str | None = None  # JSON written at the crawl's end
 
 
 @contextlib.contextmanager
@@ -78,7 +79,7 @@ def _application_id(conn: sqlite3.Connection, path: Path) -> int:
 
 def find_crawl(conn: sqlite3.Connection, crawl_id: int | None = None) -> CrawlRow:
     """The crawl `crawl_id`, or the latest one; a StorageError names the ones there are."""
-    sql = "SELECT id, status, started_at, finished_at, duration_s FROM crawls"
+    sql = "SELECT id, status, started_at, finished_at, duration_s, counters FROM crawls"
     if crawl_id is None:
         row = conn.execute(f"{sql} ORDER BY id DESC LIMIT 1").fetchone()
     else:

@@ -25,6 +25,7 @@ from .urls import host_key
 log = logging.getLogger(__name__)
 
 SWEEP_EVERY = 1000  # requests between two sweeps of idle hosts
+KEEP_RELEASED = 20  # released hosts whose last settings the stats still show
 Assignment = tuple[CrawlRequest, str | None]  # the request, and why it is skipped (None: fetch it)
 
 
@@ -131,6 +132,7 @@ class Scheduler:
         self._idle_workers = asyncio.Semaphore(0)
         self._tasks: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None
+        self._released: dict[str, dict[str, float | int]] = {}
         self._stopping = False
         self._queued = 0
         self.in_flight = 0  # handed out and not yet stored
@@ -179,7 +181,9 @@ class Scheduler:
         return self._queued
 
     def hosts(self) -> dict[str, dict[str, float | int]]:
-        return {name: host.snapshot() for name, host in self._hosts.items()}
+        """Each host's settings now; for hosts already released, as they were then."""
+        current = {name: host.snapshot() for name, host in self._hosts.items()}
+        return {**self._released, **current}
 
     # The dispatcher -------------------------------------------------------------------------
 
@@ -367,6 +371,9 @@ class Scheduler:
         now = asyncio.get_running_loop().time()
         if host.idle(now) and not host.in_ring and self._hosts.get(host.name) is host:
             del self._hosts[host.name]  # a host with nothing to do costs no memory
+            self._released[host.name] = host.snapshot()  # but a few are kept for the stats
+            if len(self._released) > KEEP_RELEASED:
+                del self._released[next(iter(self._released))]
 
     def _sweep(self) -> None:
         """Release hosts that were kept for their cool-down or throttling and are idle now."""

@@ -7,6 +7,7 @@ later crawl fetched again belongs to that later crawl.
 
 from __future__ import annotations
 
+import json
 import math
 import shlex
 import sqlite3
@@ -45,6 +46,8 @@ class CrawlStats:
     by_error: dict[str, int] = field(default_factory=dict)
     top_hosts: tuple[HostCount, ...] = ()
     latency_ms: dict[int, float] = field(default_factory=dict)  # percentile → milliseconds
+    loop_lag_ms: dict[str, float] = field(default_factory=dict)  # p50, p99, max of the loop
+    host_settings: dict[str, dict[str, float]] = field(default_factory=dict)  # at the end
 
     @property
     def pages_per_second(self) -> float:
@@ -52,6 +55,7 @@ class CrawlStats:
 
 
 def crawl_stats(conn: sqlite3.Connection, crawl: CrawlRow, db: str) -> CrawlStats:
+    counters = json.loads(crawl.counters) if crawl.counters else {}
     by_status = dict(
         conn.execute(
             f"SELECT {STATUS_CLASS_SQL}, count(*) FROM pages WHERE crawl_id = ? "
@@ -81,6 +85,8 @@ def crawl_stats(conn: sqlite3.Connection, crawl: CrawlRow, db: str) -> CrawlStat
         by_error=by_error,
         top_hosts=top_hosts(conn, crawl.id),
         latency_ms=latency(conn, crawl.id),
+        loop_lag_ms=counters.get("loop_lag_ms", {}),
+        host_settings=counters.get("hosts", {}),
     )
 
 
@@ -136,6 +142,13 @@ def format_stats(s: CrawlStats) -> str:
         f"{h.host} {h.pages}" + (f" ({h.errors} errors)" if h.errors else "") for h in s.top_hosts
     )
     latency = ", ".join(f"p{p} {ms:,.0f} ms" for p, ms in s.latency_ms.items())
+    lag = ", ".join(
+        f"{k} {s.loop_lag_ms[k]:,.1f} ms" for k in ("p50", "p99", "max") if k in s.loop_lag_ms
+    )
+    settings = ", ".join(
+        f"{host} ×{h.get('concurrency')} every {h.get('delay_s', 0):.2f} s"
+        for host, h in list(s.host_settings.items())[:TOP_HOSTS]
+    )
     return "\n".join(
         [
             f"Crawl {s.crawl_id} {s.status}: {s.pages} pages in {s.duration_s:.1f} s "
@@ -144,6 +157,8 @@ def format_stats(s: CrawlStats) -> str:
             f"  errors:    {counts(s.by_error)}",
             f"  top hosts: {hosts or 'none'}",
             f"  latency:   {latency or 'none'}",
+            f"  loop lag:  {lag or 'not measured'}",
+            f"  per host:  {settings or 'none'} (concurrency and delay at the end)",
             f"  results:   {s.db}  (scraper query --db {shlex.quote(s.db)} "
             '"SELECT url, status, title FROM pages LIMIT 10")',
         ]

@@ -199,3 +199,15 @@ async def test_a_second_crawl_into_the_same_database_updates_pages(demo, make_co
     assert crawls == [(1, "finished", 10), (2, "finished", 10)]
     ((count, latest),) = await rows(config.storage.db, "SELECT count(*), min(crawl_id) FROM pages")
     assert (count, latest) == (10, 2)
+
+
+async def test_the_crawl_row_keeps_loop_lag_and_per_host_settings(demo, make_config):
+    server, root = demo
+    config = make_config([root], crawl__max_pages=30)
+    await crawl(config)
+    ((counters,),) = await rows(config.storage.db, "SELECT counters FROM crawls")
+    health = json.loads(counters)
+    assert health["loop_lag_ms"]["samples"] > 0
+    assert 0 <= health["loop_lag_ms"]["p50"] <= health["loop_lag_ms"]["p99"]
+    host = f"127.0.0.1:{server.port}"
+    assert set(health["hosts"][host]) >= {"concurrency", "delay_s", "latency_ms"}
