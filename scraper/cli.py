@@ -180,7 +180,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve the built-in demo site on 127.0.0.1, crawl it into data/demo.db, "
         "print the summary and an example query, and stop the site.",
     )
-    demo.add_argument("--pages", type=int, default=300, help="pages in the demo site")
+    demo.add_argument("--pages", type=_count, default=300, help="pages in the demo site")
     demo.add_argument("-q", "--quiet", action="store_true", help="no progress, only the summary")
     demo.set_defaults(command=_demo_command)
 
@@ -190,9 +190,9 @@ def _parser() -> argparse.ArgumentParser:
         help="serve the demo site only",
         description="Serve the demo site until Ctrl-C (to try crawls on).",
     )
-    site.add_argument("--pages", type=int, default=300)
-    site.add_argument("--port", type=int, default=8080)
-    site.add_argument("--latency", type=float, default=0.0, help="seconds added per response")
+    site.add_argument("--pages", type=_count, default=300)
+    site.add_argument("--port", type=_port, default=8080)
+    site.add_argument("--latency", type=_seconds, default=0.0, help="seconds added per response")
     site.set_defaults(command=_demo_site_command)
 
     commands.add_parser(
@@ -201,6 +201,27 @@ def _parser() -> argparse.ArgumentParser:
         help="benchmark against Scrapy and a bare aiohttp loop (scraper bench --help)",
     )
     return parser
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, not {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
 
 
 def _load(args: argparse.Namespace, values: dict[str, Any], *, use_file: bool = True) -> Config:
@@ -317,13 +338,35 @@ def _demo_command(args: argparse.Namespace) -> int:
 
     spec = SiteSpec(pages=args.pages)
     db = Path(args.db or DEMO_DB)
-    for stale in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
-        stale.unlink(missing_ok=True)  # the demo's own file, rebuilt on every run
+    _replace_demo_database(db)
     summary = asyncio.run(_demo(args, spec, str(db)))
     print_stats(summary.db, summary.crawl_id)
     print(f'\nExample query:  scraper query --db {db} "{DEMO_QUERY}"\n')
     run_query(db, DEMO_QUERY, sys.stdout)
     return EXIT_INTERRUPTED if summary.status == "interrupted" else 0
+
+
+def _replace_demo_database(db: Path) -> None:
+    """The demo starts from an empty database: remove the last demo's, never anything else."""
+    if db.exists():
+        if not _is_demo_database(db):
+            raise ScraperError(
+                f"{db}: exists and is not a database of an earlier demo; "
+                "choose another --db (the demo replaces its database on every run)"
+            )
+        for stale in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+            stale.unlink(missing_ok=True)
+
+
+def _is_demo_database(db: Path) -> bool:
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as c:
+            seeds = [s for (s,) in c.execute("SELECT seeds FROM crawls")]
+    except sqlite3.Error:
+        return False
+    return bool(seeds) and all(s.startswith('["http://127.0.0.1:') for s in seeds)
 
 
 async def _demo(args: argparse.Namespace, spec: SiteSpec, db: str) -> CrawlSummary:
@@ -349,7 +392,12 @@ def _demo_site_command(args: argparse.Namespace) -> int:
     async def serve_forever() -> None:
         from .demosite import SiteSpec, serve
 
-        runner = await serve(SiteSpec(pages=args.pages, latency=args.latency), port=args.port)
+        try:
+            runner = await serve(SiteSpec(pages=args.pages, latency=args.latency), port=args.port)
+        except OSError as exc:
+            raise ScraperError(
+                f"demo-site: cannot listen on port {args.port}: {exc.strerror}"
+            ) from None
         print(
             f"Demo site: http://127.0.0.1:{args.port}/ ({args.pages} pages); Ctrl-C to stop",
             flush=True,

@@ -73,7 +73,7 @@ class Crawler:
             errors=errors,
             bytes=size,
             queued=self._scheduler.queued(),
-            in_flight=self._scheduler.in_flight,
+            in_flight=self._stages.on_the_wire(),
             max_pages=self._config.crawl.max_pages,
         )
 
@@ -126,17 +126,15 @@ class Crawler:
             )
 
     async def _crawl_to_resume(self, db: Database) -> int | None:
-        unfinished = None if self._fresh else await unfinished_crawl(db)
-        if unfinished is None:
+        if self._fresh:
             return None
-        crawl_id, seeds = unfinished
-        if seeds != self._config.crawl.seeds:
+        mine, other = await unfinished_crawl(db, self._config.crawl.seeds)
+        if not mine and other:
             self._announce(
-                f"crawl {crawl_id} did not finish but had other seeds; starting a new crawl "
+                f"crawl {other} did not finish but had other seeds; starting a new crawl "
                 "(run again with its seeds to resume it)"
             )
-            return None
-        return crawl_id
+        return mine or None
 
     def _health(self) -> dict[str, Any]:
         """What the crawl's row keeps of how it ran: loop lag, and each host's last settings."""
@@ -259,6 +257,9 @@ class Pipeline:
         self.parse_queue: asyncio.Queue[FetchResult | None] = asyncio.Queue(self._parse_tasks)
         self.sink_queue = sink_queue
         self._pages = self._errors = self._bytes = 0
+
+    def on_the_wire(self) -> int:
+        return self._fetcher.in_flight
 
     def depths(self) -> dict[str, int]:
         """How full each stage's queue is: where the work is piling up."""

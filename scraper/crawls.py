@@ -34,12 +34,17 @@ class CrawlSummary:
         return self.pages / self.duration_s if self.duration_s > 0 else 0.0
 
 
-async def unfinished_crawl(db: Database) -> tuple[int, tuple[str, ...]] | None:
-    """The newest crawl and its seeds, if it did not finish."""
-    rows = await db.fetchall("SELECT id, status, seeds FROM crawls ORDER BY id DESC LIMIT 1")
-    if rows and rows[0][1] in RESUMABLE:
-        return int(rows[0][0]), tuple(json.loads(rows[0][2]))
-    return None
+async def unfinished_crawl(db: Database, seeds: Sequence[str]) -> tuple[int, int | None]:
+    """(the newest crawl of these seeds if it did not finish, else 0; the newest unfinished
+    crawl of other seeds, if the newest crawl is one)."""
+    same = await db.fetchall(
+        "SELECT id, status FROM crawls WHERE seeds = ? ORDER BY id DESC LIMIT 1",
+        (json.dumps(list(seeds)),),
+    )
+    mine = int(same[0][0]) if same and same[0][1] in RESUMABLE else 0
+    newest = await db.fetchall("SELECT id, status FROM crawls ORDER BY id DESC LIMIT 1")
+    other = int(newest[0][0]) if newest and newest[0][1] in RESUMABLE else None
+    return mine, other if other != mine else None
 
 
 async def start_crawl(db: Database, seeds: Sequence[str], config_json: str) -> int:

@@ -119,7 +119,7 @@ class Fetcher:
     ) -> FetchResult:
         assert self._session is not None, "Fetcher used outside `async with`"
         fetched_at = datetime.now(UTC).isoformat(timespec="milliseconds")
-        started = time.perf_counter()
+        started = time.perf_counter()  # reset once a slot is ours: latency, not queueing
 
         def failure(kind: str, message: str, **extra: object) -> FetchResult:
             return FetchResult(
@@ -133,6 +133,8 @@ class Fetcher:
             )
 
         async with self._slots:
+            started = time.perf_counter()
+            fetched_at = datetime.now(UTC).isoformat(timespec="milliseconds")
             self.in_flight += 1
             try:
                 options: dict[str, Any] = {}

@@ -139,5 +139,5 @@ class CrawlSnapshot:
     errors: int = 0  # of those, the ones stored with an error
     bytes: int = 0
     queued: int = 0  # admitted, not yet fetched
-    in_flight: int = 0  # fetched or being fetched, not yet through the parser
+    in_flight: int = 0  # requests on the wire now (at most fetch.concurrency)
     max_pages: int = 0  # crawl.max_pages: 0 = no bound

@@ -61,7 +61,6 @@ class HostState:
         "concurrency",
         "delay",
         "gating",
-        "handed",
         "in_flight",
         "in_ring",
         "latency",
@@ -84,7 +83,6 @@ class HostState:
         self.in_ring = False
         self.rules: HostRules | None = None
         self.in_flight = 0
-        self.handed = 0
         self.next_start = 0.0
         self.concurrency = limits.per_host_concurrency
         self.delay = self.min_delay = limits.per_host_delay
@@ -133,6 +131,8 @@ class Scheduler:
         self._tasks: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None
         self._released: dict[str, dict[str, float | int]] = {}
+        self._taken_per_host: dict[str, int] = {}  # only with crawl.max_pages_per_host
+        self._capped: set[str] = set()
         self._stopping = False
         self._queued = 0
         self.in_flight = 0  # handed out and not yet stored
@@ -219,7 +219,8 @@ class Scheduler:
                 return self._take(host, now)
             if self._over():
                 # The table is the truth: make sure no pending URL escaped the bookkeeping.
-                missed = [] if self._limit_reached() else await self._store.pending_hosts(100)
+                pending = [] if self._limit_reached() else await self._store.pending_hosts(100)
+                missed = [name for name in pending if name not in self._capped]
                 if not missed:
                     return None
                 for name in missed:
@@ -274,14 +275,16 @@ class Scheduler:
         self._queued -= 1
         self.in_flight += 1
         self.handed += 1
-        host.handed += 1
         if self.handed % SWEEP_EVERY == 0:
             self._sweep()
         per_host = self._limits.max_pages_per_host
-        if per_host and host.handed >= per_host:
-            self._queued -= len(host.queue)
-            host.queue.clear()  # those stay leased in the table; this crawl will not fetch them
-            host.maybe_pending = False
+        if per_host:
+            taken = self._taken_per_host[host.name] = self._taken_per_host.get(host.name, 0) + 1
+            if taken >= per_host:
+                self._capped.add(host.name)  # the rest stay in the table; not for this crawl
+                self._queued -= len(host.queue)
+                host.queue.clear()
+                host.maybe_pending = False
         skip = self._skip_reason(host, request)
         if skip is None and not request.fresh:
             host.in_flight += 1
@@ -306,6 +309,8 @@ class Scheduler:
     # Hosts, refills and robots.txt ----------------------------------------------------------
 
     def _note_pending(self, name: str) -> None:
+        if name in self._capped:
+            return
         host = self._hosts.get(name)
         if host is None:
             host = self._hosts[name] = HostState(name, self._limits)
@@ -333,6 +338,8 @@ class Scheduler:
             host.refilling = False
         if len(leased) < want:
             host.maybe_pending = False
+        if host.name in self._capped:
+            return
         host.queue.extend(leased)
         self._queued += len(leased)
         if host.queue and not host.in_ring:

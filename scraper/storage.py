@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import IO, Any, Self
 
 import aiosqlite
 
@@ -117,12 +119,14 @@ class Database:
         self.path = Path(path)
         self._conn: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+        self._lock_file: IO[str] | None = None
 
     async def __aenter__(self) -> Self:
         try:
             await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
         except OSError as exc:
             raise StorageError(f"{self.path}: cannot create its folder: {exc.strerror}") from None
+        self._lock_file = await asyncio.to_thread(_lock_for_writing, self.path)
         try:
             self._conn = await aiosqlite.connect(self.path, isolation_level=None)
             await self._prepare(self._conn)
@@ -148,6 +152,9 @@ class Database:
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await conn.close()
+        if self._lock_file is not None:
+            lock, self._lock_file = self._lock_file, None
+            await asyncio.to_thread(lock.close)  # closing releases the lock
 
     async def _prepare(self, conn: aiosqlite.Connection) -> None:
         app_id = await _scalar(conn, "PRAGMA application_id")
@@ -216,6 +223,34 @@ class Database:
     async def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         rows = await self.fetchall(sql, params)
         return rows[0][0] if rows else None
+
+
+def _lock_for_writing(path: Path) -> IO[str]:
+    """Hold `<db>.lock` for the crawl: two crawls writing one database would share its frontier.
+    An flock, so a crawl that dies (kill -9 included) releases it with its process."""
+    full = path.resolve()
+    lock_path = full.with_name(full.name + ".lock")
+    try:
+        handle = lock_path.open("a+")
+    except OSError as exc:
+        raise StorageError(
+            f"{path}: cannot write: the file or its folder is read-only "
+            f"({exc.strerror} creating {lock_path.name})"
+        ) from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise StorageError(
+            f"{path}: another crawl is writing to it (pid {holder}); wait for it or stop it"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
 
 
 async def _scalar(conn: aiosqlite.Connection, sql: str) -> Any:

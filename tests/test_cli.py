@@ -260,3 +260,46 @@ heading = { css = "h1", regex = 'Page \\d+' }
     for i in range(spec.pages):
         euros = spec.price(i).split(".")[0]
         assert by_path[f"/page/{i}"] == [f"Page {i}", euros]
+
+
+def test_demo_never_replaces_a_file_that_is_not_its_own(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("important notes\n")
+    result = run("demo", "--pages", "3", "--db", str(notes), cwd=tmp_path)
+    assert_one_line_error(result, "is not a database of an earlier demo")
+    assert notes.read_text() == "important notes\n"
+
+
+def test_demo_site_on_a_busy_port_is_one_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run("demo-site", "--port", str(port), cwd=tmp_path)
+    assert_one_line_error(result, f"cannot listen on port {port}")
+
+
+async def test_a_second_crawl_of_the_same_database_is_refused(aiohttp_server, tmp_path):
+    reached = asyncio.Event()
+
+    @web.middleware
+    async def notice(request: web.Request, handler):
+        reached.set()
+        return await handler(request)
+
+    app = make_app(SiteSpec(pages=200, page_bytes=2000, latency=0.2, extras=False))
+    app.middlewares.append(notice)
+    server = await aiohttp_server(app)
+    db = tmp_path / "shared.db"
+    first = await asyncio.create_subprocess_exec(
+        *SCRAPER, "crawl", base_url(server), "--db", str(db), cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    await asyncio.wait_for(reached.wait(), 60)
+    code, _, err = await run_async("crawl", base_url(server), "--db", str(db), cwd=tmp_path)
+    first.send_signal(signal.SIGINT)
+    await asyncio.wait_for(first.communicate(), 60)
+    assert code == 2
+    assert f"another crawl is writing to it (pid {first.pid})" in err

@@ -90,7 +90,7 @@ def read_only_db() -> Iterator[tuple[Path, list[str]]]:
 def test_a_read_only_database(read_only_db: tuple[Path, list[str]]) -> None:
     db, as_reader = read_only_db
     result = run("crawl", NOWHERE, "--db", str(db), cwd=db.parent, as_user=as_reader)
-    one_line(result, "attempt to write a readonly database: the file or its folder is read-only")
+    one_line(result, "cannot write: the file or its folder is read-only")
     # ... and it can still be read, even though SQLite cannot create its shared index file there
     result = run("query", "SELECT url, status FROM pages", "--db", str(db), "--format", "json",
                  cwd=db.parent, as_user=as_reader)  # fmt: skip

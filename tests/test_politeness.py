@@ -240,3 +240,12 @@ def test_autothrottle_halves_on_429_then_recovers() -> None:
         _throttle(host, ok, limits, now=104.0)
     assert host.concurrency == 8  # one more per round of successes, back to the cap
     assert host.snapshot()["concurrency"] == 8
+
+
+async def test_max_pages_per_host_is_a_cap(aiohttp_server, make_config):
+    site = Site(30)
+    server = await aiohttp_server(site.app)
+    config = make_config([base_url(server)], crawl__max_pages_per_host=10)
+    summary = await crawl(config)
+    assert summary.pages == 10
+    assert len(site.fetched()) == 10

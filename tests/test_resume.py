@@ -280,3 +280,20 @@ async def test_a_version_1_database_is_migrated(aiohttp_server, make_config, tmp
     statuses = await rows(db, "SELECT id, status FROM crawls ORDER BY id")
     # The v1 crawl that never finished, and a new one: its seeds differ, so no resume.
     assert statuses == [(1, "interrupted"), (2, "finished")]
+
+
+async def test_resume_finds_the_crawl_of_the_same_seeds(aiohttp_server, make_config):
+    from scraper.crawler import Crawler
+
+    first, events = await serve(aiohttp_server, SiteSpec(pages=200, latency=0.05, extras=False), 10)
+    other, _ = await serve(aiohttp_server, SiteSpec(pages=3, extras=False))
+    config_a = make_config([base_url(first)])
+    crawler = Crawler(config_a)
+    run = asyncio.create_task(crawler.run())
+    await asyncio.wait_for(events[10].wait(), 60)
+    crawler.stop()
+    assert (await run).status == "interrupted"
+    config_b = make_config([base_url(other)], storage__db=config_a.storage.db)
+    assert (await crawl(config_b)).crawl_id == 2
+    resumed = await Crawler(config_a).run()
+    assert (resumed.crawl_id, resumed.status, resumed.resumed) == (1, "finished", True)
