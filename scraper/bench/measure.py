@@ -36,6 +36,9 @@ def ours(seed: str, db: str, concurrency: int, workers: int) -> list[str]:
     return [
         *(sys.executable, "-m", "scraper", "crawl", seed, "--db", db),
         *("--concurrency", str(concurrency), "--set", f"parse.workers={workers}"),
+        # One host: its slots are sized like the global cap, as Scrapy's per-domain limit is.
+        # Every other default stays on: robots.txt, sitemaps, autothrottle, the disk frontier.
+        *("--set", f"fetch.per_host_concurrency={concurrency}"),
         *("--set", 'extract.price="p.price"'),  # the same CSS field the others extract
     ]
 
