@@ -219,6 +219,7 @@ def _limits(config: Config) -> Limits:
         max_pages=config.crawl.max_pages,
         max_pages_per_host=config.crawl.max_pages_per_host,
         autothrottle=config.fetch.autothrottle,
+        robots_retry=config.fetch.retry_backoff_max,
     )
 
 

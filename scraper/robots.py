@@ -1,9 +1,9 @@
 """robots.txt: fetched once per host and cached for the crawl, parsed with protego.
 
 RFC 9309's odd cases: a 4xx robots.txt means everything is allowed; a 5xx or an unreachable host
-means nothing is, and the fetch stage has already retried it with backoff before we give up on the
-host (its URLs are then recorded as skipped, never fetched). Crawl-delay becomes the host's minimum
-delay, and its Sitemap: lines are kept for the sitemap stage.
+means nothing is for now: the scheduler holds the host and asks again later (each time after the
+fetch stage's own retries), and only after a few rounds records its URLs as skipped.
+Crawl-delay becomes the host's minimum delay, and its Sitemap: lines go to the sitemap stage.
 """
 
 from __future__ import annotations
@@ -36,6 +36,10 @@ class RobotsRules:
         self._agent = user_agent
         self._unavailable = unavailable
         self.sitemaps = sitemaps
+
+    @property
+    def unavailable(self) -> bool:
+        return self._unavailable is not None
 
     @property
     def delay(self) -> float | None:
@@ -87,8 +91,13 @@ class RobotsGate:
         self._cache[site] = rules
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-        self._on_sitemaps(site, rules.sitemaps)
+        if not rules.unavailable:  # while robots.txt disallows everything, sitemaps wait too
+            self._on_sitemaps(site, rules.sitemaps)
         return rules
+
+    def forget(self, sample_url: str) -> None:
+        """Drop a host's cached rules, so the next `rules()` fetches robots.txt again."""
+        self._cache.pop(origin(sample_url), None)
 
     async def _load(self, site: str) -> RobotsRules:
         result = await self._fetcher.fetch(

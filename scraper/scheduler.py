@@ -25,6 +25,7 @@ from .urls import host_key
 log = logging.getLogger(__name__)
 
 SWEEP_EVERY = 1000  # requests between two sweeps of idle hosts
+ROBOTS_TRIES = 3  # rounds of fetching an unavailable robots.txt before its host is given up
 KEEP_RELEASED = 20  # released hosts whose last settings the stats still show
 Assignment = tuple[CrawlRequest, str | None]  # the request, and why it is skipped (None: fetch it)
 
@@ -35,11 +36,16 @@ class HostRules(Protocol):
     @property
     def delay(self) -> float | None: ...
 
+    @property
+    def unavailable(self) -> bool: ...
+
     def skip_reason(self, url: str) -> str | None: ...
 
 
 class HostGate(Protocol):
     async def rules(self, host: str, scheme_url: str) -> HostRules: ...
+
+    def forget(self, sample_url: str) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +56,7 @@ class Limits:
     max_pages: int = 0
     max_pages_per_host: int = 0
     autothrottle: bool = True
+    robots_retry: float = 30.0  # seconds before asking an unavailable robots.txt again
 
 
 class HostState:
@@ -71,6 +78,7 @@ class HostState:
         "ok_streak",
         "queue",
         "refilling",
+        "robots_tries",
         "rules",
     )
 
@@ -82,6 +90,7 @@ class HostState:
         self.gating = False
         self.in_ring = False
         self.rules: HostRules | None = None
+        self.robots_tries = 1
         self.in_flight = 0
         self.next_start = 0.0
         self.concurrency = limits.per_host_concurrency
@@ -251,7 +260,10 @@ class Scheduler:
                 continue
             self._ring.append(host)
             if host.rules is None and self._gate is not None:
-                self._start_gate(host)
+                if host.next_start > now:  # robots.txt was unavailable: try it again later
+                    wake_at = host.next_start if wake_at is None else min(wake_at, host.next_start)
+                else:
+                    self._start_gate(host)
                 continue
             head = host.queue[0]
             if head.fresh or self._skip_reason(host, head) is not None:
@@ -358,6 +370,20 @@ class Scheduler:
             rules = await gate.rules(host.name, host.queue[0].url if host.queue else "")
         finally:
             host.gating = False
+        if rules.unavailable and host.robots_tries < ROBOTS_TRIES:
+            # RFC 9309: disallow everything for now, and ask again later.
+            log.warning(
+                "%s: %s; asking again in %.0f s (round %d of %d)",
+                host.name,
+                rules.skip_reason(""),
+                self._limits.robots_retry,
+                host.robots_tries,
+                ROBOTS_TRIES,
+            )
+            host.robots_tries += 1
+            host.next_start = asyncio.get_running_loop().time() + self._limits.robots_retry
+            gate.forget(host.queue[0].url if host.queue else "")
+            return
         host.rules = rules
         if rules.delay:
             host.min_delay = max(host.min_delay, rules.delay)  # robots.txt Crawl-delay

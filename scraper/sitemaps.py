@@ -130,8 +130,8 @@ class SitemapReader:
 
     async def _read_one(self, url: str, declared: bool) -> tuple[str, ...]:
         result = await self._fetcher.fetch(CrawlRequest(url=url, depth=0), any_type=True)
-        if result.status == 404 and not declared:
-            return ()  # no /sitemap.xml: nothing to record
+        if not declared and result.status != 200:
+            return ()  # no /sitemap.xml (or no answer): a guess that failed is not worth a row
         stored = dataclasses.replace(result, body=None)
         if result.body is None or result.error_kind is not None:
             await self._emit(PageRecord(fetch=stored))

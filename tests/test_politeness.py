@@ -121,16 +121,41 @@ async def test_robots_404_allows_everything(aiohttp_server, make_config):
     assert summary.by_error == {}
 
 
-async def test_robots_500_disallows_the_host(aiohttp_server, make_config):
+async def test_robots_500_disallows_the_host_and_is_asked_again_later(aiohttp_server, make_config):
     site = Site(3, robots=500)
     server = await aiohttp_server(site.app)
-    config = make_config([base_url(server)], fetch__retries=1)
+    config = make_config([base_url(server)], fetch__retries=1, fetch__retry_backoff_max=0.3)
     summary = await crawl(config)
     assert site.fetched() == []
     assert summary.by_error == {"robots": 1}
     ((error,),) = await rows(config.storage.db, "SELECT error FROM pages")
     assert error.startswith("robots.txt unavailable")
-    assert [p for p, _ in site.starts].count("/robots.txt") == 2  # retried with backoff first
+    asked = [t for p, t in site.starts if p == "/robots.txt"]
+    assert len(asked) == 3 * 2  # three rounds, each an attempt and its retry
+    assert asked[2] - asked[1] >= 0.29  # a round waits fetch.retry_backoff_max
+
+
+async def test_robots_back_after_an_outage_lets_the_crawl_go_on(aiohttp_server, make_config):
+    site = Site(3, robots=503)
+    calls = 0
+
+    async def flaky_robots(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        site.starts.append((request.path, time.monotonic()))
+        if calls <= 2:  # the first round fails, attempt and retry
+            return web.Response(status=503)
+        return web.Response(text="User-agent: *\nDisallow: /p/1\n")
+
+    app = web.Application()
+    app.router.add_get("/robots.txt", flaky_robots)
+    app.router.add_get("/", site.page)
+    app.router.add_get("/{path:.+}", site.page)
+    server = await aiohttp_server(app)
+    config = make_config([base_url(server)], fetch__retries=1, fetch__retry_backoff_max=0.2)
+    summary = await crawl(config)
+    assert sorted(site.fetched()) == ["/", "/p/0", "/p/2"]
+    assert summary.by_error == {"robots": 1}  # /p/1, disallowed once robots.txt answered
 
 
 async def test_malformed_robots_txt_does_not_crash(aiohttp_server, make_config):
