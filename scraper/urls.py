@@ -35,9 +35,55 @@ def canonicalize(url: str, base: str | None = None, policy: UrlPolicy = KEEP_QUE
     raw = url.strip()
     if base is not None:
         try:
-            raw = urljoin(base, raw)
+            raw = _join(base, raw)
         except ValueError:
             return None
+    if _already_canonical(raw, policy):
+        return raw  # most links: parsing one with yarl costs ~40 µs when it is not cached
+    return _canonicalize_slow(raw, policy)
+
+
+def _join(base: str, href: str) -> str:
+    """urljoin, without its cost for the two commonest kinds of link: absolute ones, and
+    root-relative ones ("/x"), which need only the base's origin. Dot segments are removed
+    later either way (by yarl), so both paths give the same canonical URL."""
+    if href.startswith(("http://", "https://")):
+        return href
+    if (
+        href.startswith("/")
+        and not href.startswith("//")
+        and base.startswith(("http://", "https://"))
+    ):
+        start = base.index("//") + 2
+        end = min((i for i in (base.find(c, start) for c in "/?#") if i >= 0), default=len(base))
+        return base[:end] + href
+    return urljoin(base, href)
+
+
+# A URL this matches is one yarl would leave as it is (tests/test_urls.py checks that): lower-case
+# http(s), an ASCII host of lower-case labels, a port without leading zeros, a path of characters
+# needing no escape and no "." or ".." segment, and a non-empty query of the same characters.
+_SAFE = r"[A-Za-z0-9\-._~!$&'()*+,;=:@]"
+_CANONICAL_SHAPE = re.compile(
+    r"(https?)://[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*"
+    r"(?::([1-9][0-9]{0,4}))?"
+    rf"(?:/(?!\.\.?(?:/|\?|$)){_SAFE}*)+"
+    rf"(\?(?:{_SAFE}|[/?])+)?"
+)
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def _already_canonical(raw: str, policy: UrlPolicy) -> bool:
+    match = _CANONICAL_SHAPE.fullmatch(raw)
+    if match is None:
+        return False
+    scheme, port, query = match.groups()
+    if port is not None and (port == _DEFAULT_PORTS[scheme] or int(port) > 65535):
+        return False
+    return query is None or (policy.query == "keep" and not policy.drop_params)
+
+
+def _canonicalize_slow(raw: str, policy: UrlPolicy) -> str | None:
     try:
         parsed = URL(raw)
     except (ValueError, TypeError):

@@ -1,6 +1,14 @@
 import pytest
 
-from scraper.urls import Scope, canonicalize, host_key, host_of
+from scraper.urls import (
+    KEEP_QUERY,
+    Scope,
+    UrlPolicy,
+    _canonicalize_slow,
+    canonicalize,
+    host_key,
+    host_of,
+)
 
 
 @pytest.mark.parametrize(
@@ -75,3 +83,74 @@ def test_host_of_canonical_urls(url: str, key: str, host: str) -> None:
     canonical = canonicalize(url)
     assert canonical is not None
     assert (host_key(canonical), host_of(canonical)) == (key, host)
+
+
+def test_the_fast_path_agrees_with_yarl() -> None:
+    """Every URL canonicalize returns unchanged (its fast path) is what yarl would give too."""
+    import itertools
+
+    hosts = [
+        "a.com",
+        "a-b.c0m",
+        "x.a.com",
+        "1.2.3.4",
+        "a.com:8080",
+        "a.com:80",
+        "a.com:080",
+        "a.com:99999",
+        "A.com",
+        "a..com",
+        "-a.com",
+        "xn--bcher-kva.example",
+    ]
+    paths = [
+        "/",
+        "/x",
+        "/a//b",
+        "/a/./b",
+        "/.",
+        "/x/..",
+        "/x/../y",
+        "/..x",
+        "/x.",
+        "/%41",
+        "/a b",
+        "/ü",
+        "/x;p=1",
+        "/~u/(1)*!",
+        "/a:b@c",
+        "/x'y",
+    ]
+    queries = [
+        "",
+        "?",
+        "?a",
+        "?a=",
+        "?=b",
+        "?a&b",
+        "?a=1&&b=2",
+        "?a=b=c",
+        "?q=%20",
+        "?q=a b",
+        "?utm_source=x&a=1",
+        "?x=/y?z",
+        "?k=é",
+    ]
+    policies = [KEEP_QUERY, UrlPolicy(drop_params=("utm_*",)), UrlPolicy(query="sort")]
+    for scheme, host, path, query in itertools.product(
+        ["http", "https", "HTTP"], hosts, paths, queries
+    ):
+        url = f"{scheme}://{host}{path}{query}"
+        for policy in policies:
+            assert canonicalize(url, policy=policy) == _canonicalize_slow(url, policy), url
+
+
+def test_joining_agrees_with_urljoin() -> None:
+    from urllib.parse import urljoin
+
+    bases = ["http://a.com/d/p", "http://a.com", "https://a.com:8443/d/?q=1#f", "http://a.com/d/"]
+    hrefs = ["/x", "/x/../y", "/./x?a=1#f", "//b.com/x", "x", "../x", "?q", "#f", "/\\evil",
+             "http://B.com/x", "https://b.com", "HTTP://b.com/x", "/ü/a b", "/%7e", ""]  # fmt: skip
+    for base in bases:
+        for href in hrefs:
+            assert canonicalize(href, base) == _canonicalize_slow(urljoin(base, href), KEEP_QUERY)
