@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install run demo test lint bench clean
+.PHONY: install run demo test lint bench bench-memory clean
 
 install: $(STAMP)
 
@@ -51,3 +51,7 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
+
+# Peak RSS against URLs discovered (the frontier lives on disk): ~2 minutes.
+bench-memory: $(STAMP)
+	$(BIN)/python -m scraper.bench.frontier_memory

@@ -5,7 +5,7 @@ crawls it with the fetch count capped (crawl.max_pages), so the frontier grows t
 pages fetched. Reports the crawler process's peak RSS (from os.wait4) against URLs discovered, at
 several sizes: flat means memory does not depend on the frontier's size.
 
-    python bench/frontier_memory.py [--pages 1000 2500 5000] [--fanout 200]
+    python -m scraper.bench.frontier_memory [--pages 1000 2500 5000] [--fanout 200]
 """
 
 from __future__ import annotations
@@ -76,11 +76,13 @@ def main() -> None:
     parser.add_argument("--fanout", type=int, default=200)
     args = parser.parse_args()
     port = free_port()
-    site = subprocess.Popen([sys.executable, __file__, "--serve", str(port), str(args.fanout)])
+    module = "scraper.bench.frontier_memory"
+    site = subprocess.Popen([sys.executable, "-m", module, "--serve", str(port), str(args.fanout)])
     try:
         wait_for(port)
         with tempfile.TemporaryDirectory() as tmp:
-            print(f"{'pages fetched':>13}  {'URLs discovered':>15}  {'peak RSS (MB)':>13}  {'s':>6}")
+            header = ("pages fetched", "URLs discovered", "peak RSS (MB)", "s")
+            print("{:>13}  {:>15}  {:>13}  {:>6}".format(*header))
             for pages in args.pages:
                 discovered, rss, seconds = crawl(port, pages, Path(tmp))
                 print(f"{pages:>13}  {discovered:>15,}  {rss:>13.1f}  {seconds:>6.1f}", flush=True)
