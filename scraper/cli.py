@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import traceback
 from collections.abc import Iterator
@@ -359,12 +360,10 @@ def _replace_demo_database(db: Path) -> None:
 
 
 def _is_demo_database(db: Path) -> bool:
-    import sqlite3
-
     try:
-        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as c:
-            seeds = [s for (s,) in c.execute("SELECT seeds FROM crawls")]
-    except sqlite3.Error:
+        with open_results(db) as conn:
+            seeds = [s for (s,) in conn.execute("SELECT seeds FROM crawls")]
+    except (ScraperError, sqlite3.Error):
         return False
     return bool(seeds) and all(s.startswith('["http://127.0.0.1:') for s in seeds)
 

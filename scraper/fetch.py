@@ -118,8 +118,6 @@ class Fetcher:
         self, request: CrawlRequest, attempt: int, any_type: bool, time_limit: float | None
     ) -> FetchResult:
         assert self._session is not None, "Fetcher used outside `async with`"
-        fetched_at = datetime.now(UTC).isoformat(timespec="milliseconds")
-        started = time.perf_counter()  # reset once a slot is ours: latency, not queueing
 
         def failure(kind: str, message: str, **extra: object) -> FetchResult:
             return FetchResult(
@@ -133,6 +131,7 @@ class Fetcher:
             )
 
         async with self._slots:
+            # Timed from here: latency on the wire, not the wait for a slot.
             started = time.perf_counter()
             fetched_at = datetime.now(UTC).isoformat(timespec="milliseconds")
             self.in_flight += 1

@@ -211,3 +211,14 @@ async def test_the_crawl_row_keeps_loop_lag_and_per_host_settings(demo, make_con
     assert 0 <= health["loop_lag_ms"]["p50"] <= health["loop_lag_ms"]["p99"]
     host = f"127.0.0.1:{server.port}"
     assert set(health["hosts"][host]) >= {"concurrency", "delay_s", "latency_ms"}
+
+
+async def test_hosts_with_nothing_left_to_do_are_forgotten(aiohttp_server, make_config):
+    server = await aiohttp_server(make_app(SiteSpec(pages=20, page_bytes=1000, extras=False)))
+    other = await aiohttp_server(make_app(SiteSpec(pages=5, page_bytes=1000, extras=False)))
+    crawler = Crawler(make_config([base_url(server), base_url(other)]))
+    summary = await crawler.run()
+    assert summary.status == "finished"
+    assert crawler._scheduler is not None
+    assert crawler._scheduler._hosts == {}  # no host state kept once a host is idle
+    assert len(crawler._scheduler.hosts()) == 2  # but its last settings, for the stats

@@ -319,3 +319,26 @@ async def test_max_redirects_zero_stores_the_redirect_itself(aiohttp_server, mak
     row = await page_row(config.storage.db, base_url(server))
     assert (row["status"], row["error_kind"]) == (302, None)
     assert "/elsewhere" not in recorder.hits
+
+
+async def test_latency_does_not_count_the_wait_for_a_slot(aiohttp_server, make_config):
+    async def index(request: web.Request) -> web.Response:
+        return html("".join(f'<a href="/p/{i}">{i}</a>' for i in range(4)))
+
+    async def page(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.2)
+        return html("page")
+
+    app, _ = app_with({"/": index, "/p/{i}": page})
+    server = await aiohttp_server(app)
+    config = make_config([base_url(server)], fetch__concurrency=1, crawl__obey_robots=False)
+    await crawl(config)
+    # With one slot the pages queue for it; each one's own request still takes ~200 ms.
+    times = [
+        t
+        for (t,) in await rows(
+            config.storage.db, "SELECT elapsed_ms FROM pages WHERE url LIKE '%/p/%'"
+        )
+    ]
+    assert len(times) == 4
+    assert all(190 <= t < 350 for t in times), times
