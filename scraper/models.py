@@ -122,6 +122,13 @@ class ParseResult:
 
 
 @dataclass(frozen=True, slots=True)
+class ParseFailure:
+    """The parser raised on one page (a bug, or markup it cannot handle): why, for the record."""
+
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
 class PageRecord:
     """One row for the sink: a fetch outcome and, for HTML, what the parser found."""
 

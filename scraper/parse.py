@@ -24,7 +24,7 @@ from selectolax.lexbor import LexborHTMLParser, LexborNode
 from w3lib.encoding import html_to_unicode
 
 from .config import ParseConfig
-from .models import ExtractRule, ParseJob, ParseResult
+from .models import ExtractRule, ParseFailure, ParseJob, ParseResult
 from .urls import UrlPolicy, canonicalize
 
 J = TypeVar("J")
@@ -54,9 +54,21 @@ def parse_page(job: ParseJob) -> ParseResult:
         text_hash=hashlib.blake2b(text.encode(), digest_size=16).hexdigest(),
         text=text if job.store_text else None,
         links=links,
-        follow=links if scope is None else tuple(url for url in links if scope.allows(url)),
+        follow=links if scope is None else scope.filter(links),
         fields=fields,
     )
+
+
+def parse_pages(jobs: list[ParseJob]) -> list[ParseResult | ParseFailure]:
+    """parse_page for each job, sent to a worker as one batch; a page the parser fails on gives a
+    ParseFailure and the others are still parsed."""
+    outcomes: list[ParseResult | ParseFailure] = []
+    for job in jobs:
+        try:
+            outcomes.append(parse_page(job))
+        except Exception as exc:  # whatever one page did, the batch goes on
+            outcomes.append(ParseFailure(f"{type(exc).__name__}: {exc}"))
+    return outcomes
 
 
 def decode_html(body: bytes, content_type: str | None) -> tuple[str, str]:
@@ -123,7 +135,13 @@ def _attr(node: LexborNode | None, name: str) -> str | None:
 
 
 def _clean(text: str) -> str:
-    return " ".join(text.split())  # five times faster than a \s+ regex on 40 KB pages
+    """Runs of whitespace (ASCII, and the no-break space) become one space; ends trimmed.
+
+    Split and join on UTF-8 bytes: ten times faster than a \\s+ regex on a 40 KB page, and twice
+    as fast as on str, whose split also knows the rarer Unicode spaces (those are kept as they
+    are). No byte of a multi-byte UTF-8 character is ASCII whitespace, so splitting is safe."""
+    data = text.replace("\xa0", " ").encode("utf-8", "surrogatepass")
+    return b" ".join(data.split()).decode("utf-8", "surrogatepass")
 
 
 def _warm_up(_: int) -> None:
@@ -173,6 +191,9 @@ class ParsePool:
 
     async def parse(self, job: ParseJob) -> ParseResult:
         return await self.run(parse_page, job)
+
+    async def parse_many(self, jobs: list[ParseJob]) -> list[ParseResult | ParseFailure]:
+        return await self.run(parse_pages, jobs)
 
     async def run(self, function: Callable[[J], R], job: J) -> R:
         """Run a pure top-level function of picklable values in the pool."""

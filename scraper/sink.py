@@ -1,7 +1,9 @@
 """The sink: PageRecords → SQLite, in batches, from one task.
 
-Each transaction stores a batch of pages, their links, the URLs they discovered (into the frontier)
-and marks the batch's own URLs done, so a crash at any instant loses nothing and repeats nothing.
+Each transaction stores a batch of pages (each with its links), the URLs they discovered (into the
+frontier) and marks the batch's own URLs done, so a crash at any instant loses nothing and repeats
+nothing.
+
 A batch commits per `storage.batch_size` records, per `storage.flush_interval` seconds, or at
 one by one while the scheduler has nothing else to hand out (`set_eager`). A batch interrupted by
 cancellation is finished before the task gives up.
@@ -25,7 +27,7 @@ PAGE_COLUMNS = [
     "url", "crawl_id", "depth", "referrer", "status", "final_url", "content_type",
     "fetched_at", "elapsed_ms", "bytes", "attempts", "encoding", "title", "description",
     "canonical", "text_length", "text_hash", "text", "fields", "error_kind", "error", "etag",
-    "last_modified",
+    "last_modified", "links",
 ]  # fmt: skip
 UPSERT_PAGE = (
     f"INSERT INTO pages ({', '.join(PAGE_COLUMNS)}) VALUES ({', '.join('?' * len(PAGE_COLUMNS))}) "
@@ -137,22 +139,14 @@ class SqliteSink:
                 ],
             )
             await conn.executemany(TOUCH_FRESH, [(crawl, url) for url in fresh])
-            parsed = [r for r in full if r.parsed is not None]
-            await conn.executemany(
-                "DELETE FROM links WHERE from_url = ?", [(r.fetch.request.url,) for r in parsed]
-            )
-            await conn.executemany(
-                "INSERT OR IGNORE INTO links VALUES (?, ?)",
-                [(r.fetch.request.url, to) for r in parsed if r.parsed for to in r.parsed.links],
-            )
             await insert_discovered(conn, crawl, (c for r in records for c in r.children))
             await conn.executemany(MARK_DONE, [(crawl, r.fetch.request.url) for r in records])
         self.written += len(records)
 
     async def links_from(self, url: str) -> list[str]:
         """The stored outgoing links of a page (to go on crawling from a page kept as it was)."""
-        rows = await self._db.fetchall("SELECT to_url FROM links WHERE from_url = ?", (url,))
-        return [to for (to,) in rows]
+        rows = await self._db.fetchall("SELECT links FROM pages WHERE url = ?", (url,))
+        return json.loads(rows[0][0]) if rows and rows[0][0] else []
 
 
 def _kept(record: PageRecord) -> bool:
@@ -189,4 +183,5 @@ def _page_row(crawl_id: int, record: PageRecord) -> tuple[Any, ...]:
         error,
         fetch.etag,
         fetch.last_modified,
+        json.dumps(parsed.links, ensure_ascii=False) if parsed else None,
     )

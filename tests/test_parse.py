@@ -1,7 +1,7 @@
 """The parser, called directly (it is a pure function) on awkward HTML."""
 
-from scraper.models import Extraction, ExtractRule, ParseJob, ParseResult, RuleSet
-from scraper.parse import parse_page
+from scraper.models import Extraction, ExtractRule, ParseFailure, ParseJob, ParseResult, RuleSet
+from scraper.parse import _clean, parse_page, parse_pages
 
 URL = "http://example.com/dir/page.html"
 
@@ -152,3 +152,24 @@ def test_rule_sets_apply_by_url_and_regexes_trim() -> None:
     other = parse_page(ParseJob(url="http://example.com/", body=html.encode(),
                                 content_type="text/html", rules=rules))  # fmt: skip
     assert other.fields == {"name": "Widget"}
+
+
+def test_whitespace_runs_collapse_to_one_space() -> None:
+    assert _clean("  a  b\n\tc\r\n d\x0b\x0ce  ") == "a b c d e"
+    assert _clean("é \xa0 b\xa0\xa0c — d") == "é b c — d"  # no-break spaces too
+    assert _clean("a\u2003b") == "a\u2003b"  # rarer Unicode spaces are kept
+    assert _clean("\n \n") == ""
+    assert _clean("\ud800x y") == "\ud800x y"  # a lone surrogate does not raise
+
+
+def test_a_page_the_parser_fails_on_does_not_sink_its_batch() -> None:
+    good = ParseJob(url="http://a.com/", body=b"<title>fine</title>", content_type="text/html")
+    # An invalid regex would be refused by the config; here it stands for a parser bug.
+    broken = ExtractRule(name="x", css="title", regex="(unclosed")
+    bad = ParseJob(
+        url="http://a.com/b", body=b"<title>t</title>", content_type="text/html",
+        rules=Extraction(every=(broken,)),
+    )  # fmt: skip
+    first, failed, last = parse_pages([good, bad, good])
+    assert isinstance(failed, ParseFailure) and failed.error.startswith("error: ")
+    assert first == last and not isinstance(first, ParseFailure) and first.title == "fine"

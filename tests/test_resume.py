@@ -267,7 +267,9 @@ async def test_a_version_1_database_is_migrated(aiohttp_server, make_config, tmp
             "INSERT INTO crawls (started_at, status, seeds, config) "
             "VALUES ('x', 'running', '[]', '{}');"
             "INSERT INTO pages (url, crawl_id, depth, fetched_at, attempts, title) "
-            "VALUES ('http://old.example/', 1, 0, 'x', 1, 'kept'); COMMIT;"
+            "VALUES ('http://old.example/', 1, 0, 'x', 1, 'kept');"
+            "INSERT INTO links VALUES ('http://old.example/', 'http://old.example/a'),"
+            " ('http://old.example/', 'http://elsewhere.example/'); COMMIT;"
         )
     spec = SiteSpec(pages=3, extras=False)
     server = await aiohttp_server(make_app(spec))
@@ -277,6 +279,9 @@ async def test_a_version_1_database_is_migrated(aiohttp_server, make_config, tmp
     assert await rows(db, "SELECT title FROM pages WHERE url = 'http://old.example/'") == [
         ("kept",)
     ]
+    # v4 moved the links into their page's row; the links view still lists them one per row
+    old_links = "SELECT to_url FROM links WHERE from_url = 'http://old.example/' ORDER BY to_url"
+    assert await rows(db, old_links) == [("http://elsewhere.example/",), ("http://old.example/a",)]
     statuses = await rows(db, "SELECT id, status FROM crawls ORDER BY id")
     # The v1 crawl that never finished, and a new one: its seeds differ, so no resume.
     assert statuses == [(1, "interrupted"), (2, "finished")]

@@ -69,6 +69,23 @@ def test_scope_allows_subdomains_and_limits_depth() -> None:
     assert Scope(["example.com"], max_depth=0).allows("http://example.com/", 99)
 
 
+def test_scope_filter_keeps_what_allows_allows() -> None:
+    import re
+
+    scope = Scope(
+        ("example.com",),
+        denied_domains=("ads.example.com",),
+        exclude=(re.compile("/private/"),),
+        skip_extensions=frozenset({"pdf"}),
+    )
+    urls = ["http://example.com/a", "http://ads.example.com/b", "http://other.org/c",
+            "http://www.example.com/doc.pdf", "http://example.com/private/x",
+            "http://www.example.com/d", "http://EXAMPLE.com:81/e"]  # fmt: skip
+    assert scope.filter(urls) == tuple(url for url in urls if scope.allows(url))
+    assert scope.filter(urls) == ("http://example.com/a", "http://www.example.com/d",
+                                  "http://EXAMPLE.com:81/e")  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("url", "key", "host"),
     [
@@ -120,6 +137,17 @@ def test_the_fast_path_agrees_with_yarl() -> None:
         "/~u/(1)*!",
         "/a:b@c",
         "/x'y",
+        "/%41%7e%7E%2d",
+        "/%2f",
+        "/%2F",
+        "/%20",
+        "/%zz",
+        "/%",
+        "/%2E%2E/x",
+        "/a%2Eb",
+        "/%C3%BC",
+        "/%3A%40%21",
+        "/%25",
     ]
     queries = [
         "",
@@ -135,6 +163,10 @@ def test_the_fast_path_agrees_with_yarl() -> None:
         "?utm_source=x&a=1",
         "?x=/y?z",
         "?k=é",
+        "#f",
+        "?#f",
+        "?a#f",
+        "?a=1#f?g",
     ]
     policies = [KEEP_QUERY, UrlPolicy(drop_params=("utm_*",)), UrlPolicy(query="sort")]
     for scheme, host, path, query in itertools.product(
@@ -148,9 +180,16 @@ def test_the_fast_path_agrees_with_yarl() -> None:
 def test_joining_agrees_with_urljoin() -> None:
     from urllib.parse import urljoin
 
-    bases = ["http://a.com/d/p", "http://a.com", "https://a.com:8443/d/?q=1#f", "http://a.com/d/"]
+    bases = ["http://a.com/d/p", "http://a.com", "https://a.com:8443/d/?q=1#f", "http://a.com/d/",
+             "http://a.com/d/p?x=/y/z", "http://u@a.com:81/d/e/f#g/h", "http://a.com?q", "http://a.com#f",
+             "mailto:x@a.com"]  # fmt: skip
     hrefs = ["/x", "/x/../y", "/./x?a=1#f", "//b.com/x", "x", "../x", "?q", "#f", "/\\evil",
-             "http://B.com/x", "https://b.com", "HTTP://b.com/x", "/ü/a b", "/%7e", ""]  # fmt: skip
+             "http://B.com/x", "https://b.com", "HTTP://b.com/x", "/ü/a b", "/%7e", "",
+             "./x?", "../../../x", "x/../../y", "./", ".", "..", "x/", "x?q=/a#f", "%41", "ü",
+             "a b", "a\tb", "a\\b", "a:b", "x/a:b", "./a:b", "mailto:x@b.com", "x#", "x?#f",
+             "javascript:void(0)", "x//y", ";p", "~u/(1)", "%32%36", "/%32?q=%41", "a/.b", "a/..b",
+             "./a/../b/./c", "/a/./b", "x/."]  # fmt: skip
     for base in bases:
         for href in hrefs:
-            assert canonicalize(href, base) == _canonicalize_slow(urljoin(base, href), KEEP_QUERY)
+            expected = _canonicalize_slow(urljoin(base, href), KEEP_QUERY)
+            assert canonicalize(href, base) == expected, (base, href)
