@@ -29,7 +29,7 @@ from .models import (
     ParseJob,
     ParseResult,
 )
-from .monitor import LoopLagMonitor
+from .monitor import LoopLagMonitor, StageGauge, StageSampler
 from .parse import ParsePool
 from .robots import RobotsGate
 from .scheduler import Assignment, Limits, Scheduler
@@ -69,7 +69,8 @@ class Crawler:
         self._pipeline: asyncio.Task[None] | None = None
         self._scheduler: Scheduler | None = None
         self._sitemaps: SitemapReader | None = None
-        self._lag = LoopLagMonitor(on_stall=self._on_stall)
+        self._lag = LoopLagMonitor(on_stall=self._on_stall, on_tick=self._sample_stages)
+        self._stage_times = StageSampler()
         self._stages: Pipeline | None = None
         self._stored_before = 0  # pages a resumed crawl had already stored
         self._stopping = False
@@ -151,7 +152,15 @@ class Crawler:
         """What the crawl's row keeps of how it ran: loop lag, and each host's last settings."""
         hosts = self._scheduler.hosts() if self._scheduler is not None else {}
         busiest = sorted(hosts.items(), key=lambda item: -item[1]["in_flight"])[:TOP_HOSTS]
-        return {"loop_lag_ms": self._lag.stats().as_json(), "hosts": dict(busiest)}
+        return {
+            "loop_lag_ms": self._lag.stats().as_json(),
+            "stages": self._stage_times.as_json(),
+            "hosts": dict(busiest),
+        }
+
+    def _sample_stages(self) -> None:
+        if self._stages is not None:
+            self._stage_times.add(self._stages.gauges(), asyncio.get_running_loop().time())
 
     def _on_stall(self, lag_ms: float) -> None:
         stages = self._stages.depths() if self._stages is not None else {}
@@ -271,6 +280,7 @@ class Pipeline:
         )
         self.sink_queue = sink_queue
         self._pages = self._errors = self._bytes = 0
+        self._in_pool = 0  # parse batches sent to the worker processes and not yet back
 
     def on_the_wire(self) -> int:
         return self._fetcher.in_flight
@@ -281,6 +291,19 @@ class Pipeline:
             "fetch": self._scheduler.queued(),
             "parse": self.parse_queue.qsize(),
             "sink": self.sink_queue.qsize(),
+        }
+
+    def gauges(self) -> dict[str, StageGauge]:
+        """Each stage's load now (0 to 1) and its queue: what the crawl's `stages` counters
+        sample. Fetch: requests on the wire out of fetch.concurrency; parse: worker processes
+        with a batch; sink: a transaction under way or not."""
+        workers = max(1, self._config.parse.workers)
+        return {
+            "fetch": StageGauge(
+                self._fetcher.in_flight / self._config.fetch.concurrency, self._scheduler.queued()
+            ),
+            "parse": StageGauge(min(self._in_pool, workers) / workers, self.parse_queue.qsize()),
+            "sink": StageGauge(1.0 if self._sink.writing else 0.0, self.sink_queue.qsize()),
         }
 
     def counts(self) -> tuple[int, int, int]:
@@ -362,7 +385,11 @@ class Pipeline:
             records.append(record)
         if to_parse:
             jobs = [self._job(result) for _, result in to_parse]
-            outcomes = await self._parser.parse_many(jobs)
+            self._in_pool += 1
+            try:
+                outcomes = await self._parser.parse_many(jobs)
+            finally:
+                self._in_pool -= 1
             for (i, result), outcome in zip(to_parse, outcomes, strict=True):
                 records[i] = self._parsed(result, outcome)
         return [record for record in records if record is not None]

@@ -6,7 +6,8 @@ All are small frozen value objects; the parse ones cross a process boundary, so 
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass
 from typing import Literal
 
 from .urls import KEEP_QUERY, Scope, UrlPolicy
@@ -107,7 +108,10 @@ class ParseJob:
 
 @dataclass(frozen=True, slots=True)
 class ParseResult:
-    """What the parser found in one HTML page (returned from a worker process)."""
+    """What the parser found in one HTML page (returned from a worker process).
+
+    The links and fields come as the JSON the database stores, encoded in the worker: the loop
+    only passes them on (`links` and `fields` decode them, for whoever wants the values)."""
 
     encoding: str
     title: str | None = None
@@ -116,9 +120,17 @@ class ParseResult:
     text_length: int = 0
     text_hash: str | None = None
     text: str | None = None
-    links: tuple[str, ...] = ()
+    links_json: str = "[]"  # every outgoing link, in document order, each once
     follow: tuple[str, ...] = ()  # the links within the crawl's scope (depth aside)
-    fields: dict[str, str | list[str] | None] = field(default_factory=dict)
+    fields_json: str | None = None  # the [extract] values; None when there are no rules
+
+    @property
+    def links(self) -> tuple[str, ...]:
+        return tuple(json.loads(self.links_json))
+
+    @property
+    def fields(self) -> dict[str, str | list[str] | None]:
+        return json.loads(self.fields_json) if self.fields_json else {}
 
 
 @dataclass(frozen=True, slots=True)

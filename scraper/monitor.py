@@ -100,12 +100,14 @@ class LoopLagMonitor:
         interval: float = 0.05,
         stall_ms: float = 100.0,
         on_stall: Callable[[float], None] | None = None,
+        on_tick: Callable[[], None] | None = None,
     ) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be > 0, not {interval}")
         self.interval = interval
         self.stall_ms = stall_ms
         self._on_stall = on_stall
+        self._on_tick = on_tick  # called at each wake: a clock for sampling other gauges
         self._histogram = LagHistogram()
         self._stalls = 0
 
@@ -115,6 +117,8 @@ class LoopLagMonitor:
             asked = loop.time() + self.interval
             await asyncio.sleep(self.interval)
             self.record((loop.time() - asked) * 1000)
+            if self._on_tick is not None:
+                self._on_tick()
 
     def record(self, lag_ms: float) -> None:
         self._histogram.add(lag_ms)
@@ -132,3 +136,56 @@ class LoopLagMonitor:
             samples=h.samples,
             stalls=self._stalls,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class StageGauge:
+    """One stage at one instant: how much of its capacity is in use (0 to 1), and how many items
+    wait in the queue in front of it."""
+
+    load: float
+    queued: int
+
+
+class StageSampler:
+    """Where the pipeline's time goes, from gauges sampled at a fixed interval (the lag
+    monitor's wake-ups): per stage, the share of samples it was busy (load > 0), its mean load,
+    and its queue's mean and largest depth. Sampling costs nothing per page, and over a crawl of
+    seconds its hundreds of samples say which stage is the bottleneck: the one near 100%."""
+
+    def __init__(self) -> None:
+        self._samples = 0
+        self._first = self._last = 0.0
+        self._busy: dict[str, int] = {}
+        self._load: dict[str, float] = {}
+        self._queued: dict[str, int] = {}
+        self._queue_max: dict[str, int] = {}
+
+    def add(self, gauges: dict[str, StageGauge], now: float) -> None:
+        if not self._samples:
+            self._first = now
+        self._last = now
+        self._samples += 1
+        for name, gauge in gauges.items():
+            self._busy[name] = self._busy.get(name, 0) + (gauge.load > 0)
+            self._load[name] = self._load.get(name, 0.0) + gauge.load
+            self._queued[name] = self._queued.get(name, 0) + gauge.queued
+            self._queue_max[name] = max(self._queue_max.get(name, 0), gauge.queued)
+
+    def as_json(self) -> dict[str, dict[str, float | int]]:
+        """The shape the crawl's `counters` keeps under `stages`; busy_s is the busy share of the
+        time the samples span."""
+        n = self._samples
+        if not n:
+            return {}
+        span = self._last - self._first
+        return {
+            name: {
+                "busy_s": round(self._busy[name] / n * span, 2),
+                "busy_pct": round(self._busy[name] / n * 100, 1),
+                "load_pct": round(self._load[name] / n * 100, 1),
+                "queue_mean": round(self._queued[name] / n, 1),
+                "queue_max": self._queue_max[name],
+            }
+            for name in self._busy
+        }

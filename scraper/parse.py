@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import multiprocessing
 import os
 import re
@@ -53,9 +54,9 @@ def parse_page(job: ParseJob) -> ParseResult:
         text_length=len(text),
         text_hash=hashlib.blake2b(text.encode(), digest_size=16).hexdigest(),
         text=text if job.store_text else None,
-        links=links,
+        links_json=json.dumps(links, ensure_ascii=False),
         follow=links if scope is None else scope.filter(links),
-        fields=fields,
+        fields_json=json.dumps(fields, ensure_ascii=False) if fields else None,
     )
 
 

@@ -43,6 +43,8 @@ _FLUSH = object()  # put on the queue to ask for a commit now
 
 
 class Sink(Protocol):
+    writing: bool  # a transaction is under way (sampled for the crawl's stage counters)
+
     async def consume(self, queue: asyncio.Queue[Any]) -> None:
         """Store records from `queue` until it yields None."""
         ...
@@ -64,6 +66,7 @@ class SqliteSink:
         self._on_stored = on_stored
         self._eager = False
         self.written = 0
+        self.writing = False
 
     def set_eager(self, eager: bool, queue: asyncio.Queue[Any]) -> None:
         """Eager: commit each record as it comes (the crawl waits on them), not in batches."""
@@ -116,13 +119,18 @@ class SqliteSink:
             return
         records = list(batch)
         batch.clear()
+        self.writing = True
         write = asyncio.ensure_future(self._write(records))
+        write.add_done_callback(self._done_writing)
         try:
             await asyncio.shield(write)
         except asyncio.CancelledError:
             await write  # finish the transaction already begun, then go on being cancelled
             raise
         self._on_stored(records)
+
+    def _done_writing(self, _: object) -> None:
+        self.writing = False
 
     async def _write(self, records: list[PageRecord]) -> None:
         crawl = self._crawl_id
@@ -178,10 +186,10 @@ def _page_row(crawl_id: int, record: PageRecord) -> tuple[Any, ...]:
         parsed.text_length if parsed else None,
         parsed.text_hash if parsed else None,
         parsed.text if parsed else None,
-        json.dumps(parsed.fields, ensure_ascii=False) if parsed and parsed.fields else None,
+        parsed.fields_json if parsed else None,
         error_kind,
         error,
         fetch.etag,
         fetch.last_modified,
-        json.dumps(parsed.links, ensure_ascii=False) if parsed else None,
+        parsed.links_json if parsed else None,
     )

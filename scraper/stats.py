@@ -47,6 +47,7 @@ class CrawlStats:
     top_hosts: tuple[HostCount, ...] = ()
     latency_ms: dict[int, float] = field(default_factory=dict)  # percentile → milliseconds
     loop_lag_ms: dict[str, float] = field(default_factory=dict)  # p50, p99, max of the loop
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)  # load and queue per stage
     host_settings: dict[str, dict[str, float]] = field(default_factory=dict)  # at the end
 
     @property
@@ -86,6 +87,7 @@ def crawl_stats(conn: sqlite3.Connection, crawl: CrawlRow, db: str) -> CrawlStat
         top_hosts=top_hosts(conn, crawl.id),
         latency_ms=latency(conn, crawl.id),
         loop_lag_ms=counters.get("loop_lag_ms", {}),
+        stages=counters.get("stages", {}),
         host_settings=counters.get("hosts", {}),
     )
 
@@ -145,6 +147,11 @@ def format_stats(s: CrawlStats) -> str:
     lag = ", ".join(
         f"{k} {s.loop_lag_ms[k]:,.1f} ms" for k in ("p50", "p99", "max") if k in s.loop_lag_ms
     )
+    stages = ", ".join(
+        f"{name} {st['load_pct']:.0f}% (queue {st.get('queue_mean', 0):.0f})"
+        for name, st in s.stages.items()
+        if "load_pct" in st
+    )
     settings = ", ".join(
         f"{host} ×{h.get('concurrency')} every {h.get('delay_s', 0):.2f} s"
         for host, h in list(s.host_settings.items())[:TOP_HOSTS]
@@ -158,6 +165,7 @@ def format_stats(s: CrawlStats) -> str:
             f"  top hosts: {hosts or 'none'}",
             f"  latency:   {latency or 'none'}",
             f"  loop lag:  {lag or 'not measured'}",
+            f"  stages:    {stages or 'not measured'} (mean load: the one near 100% limits)",
             f"  per host:  {settings or 'none'} (concurrency and delay at the end)",
             f"  results:   {s.db}  (scraper query --db {shlex.quote(s.db)} "
             '"SELECT url, status, title FROM pages LIMIT 10")',

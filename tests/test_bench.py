@@ -168,14 +168,18 @@ def _result(crawler: str, pages: int, span: float, cpu: float, counters: dict) -
 def test_the_table_shows_lag_and_stages_only_when_the_crawl_reports_them() -> None:
     reported = {
         "loop_lag_ms": {"p50": 0.42, "p99": 7.5, "max": 30.0},
-        "stages": {"fetch": {"busy_s": 9.5}, "parse": {"busy_s": 4.25}, "sink": {"busy_s": 0.5}},
+        "stages": {
+            "fetch": {"busy_s": 9.5, "load_pct": 61.6, "queue_mean": 3.4},
+            "parse": {"busy_s": 4.25},  # an older crawl's row: busy seconds only
+            "sink": {"busy_s": 0.5, "load_pct": 8.0, "queue_mean": 0.2},
+        },
     }
     ours = _result("ours", 1001, 2.0, 1.0, reported)
     scrapy = _result("scrapy", 1001, 10.0, 10.0, {})
     table = format_table([ours, scrapy]).splitlines()
     assert len(table) == 4
     assert "| 500 " in table[2] and "| 1.00 " in table[2]  # pages/s, CPU s per 1,000 pages
-    assert "0.4 / 7.5" in table[2] and "fetch 9.5s, parse 4.2s, sink 0.5s" in table[2]
+    assert "0.4 / 7.5" in table[2] and "fetch 62% q3, parse 4.2s, sink 8% q0" in table[2]
     assert table[3].count("n/a") == 2
     case = make_cases(1000, 10, 0.2)["latency"]
     ratios = format_ratios(case, [ours, scrapy], concurrency=64)

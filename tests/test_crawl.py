@@ -209,6 +209,10 @@ async def test_the_crawl_row_keeps_loop_lag_and_per_host_settings(demo, make_con
     health = json.loads(counters)
     assert health["loop_lag_ms"]["samples"] > 0
     assert 0 <= health["loop_lag_ms"]["p50"] <= health["loop_lag_ms"]["p99"]
+    assert set(health["stages"]) == {"fetch", "parse", "sink"}
+    for stage in health["stages"].values():
+        assert 0 <= stage["load_pct"] <= stage["busy_pct"] <= 100
+        assert 0 <= stage["queue_mean"] <= stage["queue_max"]
     host = f"127.0.0.1:{server.port}"
     assert set(health["hosts"][host]) >= {"concurrency", "delay_s", "latency_ms"}
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from scraper.monitor import RESOLUTION, LagHistogram, LoopLagMonitor
+from scraper.monitor import RESOLUTION, LagHistogram, LoopLagMonitor, StageGauge, StageSampler
 
 
 def test_empty_monitor_reports_zeros() -> None:
@@ -77,3 +77,26 @@ async def test_a_callback_that_hogs_the_loop_shows_as_lag() -> None:
     assert stats.max >= 120 - 10 - 1
     assert stats.stalls >= 1
     assert stats.samples >= 2
+
+
+def test_stage_sampler_reports_busy_share_load_and_queues() -> None:
+    sampler = StageSampler()
+    assert sampler.as_json() == {}
+    for second, (load, queued) in enumerate([(1.0, 4), (0.5, 2), (0.0, 0), (0.5, 6)]):
+        sampler.add({"parse": StageGauge(load, queued)}, now=10.0 + second)
+    parse = sampler.as_json()["parse"]
+    # 3 of 4 samples busy, over the 3 s the samples span
+    assert parse == {
+        "busy_s": 2.25, "busy_pct": 75.0, "load_pct": 50.0, "queue_mean": 3.0, "queue_max": 6
+    }  # fmt: skip
+
+
+async def test_the_monitor_ticks_for_other_gauges() -> None:
+    ticks: list[float] = []
+    loop = asyncio.get_running_loop()
+    monitor = LoopLagMonitor(interval=0.01, on_tick=lambda: ticks.append(loop.time()))
+    async with asyncio.TaskGroup() as tg:
+        watch = tg.create_task(monitor.run())
+        await asyncio.sleep(0.1)
+        watch.cancel()
+    assert len(ticks) >= 3 and ticks == sorted(ticks)

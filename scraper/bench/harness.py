@@ -3,11 +3,14 @@
 Every crawler crawls the same site from the same server in the same run, one after the other, so
 the ratios hold even on a machine shared with other work (the absolute figures do not).
 
-Our crawler does not report event-loop lag or stage times yet. The table reads them from the
-crawl's `counters` JSON (table `crawls`) when they are there, and shows "n/a" otherwise:
+The event-loop lag and the stages' load come from our crawl's `counters` JSON (table `crawls`);
+the other crawlers have none, and show "n/a":
 
     "loop_lag_ms": {"p50": 0.4, "p99": 3.1, "max": 12.0, ...}    (scraper.monitor's as_json())
-    "stages": {"fetch": {"busy_s": 10.2, ...}, "parse": {...}, "sink": {...}}
+    "stages": {"fetch": {"load_pct": 62.0, "queue_mean": 3.1, "busy_s": 10.2, ...}, "parse": ...}
+
+The table shows each stage's mean load (its share of capacity in use) and queue depth, e.g.
+"parse 97% q12": the stage near 100% with a queue in front of it is the bottleneck.
 """
 
 from __future__ import annotations
@@ -146,6 +149,9 @@ def _stages(stages: Any) -> str:
         return "n/a"
     parts = []
     for name, value in stages.items():
+        if isinstance(value, dict) and isinstance(value.get("load_pct"), int | float):
+            parts.append(f"{name} {value['load_pct']:.0f}% q{value.get('queue_mean', 0):.0f}")
+            continue
         busy = value.get("busy_s") if isinstance(value, dict) else value
         parts.append(f"{name} {busy:.1f}s" if isinstance(busy, int | float) else f"{name} {busy}")
     return ", ".join(parts)
