@@ -31,6 +31,7 @@ from .models import (
 )
 from .monitor import LoopLagMonitor, StageGauge, StageSampler
 from .parse import ParsePool
+from .procpool import WorkerDied
 from .robots import RobotsGate
 from .scheduler import Assignment, Limits, Scheduler
 from .sink import SqliteSink
@@ -388,6 +389,9 @@ class Pipeline:
             self._in_pool += 1
             try:
                 outcomes = await self._parser.parse_many(jobs)
+            except WorkerDied as exc:  # a crash in the parser's process: record, and go on
+                failure = ParseFailure(f"{exc}, while parsing a batch of {len(jobs)} pages")
+                outcomes = [failure] * len(jobs)
             finally:
                 self._in_pool -= 1
             for (i, result), outcome in zip(to_parse, outcomes, strict=True):

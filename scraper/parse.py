@@ -1,8 +1,8 @@
 """The parse stage: HTML bytes → ParseResult, in worker processes.
 
-`parse_page` is a pure top-level function of picklable values: it runs in a ProcessPoolExecutor, so
+`parse_page` is a pure top-level function of picklable values: it runs in a worker process, so
 it knows nothing of asyncio, sessions or the database. `ParsePool` is the loop-side handle on the
-pool; it never parses on the event-loop thread.
+worker processes (`procpool.py`); it never parses on the event-loop thread.
 """
 
 from __future__ import annotations
@@ -10,13 +10,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import multiprocessing
-import os
 import re
-import threading
-import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -26,6 +21,7 @@ from w3lib.encoding import html_to_unicode
 
 from .config import ParseConfig
 from .models import ExtractRule, ParseFailure, ParseJob, ParseResult
+from .procpool import ProcessPool
 from .urls import UrlPolicy, canonicalize
 
 J = TypeVar("J")
@@ -145,49 +141,20 @@ def _clean(text: str) -> str:
     return b" ".join(data.split()).decode("utf-8", "surrogatepass")
 
 
-def _warm_up(_: int) -> None:
+def _warm_up(_: None) -> None:
     """Run in each worker at start so the first real page does not pay for imports."""
     parse_page(ParseJob(url="http://localhost/", body=b"<title>x</title>", content_type=None))
 
 
-def _start_pool(workers: int) -> ProcessPoolExecutor:
-    pool = ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_watch_parent,
-        initargs=(os.getpid(),),
-    )
-    list(pool.map(_warm_up, range(workers)))
-    return pool
-
-
-def _watch_parent(parent: int) -> None:
-    """Exit when the crawler is gone (kill -9 included): nothing else would end this worker,
-    which holds both ends of the pool's pipes and so never sees them close."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)  # a thread of the worker process, not the event loop
-        os._exit(0)
-
-    threading.Thread(target=watch, name="watch-parent", daemon=True).start()
-
-
 class ParsePool:
-    """The process pool behind the parse stage.
-
-    Workers are spawned, not forked: the loop process has threads (aiosqlite, the executor's
-    manager) and forking a threaded process can deadlock the child; and a spawned worker's parent
-    is the crawler itself, which its watchdog relies on.
-    """
+    """The worker processes behind the parse stage (`procpool.ProcessPool`), warmed up."""
 
     def __init__(self, config: ParseConfig) -> None:
-        self._workers = config.workers
-        self._pool: ProcessPoolExecutor | None = None
+        self._pool = ProcessPool(config.workers)
 
     async def __aenter__(self) -> Self:
-        # Creating the pool and starting its processes block for a while: do it off the loop.
-        self._pool = await asyncio.to_thread(_start_pool, self._workers)
+        await self._pool.__aenter__()
+        await asyncio.gather(*(self._pool.run(_warm_up, None) for _ in self._pool.pids))
         return self
 
     async def parse(self, job: ParseJob) -> ParseResult:
@@ -197,9 +164,8 @@ class ParsePool:
         return await self.run(parse_pages, jobs)
 
     async def run(self, function: Callable[[J], R], job: J) -> R:
-        """Run a pure top-level function of picklable values in the pool."""
-        assert self._pool is not None, "ParsePool used outside `async with`"
-        return await asyncio.get_running_loop().run_in_executor(self._pool, function, job)
+        """Run a pure top-level function of picklable values in a worker process."""
+        return await self._pool.run(function, job)
 
     async def __aexit__(
         self,
@@ -207,6 +173,4 @@ class ParsePool:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+        await self._pool.__aexit__(exc_type, exc, tb)

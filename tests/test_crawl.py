@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 
 import pytest
 from aiohttp import web
@@ -226,3 +228,40 @@ async def test_hosts_with_nothing_left_to_do_are_forgotten(aiohttp_server, make_
     assert crawler._scheduler is not None
     assert crawler._scheduler._hosts == {}  # no host state kept once a host is idle
     assert len(crawler._scheduler.hosts()) == 2  # but its last settings, for the stats
+
+
+async def test_a_parse_worker_killed_mid_crawl_loses_no_page(aiohttp_server, make_config):
+    """kill -9 of a parser process: its batch is stored with a parse error, a new process takes
+    over, and the crawl finishes with every page stored once."""
+    busy = asyncio.Event()
+
+    @web.middleware
+    async def notice_progress(request: web.Request, handler):
+        if len(request.app[STATE].hits) >= 20:
+            busy.set()
+        return await handler(request)
+
+    spec = SiteSpec(pages=150, page_bytes=20_000, latency=0.02, extras=False)
+    app = make_app(spec)
+    app.middlewares.append(notice_progress)
+    server = await aiohttp_server(app)
+    config = make_config([base_url(server)], parse__workers=2)
+    crawler = Crawler(config)
+    run = asyncio.create_task(crawler.run())
+    await busy.wait()
+    assert crawler._stages is not None
+    pool = crawler._stages._parser._pool
+    victim = pool.pids[0]
+    os.kill(victim, signal.SIGKILL)
+    summary = await run
+    assert summary.status == "finished"
+    expected = {base_url(server) + path.lstrip("/") for path in spec.reachable()}
+    urls = [url for (url,) in await rows(config.storage.db, "SELECT url FROM pages")]
+    assert len(urls) == len(set(urls))
+    # the pages of the killed batch are stored with their error; links they held may be unseen
+    failed = await rows(
+        config.storage.db, "SELECT url, error FROM pages WHERE error_kind = 'parse'"
+    )
+    assert all("parse worker" in error for _, error in failed) and len(failed) <= 16
+    # Every page is linked from about ten others, so none was reachable only through those.
+    assert set(urls) == expected

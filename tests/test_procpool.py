@@ -1,0 +1,64 @@
+"""The parse stage's worker processes: replies in order, errors carried back, deaths survived."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+import psutil
+import pytest
+
+from scraper.procpool import ProcessPool, WorkerDied
+
+# The functions run in the workers must be importable there: builtins and the standard library.
+
+
+async def test_calls_run_in_other_processes_and_come_back_in_order() -> None:
+    async with ProcessPool(2) as pool:
+        assert len(set(pool.pids)) == 2 and os.getpid() not in pool.pids
+        assert await asyncio.gather(*(pool.run(abs, -n) for n in range(50))) == list(range(50))
+        big = b"x" * 3_000_000  # larger than any pipe buffer
+        assert await pool.run(len, big) == len(big)
+        assert await pool.run(print, "a stray print must not corrupt the replies") is None
+        assert await pool.run(abs, -7) == 7
+
+
+async def test_an_exception_in_the_worker_is_raised_in_the_caller() -> None:
+    async with ProcessPool(1) as pool:
+        with pytest.raises(ValueError, match="bad input"):
+            await pool.run(int, "bad input")
+        with pytest.raises(ModuleNotFoundError):  # a function the worker cannot import
+            await pool.run(test_a_pool_needs_a_worker, None)
+        assert await pool.run(abs, -3) == 3  # and the worker goes on
+
+
+async def test_a_dead_worker_fails_its_call_and_is_replaced() -> None:
+    async with ProcessPool(2) as pool:
+        first = list(pool.pids)
+        with pytest.raises(WorkerDied, match="exited \\(code 3\\)"):
+            await pool.run(os._exit, 3)
+        assert await asyncio.gather(*(pool.run(abs, -n) for n in range(10))) == list(range(10))
+        assert len(set(pool.pids) - set(first)) == 1  # one new process, one of the old ones
+        victim = pool.pids[0]
+        os.kill(victim, signal.SIGKILL)
+        await asyncio.sleep(0.2)
+        assert await pool.run(abs, -4) == 4
+        assert victim not in pool.pids
+
+
+async def test_workers_ignore_ctrl_c_and_end_with_the_pool() -> None:
+    async with ProcessPool(2) as pool:
+        pids = list(pool.pids)
+        for pid in pids:
+            os.kill(pid, signal.SIGINT)  # what Ctrl-C sends the whole process group
+        await asyncio.sleep(0.2)
+        assert await asyncio.gather(pool.run(abs, -2), pool.run(abs, -3)) == [2, 3]
+        assert pool.pids == pids
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_a_pool_needs_a_worker() -> None:
+    with pytest.raises(ValueError, match="at least one worker"):
+        ProcessPool(0)
