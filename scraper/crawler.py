@@ -48,6 +48,9 @@ SEEN_CACHE_SIZE = 100_000
 # through the pool's pipes and threads costs about as much CPU as parsing a 40 KB page.
 PARSE_BATCH = 8
 PARSE_BATCH_BYTES = 2_000_000
+# Bodies fetched and not yet parsed, in bytes: past this, fetch workers start no new request.
+# The parse queue bounds pages by count; this bounds them by size when pages are megabytes.
+PARSE_BACKLOG_BYTES = 24_000_000
 
 
 class Crawler:
@@ -282,6 +285,13 @@ class Pipeline:
         self.sink_queue = sink_queue
         self._pages = self._errors = self._bytes = 0
         self._in_pool = 0  # parse batches sent to the worker processes and not yet back
+        # Bytes of bodies fetched and not yet parsed, plus an estimate for each request on its way
+        # (the mean body so far): new requests wait while it is over PARSE_BACKLOG_BYTES.
+        self._backlog = 0
+        # A high first guess, so the first requests cannot fetch more than the limit at once
+        # while nothing is known of the site; the mean of real bodies soon replaces it.
+        self._mean_body = 1_000_000.0
+        self._room = asyncio.Event()  # set when the backlog may have gone under the limit
 
     def on_the_wire(self) -> int:
         return self._fetcher.in_flight
@@ -329,30 +339,58 @@ class Pipeline:
             await self.sink_queue.put(None)
 
     async def _fetch_worker(self, handoff: asyncio.Queue[Assignment | None]) -> None:
-        while True:
-            self._scheduler.want_work()
-            assignment = await handoff.get()
-            if assignment is None:
-                return
-            request, skip = assignment
-            if skip is not None:
-                result = FetchResult(
-                    request=request, fetched_at=now(), attempts=0, error_kind="robots", error=skip
-                )
-            elif request.fresh:
-                result = FetchResult(request=request, fetched_at=now(), attempts=0)
-            else:
-                result = await self._fetcher.fetch(request)
-                self._scheduler.fetched(request, result)
-            await self.parse_queue.put(result)
+        while await self._fetch_next(handoff):
+            pass  # one step per call: its locals (a body of megabytes) die with it
+
+    async def _fetch_next(self, handoff: asyncio.Queue[Assignment | None]) -> bool:
+        while self._backlog >= PARSE_BACKLOG_BYTES:
+            self._room.clear()
+            await self._room.wait()
+        # Reserve room for the body before asking for work: a worker waiting for an assignment
+        # is as good as one fetching.
+        estimate = round(self._mean_body)
+        self._backlog += estimate
+        self._scheduler.want_work()
+        assignment = await handoff.get()
+        if assignment is None:
+            self._release(estimate)
+            return False
+        request, skip = assignment
+        if skip is not None:
+            result = FetchResult(
+                request=request, fetched_at=now(), attempts=0, error_kind="robots", error=skip
+            )
+        elif request.fresh:
+            result = FetchResult(request=request, fetched_at=now(), attempts=0)
+        else:
+            result = await self._fetcher.fetch(request)
+            self._scheduler.fetched(request, result)
+        size = len(result.body or b"")
+        if result.body is not None:
+            self._mean_body += (size - self._mean_body) / 8  # a moving mean of bodies
+        self._release(estimate - size)  # the body stays counted until it is parsed
+        await self.parse_queue.put(result)
+        return True
+
+    def _release(self, size: int) -> None:
+        """Take `size` bytes out of the parse backlog (negative: put them in)."""
+        self._backlog -= size
+        if self._backlog < PARSE_BACKLOG_BYTES:
+            self._room.set()
 
     async def _parse_worker(self) -> None:
-        ended = False
-        while not ended:
-            batch, ended = await self._take_batch()
-            for record in await self._process(batch):
-                await self.sink_queue.put(record)
-                self._count(record)
+        while await self._parse_next():
+            pass  # one batch per call: its bodies are freed when it returns
+
+    async def _parse_next(self) -> bool:
+        batch, ended = await self._take_batch()
+        records = await self._process(batch)
+        self._release(sum(len(result.body or b"") for result in batch))
+        del batch  # before waiting on the sink
+        for record in records:
+            await self.sink_queue.put(record)
+            self._count(record)
+        return not ended
 
     async def _take_batch(self) -> tuple[list[FetchResult], bool]:
         """The next result, and those queued behind it, up to a batch; and whether the stage
