@@ -89,12 +89,13 @@ def _domain(value: Any) -> str:
 
 
 def _workers(value: Any) -> int:
+    """Parser processes; 0 parses on the event-loop thread (see ParsePool)."""
     if value == "auto":
         return os.cpu_count() or 1
     try:
-        return _int(1)(value)
+        return _int(0)(value)
     except _Invalid:
-        raise _Invalid('must be "auto" or an integer ≥ 1') from None
+        raise _Invalid('must be "auto", 0 (parse inline, no processes) or an integer ≥ 1') from None
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}

@@ -278,7 +278,7 @@ class Pipeline:
         # Twice the slots: a worker waiting out a retry backoff holds no slot, so others fill it.
         self._fetch_tasks = 2 * config.fetch.concurrency
         # Two batches per process: one parsing, one waiting, so no process idles between batches.
-        self._parse_tasks = 2 * config.parse.workers
+        self._parse_tasks = max(1, 2 * config.parse.workers)
         self.parse_queue: asyncio.Queue[FetchResult | None] = asyncio.Queue(
             self._parse_tasks * PARSE_BATCH
         )

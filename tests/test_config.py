@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from pathlib import Path
 
@@ -58,6 +59,11 @@ def test_overrides_and_values() -> None:
     assert config.crawl.seeds == ("http://example.com/a",)
     assert config.crawl.allowed_domains == ("example.com",)
     assert config.crawl.max_pages == 5
+
+
+@pytest.mark.parametrize(("value", "workers"), [(0, 0), (3, 3), ("auto", os.cpu_count() or 1)])
+def test_parse_workers_accepts_auto_zero_and_counts(value: object, workers: int) -> None:
+    assert load_config(None, values={"parse.workers": value}).parse.workers == workers
 
 
 def test_extract_rules_in_both_forms() -> None:
@@ -119,7 +125,11 @@ def test_rule_sets_per_url_pattern() -> None:
         ({"crawl": {"seeds": ["example.com"]}}, '"example.com" is not an http(s) URL'),
         ({"crawl": {"seeds": "http://a.org/"}}, 'crawl.seeds = "http://a.org/": must be a list'),
         ({"crawl": {"allowed_domains": ["http://a.org/"]}}, "is not a host name"),
-        ({"parse": {"workers": 0}}, 'parse.workers = 0: must be "auto" or an integer ≥ 1'),
+        (
+            {"parse": {"workers": -1}},
+            'parse.workers = -1: must be "auto", 0 (parse inline, no processes) or an integer ≥ 1',
+        ),
+        ({"parse": {"workers": "two"}}, 'parse.workers = "two": must be "auto", 0'),
         ({"storage": {"db": ""}}, 'storage.db = "": must be a non-empty string'),
         ({"fecth": {}}, "[fecth]: unknown section (did you mean fetch?)"),
         ({"fetch": 3}, "fetch: must be a table"),

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 
+import psutil
 import pytest
 from aiohttp import web
 
@@ -265,3 +266,46 @@ async def test_a_parse_worker_killed_mid_crawl_loses_no_page(aiohttp_server, mak
     assert all("parse worker" in error for _, error in failed) and len(failed) <= 16
     # Every page is linked from about ten others, so none was reachable only through those.
     assert set(urls) == expected
+
+
+async def test_inline_parsing_stores_what_the_pool_stores_and_starts_no_process(
+    demo, make_config, tmp_path
+):
+    _, root = demo
+    columns = "url, status, title, description, canonical, fields, links, text_hash, error_kind"
+    stored: dict[int, list[tuple[object, ...]]] = {}
+    started: dict[int, set[int]] = {}
+    for workers in (1, 0):
+        config = make_config(
+            [root],
+            parse__workers=workers,
+            storage__db=str(tmp_path / f"workers-{workers}.db"),
+            fetch__max_bytes=200_000,
+            extract__price="p.price",
+        )
+        before = await asyncio.to_thread(_children)
+        seen: set[int] = set()
+        watch = asyncio.create_task(_watch_children(seen))
+        try:
+            await crawl(config)
+        finally:
+            watch.cancel()
+        started[workers] = seen - before
+        stored[workers] = await rows(config.storage.db, f"SELECT {columns} FROM pages ORDER BY url")
+    assert started[1]  # the watch does see a pool's worker
+    assert started[0] == set()  # inline: no parse worker, nor any other process
+    assert len(stored[0]) == len(SPEC.reachable())
+    assert stored[0] == stored[1]
+    titles = {url: title for url, _, title, *_ in stored[0]}
+    assert titles[root + "page/7"] == "Page 7 — Demo Site"
+
+
+def _children() -> set[int]:
+    return {child.pid for child in psutil.Process().children(recursive=True)}
+
+
+async def _watch_children(seen: set[int]) -> None:
+    """Every process started under this one, sampled (off the loop: psutil reads /proc)."""
+    while True:
+        seen |= await asyncio.to_thread(_children)
+        await asyncio.sleep(0.01)

@@ -1,7 +1,8 @@
-"""The parser, called directly (it is a pure function) on awkward HTML."""
+"""The parser, called directly (it is a pure function) on awkward HTML; ParsePool inline."""
 
+from scraper.config import ParseConfig
 from scraper.models import Extraction, ExtractRule, ParseFailure, ParseJob, ParseResult, RuleSet
-from scraper.parse import _clean, parse_page, parse_pages
+from scraper.parse import ParsePool, _clean, parse_page, parse_pages
 
 URL = "http://example.com/dir/page.html"
 
@@ -173,3 +174,12 @@ def test_a_page_the_parser_fails_on_does_not_sink_its_batch() -> None:
     first, failed, last = parse_pages([good, bad, good])
     assert isinstance(failed, ParseFailure) and failed.error.startswith("error: ")
     assert first == last and not isinstance(first, ParseFailure) and first.title == "fine"
+
+
+async def test_no_workers_means_no_pool_and_the_same_results() -> None:
+    job = ParseJob(url=URL, body=b"<title>t</title><a href=x>x</a>", content_type="text/html")
+    async with ParsePool(ParseConfig(workers=0)) as pool:
+        assert pool.inline and pool._pool is None  # no process was started
+        assert await pool.parse(job) == parse_page(job)
+        assert await pool.parse_many([job, job]) == parse_pages([job, job])
+        assert await pool.run(len, [1, 2]) == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 
+import pytest
 from aiohttp import web
 
 from conftest import base_url, crawl, rows
@@ -42,7 +43,8 @@ def site(files: dict[str, bytes], robots: str | None = None) -> tuple[web.Applic
     return app, hits
 
 
-async def test_a_sitemap_index_with_a_gzipped_child(aiohttp_server, make_config):
+@pytest.mark.parametrize("workers", [1, 0])  # 0: parsed on the loop, no pool
+async def test_a_sitemap_index_with_a_gzipped_child(aiohttp_server, make_config, workers):
     files: dict[str, bytes] = {}
     app, hits = site(files, robots="User-agent: *\nSitemap: /sm/index.xml\n")
     server = await aiohttp_server(app)
@@ -51,7 +53,7 @@ async def test_a_sitemap_index_with_a_gzipped_child(aiohttp_server, make_config)
     files["/sm/a.xml"] = urlset([root + "only-in-a", root + "shared"])
     files["/sm/b.xml.gz"] = gzip.compress(urlset([root + "only-in-b", root + "shared",
                                                   "http://elsewhere.invalid/x"]))  # fmt: skip
-    config = make_config([root], crawl__sitemaps=True)
+    config = make_config([root], crawl__sitemaps=True, parse__workers=workers)
     summary = await crawl(config)
     pages = dict(await rows(config.storage.db, "SELECT url, error_kind FROM pages"))
     for path in ("only-in-a", "only-in-b", "shared", "sm/index.xml", "sm/a.xml", "sm/b.xml.gz"):

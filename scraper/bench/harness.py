@@ -230,7 +230,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--parse-workers",
         type=int,
         default=psutil.cpu_count() or 1,
-        help="parser processes for ours and the bare loop (default: one per CPU)",
+        help="parser processes for ours and the bare loop (default: one per CPU; 0: parse inline)",
     )
     parser.add_argument("--latency", type=float, default=0.2, help="seconds, latency case")
     parser.add_argument("--server", choices=["nginx", "aiohttp"], default="nginx")
