@@ -84,6 +84,7 @@ class Crawler:
         if self._stages is None or self._scheduler is None:
             return CrawlSnapshot(max_pages=self._config.crawl.max_pages)
         pages, errors, size = self._stages.counts()
+        lag = self._lag.stats()
         return CrawlSnapshot(
             pages=self._stored_before + pages,
             errors=errors,
@@ -91,6 +92,9 @@ class Crawler:
             queued=self._scheduler.queued(),
             in_flight=self._stages.on_the_wire(),
             max_pages=self._config.crawl.max_pages,
+            loop_lag_p50_ms=lag.p50,
+            loop_lag_p99_ms=lag.p99,
+            loop_lag_max_ms=lag.max,
         )
 
     def stop(self) -> None:

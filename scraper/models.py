@@ -160,3 +160,6 @@ class CrawlSnapshot:
     queued: int = 0  # admitted, not yet fetched
     in_flight: int = 0  # requests on the wire now (at most fetch.concurrency)
     max_pages: int = 0  # crawl.max_pages: 0 = no bound
+    loop_lag_p50_ms: float = 0.0  # how late the event loop wakes tasks, so far (p50, p99, max)
+    loop_lag_p99_ms: float = 0.0
+    loop_lag_max_ms: float = 0.0

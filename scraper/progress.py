@@ -112,18 +112,23 @@ class LineView:
 
 
 def format_line(s: CrawlSnapshot, rate: float, elapsed: float) -> str:
-    """e.g. `120/200 pages, 38.2 pages/s, queued 80, in flight 16, errors 3, 1.2 MB, 12 s`."""
+    """e.g. `120/200 pages, 38.2 pages/s, queued 80, in flight 16, errors 3, 1.2 MB,
+    loop lag 0.4/7.5/30 ms, 12 s` (the loop's lag: p50/p99/max so far)."""
     done = f"{s.pages}/{s.max_pages}" if s.max_pages else f"{s.pages}"
     line = (
         f"{done} pages, {rate:.1f} pages/s, queued {s.queued}, in flight {s.in_flight}, "
-        f"errors {s.errors}, {decimal(s.bytes)}, {elapsed:.0f} s"
+        f"errors {s.errors}, {decimal(s.bytes)}, loop lag {_lag(s)} ms, {elapsed:.0f} s"
     )
     if s.max_pages and rate > 0:
         line += f", ETA {max(0, s.max_pages - s.pages) / rate:.0f} s"
     return line
 
 
-def _fields(s: CrawlSnapshot) -> dict[str, int]:
+def _lag(s: CrawlSnapshot) -> str:
+    return f"{s.loop_lag_p50_ms:.1f}/{s.loop_lag_p99_ms:.1f}/{s.loop_lag_max_ms:.0f}"
+
+
+def _fields(s: CrawlSnapshot) -> dict[str, object]:
     return {
         "pages": s.pages,
         "errors": s.errors,
@@ -131,6 +136,11 @@ def _fields(s: CrawlSnapshot) -> dict[str, int]:
         "queued": s.queued,
         "in_flight": s.in_flight,
         "max_pages": s.max_pages,
+        "loop_lag_ms": {
+            "p50": s.loop_lag_p50_ms,
+            "p99": s.loop_lag_p99_ms,
+            "max": s.loop_lag_max_ms,
+        },
     }
 
 
@@ -198,6 +208,8 @@ class LiveView:
             (str(s.errors), "red" if s.errors else ""),
             ("  ", ""),
             decimal(s.bytes),
+            ("  loop lag p50/p99/max ", "dim"),
+            f"{_lag(s)} ms",
             ("  elapsed ", "dim"),
             f"{elapsed:.0f} s",
         )

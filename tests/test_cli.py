@@ -303,3 +303,15 @@ async def test_a_second_crawl_of_the_same_database_is_refused(aiohttp_server, tm
     await asyncio.wait_for(first.communicate(), 60)
     assert code == 2
     assert f"another crawl is writing to it (pid {first.pid})" in err
+
+
+async def test_debug_loop_runs_the_crawl_in_asyncio_debug_mode(aiohttp_server, tmp_path: Path):
+    server = await aiohttp_server(make_app(SiteSpec(pages=5, page_bytes=1000, extras=False)))
+    db = tmp_path / "out.db"
+    args = ("crawl", base_url(server), "--db", str(db), "--debug-loop", "--quiet")
+    code, out, err = await run_async(*args, cwd=tmp_path)
+    assert code == 0, err
+    assert "asyncio debug mode (--debug-loop)" in err
+    assert "Crawl 1 finished" in out
+    code, _, err = await run_async("crawl", base_url(server), "--db", str(db), cwd=tmp_path)
+    assert code == 0 and "debug mode" not in err  # off unless asked for

@@ -118,12 +118,17 @@ async def test_json_log_lines_to_a_file(site_url: str, tmp_path: Path) -> None:
         assert record["time"].startswith("20")
         assert 0 <= record["progress"]["pages"] <= PAGES
         assert set(record["progress"]) >= {"queued", "in_flight", "errors", "bytes", "rate"}
+        assert set(record["progress"]["loop_lag_ms"]) == {"p50", "p99", "max"}
 
 
 def test_the_plain_line_reads_well() -> None:
-    snapshot = CrawlSnapshot(pages=120, errors=3, bytes=1_200_000, queued=80, in_flight=16)
+    snapshot = CrawlSnapshot(
+        pages=120, errors=3, bytes=1_200_000, queued=80, in_flight=16,
+        loop_lag_p50_ms=0.42, loop_lag_p99_ms=7.51, loop_lag_max_ms=30.2,
+    )  # fmt: skip
     assert format_line(snapshot, 38.24, 12.2) == (
-        "120 pages, 38.2 pages/s, queued 80, in flight 16, errors 3, 1.2 MB, 12 s"
+        "120 pages, 38.2 pages/s, queued 80, in flight 16, errors 3, 1.2 MB, "
+        "loop lag 0.4/7.5/30 ms, 12 s"
     )
     bounded = CrawlSnapshot(pages=100, max_pages=200)
     line = format_line(bounded, 10.0, 10.0)
