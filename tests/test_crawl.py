@@ -309,3 +309,33 @@ async def _watch_children(seen: set[int]) -> None:
     while True:
         seen |= await asyncio.to_thread(_children)
         await asyncio.sleep(0.01)
+
+
+async def test_a_stalled_loop_is_logged_with_the_stages_queues(aiohttp_server, make_config, caplog):
+    """Something holding the loop 200 ms (here a busy wait, standing in for a bad callback) is
+    logged as a warning that names the stages' queues, and counted in the crawl's row."""
+    import time
+
+    busy = asyncio.Event()
+
+    @web.middleware
+    async def notice_progress(request: web.Request, handler):
+        if len(request.app[STATE].hits) >= 10:
+            busy.set()
+        return await handler(request)
+
+    app = make_app(SiteSpec(pages=60, page_bytes=2000, latency=0.02, extras=False))
+    app.middlewares.append(notice_progress)
+    server = await aiohttp_server(app)
+    config = make_config([base_url(server)])
+    run = asyncio.create_task(Crawler(config).run())
+    await busy.wait()
+    end = time.perf_counter() + 0.2  # the monitor wakes every 50 ms: a lag of at least 150
+    while time.perf_counter() < end:  # hog the loop without a blocking call
+        pass
+    assert (await run).status == "finished"
+    stalls = [r.getMessage() for r in caplog.records if "event loop stalled" in r.getMessage()]
+    assert stalls, "no stall warning"
+    assert "queues: fetch" in stalls[0] and "parse" in stalls[0] and "fullest:" in stalls[0]
+    ((counters,),) = await rows(config.storage.db, "SELECT counters FROM crawls")
+    assert json.loads(counters)["loop_lag_ms"]["stalls"] >= 1
