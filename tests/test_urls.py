@@ -193,3 +193,16 @@ def test_joining_agrees_with_urljoin() -> None:
         for href in hrefs:
             expected = _canonicalize_slow(urljoin(base, href), KEEP_QUERY)
             assert canonicalize(href, base) == expected, (base, href)
+
+
+def test_the_seen_cache_forgets_the_oldest_and_stays_bounded() -> None:
+    from scraper.frontier import SeenCache
+
+    seen = SeenCache(3)
+    assert [seen.add(u) for u in ["a", "b", "a", "c", "d"]] == [True, True, False, True, True]
+    assert len(seen) == 3
+    assert seen.add("a")  # the oldest, "a", was forgotten when "d" came
+    assert not seen.add("d") and not seen.add("c")
+    for n in range(1000):
+        seen.add(str(n))
+    assert len(seen) == 3
