@@ -370,8 +370,8 @@ class Pipeline:
             result = await self._fetcher.fetch(request)
             self._scheduler.fetched(request, result)
         size = len(result.body or b"")
-        if result.body is not None:
-            self._mean_body += (size - self._mean_body) / 8  # a moving mean of bodies
+        if skip is None and not request.fresh:  # a response (or a failure) of the network's
+            self._mean_body += (size - self._mean_body) / 8  # a moving mean, 0 for no body
         self._release(estimate - size)  # the body stays counted until it is parsed
         await self.parse_queue.put(result)
         return True

@@ -15,7 +15,8 @@ transport) and reads replies from its stdout (a StreamReader), with no thread in
 - A worker ends when its stdin closes: when the pool closes, and when the crawler dies, kill -9
   included (the kernel closes the crawler's end), so no worker outlives the crawl.
 - A worker that dies (a crash in a C extension, say, or the OOM killer) fails its outstanding
-  calls with `WorkerDied` and is replaced; the other workers go on.
+  calls (the one it was running and any queued behind it) with `WorkerDied` and is replaced; the
+  other workers go on. So does one whose reply cannot be unpickled: it is killed.
 - Workers run in a session of their own and ignore SIGINT: Ctrl-C is for the crawler, which
   decides how to stop (and stops its workers last).
 """
@@ -77,13 +78,16 @@ class _Worker:
                 else:
                     future.set_exception(value)
         except asyncio.IncompleteReadError:  # the worker is gone
-            code = await self.process.wait()
-            while self.pending:
-                future = self.pending.popleft()
-                if not future.done():
-                    future.set_exception(
-                        WorkerDied(f"parse worker {self.number} exited (code {code})")
-                    )
+            why = f"parse worker {self.number} exited (code {await self.process.wait()})"
+        except Exception as exc:  # a reply that cannot be read: the stream is lost
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
+            await self.process.wait()
+            why = f"parse worker {self.number} sent a reply that cannot be read ({exc!r})"
+        while self.pending:
+            future = self.pending.popleft()
+            if not future.done():
+                future.set_exception(WorkerDied(why))
 
     async def stop(self) -> None:
         stdin = self.process.stdin
@@ -149,7 +153,11 @@ class ProcessPool:
                 return  # another call replaced it meanwhile
             if self._closing:
                 raise WorkerDied("the pool is closing")
-            self._workers[self._workers.index(dead)] = await self._start()
+            fresh = await self._start()
+            if self._closing or dead not in self._workers:  # closed while it started
+                await fresh.stop()
+                raise WorkerDied("the pool is closing")
+            self._workers[self._workers.index(dead)] = fresh
 
     async def _start(self) -> _Worker:
         self._started += 1

@@ -42,7 +42,9 @@ def canonicalize(url: str, base: str | None = None, policy: UrlPolicy = KEEP_QUE
             return None
     # A fragment never survives, and an empty query ("x?") is no query: trimming them here lets
     # such links take the fast path.
-    raw = raw.partition("#")[0].removesuffix("?")
+    raw = raw.partition("#")[0]
+    if raw.endswith("?") and raw.count("?") == 1:
+        raw = raw[:-1]
     candidate = _unescape_unreserved(raw) if "%" in raw else raw
     if _already_canonical(candidate, policy):
         return candidate  # most links: parsing one with yarl costs ~40 µs when it is not cached
@@ -51,9 +53,14 @@ def canonicalize(url: str, base: str | None = None, policy: UrlPolicy = KEEP_QUE
 
 def _unescape_unreserved(raw: str) -> str:
     """Decode the path's escapes of unreserved characters ("%41" is "A"), as yarl does; a URL
-    with any other escape keeps a "%", which sends it down the slow path."""
-    path, mark, query = raw.partition("?")
-    return _ESCAPE.sub(_unescape_one, path) + mark + query
+    with any other escape, or one outside the path, keeps a "%", which sends it down the slow
+    path."""
+    before_query, mark, query = raw.partition("?")
+    start = before_query.find("/", before_query.find("//") + 2)
+    if start < 0:
+        return raw
+    path = _ESCAPE.sub(_unescape_one, before_query[start:])
+    return before_query[:start] + path + mark + query
 
 
 _ESCAPE = re.compile("%([0-9A-Fa-f]{2})")
@@ -81,9 +88,9 @@ def _join(base: str, href: str) -> str:
         if href.startswith("//"):
             return urljoin(base, href)
         return _origin_and_directory(base)[0] + href
-    if not href or href[0] in "?#" or ":" in href.partition("/")[0] or "//" in href:
-        # empty, query or fragment only, a scheme ("mailto:"), or "x//y" (which urljoin, unlike
-        # RFC 3986, collapses): keep urljoin's answer
+    if not href or href[0] in "?#" or ":" in href.partition("/")[0] or "//" in href or ";" in href:
+        # empty, query or fragment only, a scheme ("mailto:"), or "x//y" and "x;" (which urljoin,
+        # unlike RFC 3986, collapses and drops): keep urljoin's answer
         return urljoin(base, href)
     return _origin_and_directory(base)[1] + href
 

@@ -339,3 +339,36 @@ async def test_a_stalled_loop_is_logged_with_the_stages_queues(aiohttp_server, m
     assert "queues: fetch" in stalls[0] and "parse" in stalls[0] and "fullest:" in stalls[0]
     ((counters,),) = await rows(config.storage.db, "SELECT counters FROM crawls")
     assert json.loads(counters)["loop_lag_ms"]["stalls"] >= 1
+
+
+async def test_bodiless_responses_do_not_hold_back_the_fetchers(aiohttp_server, make_config):
+    """The parse backlog's byte budget reserves room per request from the mean body; responses
+    without a body (not HTML, errors) count as empty, so all fetch.concurrency slots fill."""
+    active = 0
+    most = 0
+
+    async def home(request: web.Request) -> web.Response:
+        links = "".join(f'<a href="/file/{n}">{n}</a>' for n in range(150))
+        return web.Response(text=f"<title>files</title>{links}", content_type="text/html")
+
+    async def file(request: web.Request) -> web.Response:
+        nonlocal active, most
+        active += 1
+        most = max(most, active)
+        await asyncio.sleep(0.3)
+        active -= 1
+        return web.Response(body=b"x", content_type="application/octet-stream")
+
+    app = web.Application()
+    app.router.add_get("/", home)
+    app.router.add_get("/file/{n}", file)
+    server = await aiohttp_server(app)
+    config = make_config(
+        [base_url(server)],
+        fetch__concurrency=64,
+        fetch__per_host_concurrency=64,
+        fetch__autothrottle=False,
+    )
+    summary = await crawl(config)
+    assert summary.pages == 151
+    assert most >= 56, f"at most {most} requests at once, with fetch.concurrency = 64"

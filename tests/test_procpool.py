@@ -59,6 +59,60 @@ async def test_workers_ignore_ctrl_c_and_end_with_the_pool() -> None:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
+class TwoArguments(Exception):
+    """Raised in a worker, it pickles but cannot be unpickled: its __init__ wants two values."""
+
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(f"{a} {b}")
+
+
+def raise_two(_: object) -> None:
+    raise TwoArguments(1, 2)
+
+
+@pytest.fixture
+def importable_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let workers import this test module (they inherit the environment)."""
+    monkeypatch.setenv("PYTHONPATH", os.path.dirname(__file__))
+
+
+async def test_a_reply_that_cannot_be_read_kills_and_replaces_the_worker(importable_here) -> None:
+    async with ProcessPool(1) as pool:
+        old = pool.pids[0]
+        with pytest.raises(WorkerDied, match="cannot be read"):
+            await pool.run(raise_two, None)
+        assert await pool.run(abs, -5) == 5
+        assert pool.pids[0] != old and not psutil.pid_exists(old)
+
+
+async def test_a_call_queued_behind_a_dying_one_fails_too() -> None:
+    async with ProcessPool(1) as pool:
+        dying = asyncio.create_task(pool.run(os._exit, 3))
+        queued = asyncio.create_task(pool.run(abs, -1))
+        for call in (dying, queued):
+            with pytest.raises(WorkerDied):
+                await call
+
+
+async def test_closing_while_a_replacement_starts_leaks_no_process() -> None:
+    pool = ProcessPool(1)
+    await pool.__aenter__()
+    with pytest.raises(WorkerDied):
+        await pool.run(os._exit, 3)
+    call = asyncio.create_task(pool.run(abs, -1))  # starts a replacement
+    await asyncio.sleep(0)
+    await pool.__aexit__(None, None, None)
+    with pytest.raises(WorkerDied, match="closing"):
+        await call
+    await asyncio.sleep(0.2)
+    assert await asyncio.to_thread(_workers_alive) == []
+
+
+def _workers_alive() -> list[psutil.Process]:
+    children = psutil.Process().children(recursive=True)
+    return [p for p in children if "scraper.procpool" in " ".join(p.cmdline())]
+
+
 def test_a_pool_needs_a_worker() -> None:
     with pytest.raises(ValueError, match="at least one worker"):
         ProcessPool(0)
