@@ -42,14 +42,15 @@ def parse_page(job: ParseJob) -> ParseResult:
     links = _links(tree, base, job.policy)
     scope = job.scope
     tree.strip_tags(_INVISIBLE)
-    text = _clean(tree.body.text(separator=" ")) if tree.body is not None else ""
+    data = _collapse(tree.body.text(separator=" ")) if tree.body is not None else b""
+    text = data.decode("utf-8", "surrogatepass")
     return ParseResult(
         encoding=encoding,
         title=_clean(title_node.text()) or None if title_node is not None else None,
         description=_attr(tree.css_first('meta[name="description" i][content]'), "content"),
         canonical=canonicalize(canonical, base, job.policy) if canonical else None,
         text_length=len(text),
-        text_hash=hashlib.blake2b(text.encode(), digest_size=16).hexdigest(),
+        text_hash=hashlib.blake2b(data, digest_size=16).hexdigest(),
         text=text if job.store_text else None,
         links_json=json.dumps(links, ensure_ascii=False),
         follow=links if scope is None else scope.filter(links),
@@ -138,8 +139,12 @@ def _clean(text: str) -> str:
     Split and join on UTF-8 bytes: ten times faster than a \\s+ regex on a 40 KB page, and twice
     as fast as on str, whose split also knows the rarer Unicode spaces (those are kept as they
     are). No byte of a multi-byte UTF-8 character is ASCII whitespace, so splitting is safe."""
-    data = text.replace("\xa0", " ").encode("utf-8", "surrogatepass")
-    return b" ".join(data.split()).decode("utf-8", "surrogatepass")
+    return _collapse(text).decode("utf-8", "surrogatepass")
+
+
+def _collapse(text: str) -> bytes:
+    """`_clean`, as UTF-8 bytes (what the text's hash is taken of)."""
+    return b" ".join(text.replace("\xa0", " ").encode("utf-8", "surrogatepass").split())
 
 
 def _warm_up(_: None) -> None:
