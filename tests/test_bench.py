@@ -155,6 +155,9 @@ def test_every_crawler_stores_every_page_once(site: Path, server: Server, crawle
     assert result.usage.cpu_s > 0
     assert 0 < result.usage.main_peak_rss <= result.usage.tree_peak_rss
     assert result.pages_per_s > 0
+    usage = result.usage
+    split = usage.loop_thread_s + usage.other_threads_s + usage.children_s
+    assert usage.loop_thread_s > 0 and split <= usage.cpu_s + 0.05  # sampled: at most the total
 
 
 def _result(crawler: str, pages: int, span: float, cpu: float, counters: dict) -> RunResult:

@@ -102,6 +102,7 @@ HEADER = (
     "tree RSS MB",
     "loop lag p50/p99 ms",
     "stages busy",
+    "CPU s: main thread / other threads / children",
 )
 
 
@@ -135,6 +136,7 @@ def _row(r: RunResult) -> tuple[str, ...]:
         f"{u.tree_peak_rss / MB:.0f}",
         _lag(s.counters.get("loop_lag_ms")),
         _stages(s.counters.get("stages")),
+        f"{u.loop_thread_s:.1f} / {u.other_threads_s:.1f} / {u.children_s:.1f}",
     )
 
 

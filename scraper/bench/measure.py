@@ -75,6 +75,11 @@ class Usage:
     tree_peak_rss: int  # bytes
     returncode: int
     timed_out: bool
+    # CPU seconds by where they were spent, as last sampled (so a little under cpu_s): the main
+    # process's own thread (the event loop, for us), its other threads, and its child processes.
+    loop_thread_s: float = 0.0
+    other_threads_s: float = 0.0
+    children_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +177,9 @@ def measure(command: list[str], cwd: Path, timeout: float) -> Usage:
         tree_peak_rss=sampler.tree_peak,
         returncode=rusage["returncode"],
         timed_out=timed_out,
+        loop_thread_s=sampler.loop_thread_s,
+        other_threads_s=sampler.other_threads_s,
+        children_s=sum(sampler.children_cpu.values()),
     )
 
 
@@ -183,6 +191,9 @@ class _Sampler:
         self._main: psutil.Process | None = None
         self.main_peak = 0
         self.tree_peak = 0
+        self.loop_thread_s = 0.0
+        self.other_threads_s = 0.0
+        self.children_cpu: dict[int, float] = {}  # pid → CPU seconds, as last seen
 
     def sample(self) -> None:
         try:
@@ -201,8 +212,26 @@ class _Sampler:
         self.tree_peak = max(self.tree_peak, total)
         if self._main is not None:
             self.main_peak = max(self.main_peak, _high_water_mark(self._main))
+            self._sample_cpu(self._main, tree)
         # The main process's high-water mark also sees peaks between two samples.
         self.tree_peak = max(self.tree_peak, self.main_peak)
+
+    def _sample_cpu(self, main: psutil.Process, tree: list[psutil.Process]) -> None:
+        try:
+            threads = main.threads()
+        except psutil.Error:
+            return
+        loop = sum(t.user_time + t.system_time for t in threads if t.id == main.pid)
+        others = sum(t.user_time + t.system_time for t in threads if t.id != main.pid)
+        self.loop_thread_s, self.other_threads_s = loop, others
+        for process in tree:
+            if process.pid == main.pid:
+                continue
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            self.children_cpu[process.pid] = times.user + times.system
 
 
 def _high_water_mark(process: psutil.Process) -> int:
