@@ -134,17 +134,24 @@ def _attr(node: LexborNode | None, name: str) -> str | None:
 
 
 def _clean(text: str) -> str:
-    """Runs of whitespace (ASCII, and the no-break space) become one space; ends trimmed.
-
-    Split and join on UTF-8 bytes: ten times faster than a \\s+ regex on a 40 KB page, and twice
-    as fast as on str, whose split also knows the rarer Unicode spaces (those are kept as they
-    are). No byte of a multi-byte UTF-8 character is ASCII whitespace, so splitting is safe."""
+    """Runs of whitespace (ASCII, and the no-break space) become one space; ends trimmed."""
     return _collapse(text).decode("utf-8", "surrogatepass")
 
 
 def _collapse(text: str) -> bytes:
-    """`_clean`, as UTF-8 bytes (what the text's hash is taken of)."""
-    return b" ".join(text.replace("\xa0", " ").encode("utf-8", "surrogatepass").split())
+    """`_clean`, as UTF-8 bytes (what the text's hash is taken of).
+
+    The same as `b" ".join(data.split())`, at half its cost on a 40 KB page and a third on a
+    1.5 MB one: split makes an object of every word, while here every kind of whitespace becomes
+    a space (`translate`) and a regex that starts with a literal finds only the runs. On UTF-8
+    bytes, since no byte of a multi-byte character is ASCII whitespace; the rarer Unicode spaces
+    are kept as they are."""
+    data = text.replace("\xa0", " ").encode("utf-8", "surrogatepass").translate(_ASCII_SPACES)
+    return _SPACE_RUNS.sub(b" ", data).strip(b" ")
+
+
+_ASCII_SPACES = bytes.maketrans(b"\t\n\r\x0b\x0c", b"     ")
+_SPACE_RUNS = re.compile(rb"  +")
 
 
 def _warm_up(_: None) -> None:

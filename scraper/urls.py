@@ -82,17 +82,30 @@ def _join(base: str, href: str) -> str:
         return href
     if not base.startswith(("http://", "https://")) or _UNUSUAL.search(href):
         return urljoin(base, href)
+    origin, directory = _origin_and_directory(base)
+    if "//" in directory[len(origin) :]:
+        return urljoin(base, href)  # a base path with "//", which urljoin collapses
+    if href.startswith(("./", "../")):
+        # Leading "./" and "../" (the usual dot segments): the directory, so many levels up.
+        rest = href
+        while rest.startswith(("./", "../")):
+            if rest.startswith("../") and len(directory) > len(origin) + 1:
+                directory = directory[: directory.rindex("/", 0, -1) + 1]
+            rest = rest.partition("/")[2]
+        if rest.startswith((".", "/")) or "/." in rest or "//" in rest or ";" in rest:
+            return urljoin(base, href)  # more dot segments, or what urljoin treats its own way
+        return directory + rest
     if href.startswith(".") or "/." in href:
-        return urljoin(base, href)  # dot segments: urljoin removes them (yarl costs ~5x more)
+        return urljoin(base, href)  # other dot segments: urljoin removes them (yarl costs 5x)
     if href.startswith("/"):
         if href.startswith("//"):
             return urljoin(base, href)
-        return _origin_and_directory(base)[0] + href
-    if not href or href[0] in "?#" or ":" in href.partition("/")[0] or "//" in href or ";" in href:
+        return origin + href
+    if href[:1] in "?#" or ":" in href.partition("/")[0] or "//" in href or ";" in href:
         # empty, query or fragment only, a scheme ("mailto:"), or "x//y" and "x;" (which urljoin,
         # unlike RFC 3986, collapses and drops): keep urljoin's answer
         return urljoin(base, href)
-    return _origin_and_directory(base)[1] + href
+    return directory + href
 
 
 @functools.lru_cache(maxsize=64)  # called per link, with one base per page

@@ -163,6 +163,17 @@ def test_whitespace_runs_collapse_to_one_space() -> None:
     assert _clean("\ud800x y") == "\ud800x y"  # a lone surrogate does not raise
 
 
+def test_collapsing_is_splitting_and_joining() -> None:
+    import random
+
+    rng = random.Random(6)
+    alphabet = ["a", "é", "—", " ", "  ", "\t", "\n", "\r", "\x0b", "\x0c", "\xa0", "\u2003"]
+    for _ in range(2000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 30)))
+        expected = b" ".join(text.replace("\xa0", " ").encode().split()).decode()
+        assert _clean(text) == expected, repr(text)
+
+
 def test_a_page_the_parser_fails_on_does_not_sink_its_batch() -> None:
     good = ParseJob(url="http://a.com/", body=b"<title>fine</title>", content_type="text/html")
     # An invalid regex would be refused by the config; here it stands for a parser bug.

@@ -187,14 +187,17 @@ def test_joining_agrees_with_urljoin() -> None:
 
     bases = ["http://a.com/d/p", "http://a.com", "https://a.com:8443/d/?q=1#f", "http://a.com/d/",
              "http://a.com/d/p?x=/y/z", "http://u@a.com:81/d/e/f#g/h", "http://a.com?q", "http://a.com#f",
-             "mailto:x@a.com"]  # fmt: skip
+             "mailto:x@a.com", "http://a.com/a/b/c/d", "http://a.com/a/b/c/", "http://a.com/a//b/c",
+             "http://a.com/a/b?x=/../../y"]  # fmt: skip
     hrefs = ["/x", "/x/../y", "/./x?a=1#f", "//b.com/x", "x", "../x", "?q", "#f", "/\\evil",
              "http://B.com/x", "https://b.com", "HTTP://b.com/x", "/ü/a b", "/%7e", "",
              "./x?", "../../../x", "x/../../y", "./", ".", "..", "x/", "x?q=/a#f", "%41", "ü",
              "a b", "a\tb", "a\\b", "a:b", "x/a:b", "./a:b", "mailto:x@b.com", "x#", "x?#f",
              "javascript:void(0)", "x//y", ";p", "~u/(1)", "%32%36", "/%32?q=%41", "a/.b", "a/..b",
              "./a/../b/./c", "/a/./b", "x/.", "x;", ";", "a;b/c", "/faq?q=why?", "/a??",
-             "x?y?"]  # fmt: skip
+             "x?y?", "../../../../x", "./../x", ".././x", "../x/../y", "./x?q=../", "../",
+             "../..", "..//x", ".//x", "./.", "../a:b", "./x#../y", "../x?", "./%41", "../;x",
+             "./?q", "./#f", "../?q=1"]  # fmt: skip
     for base in bases:
         for href in hrefs:
             expected = _canonicalize_slow(urljoin(base, href), KEEP_QUERY)
