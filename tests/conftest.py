@@ -12,11 +12,13 @@ from typing import Any
 
 import aiosqlite
 import pytest
+from aiohttp import web
 from blockbuster import BlockBuster, blockbuster_ctx
 
 from scraper.config import Config, build_config
 from scraper.crawler import Crawler
 from scraper.crawls import CrawlSummary
+from scraper.demosite import STATE
 from scraper.storage import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
 
@@ -56,6 +58,21 @@ async def crawl(config: Config) -> CrawlSummary:
 async def rows(db: str | Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     async with aiosqlite.connect(db) as conn:
         return [tuple(r) for r in await conn.execute_fetchall(sql, params)]
+
+
+def served(app: web.Application, pages: int) -> asyncio.Event:
+    """An event set once the demo-site `app` has served `pages` distinct paths: "the crawl is
+    under way", for tests that act in the middle of one."""
+    reached = asyncio.Event()
+
+    @web.middleware
+    async def notice(request: web.Request, handler: Any) -> web.StreamResponse:
+        if len(request.app[STATE].hits) >= pages:
+            reached.set()
+        return await handler(request)
+
+    app.middlewares.append(notice)
+    return reached
 
 
 def base_url(server: Any) -> str:

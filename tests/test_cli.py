@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from conftest import base_url, rows
-from scraper.demosite import STATE, SiteSpec, make_app
+from conftest import base_url, rows, served
+from scraper.demosite import SiteSpec, make_app
 
 SCRAPER = [sys.executable, "-m", "scraper"]
 
@@ -186,16 +186,8 @@ def test_query_without_a_database(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 async def test_a_signal_interrupts_the_crawl_with_exit_130(aiohttp_server, tmp_path, signum):
-    reached = asyncio.Event()
-
-    @web.middleware
-    async def notice(request: web.Request, handler):
-        if len(request.app[STATE].hits) >= 20:
-            reached.set()
-        return await handler(request)
-
     app = make_app(SiteSpec(pages=500, page_bytes=2000, latency=0.1, extras=False))
-    app.middlewares.append(notice)
+    reached = served(app, 20)
     server = await aiohttp_server(app)
     db = tmp_path / "stopped.db"
     process = await asyncio.create_subprocess_exec(

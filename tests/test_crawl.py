@@ -11,7 +11,7 @@ import psutil
 import pytest
 from aiohttp import web
 
-from conftest import base_url, crawl, rows
+from conftest import base_url, crawl, rows, served
 from scraper.crawler import Crawler
 from scraper.demosite import STATE, SiteSpec, make_app
 
@@ -166,16 +166,8 @@ async def test_allowed_domains(aiohttp_server, make_config):
 async def test_stop_ends_the_crawl_as_interrupted_and_keeps_what_was_stored(
     aiohttp_server, make_config
 ):
-    busy = asyncio.Event()
-
-    @web.middleware
-    async def notice_progress(request: web.Request, handler):
-        if len(request.app[STATE].hits) >= 30:
-            busy.set()
-        return await handler(request)
-
     app = make_app(SiteSpec(pages=400, page_bytes=2000, latency=0.05))
-    app.middlewares.append(notice_progress)
+    busy = served(app, 30)
     server = await aiohttp_server(app)
     config = make_config([base_url(server)], storage__batch_size=5)
     crawler = Crawler(config)
@@ -234,17 +226,9 @@ async def test_hosts_with_nothing_left_to_do_are_forgotten(aiohttp_server, make_
 async def test_a_parse_worker_killed_mid_crawl_loses_no_page(aiohttp_server, make_config):
     """kill -9 of a parser process: its batch is stored with a parse error, a new process takes
     over, and the crawl finishes with every page stored once."""
-    busy = asyncio.Event()
-
-    @web.middleware
-    async def notice_progress(request: web.Request, handler):
-        if len(request.app[STATE].hits) >= 20:
-            busy.set()
-        return await handler(request)
-
     spec = SiteSpec(pages=150, page_bytes=20_000, latency=0.02, extras=False)
     app = make_app(spec)
-    app.middlewares.append(notice_progress)
+    busy = served(app, 20)
     server = await aiohttp_server(app)
     config = make_config([base_url(server)], parse__workers=2)
     crawler = Crawler(config)
@@ -316,16 +300,8 @@ async def test_a_stalled_loop_is_logged_with_the_stages_queues(aiohttp_server, m
     logged as a warning that names the stages' queues, and counted in the crawl's row."""
     import time
 
-    busy = asyncio.Event()
-
-    @web.middleware
-    async def notice_progress(request: web.Request, handler):
-        if len(request.app[STATE].hits) >= 10:
-            busy.set()
-        return await handler(request)
-
     app = make_app(SiteSpec(pages=60, page_bytes=2000, latency=0.02, extras=False))
-    app.middlewares.append(notice_progress)
+    busy = served(app, 10)
     server = await aiohttp_server(app)
     config = make_config([base_url(server)])
     run = asyncio.create_task(Crawler(config).run())
