@@ -185,9 +185,6 @@ class ParsePool:
         self._open = True
         return self
 
-    async def parse(self, job: ParseJob) -> ParseResult:
-        return await self.run(parse_page, job)
-
     async def parse_many(self, jobs: list[ParseJob]) -> list[ParseResult | ParseFailure]:
         return await self.run(parse_pages, jobs)
 
