@@ -20,6 +20,7 @@ from lxml import etree
 
 from .fetch import Fetcher
 from .models import CrawlRequest, PageRecord
+from .procpool import WorkerDied
 from .urls import Scope, UrlPolicy, canonicalize
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,11 @@ class SitemapReader:
             await self._emit(PageRecord(fetch=stored))
             return ()
         job = SitemapJob(url, result.body, self._max_bytes, self._policy, self._scope)
-        sitemap = await self._parse(job)
+        try:
+            sitemap = await self._parse(job)
+        except WorkerDied as exc:  # the parser's process died on it: record it, crawl on
+            await self._emit(PageRecord(fetch=stored, parse_error=str(exc)))
+            return ()
         pages = tuple(CrawlRequest(url=page, depth=1, referrer=url) for page in sitemap.pages)
         if sitemap.error is not None:
             stored = dataclasses.replace(stored, error_kind="sitemap", error=sitemap.error)

@@ -137,3 +137,36 @@ def test_relative_and_odd_locs() -> None:
         "http://example.com/relative",
         "http://example.com/padded",
     )
+
+
+async def test_a_parse_worker_dying_on_a_sitemap_is_recorded(aiohttp_server, make_config):
+    """The sitemap's row keeps the error, a new worker takes over, and the crawl goes on."""
+    import os
+
+    from scraper.config import FetchConfig
+    from scraper.fetch import Fetcher
+    from scraper.procpool import ProcessPool
+    from scraper.sitemaps import SitemapReader
+
+    app, _ = site({"/sitemap.xml": urlset(["http://elsewhere.example/a"])})
+    server = await aiohttp_server(app)
+    records = []
+
+    async def emit(record) -> None:
+        records.append(record)
+
+    async with Fetcher(FetchConfig()) as fetcher, ProcessPool(1) as pool:
+        reader = SitemapReader(
+            fetcher,
+            lambda job: pool.run(os._exit, 9),  # stands for a crash while parsing the sitemap
+            emit,
+            scope=Scope(),
+            policy=KEEP_QUERY,
+            max_bytes=1_000_000,
+        )
+        await reader.read(base_url(server).rstrip("/"), ())
+        assert await pool.run(abs, -1) == 1  # replaced
+    (record,) = records
+    assert record.fetch.request.url == base_url(server) + "sitemap.xml"
+    assert record.parse_error is not None and "exited (code 9)" in record.parse_error
+    assert not record.children
