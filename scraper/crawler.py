@@ -49,7 +49,6 @@ SEEN_CACHE_SIZE = 100_000
 PARSE_BATCH = 8
 PARSE_BATCH_BYTES = 2_000_000
 # Bodies fetched and not yet parsed, in bytes: past this, fetch workers start no new request.
-# The parse queue bounds pages by count; this bounds them by size when pages are megabytes.
 PARSE_BACKLOG_BYTES = 24_000_000
 
 
@@ -259,6 +258,42 @@ def _user_error_in(group: BaseExceptionGroup) -> ScraperError | None:
     return matched
 
 
+class BodyBudget:
+    """Bytes of bodies fetched and not yet parsed, plus room reserved for each request on its way
+    (the mean body so far): `reserve` waits while the total is at `limit`. The parse queue bounds
+    pages by count; this bounds them by size, when pages are megabytes."""
+
+    def __init__(self, limit: int, first_guess: float = 1_000_000.0) -> None:
+        self.limit = limit
+        self.held = 0
+        # A high first guess, so the first requests cannot fetch more than the limit at once
+        # while nothing is known of the site; the mean of real bodies soon replaces it.
+        self.mean_body = first_guess
+        self._room = asyncio.Event()  # set when the total may have gone under the limit
+
+    async def reserve(self) -> int:
+        """Wait for room, then hold the mean body's size for a request; returns what it held."""
+        while self.held >= self.limit:
+            self._room.clear()
+            await self._room.wait()
+        estimate = round(self.mean_body)
+        self.held += estimate
+        return estimate
+
+    def settle(self, estimate: int, size: int, *, measured: bool) -> None:
+        """A request reserved `estimate` and brought a body of `size` (0 for none), held until it
+        is parsed; `measured`: it came from the network, so its size counts in the mean."""
+        if measured:
+            self.mean_body += (size - self.mean_body) / 8  # a moving mean
+        self.release(estimate - size)
+
+    def release(self, size: int) -> None:
+        """`size` bytes are free again (parsed, or reserved and not used)."""
+        self.held -= size
+        if self.held < self.limit:
+            self._room.set()
+
+
 class Pipeline:
     """The stages' tasks and the bounded queues between them, for one crawl."""
 
@@ -289,13 +324,7 @@ class Pipeline:
         self.sink_queue = sink_queue
         self._pages = self._errors = self._bytes = 0
         self._in_pool = 0  # parse batches sent to the worker processes and not yet back
-        # Bytes of bodies fetched and not yet parsed, plus an estimate for each request on its way
-        # (the mean body so far): new requests wait while it is over PARSE_BACKLOG_BYTES.
-        self._backlog = 0
-        # A high first guess, so the first requests cannot fetch more than the limit at once
-        # while nothing is known of the site; the mean of real bodies soon replaces it.
-        self._mean_body = 1_000_000.0
-        self._room = asyncio.Event()  # set when the backlog may have gone under the limit
+        self._backlog = BodyBudget(PARSE_BACKLOG_BYTES)
 
     def on_the_wire(self) -> int:
         return self._fetcher.in_flight
@@ -347,17 +376,13 @@ class Pipeline:
             pass  # one step per call: its locals (a body of megabytes) die with it
 
     async def _fetch_next(self, handoff: asyncio.Queue[Assignment | None]) -> bool:
-        while self._backlog >= PARSE_BACKLOG_BYTES:
-            self._room.clear()
-            await self._room.wait()
-        # Reserve room for the body before asking for work: a worker waiting for an assignment
-        # is as good as one fetching.
-        estimate = round(self._mean_body)
-        self._backlog += estimate
+        # Room for the body before asking for work: a worker waiting for an assignment is as good
+        # as one fetching.
+        estimate = await self._backlog.reserve()
         self._scheduler.want_work()
         assignment = await handoff.get()
         if assignment is None:
-            self._release(estimate)
+            self._backlog.release(estimate)
             return False
         request, skip = assignment
         if skip is not None:
@@ -369,18 +394,10 @@ class Pipeline:
         else:
             result = await self._fetcher.fetch(request)
             self._scheduler.fetched(request, result)
-        size = len(result.body or b"")
-        if skip is None and not request.fresh:  # a response (or a failure) of the network's
-            self._mean_body += (size - self._mean_body) / 8  # a moving mean, 0 for no body
-        self._release(estimate - size)  # the body stays counted until it is parsed
+        fetched = skip is None and not request.fresh  # a response (or a failure) of the network
+        self._backlog.settle(estimate, len(result.body or b""), measured=fetched)
         await self.parse_queue.put(result)
         return True
-
-    def _release(self, size: int) -> None:
-        """Take `size` bytes out of the parse backlog (negative: put them in)."""
-        self._backlog -= size
-        if self._backlog < PARSE_BACKLOG_BYTES:
-            self._room.set()
 
     async def _parse_worker(self) -> None:
         while await self._parse_next():
@@ -389,7 +406,7 @@ class Pipeline:
     async def _parse_next(self) -> bool:
         batch, ended = await self._take_batch()
         records = await self._process(batch)
-        self._release(sum(len(result.body or b"") for result in batch))
+        self._backlog.release(sum(len(result.body or b"") for result in batch))
         del batch  # before waiting on the sink
         for record in records:
             await self.sink_queue.put(record)

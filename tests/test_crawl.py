@@ -348,3 +348,23 @@ async def test_bodiless_responses_do_not_hold_back_the_fetchers(aiohttp_server, 
     summary = await crawl(config)
     assert summary.pages == 151
     assert most >= 56, f"at most {most} requests at once, with fetch.concurrency = 64"
+
+
+async def test_the_body_budget_holds_requests_back_until_bodies_are_parsed() -> None:
+    from scraper.crawler import BodyBudget
+
+    budget = BodyBudget(limit=100, first_guess=40)
+    first, second, third = [await budget.reserve() for _ in range(3)]  # 120: over the limit
+    assert (first, second, third) == (40, 40, 40)
+    fourth = asyncio.create_task(budget.reserve())
+    await asyncio.sleep(0.01)
+    assert not fourth.done()  # waits for room
+    budget.settle(first, 0, measured=True)  # a response without a body: the mean drops
+    assert budget.mean_body == 35 and budget.held == 80
+    assert await asyncio.wait_for(fourth, 1) == 35
+    budget.settle(second, 90, measured=True)  # a big body, held until parsed
+    assert budget.held == 165
+    budget.settle(third, 0, measured=False)  # a skipped URL: not in the mean
+    assert budget.mean_body == 35 + (90 - 35) / 8
+    budget.release(90)  # parsed
+    assert budget.held == 35
