@@ -9,6 +9,7 @@ worker processes (`procpool.py`); it parses on the event-loop thread only when a
 from __future__ import annotations
 
 import asyncio
+import codecs
 import hashlib
 import json
 import re
@@ -23,7 +24,7 @@ from w3lib.encoding import html_to_unicode
 from .config import ParseConfig
 from .models import ExtractRule, ParseFailure, ParseJob, ParseResult
 from .procpool import ProcessPool
-from .urls import UrlPolicy, canonicalize
+from .urls import UrlPolicy, canonicalize, canonicalize_link
 
 J = TypeVar("J")
 R = TypeVar("R")
@@ -34,7 +35,7 @@ _INVISIBLE = ["script", "style", "noscript", "template"]
 def parse_page(job: ParseJob) -> ParseResult:
     """Decode and parse one HTML page; never raises on hostile markup."""
     encoding, html = decode_html(job.body, job.content_type)
-    tree = LexborHTMLParser(html)
+    tree = LexborHTMLParser(_utf8_source(job.body, encoding, html))
     base = _base_url(tree, job.url, job.policy)
     fields = {rule.name: _extract(tree, rule) for rule in job.rules.rules_for(job.url)}
     title_node = tree.css_first("title")
@@ -42,7 +43,10 @@ def parse_page(job: ParseJob) -> ParseResult:
     links = _links(tree, base, job.policy)
     scope = job.scope
     tree.strip_tags(_INVISIBLE)
-    data = _collapse(tree.body.text(separator=" ")) if tree.body is not None else b""
+    body = tree.body
+    # skip_empty drops the whitespace-only text nodes between tags, which collapsing would
+    # fold into the separators anyway: the same text, with fewer runs to find.
+    data = _collapse(body.text(separator=" ", skip_empty=True)) if body is not None else b""
     text = data.decode("utf-8", "surrogatepass")
     return ParseResult(
         encoding=encoding,
@@ -75,6 +79,20 @@ def decode_html(body: bytes, content_type: str | None) -> tuple[str, str]:
     return html_to_unicode(content_type, body, auto_detect_fun=_detect_encoding)
 
 
+def _utf8_source(body: bytes, encoding: str, html: str) -> bytes | str:
+    """What to give Lexbor: the body's own bytes when they are the page's UTF-8 (or ASCII in an
+    encoding that reads ASCII as ASCII), so Lexbor need not re-encode the decoded text (~40% of
+    its parse time on a 40 KB page); otherwise the decoded text. A U+FFFD in the text may be an
+    invalid byte that Lexbor would read its own way, so such a page goes as text too."""
+    name = codecs.lookup(encoding).name
+    if (name == "utf-8" and "\ufffd" not in html) or (name in _ASCII_READERS and body.isascii()):
+        return body.removeprefix(codecs.BOM_UTF8)
+    return html
+
+
+_ASCII_READERS = frozenset({"ascii", "cp1252", "iso8859-1", "iso8859-15", "cp1250", "cp1251"})
+
+
 def _detect_encoding(body: bytes) -> str | None:
     try:
         body.decode("utf-8")
@@ -93,7 +111,7 @@ def _links(tree: LexborHTMLParser, base: str, policy: UrlPolicy) -> tuple[str, .
     """Outgoing http(s) links, canonical, in document order, each once."""
     found: dict[str, None] = {}
     for node in tree.css("a[href], area[href]"):
-        url = canonicalize(node.attributes.get("href") or "", base, policy)
+        url = canonicalize_link(node.attributes.get("href") or "", base, policy)
         if url is not None:
             found[url] = None
     return tuple(found)

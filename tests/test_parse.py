@@ -82,6 +82,34 @@ def test_undeclared_charset_is_detected() -> None:
     assert result.title == "Les élèves à côté"
 
 
+def test_utf8_pages_parse_from_their_bytes_as_from_their_text() -> None:
+    """Lexbor reads UTF-8 (and ASCII) bodies as bytes, skipping a re-encode; every other body
+    goes as decoded text. Both ways must give the same page."""
+    from selectolax.lexbor import LexborHTMLParser
+
+    from scraper.parse import _utf8_source, decode_html
+
+    page = "<title>Café — 東京</title><p>naïve  text</p><a href='/ü'>x</a>"
+    bodies = [
+        (page.encode(), "text/html; charset=utf-8"),
+        (b"\xef\xbb\xbf" + page.encode(), "text/html"),  # a BOM
+        (page.encode() + b"<p>bad \xff\xfe byte</p>", "text/html; charset=utf-8"),
+        (b"<title>plain</title>", "text/html; charset=utf-16"),  # ASCII read as UTF-16
+        (page.encode("utf-8")[:-3] + b"\xe2\x82", None),  # cut mid-character
+        ("<title>Caf\xe9</title>".encode("latin-1"), "text/html; charset=iso-8859-1"),
+        (b"<title>Ascii only</title>", "text/html; charset=windows-1252"),
+        ('<meta charset="cp500"><title>x</title>'.encode("cp500"), None),
+    ]
+    for body, content_type in bodies:
+        encoding, html = decode_html(body, content_type)
+        from_source = LexborHTMLParser(_utf8_source(body, encoding, html))
+        from_text = LexborHTMLParser(html)
+        assert from_source.html == from_text.html, (body, content_type)
+    result = parse(bodies[1][0])
+    assert result.title == "Café — 東京"
+    assert result.links == ("http://example.com/%C3%BC",)
+
+
 def test_broken_markup_does_not_crash() -> None:
     result = parse("<html><title>T</title><p><a href='x'>one<a href=y>two</div></span><<<>>")
     assert result.title == "T"

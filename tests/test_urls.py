@@ -6,6 +6,7 @@ from scraper.urls import (
     UrlPolicy,
     _canonicalize_slow,
     canonicalize,
+    canonicalize_link,
     host_key,
     host_of,
 )
@@ -202,6 +203,9 @@ def test_joining_agrees_with_urljoin() -> None:
         for href in hrefs:
             expected = _canonicalize_slow(urljoin(base, href), KEEP_QUERY)
             assert canonicalize(href, base) == expected, (base, href)
+            # The remembered way, keyed on the base's folder, and again from the cache.
+            assert canonicalize_link(href, base) == expected, (base, href)
+            assert canonicalize_link(f" {href}", base) == expected, (base, href)
 
 
 def test_the_seen_cache_forgets_the_oldest_and_stays_bounded() -> None:
