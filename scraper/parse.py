@@ -24,7 +24,7 @@ from w3lib.encoding import html_to_unicode
 from .config import ParseConfig
 from .models import ExtractRule, ParseFailure, ParseJob, ParseResult
 from .procpool import ProcessPool
-from .urls import UrlPolicy, canonicalize, canonicalize_link
+from .urls import UrlPolicy, canonicalize, resolve_links
 
 J = TypeVar("J")
 R = TypeVar("R")
@@ -40,8 +40,8 @@ def parse_page(job: ParseJob) -> ParseResult:
     fields = {rule.name: _extract(tree, rule) for rule in job.rules.rules_for(job.url)}
     title_node = tree.css_first("title")
     canonical = _attr(tree.css_first('link[rel~="canonical" i][href]'), "href")
-    links = _links(tree, base, job.policy)
-    scope = job.scope
+    hrefs = [node.attributes.get("href") or "" for node in tree.css("a[href], area[href]")]
+    links, follow = resolve_links(hrefs, base, job.policy, job.scope)
     tree.strip_tags(_INVISIBLE)
     body = tree.body
     # skip_empty drops the whitespace-only text nodes between tags, which collapsing would
@@ -57,7 +57,7 @@ def parse_page(job: ParseJob) -> ParseResult:
         text_hash=hashlib.blake2b(data, digest_size=16).hexdigest(),
         text=text if job.store_text else None,
         links_json=json.dumps(links, ensure_ascii=False),
-        follow=links if scope is None else scope.filter(links),
+        follow=follow,
         fields_json=json.dumps(fields, ensure_ascii=False) if fields else None,
     )
 
@@ -105,16 +105,6 @@ def _detect_encoding(body: bytes) -> str | None:
 def _base_url(tree: LexborHTMLParser, page_url: str, policy: UrlPolicy) -> str:
     href = _attr(tree.css_first("base[href]"), "href")
     return (canonicalize(href, page_url, policy) or page_url) if href else page_url
-
-
-def _links(tree: LexborHTMLParser, base: str, policy: UrlPolicy) -> tuple[str, ...]:
-    """Outgoing http(s) links, canonical, in document order, each once."""
-    found: dict[str, None] = {}
-    for node in tree.css("a[href], area[href]"):
-        url = canonicalize_link(node.attributes.get("href") or "", base, policy)
-        if url is not None:
-            found[url] = None
-    return tuple(found)
 
 
 def _extract(tree: LexborHTMLParser, rule: ExtractRule) -> str | list[str] | None:

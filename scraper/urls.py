@@ -51,26 +51,91 @@ def canonicalize(url: str, base: str | None = None, policy: UrlPolicy = KEEP_QUE
     return _canonicalize_slow(raw, policy)
 
 
-def canonicalize_link(href: str, base: str, policy: UrlPolicy = KEEP_QUERY) -> str | None:
-    """`canonicalize(href, base, policy)`, remembered: a site's pages repeat their links (menus,
-    footers), and joining and checking one costs a few µs while a cache hit costs a fraction.
+def resolve_links(
+    hrefs: Iterable[str], base: str, policy: UrlPolicy = KEEP_QUERY, scope: Scope | None = None
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(links, follow) of a page: its hrefs canonical (`canonicalize` against `base`), without
+    the uncrawlable ones, each once, in document order; and those of them `scope` allows (depth
+    aside; all of them with no scope).
 
-    Keyed on the base's directory, not the base: an href that is not empty, a query, a fragment
-    or a ";" parameter means the same against "http://h/d/p?q" as against "http://h/d/" (the
-    last segment and the query only matter to those), so pages in one folder share entries.
-    tests/test_urls.py checks both ways agree."""
-    href = href.strip()
-    if href[:1] in _BASE_DEPENDENT or not base.startswith(("http://", "https://")):
-        return canonicalize(href, base, policy)
-    return _canonicalize_in(href, _origin_and_directory(base)[1], policy)
+    A site's pages repeat their links (menus, footers), and canonicalising and scoping one
+    costs a few µs where looking it up costs a tenth of one, so each answer is remembered for
+    the process's life (`_MEMO`, bounded).
+    """
+    by_origin, by_folder = _MEMO.tables(base, policy, scope)
+    found: dict[str, bool] = {}
+    for href in hrefs:
+        if "#" in href:  # a fragment never changes the answer: "/x#a" and "/x#b" share one
+            href = href.partition("#")[0]
+        table = _table_for(href, by_origin, by_folder)
+        answer = table.get(href) if table is not None else None
+        if answer is None:
+            answer = _resolve(href, base, policy, scope)
+            if table is not None:
+                _MEMO.remember(table, href, answer)
+        url, allowed = answer
+        if url is not None:
+            found[url] = allowed
+    return tuple(found), tuple(url for url, allowed in found.items() if allowed)
+
+
+def _table_for(
+    href: str, by_origin: dict[str, _Answer], by_folder: dict[str, _Answer]
+) -> dict[str, _Answer] | None:
+    """Where the answer for `href` is remembered: an absolute URL or a path from the root ("/x")
+    means the same anywhere on the base's origin; a relative path ("x", "../x") means the same
+    anywhere in the base's folder (the last segment and the query of "http://h/d/p?q" only
+    matter to "", "?q", "#f" and ";p", which are not remembered). tests/test_urls.py checks it."""
+    if href.startswith("/"):
+        return by_folder if href.startswith("//") else by_origin
+    if href.startswith(("http://", "https://")):
+        return by_origin
+    if href[:1] in _BASE_DEPENDENT or href[:1].isspace():
+        return None
+    return by_folder
 
 
 _BASE_DEPENDENT = ("", "?", "#", ";")
+_Answer = tuple[str | None, bool]  # (canonical URL or None, within the scope?)
 
 
-@functools.lru_cache(maxsize=16_384)  # ~3 MB per worker; enough for a site's menus
-def _canonicalize_in(href: str, directory: str, policy: UrlPolicy) -> str | None:
-    return canonicalize(href, directory, policy)
+def _resolve(href: str, base: str, policy: UrlPolicy, scope: Scope | None) -> _Answer:
+    url = canonicalize(href, base, policy)
+    return url, url is not None and (scope is None or scope.allows(url))
+
+
+class _LinkMemo:
+    """The answers `resolve_links` remembers: one table per (origin or folder, policy, scope),
+    all of them dropped at once when they hold `limit` answers (a worker's memory stays flat;
+    a site's menus are back in the tables within a page or two)."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._count = 0
+        self._tables: dict[tuple[str, UrlPolicy, Scope | None], dict[str, _Answer]] = {}
+
+    def tables(
+        self, base: str, policy: UrlPolicy, scope: Scope | None
+    ) -> tuple[dict[str, _Answer], dict[str, _Answer]]:
+        if not base.startswith(("http://", "https://")):
+            return {}, {}  # nothing to share: canonicalize gives None for every relative link
+        origin, folder = _origin_and_directory(base)
+        return (
+            self._tables.setdefault((origin, policy, scope), {}),
+            self._tables.setdefault((folder, policy, scope), {}),
+        )
+
+    def remember(self, table: dict[str, _Answer], href: str, answer: _Answer) -> None:
+        if self._count >= self._limit:
+            for each in self._tables.values():
+                each.clear()  # the callers' tables stay valid, only empty
+            self._tables.clear()
+            self._count = 0
+        table[href] = answer
+        self._count += 1
+
+
+_MEMO = _LinkMemo(limit=50_000)  # ~10 MB per parse worker, at most
 
 
 def _unescape_unreserved(raw: str) -> str:
@@ -247,19 +312,6 @@ class Scope:
         if self.max_depth and depth > self.max_depth:
             return False
         return self.allows_host(host_of(url)) and self._allows_path(url)
-
-    def filter(self, urls: Iterable[str]) -> tuple[str, ...]:
-        """The URLs `allows` (depth aside), deciding each host once: a page's links share few."""
-        hosts: dict[str, bool] = {}
-        kept = []
-        for url in urls:
-            host = host_of(url)
-            allowed = hosts.get(host)
-            if allowed is None:
-                allowed = hosts[host] = self.allows_host(host)
-            if allowed and self._allows_path(url):
-                kept.append(url)
-        return tuple(kept)
 
     def _allows_path(self, url: str) -> bool:
         if self.skip_extensions and _extension(url) in self.skip_extensions:

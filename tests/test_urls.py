@@ -6,9 +6,9 @@ from scraper.urls import (
     UrlPolicy,
     _canonicalize_slow,
     canonicalize,
-    canonicalize_link,
     host_key,
     host_of,
+    resolve_links,
 )
 
 
@@ -70,7 +70,7 @@ def test_scope_allows_subdomains_and_limits_depth() -> None:
     assert Scope(["example.com"], max_depth=0).allows("http://example.com/", 99)
 
 
-def test_scope_filter_keeps_what_allows_allows() -> None:
+def test_resolved_links_follow_what_allows_allows() -> None:
     import re
 
     scope = Scope(
@@ -79,12 +79,31 @@ def test_scope_filter_keeps_what_allows_allows() -> None:
         exclude=(re.compile("/private/"),),
         skip_extensions=frozenset({"pdf"}),
     )
-    urls = ["http://example.com/a", "http://ads.example.com/b", "http://other.org/c",
-            "http://www.example.com/doc.pdf", "http://example.com/private/x",
-            "http://www.example.com/d", "http://EXAMPLE.com:81/e"]  # fmt: skip
-    assert scope.filter(urls) == tuple(url for url in urls if scope.allows(url))
-    assert scope.filter(urls) == ("http://example.com/a", "http://www.example.com/d",
-                                  "http://EXAMPLE.com:81/e")  # fmt: skip
+    hrefs = ["http://example.com/a", "http://ads.example.com/b", "http://other.org/c",
+             "http://www.example.com/doc.pdf", "/private/x", "mailto:x@example.com",
+             "http://www.example.com/d", "http://EXAMPLE.com:81/e", "/a#again"]  # fmt: skip
+    for _ in range(2):  # the second time from what was remembered
+        links, follow = resolve_links(hrefs, "http://example.com/p", scope=scope)
+        assert links == ("http://example.com/a", "http://ads.example.com/b", "http://other.org/c",
+                         "http://www.example.com/doc.pdf", "http://example.com/private/x",
+                         "http://www.example.com/d", "http://example.com:81/e")  # fmt: skip
+        assert follow == tuple(url for url in links if scope.allows(url))
+        assert follow == ("http://example.com/a", "http://www.example.com/d",
+                          "http://example.com:81/e")  # fmt: skip
+    assert resolve_links(hrefs[:3], "http://example.com/p") == (tuple(hrefs[:3]),) * 2
+
+
+def test_the_link_memo_stays_bounded() -> None:
+    from scraper.urls import _LinkMemo
+
+    memo = _LinkMemo(limit=3)
+    by_origin, by_folder = memo.tables("http://a.com/d/p", KEEP_QUERY, None)
+    for n in range(3):
+        memo.remember(by_folder, f"x{n}", (f"http://a.com/d/x{n}", True))
+    assert len(by_folder) == 3 and memo.tables("http://a.com/d/q", KEEP_QUERY, None)[1] is by_folder
+    memo.remember(by_origin, "/y", ("http://a.com/y", True))  # the fourth: all is forgotten first
+    assert by_folder == {} and by_origin == {"/y": ("http://a.com/y", True)}
+    assert memo.tables("http://a.com/d/p", KEEP_QUERY, None) == ({}, {})
 
 
 @pytest.mark.parametrize(
@@ -203,9 +222,11 @@ def test_joining_agrees_with_urljoin() -> None:
         for href in hrefs:
             expected = _canonicalize_slow(urljoin(base, href), KEEP_QUERY)
             assert canonicalize(href, base) == expected, (base, href)
-            # The remembered way, keyed on the base's folder, and again from the cache.
-            assert canonicalize_link(href, base) == expected, (base, href)
-            assert canonicalize_link(f" {href}", base) == expected, (base, href)
+            # Remembered per origin or folder: the bases share them (tests run in any order,
+            # so the answer may come from a base of the same folder or from this one).
+            links = (expected,) if expected else ()
+            for spelled in (href, f" {href}", href):
+                assert resolve_links([spelled], base) == (links, links), (base, spelled)
 
 
 def test_the_seen_cache_forgets_the_oldest_and_stays_bounded() -> None:
