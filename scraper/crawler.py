@@ -519,8 +519,8 @@ class Pipeline:
         depth = parent.depth + 1
         if self._config.crawl.max_depth and depth > self._config.crawl.max_depth:
             return ()
+        referrer = parent.url
         return tuple(
-            CrawlRequest(url=url, depth=depth, referrer=parent.url)
-            for url in follow
-            if self._seen.add(url)
+            CrawlRequest(url=url, depth=depth, referrer=referrer)
+            for url in self._seen.admit(follow)
         )

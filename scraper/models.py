@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
+from .picklable import pickled_as_arguments
 from .urls import KEEP_QUERY, Scope, UrlPolicy
 
 Take = Literal["text", "html", "attr"]
@@ -53,6 +54,7 @@ class FetchResult:
         return self.body is not None and self.error_kind is None
 
 
+@pickled_as_arguments
 @dataclass(frozen=True, slots=True)
 class ExtractRule:
     """One `[extract]` field: a CSS selector, what to take from the matches, and an optional
@@ -66,6 +68,7 @@ class ExtractRule:
     regex: str | None = None
 
 
+@pickled_as_arguments
 @dataclass(frozen=True, slots=True)
 class RuleSet:
     """Fields for the pages whose URL matches one of `urls` (shell-style globs: `*`, `?`, `[ ]`)."""
@@ -77,6 +80,7 @@ class RuleSet:
         return any(fnmatch.fnmatchcase(url, pattern) for pattern in self.urls)
 
 
+@pickled_as_arguments
 @dataclass(frozen=True, slots=True)
 class Extraction:
     """All the `[extract]` rules: those for every page, and the per-URL-pattern rule sets."""
@@ -93,6 +97,7 @@ class Extraction:
         return tuple(rules.values())
 
 
+@pickled_as_arguments
 @dataclass(frozen=True, slots=True)
 class ParseJob:
     """The input of the pure parser function (sent to a worker process)."""
@@ -106,6 +111,7 @@ class ParseJob:
     scope: Scope | None = None  # which links to follow (None: all)
 
 
+@pickled_as_arguments
 @dataclass(frozen=True, slots=True)
 class ParseResult:
     """What the parser found in one HTML page (returned from a worker process).
@@ -133,6 +139,7 @@ class ParseResult:
         return json.loads(self.fields_json) if self.fields_json else {}
 
 
+@pickled_as_arguments
 @dataclass(frozen=True, slots=True)
 class ParseFailure:
     """The parser raised on one page (a bug, or markup it cannot handle): why, for the record."""

@@ -11,9 +11,12 @@ from urllib.parse import urljoin
 
 from yarl import URL
 
+from .picklable import pickled_as_arguments
+
 CRAWLABLE_SCHEMES = frozenset({"http", "https"})
 
 
+@pickled_as_arguments
 @dataclass(frozen=True, slots=True)
 class UrlPolicy:
     """What canonicalisation does to query strings (crawl.query, crawl.drop_params)."""
@@ -286,6 +289,7 @@ def origin(url: str) -> str:
     return f"{parsed.scheme}://{host_key(url)}"
 
 
+@pickled_as_arguments
 @dataclass(frozen=True, slots=True)
 class Scope:
     """Which canonical URLs a crawl follows: domains, URL patterns, file extensions, depth.

@@ -233,10 +233,10 @@ def test_the_seen_cache_forgets_the_oldest_and_stays_bounded() -> None:
     from scraper.frontier import SeenCache
 
     seen = SeenCache(3)
-    assert [seen.add(u) for u in ["a", "b", "a", "c", "d"]] == [True, True, False, True, True]
+    assert seen.admit(["a", "b", "a"]) == ["a", "b"]
+    assert seen.admit(["c", "d", "b"]) == ["c", "d"]
     assert len(seen) == 3
-    assert seen.add("a")  # the oldest, "a", was forgotten when "d" came
-    assert not seen.add("d") and not seen.add("c")
-    for n in range(1000):
-        seen.add(str(n))
+    assert seen.admit(["a"]) == ["a"]  # the oldest, "a", was forgotten when "d" came
+    assert seen.admit(["d", "c"]) == []
+    seen.admit(str(n) for n in range(1000))
     assert len(seen) == 3
