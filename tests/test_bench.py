@@ -179,15 +179,31 @@ def test_the_table_shows_lag_and_stages_only_when_the_crawl_reports_them() -> No
     }
     ours = _result("ours", 1001, 2.0, 1.0, reported)
     scrapy = _result("scrapy", 1001, 10.0, 10.0, {})
-    table = format_table([ours, scrapy]).splitlines()
+    table = format_table({"ours": [ours], "scrapy": [scrapy]}).splitlines()
     assert len(table) == 4
     assert "| 500 " in table[2] and "| 1.00 " in table[2]  # pages/s, CPU s per 1,000 pages
     assert "0.4 / 7.5" in table[2] and "fetch 62% q3, parse 4.2s, sink 8% q0" in table[2]
     assert table[3].count("n/a") == 2
     case = make_cases(1000, 10, 0.2)["latency"]
-    ratios = format_ratios(case, [ours, scrapy], concurrency=64)
+    ratios = format_ratios(case, {"ours": [ours], "scrapy": [scrapy]}, concurrency=64)
     assert "ours ÷ scrapy: pages/s 5.00×, CPU per page 0.10×" in ratios
     assert "320 pages/s" in ratios and "ours: 156% of the ceiling" in ratios
+
+
+def test_rounds_show_the_median_and_pair_the_ratios() -> None:
+    # pages/s: ours 500, 250, 1000 (median 500); bare 500, 125, 2000 (median 500)
+    ours = [_result("ours", 1001, span, 1.0, {}) for span in (2.0, 4.0, 1.0)]
+    bare = [_result("bare", 1001, span, 1.0, {}) for span in (2.0, 8.0, 0.5)]
+    scrapy = [_result("scrapy", 1001, 20.0, 10.0, {})]
+    table = format_table({"ours": ours, "bare": bare, "scrapy": scrapy}).splitlines()
+    assert "| 500 " in table[2] and "| 500 250 1000 " in table[2]
+    assert "| 500 125 2000 " in table[3] and "| 50 " in table[4]
+    ratios = format_ratios(
+        make_cases(1000, 10, 0.2)["cpu"], {"ours": ours, "bare": bare, "scrapy": scrapy}, 64
+    )
+    # round by round 1.00, 2.00 and 0.50: the median is 1.00, though each median run is 500
+    assert "ours ÷ bare: pages/s 1.00× (rounds: 1.00, 2.00, 0.50)" in ratios
+    assert "ours ÷ scrapy: pages/s 10.00×, CPU per page 0.10×" in ratios  # Scrapy: its one run
 
 
 def test_scraper_bench_is_a_subcommand(tmp_path: Path) -> None:

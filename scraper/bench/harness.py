@@ -1,7 +1,10 @@
 """`scraper bench`: the cases, one table, the ratios.
 
 Every crawler crawls the same site from the same server in the same run, one after the other, so
-the ratios hold even on a machine shared with other work (the absolute figures do not).
+the ratios hold even on a machine shared with other work (the absolute figures do not). On a
+noisy machine one crawl can still be 30% off, so the crawlers take turns (`--rounds`, 3 by
+default): the table shows each one's median round, and the ratio to the bare loop is the median
+of the round-by-round ratios.
 
 The event-loop lag and the stages' load come from our crawl's `counters` JSON (table `crawls`);
 the other crawlers have none, and show "n/a":
@@ -60,35 +63,52 @@ def make_cases(pages: int, heavy_pages: int, latency: float) -> dict[str, Case]:
     }
 
 
-def run_case(case: Case, args: argparse.Namespace, out: TextIO) -> list[RunResult]:
+Rounds = dict[str, list[RunResult]]  # each crawler's runs, in the order they ran
+
+
+def run_case(case: Case, args: argparse.Namespace, out: TextIO) -> Rounds:
+    """Every crawler crawls the case's site, taking turns `args.rounds` times. Scrapy crawls
+    once: it is ten times slower, so a round of it costs minutes and its noise cannot move a
+    ratio. So does every crawler in the latency case: its figures are bound by the server's
+    delay, not by the CPU, so a busy machine barely moves them."""
     root, manifest = cached_site(case.spec, args.site_cache)
-    results: list[RunResult] = []
+    rounds: Rounds = {}
+    turns = 1 if case.latency else args.rounds
     with serve(root, case.latency, args.server) as server:
         expected = {server.url + path.lstrip("/") for path in case.spec.reachable()}
         print(
             f"\n## {case.name}: {case.about}; {manifest.reachable} pages to store, "
             f"{manifest.bytes / MB:.0f} MB, served by {server.kind}, "
-            f"concurrency {args.concurrency}, parse workers {args.parse_workers}\n",
+            f"concurrency {args.concurrency}, parse workers {args.parse_workers}, "
+            f"{turns} round(s)\n",
             file=out,
             flush=True,
         )
-        for name in args.crawlers:
-            if name == "scrapy" and importlib.util.find_spec("scrapy") is None:
-                print("(scrapy: not installed; pip install -e '.[bench]')\n", file=out)
-                continue
-            print(f"  {name}…", file=sys.stderr, flush=True)
-            result = run_crawler(
-                name,
-                server.url,
-                expected,
-                concurrency=args.concurrency,
-                workers=args.parse_workers,
-                timeout=args.timeout,
-            )
-            results.append(result)
-    print(format_table(results), file=out)
-    print("\n" + format_ratios(case, results, args.concurrency), file=out, flush=True)
-    return results
+        for turn in range(turns):
+            for name in args.crawlers:
+                if name == "scrapy" and (turn or importlib.util.find_spec("scrapy") is None):
+                    continue
+                print(f"  {name} (round {turn + 1})…", file=sys.stderr, flush=True)
+                result = run_crawler(
+                    name,
+                    server.url,
+                    expected,
+                    concurrency=args.concurrency,
+                    workers=args.parse_workers,
+                    timeout=args.timeout,
+                )
+                rounds.setdefault(name, []).append(result)
+    if "scrapy" in args.crawlers and "scrapy" not in rounds:
+        print("(scrapy: not installed; pip install -e '.[bench]')\n", file=out)
+    print(format_table(rounds), file=out)
+    print("\n" + format_ratios(case, rounds, args.concurrency), file=out, flush=True)
+    return rounds
+
+
+def median_run(runs: Sequence[RunResult]) -> RunResult:
+    """The run with the median pages/s (the lower middle one of an even count)."""
+    ranked = sorted(runs, key=lambda r: r.pages_per_s)
+    return ranked[(len(ranked) - 1) // 2]
 
 
 HEADER = (
@@ -97,6 +117,7 @@ HEADER = (
     "stored once",
     "wall s",
     "pages/s",
+    "each round",
     "CPU s/1k pages",
     "main RSS MB",
     "tree RSS MB",
@@ -106,8 +127,9 @@ HEADER = (
 )
 
 
-def format_table(results: Sequence[RunResult]) -> str:
-    rows = [HEADER, *(_row(r) for r in results)]
+def format_table(rounds: Rounds) -> str:
+    """One row per crawler: its median round, with every round's pages/s beside it."""
+    rows = [HEADER, *(_row(median_run(runs), runs) for runs in rounds.values() if runs)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
     lines = [_line(row, widths) for row in rows]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -118,26 +140,34 @@ def _line(row: Sequence[str], widths: Sequence[int]) -> str:
     return "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
 
 
-def _row(r: RunResult) -> tuple[str, ...]:
+def _row(r: RunResult, runs: Sequence[RunResult]) -> tuple[str, ...]:
+    u = r.usage
+    checks = [_stored_check(run) for run in runs]
+    failed = [check for check in checks if check != "yes"]
+    return (
+        r.crawler,
+        str(r.pages),
+        failed[0] if failed else "yes",
+        f"{u.wall_s:.1f}",
+        f"{r.pages_per_s:.0f}",
+        " ".join(f"{run.pages_per_s:.0f}" for run in runs),
+        f"{r.cpu_per_1000:.2f}",
+        f"{u.main_peak_rss / MB:.0f}",
+        f"{u.tree_peak_rss / MB:.0f}",
+        _lag(r.stored.counters.get("loop_lag_ms")),
+        _stages(r.stored.counters.get("stages")),
+        f"{u.loop_thread_s:.1f} / {u.other_threads_s:.1f} / {u.children_s:.1f}",
+    )
+
+
+def _stored_check(r: RunResult) -> str:
     s, u = r.stored, r.usage
     check = "yes" if s.once_each else f"NO: {s.missing} missing, {s.rows - s.distinct} twice"
     if s.errors:
         check += f", {s.errors} errors"
     if u.timed_out:
         check += ", timed out"
-    return (
-        r.crawler,
-        str(r.pages),
-        check,
-        f"{u.wall_s:.1f}",
-        f"{r.pages_per_s:.0f}",
-        f"{r.cpu_per_1000:.2f}",
-        f"{u.main_peak_rss / MB:.0f}",
-        f"{u.tree_peak_rss / MB:.0f}",
-        _lag(s.counters.get("loop_lag_ms")),
-        _stages(s.counters.get("stages")),
-        f"{u.loop_thread_s:.1f} / {u.other_threads_s:.1f} / {u.children_s:.1f}",
-    )
+    return check
 
 
 def _lag(lag: Any) -> str:
@@ -159,25 +189,40 @@ def _stages(stages: Any) -> str:
     return ", ".join(parts)
 
 
-def format_ratios(case: Case, results: Sequence[RunResult], concurrency: int) -> str:
-    by_name = {r.crawler: r for r in results}
+def format_ratios(case: Case, rounds: Rounds, concurrency: int) -> str:
+    """Ours ÷ each other crawler. With several rounds of both, round k of ours is set against
+    round k of the other (they ran a minute apart, on the same machine's mood) and the median
+    of those ratios is given, each round's in brackets."""
     lines = []
-    mine = by_name.get("ours")
-    if mine is not None:
-        for other in ("scrapy", "bare", "bare-inline"):
-            if (theirs := by_name.get(other)) and theirs.pages_per_s and theirs.cpu_per_1000:
-                lines.append(
-                    f"ours ÷ {other}: pages/s {mine.pages_per_s / theirs.pages_per_s:.2f}×, "
-                    f"CPU per page {mine.cpu_per_1000 / theirs.cpu_per_1000:.2f}×"
-                )
+    mine = rounds.get("ours", [])
+    for other in ("scrapy", "bare", "bare-inline"):
+        theirs = rounds.get(other, [])
+        if not mine or not theirs:
+            continue
+        pairs = list(zip(mine, theirs, strict=False)) if len(theirs) > 1 else []
+        pairs = pairs or [(median_run(mine), median_run(theirs))]
+        speed = [a.pages_per_s / b.pages_per_s for a, b in pairs if b.pages_per_s]
+        cpu = [a.cpu_per_1000 / b.cpu_per_1000 for a, b in pairs if b.cpu_per_1000]
+        if speed and cpu:
+            each = f" (rounds: {', '.join(f'{x:.2f}' for x in speed)})" if len(speed) > 1 else ""
+            lines.append(
+                f"ours ÷ {other}: pages/s {_median(speed):.2f}×{each}, "
+                f"CPU per page {_median(cpu):.2f}×"
+            )
     if case.latency:
         ceiling = concurrency / case.latency
         lines.append(
             f"Little's-law ceiling: {concurrency} ÷ {case.latency} s = {ceiling:.0f} pages/s"
         )
-        for r in results:
-            lines.append(f"  {r.crawler}: {r.pages_per_s / ceiling:.0%} of the ceiling")
+        for name, runs in rounds.items():
+            lines.append(f"  {name}: {median_run(runs).pages_per_s / ceiling:.0%} of the ceiling")
     return "\n".join(lines)
+
+
+def _median(values: Sequence[float]) -> float:
+    ranked = sorted(values)
+    middle = len(ranked) // 2
+    return ranked[middle] if len(ranked) % 2 else (ranked[middle - 1] + ranked[middle]) / 2
 
 
 def describe_machine() -> str:
@@ -227,6 +272,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--crawlers", default=",".join(DEFAULT_CRAWLERS), help=f"of {', '.join(CRAWLERS)}"
     )
+    parser.add_argument(
+        "--rounds",
+        type=_positive,
+        default=3,
+        help="times each crawler crawls each case, taking turns; the table shows the median "
+        "(Scrapy crawls once)",
+    )
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument(
         "--parse-workers",
@@ -243,6 +295,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.cases = _choices(parser, "--cases", args.cases, CASES)
     args.crawlers = _choices(parser, "--crawlers", args.crawlers, tuple(CRAWLERS))
     return args
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return number
 
 
 def _choices(
@@ -266,10 +325,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     report: dict[str, Any] = {}
     for name in args.cases:
-        results = run_case(cases[name], args, out)
+        rounds = run_case(cases[name], args, out)
         report[name] = [
-            {"crawler": r.crawler, "usage": asdict(r.usage), "stored": asdict(r.stored)}
-            for r in results
+            {
+                "crawler": r.crawler,
+                "round": turn + 1,
+                "usage": asdict(r.usage),
+                "stored": asdict(r.stored),
+            }
+            for runs in rounds.values()
+            for turn, r in enumerate(runs)
         ]
     print(f"\n(benchmark took {time.monotonic() - started:.0f} s)", file=out)
     if args.json:
