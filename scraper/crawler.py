@@ -30,7 +30,7 @@ from .models import (
     ParseResult,
 )
 from .monitor import LoopLagMonitor, StageGauge, StageSampler
-from .parse import ParsePool
+from .parsepool import ParsePool
 from .procpool import WorkerDied
 from .robots import RobotsGate
 from .scheduler import Assignment, Limits, Scheduler

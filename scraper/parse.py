@@ -1,33 +1,22 @@
 """The parse stage: HTML bytes → ParseResult, in worker processes.
 
 `parse_page` is a pure top-level function of picklable values: it runs in a worker process, so
-it knows nothing of asyncio, sessions or the database. `ParsePool` is the loop-side handle on the
-worker processes (`procpool.py`); it parses on the event-loop thread only when asked to
-(`parse.workers = 0`).
+it knows nothing of asyncio, sessions or the database, and this module imports none of them (a
+worker starts sooner). `ParsePool` (`parsepool.py`) is the loop-side handle on the workers.
 """
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import hashlib
 import json
 import re
-from collections.abc import Callable
-from types import TracebackType
-from typing import Self, TypeVar
 
-import chardet
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 from w3lib.encoding import html_to_unicode
 
-from .config import ParseConfig
 from .models import ExtractRule, ParseFailure, ParseJob, ParseResult
-from .procpool import ProcessPool
 from .urls import UrlPolicy, canonicalize, resolve_links
-
-J = TypeVar("J")
-R = TypeVar("R")
 
 _INVISIBLE = ["script", "style", "noscript", "template"]
 
@@ -98,6 +87,9 @@ def _detect_encoding(body: bytes) -> str | None:
         body.decode("utf-8")
     except UnicodeDecodeError:
         # chardet, not charset-normalizer: the latter reads plain French latin-1 as cp1257.
+        # Imported here: most pages declare their encoding, and a worker starts sooner without.
+        import chardet
+
         return chardet.detect(body[:65536]).get("encoding")
     return "utf-8"
 
@@ -162,55 +154,6 @@ _ASCII_SPACES = bytes.maketrans(b"\t\n\r\x0b\x0c", b"     ")
 _SPACE_RUNS = re.compile(rb"  +")
 
 
-def _warm_up(_: None) -> None:
+def warm_up(_: None) -> None:
     """Run in each worker at start so the first real page does not pay for imports."""
     parse_page(ParseJob(url="http://localhost/", body=b"<title>x</title>", content_type=None))
-
-
-class ParsePool:
-    """The worker processes behind the parse stage (`procpool.ProcessPool`, warmed up), or none
-    at all with `parse.workers = 0`.
-
-    With no workers, `run` calls the function right there, on the event-loop thread: no process
-    to start, no pickling, no pipe, but nothing else on the loop runs while it parses (about 1 ms
-    per 40 KB page, a batch at a time; a large sitemap takes longer). A thread would not help:
-    parsing holds the GIL. So 0 is for tiny sites, tests and one-CPU machines, never the default.
-    """
-
-    def __init__(self, config: ParseConfig) -> None:
-        self._pool = ProcessPool(config.workers) if config.workers else None
-        self._open = False
-
-    @property
-    def inline(self) -> bool:
-        """True when parsing happens on the loop's thread (`parse.workers = 0`)."""
-        return self._pool is None
-
-    async def __aenter__(self) -> Self:
-        if self._pool is not None:
-            await self._pool.__aenter__()
-            await asyncio.gather(*(self._pool.run(_warm_up, None) for _ in self._pool.pids))
-        self._open = True
-        return self
-
-    async def parse_many(self, jobs: list[ParseJob]) -> list[ParseResult | ParseFailure]:
-        return await self.run(parse_pages, jobs)
-
-    async def run(self, function: Callable[[J], R], job: J) -> R:
-        """Run a pure top-level function of picklable values in a worker process (or inline)."""
-        assert self._open, "ParsePool used outside `async with`"
-        if self._pool is None:
-            # Yield first, so between two inline batches the fetchers and timers get a turn.
-            await asyncio.sleep(0)
-            return function(job)
-        return await self._pool.run(function, job)
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._open = False
-        if self._pool is not None:
-            await self._pool.__aexit__(exc_type, exc, tb)

@@ -8,7 +8,8 @@ shared pipe guarded by a lock, and a result-manager thread before it reaches the
 three threads contend for the GIL with the loop itself. Measured on the benchmark site, a round
 trip cost about as much CPU as parsing a 40 KB page. Here each worker is a child process with two
 plain pipes: the loop writes a length-prefixed pickle to its stdin (asyncio's non-blocking
-transport) and reads replies from its stdout (a StreamReader), with no thread in between.
+transport) and reads replies from its stdout (a StreamReader), with no thread in between. The
+worker's side is `procworker.py`, which imports nothing of asyncio's.
 
 - A worker's replies come in the order of its requests, so each keeps a FIFO of futures.
 - A call goes to the worker with the fewest calls outstanding.
@@ -27,19 +28,18 @@ import asyncio
 import collections
 import contextlib
 import fcntl
-import os
 import pickle
-import signal
-import struct
 import sys
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, BinaryIO, Self, TypeVar
+from typing import Any, Self, TypeVar
+
+from . import procworker
+from .procworker import HEADER
 
 J = TypeVar("J")
 R = TypeVar("R")
 
-_HEADER = struct.Struct("!I")
 _STOP_WAIT = 5.0  # seconds a worker gets to exit once its stdin is closed
 PIPE_SIZE = 1 << 20  # Linux's default limit for an unprivileged process (fs.pipe-max-size)
 
@@ -60,7 +60,7 @@ class _Worker:
         payload = pickle.dumps((function, argument), protocol=pickle.HIGHEST_PROTOCOL)
         future = asyncio.get_running_loop().create_future()
         self.pending.append(future)
-        self.process.stdin.writelines([_HEADER.pack(len(payload)), payload])
+        self.process.stdin.writelines([HEADER.pack(len(payload)), payload])
         return future
 
     async def _read_replies(self) -> None:
@@ -68,7 +68,7 @@ class _Worker:
         assert stdout is not None
         try:
             while True:
-                (size,) = _HEADER.unpack(await stdout.readexactly(_HEADER.size))
+                (size,) = HEADER.unpack(await stdout.readexactly(HEADER.size))
                 ok, value = pickle.loads(await stdout.readexactly(size))
                 future = self.pending.popleft()
                 if future.done():  # its caller was cancelled
@@ -164,7 +164,7 @@ class ProcessPool:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            __name__,
+            procworker.__name__,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             start_new_session=True,  # a terminal's Ctrl-C goes to the crawler alone
@@ -183,41 +183,3 @@ def _enlarge_pipe(stream: asyncio.StreamWriter | asyncio.StreamReader | None) ->
         return
     with contextlib.suppress(OSError):
         fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
-
-
-def serve(requests: BinaryIO, replies: BinaryIO) -> None:
-    """The worker's side: run each request, reply in order, until the requests end."""
-    while True:
-        header = requests.read(_HEADER.size)
-        if len(header) < _HEADER.size:
-            return
-        (size,) = _HEADER.unpack(header)
-        data = requests.read(size)
-        if len(data) < size:
-            return
-        try:
-            function, argument = pickle.loads(data)  # may fail: a function it cannot import
-            reply: tuple[bool, Any] = (True, function(argument))
-        except Exception as exc:  # the caller gets it, as ProcessPoolExecutor would give it
-            reply = (False, exc)
-        try:
-            payload = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:  # an exception (or result) that cannot be pickled
-            payload = pickle.dumps((False, RuntimeError(f"unpicklable reply: {exc!r}")))
-        replies.write(_HEADER.pack(len(payload)))
-        replies.write(payload)
-        replies.flush()
-
-
-def main() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # Replies get their own copy of stdout; fd 1 then points at stderr, so a stray print (here or
-    # in a C library) cannot corrupt the stream of replies.
-    replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    with replies:
-        serve(sys.stdin.buffer, replies)
-
-
-if __name__ == "__main__":
-    main()

@@ -2,7 +2,8 @@
 
 from scraper.config import ParseConfig
 from scraper.models import Extraction, ExtractRule, ParseFailure, ParseJob, ParseResult, RuleSet
-from scraper.parse import ParsePool, _clean, parse_page, parse_pages
+from scraper.parse import _clean, parse_page, parse_pages
+from scraper.parsepool import ParsePool
 
 URL = "http://example.com/dir/page.html"
 

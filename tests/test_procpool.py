@@ -110,7 +110,7 @@ async def test_closing_while_a_replacement_starts_leaks_no_process() -> None:
 
 def _workers_alive() -> list[psutil.Process]:
     children = psutil.Process().children(recursive=True)
-    return [p for p in children if "scraper.procpool" in " ".join(p.cmdline())]
+    return [p for p in children if "scraper.procworker" in " ".join(p.cmdline())]
 
 
 def test_a_pool_needs_a_worker() -> None:
