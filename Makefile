@@ -30,7 +30,7 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 
-# The full benchmark (~6 min on 2 cores). Quicker: make bench BENCH_ARGS="--pages 2000 --heavy-pages 100".
+# The full benchmark (~7 min on 2 cores). Quicker: make bench BENCH_ARGS="--pages 2000 --heavy-pages 100 --rounds 1".
 # nginx serves the site, with its Lua module for the added latency: installed here if missing (as
 # root, with apt-get); without them the aiohttp server stands in.
 BENCH_ARGS ?=

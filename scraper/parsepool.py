@@ -25,7 +25,7 @@ class ParsePool:
     at all with `parse.workers = 0`.
 
     With no workers, `run` calls the function right there, on the event-loop thread: no process
-    to start, no pickling, no pipe, but nothing else on the loop runs while it parses (about 1 ms
+    to start, no pickling, no pipe, but nothing else on the loop runs while it parses (about 0.5 ms
     per 40 KB page, a batch at a time; a large sitemap takes longer). A thread would not help:
     parsing holds the GIL. So 0 is for tiny sites, tests and one-CPU machines, never the default.
     """
