@@ -133,8 +133,9 @@ class SeenCache:
         self._urls: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     def admit(self, urls: Iterable[str]) -> list[str]:
-        """The URLs not in the cache, in order, each once; they are all in it now. One call per
-        page, not per link: a page has ~50 links, and most were seen before."""
+        """The URLs not in the cache, in order, each once, now added to it (when that overflows
+        the cache, the oldest go, which may be some of these). One call per page, not per link:
+        a page has ~50 links, and most were seen before."""
         cache = self._urls
         fresh = []
         for url in urls:

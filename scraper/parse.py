@@ -1,8 +1,10 @@
 """The parse stage: HTML bytes → ParseResult, in worker processes.
 
-`parse_page` is a pure top-level function of picklable values: it runs in a worker process, so
-it knows nothing of asyncio, sessions or the database, and this module imports none of them (a
-worker starts sooner). `ParsePool` (`parsepool.py`) is the loop-side handle on the workers.
+`parse_page` is a top-level function of picklable values: it runs in a worker process, so it
+knows nothing of asyncio, sessions or the database, and this module imports none of them (a
+worker starts sooner). Its answer depends on its job alone; the one state it keeps is a memo of
+resolved links (`urls.resolve_links`), which changes how fast it answers, never what.
+`ParsePool` (`parsepool.py`) is the loop-side handle on the workers.
 """
 
 from __future__ import annotations

@@ -35,7 +35,6 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from . import procworker
-from .procworker import HEADER
 
 J = TypeVar("J")
 R = TypeVar("R")
@@ -60,7 +59,7 @@ class _Worker:
         payload = pickle.dumps((function, argument), protocol=pickle.HIGHEST_PROTOCOL)
         future = asyncio.get_running_loop().create_future()
         self.pending.append(future)
-        self.process.stdin.writelines([HEADER.pack(len(payload)), payload])
+        self.process.stdin.writelines([procworker.HEADER.pack(len(payload)), payload])
         return future
 
     async def _read_replies(self) -> None:
@@ -68,7 +67,7 @@ class _Worker:
         assert stdout is not None
         try:
             while True:
-                (size,) = HEADER.unpack(await stdout.readexactly(HEADER.size))
+                (size,) = procworker.HEADER.unpack(await stdout.readexactly(procworker.HEADER.size))
                 ok, value = pickle.loads(await stdout.readexactly(size))
                 future = self.pending.popleft()
                 if future.done():  # its caller was cancelled

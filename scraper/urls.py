@@ -68,38 +68,50 @@ def resolve_links(
     by_origin, by_folder = _MEMO.tables(base, policy, scope)
     found: dict[str, bool] = {}
     for href in hrefs:
-        if "#" in href:  # a fragment never changes the answer: "/x#a" and "/x#b" share one
-            href = href.partition("#")[0]
-        table = _table_for(href, by_origin, by_folder)
-        answer = table.get(href) if table is not None else None
+        key = href.partition("#")[0] if "#" in href else href  # "/x#a", "/x#b": one answer
+        table = _table_for(key, by_origin, by_folder)
+        answer = table.get(key) if table is not None else None
         if answer is None:
             answer = _resolve(href, base, policy, scope)
             if table is not None:
-                _MEMO.remember(table, href, answer)
+                _MEMO.remember(table, key, answer)
         url, allowed = answer
         if url is not None:
             found[url] = allowed
     return tuple(found), tuple(url for url, allowed in found.items() if allowed)
 
 
-def _table_for(
-    href: str, by_origin: dict[str, _Answer], by_folder: dict[str, _Answer]
-) -> dict[str, _Answer] | None:
-    """Where the answer for `href` is remembered: an absolute URL or a path from the root ("/x")
-    means the same anywhere on the base's origin; a relative path ("x", "../x") means the same
-    anywhere in the base's folder (the last segment and the query of "http://h/d/p?q" only
-    matter to "", "?q", "#f" and ";p", which are not remembered). tests/test_urls.py checks it."""
-    if href.startswith("/"):
-        return by_folder if href.startswith("//") else by_origin
-    if href.startswith(("http://", "https://")):
-        return by_origin
-    if href[:1] in _BASE_DEPENDENT or href[:1].isspace():
+def _table_for(key: str, by_origin: _Table, by_folder: _Table) -> _Table | None:
+    """Where the answer for an href (`key`: up to its fragment) is remembered, if anywhere.
+
+    - A path from the root ("/x"), an absolute http(s) URL, or one of another scheme ("mailto:",
+      whose answer is None anywhere) means the same anywhere on the base's origin.
+    - A relative path ("x", "../x") or a network path ("//host/x") means the same anywhere in
+      the base's folder: the last segment and the query of "http://h/d/p?q" only matter to
+      hrefs that start with "?", "#" or ";", or are empty.
+    - Those, and whatever urljoin reads its own way, are worked out for each page: whitespace
+      or control characters at either end, tabs or line breaks inside (urljoin deletes them, so
+      "/<tab>/" is "//"), "//" with no host, and "http:" with no "//" ("http:?q" is relative).
+    tests/test_urls.py checks these against `canonicalize`."""
+    first, last = key[:1], key[-1:]
+    if first in "?#;" or first <= " " or last <= " " or first.isspace() or last.isspace():
+        return None  # (an empty key too: "" is in any string, and <= " ")
+    if "\t" in key or "\n" in key or "\r" in key:
         return None
+    if key[0] == "/":
+        if key[1:2] != "/":
+            return by_origin
+        return None if key[2:3] in ("", "?") else by_folder
+    if key.startswith(("http://", "https://")):
+        return by_origin
+    if (scheme := _SCHEME.match(key)) is not None:
+        return None if scheme.group(1).lower() in CRAWLABLE_SCHEMES else by_origin
     return by_folder
 
 
-_BASE_DEPENDENT = ("", "?", "#", ";")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")  # as urlsplit recognises one
 _Answer = tuple[str | None, bool]  # (canonical URL or None, within the scope?)
+_Table = dict[str, _Answer]
 
 
 def _resolve(href: str, base: str, policy: UrlPolicy, scope: Scope | None) -> _Answer:
@@ -108,34 +120,41 @@ def _resolve(href: str, base: str, policy: UrlPolicy, scope: Scope | None) -> _A
 
 
 class _LinkMemo:
-    """The answers `resolve_links` remembers: one table per (origin or folder, policy, scope),
-    all of them dropped at once when they hold `limit` answers (a worker's memory stays flat;
-    a site's menus are back in the tables within a page or two)."""
+    """The answers `resolve_links` remembers: one table per (origin or folder, policy, scope).
+    Tables and answers count alike towards `limit` (a site of one folder per page makes a table
+    per page); at the limit all are dropped at once, so a worker's memory stays flat, and a
+    site's menus are back within a page or two."""
 
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._count = 0
-        self._tables: dict[tuple[str, UrlPolicy, Scope | None], dict[str, _Answer]] = {}
+        self._tables: dict[tuple[str, UrlPolicy, Scope | None], _Table] = {}
 
-    def tables(
-        self, base: str, policy: UrlPolicy, scope: Scope | None
-    ) -> tuple[dict[str, _Answer], dict[str, _Answer]]:
+    def tables(self, base: str, policy: UrlPolicy, scope: Scope | None) -> tuple[_Table, _Table]:
         if not base.startswith(("http://", "https://")):
-            return {}, {}  # nothing to share: canonicalize gives None for every relative link
+            return {}, {}  # not a crawled page's URL: nothing worth sharing, fresh tables
         origin, folder = _origin_and_directory(base)
-        return (
-            self._tables.setdefault((origin, policy, scope), {}),
-            self._tables.setdefault((folder, policy, scope), {}),
-        )
+        return self._table((origin, policy, scope)), self._table((folder, policy, scope))
 
-    def remember(self, table: dict[str, _Answer], href: str, answer: _Answer) -> None:
+    def remember(self, table: _Table, key: str, answer: _Answer) -> None:
+        self._make_room()
+        table[key] = answer
+        self._count += 1
+
+    def _table(self, key: tuple[str, UrlPolicy, Scope | None]) -> _Table:
+        table = self._tables.get(key)
+        if table is None:
+            self._make_room()
+            table = self._tables[key] = {}
+            self._count += 1
+        return table
+
+    def _make_room(self) -> None:
         if self._count >= self._limit:
-            for each in self._tables.values():
-                each.clear()  # the callers' tables stay valid, only empty
+            for table in self._tables.values():
+                table.clear()  # a page's tables in hand stay usable, only empty
             self._tables.clear()
             self._count = 0
-        table[href] = answer
-        self._count += 1
 
 
 _MEMO = _LinkMemo(limit=50_000)  # ~10 MB per parse worker, at most
@@ -188,7 +207,7 @@ def _join(base: str, href: str) -> str:
     if href.startswith(".") or "/." in href:
         return urljoin(base, href)  # other dot segments: urljoin removes them (yarl costs 5x)
     if href.startswith("/"):
-        if href.startswith("//"):
+        if href.startswith("//") or ";" in href:  # "/x;" loses its ";" to urljoin, as "x;" does
             return urljoin(base, href)
         return origin + href
     if href[:1] in "?#" or ":" in href.partition("/")[0] or "//" in href or ";" in href:

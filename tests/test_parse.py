@@ -1,9 +1,7 @@
-"""The parser, called directly (it is a pure function) on awkward HTML; ParsePool inline."""
+"""The parser, called directly (it is a pure function) on awkward HTML."""
 
-from scraper.config import ParseConfig
 from scraper.models import Extraction, ExtractRule, ParseFailure, ParseJob, ParseResult, RuleSet
 from scraper.parse import _clean, parse_page, parse_pages
-from scraper.parsepool import ParsePool
 
 URL = "http://example.com/dir/page.html"
 
@@ -214,35 +212,3 @@ def test_a_page_the_parser_fails_on_does_not_sink_its_batch() -> None:
     first, failed, last = parse_pages([good, bad, good])
     assert isinstance(failed, ParseFailure) and failed.error.startswith("error: ")
     assert first == last and not isinstance(first, ParseFailure) and first.title == "fine"
-
-
-async def test_no_workers_means_no_pool_and_the_same_results() -> None:
-    job = ParseJob(url=URL, body=b"<title>t</title><a href=x>x</a>", content_type="text/html")
-    async with ParsePool(ParseConfig(workers=0)) as pool:
-        assert pool.inline and pool._pool is None  # no process was started
-        assert await pool.parse_many([job, job]) == parse_pages([job, job])
-        assert await pool.run(len, [1, 2]) == 2
-
-
-def test_what_crosses_to_the_workers_pickles_back_equal() -> None:
-    import pickle
-    import re
-
-    from scraper.urls import Scope, UrlPolicy
-
-    rule = ExtractRule(name="price", css="p.price", take="attr", attr="data-x", regex=r"(\d+)")
-    job = ParseJob(
-        url=URL,
-        body=b"<title>t</title><a href='/x'>x</a>",
-        content_type="text/html",
-        rules=Extraction(every=(rule,), sets=(RuleSet(urls=("*/dir/*",), rules=(rule,)),)),
-        store_text=True,
-        policy=UrlPolicy(query="sort", drop_params=("utm_*",)),
-        scope=Scope(
-            ("example.com",), include=(re.compile("/dir/"),), skip_extensions=frozenset({"pdf"})
-        ),
-    )
-    result = parse_page(job)
-    for value in (job, result, ParseFailure("boom")):
-        assert pickle.loads(pickle.dumps(value, protocol=5)) == value
-    assert result.links == ("http://example.com/x",) and result.follow == ()  # not under /dir/

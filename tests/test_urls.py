@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from scraper.urls import (
@@ -96,14 +98,55 @@ def test_resolved_links_follow_what_allows_allows() -> None:
 def test_the_link_memo_stays_bounded() -> None:
     from scraper.urls import _LinkMemo
 
-    memo = _LinkMemo(limit=3)
-    by_origin, by_folder = memo.tables("http://a.com/d/p", KEEP_QUERY, None)
-    for n in range(3):
-        memo.remember(by_folder, f"x{n}", (f"http://a.com/d/x{n}", True))
-    assert len(by_folder) == 3 and memo.tables("http://a.com/d/q", KEEP_QUERY, None)[1] is by_folder
-    memo.remember(by_origin, "/y", ("http://a.com/y", True))  # the fourth: all is forgotten first
+    memo = _LinkMemo(limit=4)  # tables count as answers do
+    by_origin, by_folder = memo.tables("http://a.com/d/p", KEEP_QUERY, None)  # 2
+    memo.remember(by_folder, "x0", ("http://a.com/d/x0", True))  # 3
+    assert memo.tables("http://a.com/d/q", KEEP_QUERY, None) == (by_origin, by_folder)
+    memo.remember(by_folder, "x1", ("http://a.com/d/x1", True))  # 4: the limit
+    memo.remember(by_origin, "/y", ("http://a.com/y", True))  # all is forgotten first
     assert by_folder == {} and by_origin == {"/y": ("http://a.com/y", True)}
     assert memo.tables("http://a.com/d/p", KEEP_QUERY, None) == ({}, {})
+    for n in range(100):  # a folder per page, every link found in the origin's table
+        memo.tables(f"http://a.com/product/{n}/", KEEP_QUERY, None)
+    assert len(memo._tables) <= 4
+
+
+@pytest.fixture
+def fresh_memo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A memo of resolve_links's own for the test, so what it remembers does not depend on the
+    tests that ran before it."""
+    import scraper.urls
+
+    monkeypatch.setattr(scraper.urls, "_MEMO", scraper.urls._LinkMemo(limit=50_000))
+
+
+@pytest.mark.usefixtures("fresh_memo")
+def test_remembered_links_agree_with_canonicalize_whatever_page_came_first() -> None:
+    """Pages that share an origin or a folder share answers; hrefs whose answer depends on
+    more of the base (its last segment or query) must not, nor those urljoin reads its own
+    way (whitespace, tabs, "//" with no host, "http:" with no "//"). Each order of the bases,
+    against canonicalize + Scope.allows for each href."""
+    import itertools
+
+    bases = ["http://h.com/d/a?x=1", "http://h.com/d/b", "http://h.com/d/b;p",
+             "http://h.com/a//b", "http://h.com/c", "http://h.com/z/b", "http://h.com/a?x=1",
+             "https://h.com/d/a"]  # fmt: skip
+    hrefs = ["//", "//?q", "//#f", "//h.com", "http:", "HTTP:?q", "http:x", "https:", "/\t/",
+             "/\n/?q", "/x;", "/x;?q", "/a;b/c", "page.html #top", "/x #a", "?q #a", "x\xa0#a",
+             "\x00\n#", "x #", "x\t#f", " x#f", "x\x85", "mailto:x", "MAILTO:x", "a b:c",
+             "a+b:c", "1a:x", "x#a b", "x#", "#", "?", ";", "", "x?y#z", "../x#y", "./",
+             "javascript:void(0)", "/x", "x", "http://h.com/x", "HTTP://h.com/x"]  # fmt: skip
+    scope = Scope(("h.com",), exclude=(re.compile("/d/"),))
+    for order in itertools.permutations(bases, 3):
+        for base in order:
+            for policy, within in ((KEEP_QUERY, None), (UrlPolicy(query="drop"), scope)):
+                links = {}
+                for href in hrefs:
+                    url = canonicalize(href, base, policy)
+                    if url is not None:
+                        links[url] = within is None or within.allows(url)
+                expected = (tuple(links), tuple(u for u, ok in links.items() if ok))
+                assert resolve_links(hrefs, base, policy, within) == expected, (order, base)
 
 
 @pytest.mark.parametrize(
@@ -202,6 +245,7 @@ def test_the_fast_path_agrees_with_yarl() -> None:
             assert canonicalize(url, policy=policy) == _canonicalize_slow(url, policy), url
 
 
+@pytest.mark.usefixtures("fresh_memo")
 def test_joining_agrees_with_urljoin() -> None:
     from urllib.parse import urljoin
 
@@ -217,13 +261,13 @@ def test_joining_agrees_with_urljoin() -> None:
              "./a/../b/./c", "/a/./b", "x/.", "x;", ";", "a;b/c", "/faq?q=why?", "/a??",
              "x?y?", "../../../../x", "./../x", ".././x", "../x/../y", "./x?q=../", "../",
              "../..", "..//x", ".//x", "./.", "../a:b", "./x#../y", "../x?", "./%41", "../;x",
-             "./?q", "./#f", "../?q=1"]  # fmt: skip
+             "./?q", "./#f", "../?q=1", "/x;", "/x;?q", "/a;b/c", "//", "//?q", "http:",
+             "http:x", "HTTP:?q", "/\t/", "/\n/?q", "x #f"]  # fmt: skip
     for base in bases:
         for href in hrefs:
             expected = _canonicalize_slow(urljoin(base, href), KEEP_QUERY)
             assert canonicalize(href, base) == expected, (base, href)
-            # Remembered per origin or folder: the bases share them (tests run in any order,
-            # so the answer may come from a base of the same folder or from this one).
+            # Remembered per origin or folder: bases of one folder share them.
             links = (expected,) if expected else ()
             for spelled in (href, f" {href}", href):
                 assert resolve_links([spelled], base) == (links, links), (base, spelled)

@@ -67,13 +67,19 @@ Rounds = dict[str, list[RunResult]]  # each crawler's runs, in the order they ra
 
 
 def run_case(case: Case, args: argparse.Namespace, out: TextIO) -> Rounds:
-    """Every crawler crawls the case's site, taking turns `args.rounds` times. Scrapy crawls
-    once: it is ten times slower, so a round of it costs minutes and its noise cannot move a
-    ratio. So does every crawler in the latency case: its figures are bound by the server's
-    delay, not by the CPU, so a busy machine barely moves them."""
+    """Every crawler crawls the case's site, taking turns `args.rounds` times, so round k of
+    each ran seconds from round k of the others. Scrapy crawls once, after the rounds: it is
+    ten times slower, so a round of it costs minutes and its noise cannot move a ratio. So
+    does every crawler in the latency case: its figures are bound by the server's delay, not
+    by the CPU, so a busy machine barely moves them."""
     root, manifest = cached_site(case.spec, args.site_cache)
     rounds: Rounds = {}
     turns = 1 if case.latency else args.rounds
+    scrapy = "scrapy" in args.crawlers and importlib.util.find_spec("scrapy") is not None
+    runs = [
+        *((turn, name) for turn in range(turns) for name in args.crawlers if name != "scrapy"),
+        *([(0, "scrapy")] if scrapy else []),
+    ]
     with serve(root, case.latency, args.server) as server:
         expected = {server.url + path.lstrip("/") for path in case.spec.reachable()}
         print(
@@ -84,20 +90,17 @@ def run_case(case: Case, args: argparse.Namespace, out: TextIO) -> Rounds:
             file=out,
             flush=True,
         )
-        for turn in range(turns):
-            for name in args.crawlers:
-                if name == "scrapy" and (turn or importlib.util.find_spec("scrapy") is None):
-                    continue
-                print(f"  {name} (round {turn + 1})…", file=sys.stderr, flush=True)
-                result = run_crawler(
-                    name,
-                    server.url,
-                    expected,
-                    concurrency=args.concurrency,
-                    workers=args.parse_workers,
-                    timeout=args.timeout,
-                )
-                rounds.setdefault(name, []).append(result)
+        for turn, name in runs:
+            print(f"  {name} (round {turn + 1})…", file=sys.stderr, flush=True)
+            result = run_crawler(
+                name,
+                server.url,
+                expected,
+                concurrency=args.concurrency,
+                workers=args.parse_workers,
+                timeout=args.timeout,
+            )
+            rounds.setdefault(name, []).append(result)
     if "scrapy" in args.crawlers and "scrapy" not in rounds:
         print("(scrapy: not installed; pip install -e '.[bench]')\n", file=out)
     print(format_table(rounds), file=out)
@@ -191,8 +194,8 @@ def _stages(stages: Any) -> str:
 
 def format_ratios(case: Case, rounds: Rounds, concurrency: int) -> str:
     """Ours ÷ each other crawler. With several rounds of both, round k of ours is set against
-    round k of the other (they ran a minute apart, on the same machine's mood) and the median
-    of those ratios is given, each round's in brackets."""
+    round k of the other (they ran seconds apart, in the same mood of the machine) and the
+    median of those ratios is given, each round's in brackets."""
     lines = []
     mine = rounds.get("ours", [])
     for other in ("scrapy", "bare", "bare-inline"):
@@ -276,8 +279,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--rounds",
         type=_positive,
         default=3,
-        help="times each crawler crawls each case, taking turns; the table shows the median "
-        "(Scrapy crawls once)",
+        help="times each crawler crawls the cpu and heavy cases, taking turns; the table shows "
+        "the median (Scrapy, and the latency case, once)",
     )
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument(

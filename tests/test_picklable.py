@@ -1,0 +1,63 @@
+"""pickled_as_arguments: the parse jobs and results cross to the workers and back unchanged."""
+
+import dataclasses
+import pickle
+import re
+
+import pytest
+
+from scraper.models import Extraction, ExtractRule, ParseFailure, ParseJob, RuleSet
+from scraper.parse import parse_page
+from scraper.picklable import pickled_as_arguments
+from scraper.urls import Scope, UrlPolicy
+
+URL = "http://example.com/dir/page.html"
+
+
+def test_what_crosses_to_the_workers_pickles_back_equal() -> None:
+    rule = ExtractRule(name="price", css="p.price", take="attr", attr="data-x", regex=r"(\d+)")
+    job = ParseJob(
+        url=URL,
+        body=b"<title>t</title><a href='/x'>x</a>",
+        content_type="text/html",
+        rules=Extraction(every=(rule,), sets=(RuleSet(urls=("*/dir/*",), rules=(rule,)),)),
+        store_text=True,
+        policy=UrlPolicy(query="sort", drop_params=("utm_*",)),
+        scope=Scope(
+            ("example.com",), include=(re.compile("/dir/"),), skip_extensions=frozenset({"pdf"})
+        ),
+    )
+    result = parse_page(job)
+    for value in (job, result, ParseFailure("boom")):
+        assert pickle.loads(pickle.dumps(value, protocol=5)) == value
+    assert result.links == ("http://example.com/x",) and result.follow == ()  # not under /dir/
+
+
+def test_a_field_that_is_not_a_positional_argument_is_refused() -> None:
+    for options in ({"kw_only": True}, {"init": False, "default": 0}):
+
+        @dataclasses.dataclass(frozen=True)
+        class Odd:
+            a: int
+            b: int = dataclasses.field(**options)  # type: ignore[call-overload]
+
+        with pytest.raises(TypeError, match="positional __init__ argument"):
+            pickled_as_arguments(Odd)
+
+
+@pickled_as_arguments
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Point:
+    x: int
+    y: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Named(_Point):
+    pass
+
+
+def test_a_subclass_comes_back_as_itself() -> None:
+    for value in (_Point(1, 2), _Named(3, 4)):
+        back = pickle.loads(pickle.dumps(value))
+        assert back == value and type(back) is type(value)
