@@ -69,11 +69,16 @@ def resolve_links(
     found: dict[str, bool] = {}
     for href in hrefs:
         key = href.partition("#")[0] if "#" in href else href  # "/x#a", "/x#b": one answer
-        table = _table_for(key, by_origin, by_folder)
-        answer = table.get(key) if table is not None else None
+        # Absolute http(s) URLs and paths from the root mean the same anywhere on the origin;
+        # the rest at most anywhere in the folder. Only what `_rememberable` passes is stored.
+        if key.startswith(("http://", "https://")) or (key[:1] == "/" and key[1:2] != "/"):
+            table = by_origin
+        else:
+            table = by_folder
+        answer = table.get(key)
         if answer is None:
             answer = _resolve(href, base, policy, scope)
-            if table is not None:
+            if _rememberable(key):
                 _MEMO.remember(table, key, answer)
         url, allowed = answer
         if url is not None:
@@ -81,32 +86,29 @@ def resolve_links(
     return tuple(found), tuple(url for url, allowed in found.items() if allowed)
 
 
-def _table_for(key: str, by_origin: _Table, by_folder: _Table) -> _Table | None:
-    """Where the answer for an href (`key`: up to its fragment) is remembered, if anywhere.
+def _rememberable(key: str) -> bool:
+    """May the answer for an href (`key`: up to its fragment) be shared with other pages of the
+    same origin (absolute http(s) URLs, "/x") or folder (the rest)?
 
-    - A path from the root ("/x"), an absolute http(s) URL, or one of another scheme ("mailto:",
-      whose answer is None anywhere) means the same anywhere on the base's origin.
-    - A relative path ("x", "../x") or a network path ("//host/x") means the same anywhere in
-      the base's folder: the last segment and the query of "http://h/d/p?q" only matter to
-      hrefs that start with "?", "#" or ";", or are empty.
-    - Those, and whatever urljoin reads its own way, are worked out for each page: whitespace
-      or control characters at either end, tabs or line breaks inside (urljoin deletes them, so
-      "/<tab>/" is "//"), "//" with no host, and "http:" with no "//" ("http:?q" is relative).
-    tests/test_urls.py checks these against `canonicalize`."""
+    Not for those whose answer depends on more of the base: "", "?q", "#f" and ";p" (the
+    base's last segment and query matter to them). Nor for what urljoin reads its own way:
+    whitespace or control characters at either end, tabs or line breaks inside (urljoin
+    deletes them, so "/<tab>/" is "//"), "//" with no host, and an "http:" that is not
+    "http://" ("http:?q" is relative). Another scheme ("mailto:") is None anywhere.
+    tests/test_urls.py checks the answers against `canonicalize`."""
     first, last = key[:1], key[-1:]
     if first in "?#;" or first <= " " or last <= " " or first.isspace() or last.isspace():
-        return None  # (an empty key too: "" is in any string, and <= " ")
+        return False  # (an empty key too: "" is in any string, and <= " ")
     if "\t" in key or "\n" in key or "\r" in key:
-        return None
-    if key[0] == "/":
-        if key[1:2] != "/":
-            return by_origin
-        return None if key[2:3] in ("", "?") else by_folder
-    if key.startswith(("http://", "https://")):
-        return by_origin
-    if (scheme := _SCHEME.match(key)) is not None:
-        return None if scheme.group(1).lower() in CRAWLABLE_SCHEMES else by_origin
-    return by_folder
+        return False
+    if key.startswith("//"):
+        return key[2:3] not in ("", "?")
+    scheme = _SCHEME.match(key)
+    return (
+        scheme is None
+        or scheme.group(1).lower() not in CRAWLABLE_SCHEMES
+        or key.startswith(("http://", "https://"))
+    )
 
 
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")  # as urlsplit recognises one

@@ -132,10 +132,11 @@ def test_remembered_links_agree_with_canonicalize_whatever_page_came_first() -> 
              "http://h.com/a//b", "http://h.com/c", "http://h.com/z/b", "http://h.com/a?x=1",
              "https://h.com/d/a"]  # fmt: skip
     hrefs = ["//", "//?q", "//#f", "//h.com", "http:", "HTTP:?q", "http:x", "https:", "/\t/",
-             "/\n/?q", "/x;", "/x;?q", "/a;b/c", "page.html #top", "/x #a", "?q #a", "x\xa0#a",
-             "\x00\n#", "x #", "x\t#f", " x#f", "x\x85", "mailto:x", "MAILTO:x", "a b:c",
-             "a+b:c", "1a:x", "x#a b", "x#", "#", "?", ";", "", "x?y#z", "../x#y", "./",
-             "javascript:void(0)", "/x", "x", "http://h.com/x", "HTTP://h.com/x"]  # fmt: skip
+             "/\n/?q", "/x;", "/x;?q", "/a;b/c", "page.html #top", "page.html ", "/x #a",
+             "/x ", "?q #a", "x\xa0#a", "\x00\n#", "x #", "x ", "x\t#f", " x#f", "x\x85",
+             "x\xa0", "mailto:x", "MAILTO:x", "a b:c", "a+b:c", "1a:x", "x#a b", "x#", "#", "?",
+             ";", "", "x?y#z", "../x#y", "./", "javascript:void(0)", "/x", "x", "http://h.com/x",
+             "HTTP://h.com/x"]  # fmt: skip
     scope = Scope(("h.com",), exclude=(re.compile("/d/"),))
     for order in itertools.permutations(bases, 3):
         for base in order:
