@@ -33,6 +33,7 @@ from .presets import PRESETS
 from .query import FORMATS, run_query, write_table
 from .results import find_crawl, open_results
 from .stats import crawl_stats, format_stats
+from .storage import crawl_in_progress
 
 # The crawl's stack (aiohttp, rich) and the report's (plotly, jinja2) are imported by the commands
 # that use them: `scraper query` and friends start in a fraction of the time.
@@ -287,7 +288,7 @@ def _say(message: str) -> None:
 def _crawls_command(args: argparse.Namespace) -> int:
     config = _load(args, {})
     with open_results(config.storage.db) as conn:
-        columns, rows = list_crawls(conn)
+        columns, rows = list_crawls(conn, crawling=crawl_in_progress(Path(config.storage.db)))
     write_table(columns, rows, sys.stdout)
     return 0
 

@@ -47,8 +47,14 @@ async def unfinished_crawl(db: Database, seeds: Sequence[str]) -> tuple[int, int
     return mine, other if other != mine else None
 
 
+# A crawl still `running` when another starts is one whose process died (kill -9, a second
+# Ctrl-C, a crash): this one holds the database's lock, so nothing else is crawling it.
+_DEAD_ARE_INTERRUPTED = "UPDATE crawls SET status = 'interrupted' WHERE status = 'running'"
+
+
 async def start_crawl(db: Database, seeds: Sequence[str], config_json: str) -> int:
     async with db.transaction() as conn:
+        await conn.execute(_DEAD_ARE_INTERRUPTED)
         cursor = await conn.execute(
             "INSERT INTO crawls (started_at, status, seeds, config) VALUES (?, 'running', ?, ?)",
             (now(), json.dumps(list(seeds)), config_json),
@@ -59,6 +65,7 @@ async def start_crawl(db: Database, seeds: Sequence[str], config_json: str) -> i
 
 async def reopen_crawl(db: Database, crawl_id: int) -> None:
     async with db.transaction() as conn:
+        await conn.execute(_DEAD_ARE_INTERRUPTED)
         await conn.execute(
             "UPDATE crawls SET status = 'running', finished_at = NULL WHERE id = ?", (crawl_id,)
         )
@@ -124,10 +131,19 @@ async def finish_crawl(
     return summary
 
 
-def list_crawls(conn: sqlite3.Connection) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """For `scraper crawls` (no event loop there): each crawl with its state and counters."""
+def list_crawls(
+    conn: sqlite3.Connection, *, crawling: bool = True
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """For `scraper crawls` (no event loop there): each crawl with its state and counters.
+    With `crawling` False (no process holds the database's lock), a crawl the table still calls
+    `running` died without recording its end, and is listed as `interrupted`."""
+    status = (
+        "c.status"
+        if crawling
+        else "CASE c.status WHEN 'running' THEN 'interrupted' ELSE c.status END"
+    )
     cursor = conn.execute(
-        "SELECT c.id, c.status, c.started_at, c.finished_at, c.pages, c.errors, "
+        f"SELECT c.id, {status} AS status, c.started_at, c.finished_at, c.pages, c.errors, "
         "  (SELECT count(*) FROM frontier f WHERE f.crawl_id = c.id AND f.state < 2) AS pending, "
         "  c.duration_s, c.seeds FROM crawls c ORDER BY c.id"
     )

@@ -266,6 +266,22 @@ def _lock_for_writing(path: Path) -> IO[str]:
     return handle
 
 
+def crawl_in_progress(path: Path) -> bool:
+    """Is a crawl writing to the database at `path` now (holding `<db>.lock`)? For the commands
+    that only read, at the CLI's edge: a blocking-free flock probe, no event loop."""
+    full = path.resolve()
+    try:
+        handle = full.with_name(full.name + ".lock").open()
+    except OSError:
+        return False  # never crawled here, or unreadable: nobody we can see holds it
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False  # closing the file releases the probe's lock
+
+
 async def _scalar(conn: aiosqlite.Connection, sql: str) -> Any:
     rows = list(await conn.execute_fetchall(sql))
     return rows[0][0] if rows else None

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from conftest import base_url, crawl, rows
 from scraper.demosite import STATE, SiteSpec, make_app
-from scraper.storage import APPLICATION_ID, SCHEMA_V1, SCHEMA_VERSION
+from scraper.storage import APPLICATION_ID, SCHEMA_V1, SCHEMA_VERSION, crawl_in_progress
 
 SCRAPER = [sys.executable, "-m", "scraper"]
 SPEC = SiteSpec(
@@ -161,13 +161,25 @@ async def test_fresh_starts_a_new_crawl(aiohttp_server, tmp_path):
     root, db = base_url(server), tmp_path / "crawl.db"
     process = await start(root, db)
     await asyncio.wait_for(reached.wait(), 60)
+    assert await asyncio.to_thread(crawl_in_progress, db)  # its process holds the lock
     process.kill()
     await asyncio.wait_for(process.communicate(), 10)
+    assert not await asyncio.to_thread(crawl_in_progress, db)
+    # Killed, it never got to record its end: the table still says running, but with no
+    # process holding the database's lock, `scraper crawls` knows better.
+    assert await rows(db, "SELECT status FROM crawls") == [("running",)]
+    listing = await asyncio.create_subprocess_exec(
+        *SCRAPER, "crawls", "--db", str(db), cwd=db.parent,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    code, out, err = await finish(listing)
+    assert code == 0, err
+    assert "interrupted" in out and "running" not in out
     code, _, err = await finish(await start(root, db, "--fresh", "--max-pages", "5"))
     assert code == 0, err
     assert "resuming" not in err
     assert await rows(db, "SELECT id, status FROM crawls ORDER BY id") == [
-        (1, "running"),  # killed: it never got to record its end
+        (1, "interrupted"),  # marked so when the next crawl took the database
         (2, "finished"),
     ]
 
