@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-import os
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 
-from scraper.config import SECTIONS, Config, build_config, load_config
+from scraper.config import (
+    SECTIONS,
+    Config,
+    auto_workers,
+    build_config,
+    load_config,
+    usable_cpus,
+)
 from scraper.errors import ConfigError
 from scraper.models import ExtractRule, RuleSet
 
@@ -61,7 +69,28 @@ def test_overrides_and_values() -> None:
     assert config.crawl.max_pages == 5
 
 
-@pytest.mark.parametrize(("value", "workers"), [(0, 0), (3, 3), ("auto", os.cpu_count() or 1)])
+def test_auto_workers_leave_the_loop_a_cpu_from_three_up() -> None:
+    from scraper.config import auto_workers
+
+    assert [auto_workers(cpus) for cpus in (1, 2, 3, 4, 8, 64)] == [1, 2, 2, 3, 7, 63]
+
+
+def test_auto_counts_the_cpus_the_process_may_use() -> None:
+    """Pinned to one CPU (as taskset or a container's cpuset would), "auto" is one worker."""
+    script = (
+        "import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))});"
+        "from scraper.config import build_config;"
+        "print(build_config({'parse': {'workers': 'auto'}}).parse.workers)"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1"
+
+
+@pytest.mark.parametrize(
+    ("value", "workers"), [(0, 0), (3, 3), ("auto", auto_workers(usable_cpus()))]
+)
 def test_parse_workers_accepts_auto_zero_and_counts(value: object, workers: int) -> None:
     assert load_config(None, values={"parse.workers": value}).parse.workers == workers
 
