@@ -353,7 +353,8 @@ def _stats_command(args: argparse.Namespace) -> int:
 
 def print_stats(db: str, crawl_id: int | None) -> None:
     with open_results(db) as conn:
-        print(format_stats(crawl_stats(conn, find_crawl(conn, crawl_id), db)))
+        crawl = find_crawl(conn, crawl_id, crawling=crawl_in_progress(Path(db)))
+        print(format_stats(crawl_stats(conn, crawl, db)))
 
 
 def _demo_command(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ import plotly.offline
 
 from .results import CrawlRow, find_crawl, open_results
 from .stats import HOST_SQL, CrawlStats, crawl_stats, percentiles
+from .storage import crawl_in_progress
 
 MAX_ERROR_ROWS = 500
 MAX_HOSTS = 15
@@ -49,7 +50,7 @@ class ErrorPage:
 def write_report(db: str, out: Any, crawl_id: int | None = None) -> CrawlStats:
     """Write the report of crawl `crawl_id` (default: the latest) to the text stream `out`."""
     with open_results(db) as conn:
-        crawl = find_crawl(conn, crawl_id)
+        crawl = find_crawl(conn, crawl_id, crawling=crawl_in_progress(Path(db)))
         stats = crawl_stats(conn, crawl, db)
         charts = [
             throughput_chart(conn, crawl),

@@ -8,6 +8,7 @@ opened read-only (a crawl may be writing it: WAL lets both go on) and must be on
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -77,15 +78,22 @@ def _application_id(conn: sqlite3.Connection, path: Path) -> int:
     return int(app_id)
 
 
-def find_crawl(conn: sqlite3.Connection, crawl_id: int | None = None) -> CrawlRow:
-    """The crawl `crawl_id`, or the latest one; a StorageError names the ones there are."""
+def find_crawl(
+    conn: sqlite3.Connection, crawl_id: int | None = None, *, crawling: bool = True
+) -> CrawlRow:
+    """The crawl `crawl_id`, or the latest one; a StorageError names the ones there are. With
+    `crawling` False (no process holds the database's lock: `storage.crawl_in_progress`), a
+    crawl the table still calls `running` died without recording its end: it is `interrupted`."""
     sql = "SELECT id, status, started_at, finished_at, duration_s, counters FROM crawls"
     if crawl_id is None:
         row = conn.execute(f"{sql} ORDER BY id DESC LIMIT 1").fetchone()
     else:
         row = conn.execute(f"{sql} WHERE id = ?", (crawl_id,)).fetchone()
     if row is not None:
-        return CrawlRow(*row)
+        crawl = CrawlRow(*row)
+        if crawl.status == "running" and not crawling:
+            return dataclasses.replace(crawl, status="interrupted")
+        return crawl
     first, last = conn.execute("SELECT min(id), max(id) FROM crawls").fetchone()
     if first is None:
         raise StorageError("the database holds no crawl yet")

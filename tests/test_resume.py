@@ -175,6 +175,13 @@ async def test_fresh_starts_a_new_crawl(aiohttp_server, tmp_path):
     code, out, err = await finish(listing)
     assert code == 0, err
     assert "interrupted" in out and "running" not in out
+    summary = await asyncio.create_subprocess_exec(
+        *SCRAPER, "stats", "--db", str(db), cwd=db.parent,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    code, out, err = await finish(summary)
+    assert code == 0, err
+    assert out.startswith("Crawl 1 interrupted:"), out
     code, _, err = await finish(await start(root, db, "--fresh", "--max-pages", "5"))
     assert code == 0, err
     assert "resuming" not in err
