@@ -288,7 +288,7 @@ def _say(message: str) -> None:
 def _crawls_command(args: argparse.Namespace) -> int:
     config = _load(args, {})
     with open_results(config.storage.db) as conn:
-        columns, rows = list_crawls(conn, crawling=crawl_in_progress(Path(config.storage.db)))
+        columns, rows = list_crawls(conn, lambda: crawl_in_progress(Path(config.storage.db)))
     write_table(columns, rows, sys.stdout)
     return 0
 
@@ -353,7 +353,7 @@ def _stats_command(args: argparse.Namespace) -> int:
 
 def print_stats(db: str, crawl_id: int | None) -> None:
     with open_results(db) as conn:
-        crawl = find_crawl(conn, crawl_id, crawling=crawl_in_progress(Path(db)))
+        crawl = find_crawl(conn, crawl_id, lambda: crawl_in_progress(Path(db)))
         print(format_stats(crawl_stats(conn, crawl, db)))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -132,18 +132,28 @@ async def finish_crawl(
 
 
 def list_crawls(
-    conn: sqlite3.Connection, *, crawling: bool = True
+    conn: sqlite3.Connection, crawling: Callable[[], bool] = lambda: True
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
     """For `scraper crawls` (no event loop there): each crawl with its state and counters.
-    With `crawling` False (no process holds the database's lock), a crawl the table still calls
-    `running` died without recording its end, and is listed as `interrupted`."""
-    status = (
-        "c.status"
-        if crawling
-        else "CASE c.status WHEN 'running' THEN 'interrupted' ELSE c.status END"
-    )
+
+    A crawl the table still calls `running` may have died without recording its end (kill -9,
+    a second Ctrl-C). `crawling` probes the database's lock after the table is read: if no
+    process holds it, the table is read again (a crawl that ended meanwhile shows its end by
+    then), and a row `running` both times is listed as `interrupted`."""
+    columns, rows = _crawl_rows(conn)
+    running = {row[0] for row in rows if row[1] == "running"}
+    if not running or crawling():
+        return columns, rows
+    columns, rows = _crawl_rows(conn)
+    return columns, [
+        (row[0], "interrupted", *row[2:]) if row[0] in running and row[1] == "running" else row
+        for row in rows
+    ]
+
+
+def _crawl_rows(conn: sqlite3.Connection) -> tuple[list[str], list[tuple[Any, ...]]]:
     cursor = conn.execute(
-        f"SELECT c.id, {status} AS status, c.started_at, c.finished_at, c.pages, c.errors, "
+        "SELECT c.id, c.status, c.started_at, c.finished_at, c.pages, c.errors, "
         "  (SELECT count(*) FROM frontier f WHERE f.crawl_id = c.id AND f.state < 2) AS pending, "
         "  c.duration_s, c.seeds FROM crawls c ORDER BY c.id"
     )

@@ -50,7 +50,7 @@ class ErrorPage:
 def write_report(db: str, out: Any, crawl_id: int | None = None) -> CrawlStats:
     """Write the report of crawl `crawl_id` (default: the latest) to the text stream `out`."""
     with open_results(db) as conn:
-        crawl = find_crawl(conn, crawl_id, crawling=crawl_in_progress(Path(db)))
+        crawl = find_crawl(conn, crawl_id, lambda: crawl_in_progress(Path(db)))
         stats = crawl_stats(conn, crawl, db)
         charts = [
             throughput_chart(conn, crawl),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,23 +79,38 @@ def _application_id(conn: sqlite3.Connection, path: Path) -> int:
 
 
 def find_crawl(
-    conn: sqlite3.Connection, crawl_id: int | None = None, *, crawling: bool = True
+    conn: sqlite3.Connection,
+    crawl_id: int | None = None,
+    crawling: Callable[[], bool] = lambda: True,
 ) -> CrawlRow:
-    """The crawl `crawl_id`, or the latest one; a StorageError names the ones there are. With
-    `crawling` False (no process holds the database's lock: `storage.crawl_in_progress`), a
-    crawl the table still calls `running` died without recording its end: it is `interrupted`."""
-    sql = "SELECT id, status, started_at, finished_at, duration_s, counters FROM crawls"
-    if crawl_id is None:
-        row = conn.execute(f"{sql} ORDER BY id DESC LIMIT 1").fetchone()
-    else:
-        row = conn.execute(f"{sql} WHERE id = ?", (crawl_id,)).fetchone()
-    if row is not None:
-        crawl = CrawlRow(*row)
-        if crawl.status == "running" and not crawling:
-            return dataclasses.replace(crawl, status="interrupted")
+    """The crawl `crawl_id`, or the latest one; a StorageError names the ones there are.
+
+    If the table says `running`, `crawling` probes the database's lock: with no process
+    holding it, the row is read again (a crawl that ended meanwhile shows its end by then),
+    and one still `running` died without recording its end: it is `interrupted`."""
+    crawl = _crawl_row(conn, crawl_id)
+    if crawl is not None and crawl.status == "running" and not crawling():
+        crawl = _crawl_row(conn, crawl.id)
+        if crawl is not None and crawl.status == "running":
+            # It ended with its last page (not now: its duration must not grow with the clock).
+            (last,) = conn.execute(
+                "SELECT max(fetched_at) FROM pages WHERE crawl_id = ?", (crawl.id,)
+            ).fetchone()
+            ended = last or crawl.started_at
+            crawl = dataclasses.replace(crawl, status="interrupted", finished_at=ended)
+    if crawl is not None:
         return crawl
     first, last = conn.execute("SELECT min(id), max(id) FROM crawls").fetchone()
     if first is None:
         raise StorageError("the database holds no crawl yet")
     known = f"{first}" if first == last else f"{first} to {last}"
     raise StorageError(f"--crawl {crawl_id}: no such crawl (this database has crawl {known})")
+
+
+def _crawl_row(conn: sqlite3.Connection, crawl_id: int | None) -> CrawlRow | None:
+    sql = "SELECT id, status, started_at, finished_at, duration_s, counters FROM crawls"
+    if crawl_id is None:
+        row = conn.execute(f"{sql} ORDER BY id DESC LIMIT 1").fetchone()
+    else:
+        row = conn.execute(f"{sql} WHERE id = ?", (crawl_id,)).fetchone()
+    return CrawlRow(*row) if row is not None else None

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -250,9 +251,7 @@ def _lock_for_writing(path: Path) -> IO[str]:
             f"{path}: cannot write: the file or its folder is read-only "
             f"({exc.strerror} creating {lock_path.name})"
         ) from None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not _take(handle, fcntl.LOCK_EX, patience=LOCK_PATIENCE):
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
@@ -266,20 +265,35 @@ def _lock_for_writing(path: Path) -> IO[str]:
     return handle
 
 
+LOCK_PATIENCE = 1.0  # seconds a starting crawl retries the lock (a probe may hold it briefly)
+
+
+def _take(handle: IO[str], kind: int, *, patience: float) -> bool:
+    """flock `handle`, retrying for `patience` seconds (in a thread, never on the loop)."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            fcntl.flock(handle, kind | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+
+
 def crawl_in_progress(path: Path) -> bool:
     """Is a crawl writing to the database at `path` now (holding `<db>.lock`)? For the commands
-    that only read, at the CLI's edge: a blocking-free flock probe, no event loop."""
+    that only read, at the CLI's edge: a flock probe that never waits, no event loop. Its shared
+    lock lasts microseconds; a crawl starting meanwhile retries (LOCK_PATIENCE)."""
     full = path.resolve()
     try:
         handle = full.with_name(full.name + ".lock").open()
+    except FileNotFoundError:
+        return False  # never crawled here (or copied without it): nobody crawls it
     except OSError:
-        return False  # never crawled here, or unreadable: nobody we can see holds it
+        return True  # cannot tell: better "running" than a live crawl called interrupted
     with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        return False  # closing the file releases the probe's lock
+        return not _take(handle, fcntl.LOCK_SH, patience=0)  # closing releases the probe's lock
 
 
 async def _scalar(conn: aiosqlite.Connection, sql: str) -> Any:

@@ -59,7 +59,9 @@ def resolve_links(
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(links, follow) of a page: its hrefs canonical (`canonicalize` against `base`), without
     the uncrawlable ones, each once, in document order; and those of them `scope` allows (depth
-    aside; all of them with no scope).
+    aside; all of them with no scope). `base` must be canonical, as page URLs and resolved
+    `<base href>`s are: with a base that is not (tabs, dot segments), what `canonicalize` gives
+    may depend on an href's fragment, which the memo's keys leave out.
 
     A site's pages repeat their links (menus, footers), and canonicalising and scoping one
     costs a few µs where looking it up costs a tenth of one, so each answer is remembered for
@@ -260,12 +262,12 @@ def _already_canonical(raw: str, policy: UrlPolicy) -> bool:
 def _canonicalize_slow(raw: str, policy: UrlPolicy) -> str | None:
     try:
         parsed = URL(raw)
-    except (ValueError, TypeError):
-        return None
-    if parsed.scheme not in CRAWLABLE_SCHEMES or not parsed.host:
-        return None
-    parsed = _apply_query_policy(parsed.with_fragment(None), policy)
-    text = str(parsed)
+        if parsed.scheme not in CRAWLABLE_SCHEMES or not parsed.host:
+            return None
+        parsed = _apply_query_policy(parsed.with_fragment(None), policy)
+        text = str(parsed)
+    except Exception:  # not just ValueError: yarl raises IndexError on "http://[::1]@"
+        return None  # one hostile link must not cost its page the others
     # yarl prints an empty path as nothing ("http://a.com"); the request path is "/" either way.
     if parsed.raw_path == "/" and not parsed.raw_query_string and not text.endswith("/"):
         text += "/"

@@ -70,8 +70,6 @@ def test_overrides_and_values() -> None:
 
 
 def test_auto_workers_leave_the_loop_a_cpu_from_three_up() -> None:
-    from scraper.config import auto_workers
-
     assert [auto_workers(cpus) for cpus in (1, 2, 3, 4, 8, 64)] == [1, 2, 2, 3, 7, 63]
 
 

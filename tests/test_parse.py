@@ -115,6 +115,11 @@ def test_broken_markup_does_not_crash() -> None:
     assert result.links == ("http://example.com/dir/x", "http://example.com/dir/y")
 
 
+def test_a_link_that_breaks_the_url_parser_costs_only_itself() -> None:
+    result = parse('<a href="http://[::1]@">odd</a><a href="/fine">fine</a>')
+    assert result.links == ("http://example.com/fine",)
+
+
 def test_binary_garbage_does_not_crash() -> None:
     result = parse(bytes(range(256)) * 10)
     assert result.title is None

@@ -155,6 +155,24 @@ async def test_past_the_grace_period_requests_are_abandoned(aiohttp_server, tmp_
     assert await rows(db, "SELECT status FROM crawls") == [("interrupted",)]
 
 
+def test_a_reader_probing_the_lock_does_not_refuse_a_starting_crawl(tmp_path):
+    """`scraper crawls`, `stats` and `report` probe `<db>.lock` with a shared flock; a crawl
+    taking the lock while a probe holds it waits (storage.LOCK_PATIENCE) instead of refusing."""
+    import fcntl
+    import os
+    import threading
+
+    from scraper.storage import _lock_for_writing
+
+    db = tmp_path / "probed.db"
+    with (tmp_path / "probed.db.lock").open("a+") as probe:
+        fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        threading.Timer(0.2, probe.close).start()
+        lock = _lock_for_writing(db)  # waits for the probe, then takes the lock
+    with lock:
+        assert (tmp_path / "probed.db.lock").read_text() == str(os.getpid())
+
+
 async def test_fresh_starts_a_new_crawl(aiohttp_server, tmp_path):
     server, events = await serve(aiohttp_server, SPEC, 30)
     reached = events[30]
@@ -182,6 +200,12 @@ async def test_fresh_starts_a_new_crawl(aiohttp_server, tmp_path):
     code, out, err = await finish(summary)
     assert code == 0, err
     assert out.startswith("Crawl 1 interrupted:"), out
+    await asyncio.sleep(1.1)  # a dead crawl's duration ends with its last page, not now
+    again = await asyncio.create_subprocess_exec(
+        *SCRAPER, "stats", "--db", str(db), cwd=db.parent,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert (await finish(again))[1].splitlines()[0] == out.splitlines()[0]
     code, _, err = await finish(await start(root, db, "--fresh", "--max-pages", "5"))
     assert code == 0, err
     assert "resuming" not in err

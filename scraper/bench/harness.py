@@ -34,6 +34,7 @@ from typing import Any, TextIO
 
 import psutil
 
+from ..config import auto_workers, usable_cpus
 from ..demosite import SiteSpec
 from .measure import CRAWLERS, MB, RunResult, run_crawler
 from .server import lua_modules, nginx_binary, serve
@@ -286,8 +287,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--parse-workers",
         type=int,
-        default=psutil.cpu_count() or 1,
-        help="parser processes for ours and the bare loop (default: one per CPU; 0: parse inline)",
+        default=auto_workers(usable_cpus()),
+        help='parser processes for ours and the bare loop (default: what parse.workers = "auto" '
+        "gives here; 0: parse inline)",
     )
     parser.add_argument("--latency", type=float, default=0.2, help="seconds, latency case")
     parser.add_argument("--server", choices=["nginx", "aiohttp"], default="nginx")
