@@ -82,11 +82,31 @@ def _seed(value: Any) -> str:
     return url
 
 
-def usable_cpus() -> int:
-    """The CPUs this process may run on (taskset, cgroup cpusets), not all the machine has."""
+def usable_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The CPUs this process may use, not all the machine has: those it may run on (taskset,
+    cgroup cpusets), and no more than its cgroup's CPU quota (a container's `--cpus`)."""
     if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0)) or 1
-    return os.cpu_count() or 1
+        cpus = len(os.sched_getaffinity(0)) or 1
+    else:
+        cpus = os.cpu_count() or 1
+    try:
+        quota = quota_cpus(cpu_max.read_text())
+    except OSError:
+        quota = None  # no cgroup v2 here, or not readable: no quota we can see
+    return min(cpus, quota) if quota else cpus
+
+
+def quota_cpus(cpu_max: str) -> int | None:
+    """CPUs allowed by a cgroup v2 `cpu.max` ("200000 100000": 2; "150000 100000": 2, rounded
+    up; "max 100000": no quota, None)."""
+    fields = cpu_max.split()
+    if len(fields) != 2 or fields[0] == "max":
+        return None
+    try:
+        quota, period = int(fields[0]), int(fields[1])
+    except ValueError:
+        return None
+    return max(1, -(-quota // period)) if quota > 0 and period > 0 else None
 
 
 def auto_workers(cpus: int) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 import tomllib
@@ -71,6 +72,17 @@ def test_overrides_and_values() -> None:
 
 def test_auto_workers_leave_the_loop_a_cpu_from_three_up() -> None:
     assert [auto_workers(cpus) for cpus in (1, 2, 3, 4, 8, 64)] == [1, 2, 2, 3, 7, 63]
+
+
+def test_a_cgroup_cpu_quota_caps_the_usable_cpus(tmp_path: Path) -> None:
+    from scraper.config import quota_cpus
+
+    texts = ["max 100000\n", "200000 100000\n", "150000 100000", "50000 100000", "", "x y"]
+    assert [quota_cpus(text) for text in texts] == [None, 2, 2, 1, None, None]
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("100000 100000\n")  # a container given one CPU
+    assert usable_cpus(cpu_max) == 1
+    assert usable_cpus(tmp_path / "absent") == len(os.sched_getaffinity(0))
 
 
 def test_auto_counts_the_cpus_the_process_may_use() -> None:
