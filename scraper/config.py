@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import os
 import re
@@ -82,6 +83,7 @@ def _seed(value: Any) -> str:
     return url
 
 
+@functools.cache  # read once per process: config objects are built inside coroutines too
 def usable_cpus(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
     """The CPUs this process may use, not all the machine has: those it may run on (taskset,
     cgroup cpusets), and no more than its cgroup's CPU quota (a container's `--cpus`)."""

@@ -24,6 +24,7 @@ import importlib.util
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -210,8 +211,8 @@ def format_ratios(case: Case, rounds: Rounds, concurrency: int) -> str:
         if speed and cpu:
             each = f" (rounds: {', '.join(f'{x:.2f}' for x in speed)})" if len(speed) > 1 else ""
             lines.append(
-                f"ours ÷ {other}: pages/s {_median(speed):.2f}×{each}, "
-                f"CPU per page {_median(cpu):.2f}×"
+                f"ours ÷ {other}: pages/s {statistics.median(speed):.2f}×{each}, "
+                f"CPU per page {statistics.median(cpu):.2f}×"
             )
     if case.latency:
         ceiling = concurrency / case.latency
@@ -221,12 +222,6 @@ def format_ratios(case: Case, rounds: Rounds, concurrency: int) -> str:
         for name, runs in rounds.items():
             lines.append(f"  {name}: {median_run(runs).pages_per_s / ceiling:.0%} of the ceiling")
     return "\n".join(lines)
-
-
-def _median(values: Sequence[float]) -> float:
-    ranked = sorted(values)
-    middle = len(ranked) // 2
-    return ranked[middle] if len(ranked) % 2 else (ranked[middle - 1] + ranked[middle]) / 2
 
 
 def describe_machine() -> str:
