@@ -10,8 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
-from .picklable import pickled_as_arguments
-from .urls import KEEP_QUERY, Scope, UrlPolicy
+from scraper.picklable import pickled_as_arguments
+from scraper.urls import KEEP_QUERY, Scope, UrlPolicy
 
 Take = Literal["text", "html", "attr"]
 

@@ -11,7 +11,7 @@ from urllib.parse import urljoin
 
 from yarl import URL
 
-from .picklable import pickled_as_arguments
+from scraper.picklable import pickled_as_arguments
 
 CRAWLABLE_SCHEMES = frozenset({"http", "https"})
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import new_database
+from helpers import new_database
 
 SCRAPER = [sys.executable, "-m", "scraper"]
 NOBODY = 65534

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from scraper.models import Extraction, ExtractRule, ParseFailure, ParseJob, RuleSet
-from scraper.parse import parse_page
+from scraper.parse.page import parse_page
 from scraper.picklable import pickled_as_arguments
 from scraper.urls import Scope, UrlPolicy
 

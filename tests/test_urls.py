@@ -275,7 +275,7 @@ def test_joining_agrees_with_urljoin() -> None:
 
 
 def test_the_seen_cache_forgets_the_oldest_and_stays_bounded() -> None:
-    from scraper.frontier import SeenCache
+    from scraper.store.sqlite.frontier import SeenCache
 
     seen = SeenCache(3)
     assert seen.admit(["a", "b", "a"]) == ["a", "b"]

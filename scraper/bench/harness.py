@@ -9,7 +9,7 @@ of the round-by-round ratios.
 The event-loop lag and the stages' load come from our crawl's `counters` JSON (table `crawls`);
 the other crawlers have none, and show "n/a":
 
-    "loop_lag_ms": {"p50": 0.4, "p99": 3.1, "max": 12.0, ...}    (scraper.monitor's as_json())
+    "loop_lag_ms": {"p50": 0.4, "p99": 3.1, "max": 12.0, ...}    (scraper.crawl.health's as_json())
     "stages": {"fetch": {"load_pct": 62.0, "queue_mean": 3.1, "busy_s": 10.2, ...}, "parse": ...}
 
 The table shows each stage's mean load (its share of capacity in use) and queue depth, e.g.
@@ -35,8 +35,9 @@ from typing import Any, TextIO
 
 import psutil
 
-from ..config import auto_workers, usable_cpus
-from ..demosite import SiteSpec
+from scraper.config import auto_workers, usable_cpus
+from scraper.demosite import SiteSpec
+
 from .measure import CRAWLERS, MB, RunResult, run_crawler
 from .server import lua_modules, nginx_binary, serve
 from .site import cached_site, default_cache

@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..demosite import SiteSpec, render
+from scraper.demosite import SiteSpec, render
 
 FORMAT = 1  # bump when the layout on disk changes, so cached sites are rebuilt
 _LIST_ARGS = re.compile(r"page=(\d+)")

@@ -1,0 +1,173 @@
+"""A crawl's summary, computed from the database: the end of `scraper crawl` and `scraper stats`.
+
+Everything comes from the pages table (status, error_kind, bytes, elapsed_ms, url), so the summary
+agrees with what `scraper query` shows and works as well for a crawl still running. A page that a
+later crawl fetched again belongs to that later crawl.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from scraper.store.sqlite.reads import CrawlRow
+
+PERCENTILES = (50, 95, 99)
+TOP_HOSTS = 5
+
+# The URL's authority (host, and port if any). Canonical URLs always have a path, so the authority
+# ends at the first "/" after "://". Plain SQL, so it streams over any number of rows.
+HOST_SQL = "substr(url, instr(url, '://') + 3, instr(substr(url, instr(url, '://') + 3), '/') - 1)"
+STATUS_CLASS_SQL = "CASE WHEN status IS NULL THEN 'none' ELSE (status / 100) || 'xx' END"
+
+
+@dataclass(frozen=True, slots=True)
+class HostCount:
+    host: str
+    pages: int
+    errors: int
+
+
+@dataclass(frozen=True, slots=True)
+class CrawlStats:
+    crawl_id: int
+    status: str
+    db: str
+    duration_s: float
+    pages: int
+    errors: int
+    bytes: int
+    by_status: dict[str, int] = field(default_factory=dict)
+    by_error: dict[str, int] = field(default_factory=dict)
+    top_hosts: tuple[HostCount, ...] = ()
+    latency_ms: dict[int, float] = field(default_factory=dict)  # percentile → milliseconds
+    loop_lag_ms: dict[str, float] = field(default_factory=dict)  # p50, p99, max of the loop
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)  # load and queue per stage
+    host_settings: dict[str, dict[str, float]] = field(default_factory=dict)  # at the end
+
+    @property
+    def pages_per_second(self) -> float:
+        return self.pages / self.duration_s if self.duration_s > 0 else 0.0
+
+
+def crawl_stats(conn: sqlite3.Connection, crawl: CrawlRow, db: str) -> CrawlStats:
+    counters = json.loads(crawl.counters) if crawl.counters else {}
+    by_status = dict(
+        conn.execute(
+            f"SELECT {STATUS_CLASS_SQL}, count(*) FROM pages WHERE crawl_id = ? "
+            "GROUP BY 1 ORDER BY 1",
+            (crawl.id,),
+        )
+    )
+    by_error = dict(
+        conn.execute(
+            "SELECT error_kind, count(*) FROM pages WHERE crawl_id = ? AND error_kind IS NOT NULL "
+            "GROUP BY 1 ORDER BY 2 DESC, 1",
+            (crawl.id,),
+        )
+    )
+    (size,) = conn.execute(
+        "SELECT coalesce(sum(bytes), 0) FROM pages WHERE crawl_id = ?", (crawl.id,)
+    ).fetchone()
+    return CrawlStats(
+        crawl_id=crawl.id,
+        status=crawl.status,
+        db=db,
+        duration_s=duration(crawl),
+        pages=sum(by_status.values()),
+        errors=sum(by_error.values()),
+        bytes=size,
+        by_status=by_status,
+        by_error=by_error,
+        top_hosts=top_hosts(conn, crawl.id),
+        latency_ms=latency(conn, crawl.id),
+        loop_lag_ms=counters.get("loop_lag_ms", {}),
+        stages=counters.get("stages", {}),
+        host_settings=counters.get("hosts", {}),
+    )
+
+
+def duration(crawl: CrawlRow) -> float:
+    """Seconds the crawl ran; for one still running, since it first started (a resumed crawl's
+    recorded duration covers its earlier runs only)."""
+    if crawl.status != "running" and crawl.duration_s is not None:
+        return crawl.duration_s
+    started = datetime.fromisoformat(crawl.started_at)
+    ended = datetime.fromisoformat(crawl.finished_at) if crawl.finished_at else datetime.now(UTC)
+    return max(0.0, (ended - started).total_seconds())
+
+
+def top_hosts(conn: sqlite3.Connection, crawl_id: int, limit: int = TOP_HOSTS) -> tuple[HostCount]:
+    rows = conn.execute(
+        f"SELECT {HOST_SQL} AS host, count(*), count(error_kind) FROM pages WHERE crawl_id = ? "
+        "GROUP BY host ORDER BY 2 DESC, host LIMIT ?",
+        (crawl_id, limit),
+    )
+    return tuple(HostCount(*row) for row in rows)
+
+
+def latency(conn: sqlite3.Connection, crawl_id: int) -> dict[int, float]:
+    where = "FROM pages WHERE crawl_id = ? AND elapsed_ms IS NOT NULL"
+    (count,) = conn.execute(f"SELECT count(*) {where}", (crawl_id,)).fetchone()
+    values = conn.execute(f"SELECT elapsed_ms {where} ORDER BY elapsed_ms", (crawl_id,))
+    return percentiles((v for (v,) in values), count)
+
+
+def percentiles(
+    ordered: Iterable[float], count: int, wanted: Sequence[int] = PERCENTILES
+) -> dict[int, float]:
+    """Nearest-rank percentiles of `count` values given in ascending order, in one pass and
+    constant memory (the database does the sorting)."""
+    if count == 0:
+        return {}
+    rank_of = {p: max(1, math.ceil(p / 100 * count)) for p in wanted}
+    ranks = set(rank_of.values())
+    found: dict[int, float] = {}
+    for rank, value in enumerate(ordered, 1):
+        if rank in ranks:
+            found[rank] = value
+            if len(found) == len(ranks):
+                break
+    return {p: found[rank] for p, rank in rank_of.items() if rank in found}
+
+
+def format_stats(s: CrawlStats) -> str:
+    def counts(d: dict[str, int]) -> str:
+        return ", ".join(f"{k} {v}" for k, v in d.items()) or "none"
+
+    hosts = ", ".join(
+        f"{h.host} {h.pages}" + (f" ({h.errors} errors)" if h.errors else "") for h in s.top_hosts
+    )
+    latency = ", ".join(f"p{p} {ms:,.0f} ms" for p, ms in s.latency_ms.items())
+    lag = ", ".join(
+        f"{k} {s.loop_lag_ms[k]:,.1f} ms" for k in ("p50", "p99", "max") if k in s.loop_lag_ms
+    )
+    stages = ", ".join(
+        f"{name} {st['load_pct']:.0f}% (queue {st.get('queue_mean', 0):.0f})"
+        for name, st in s.stages.items()
+        if "load_pct" in st
+    )
+    settings = ", ".join(
+        f"{host} ×{h.get('concurrency')} every {h.get('delay_s', 0):.2f} s"
+        for host, h in list(s.host_settings.items())[:TOP_HOSTS]
+    )
+    return "\n".join(
+        [
+            f"Crawl {s.crawl_id} {s.status}: {s.pages} pages in {s.duration_s:.1f} s "
+            f"({s.pages_per_second:.1f} pages/s), {s.bytes / 1e6:.1f} MB",
+            f"  by status: {counts(s.by_status)}",
+            f"  errors:    {counts(s.by_error)}",
+            f"  top hosts: {hosts or 'none'}",
+            f"  latency:   {latency or 'none'}",
+            f"  loop lag:  {lag or 'not measured'}",
+            f"  stages:    {stages or 'not measured'} (mean load: the one near 100% limits)",
+            f"  per host:  {settings or 'none'} (concurrency and delay at the end)",
+            f"  results:   {s.db}  (scraper query --db {shlex.quote(s.db)} "
+            '"SELECT url, status, title FROM pages LIMIT 10")',
+        ]
+    )

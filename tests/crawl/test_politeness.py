@@ -1,0 +1,276 @@
+"""Per-host politeness: robots.txt, per-host slots and delays, no head-of-line blocking, backoff.
+
+Several hosts are several servers on 127.0.0.1 (the host key includes the port).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Any
+
+from aiohttp import web
+
+from helpers import base_url, crawl, rows
+from scraper.crawl.scheduler import HostState, Limits, _throttle
+from scraper.models import CrawlRequest, FetchResult
+
+
+class Site:
+    """A small site: /, /p/0 … /p/{n-1} all linked from /, optional robots.txt and latency."""
+
+    def __init__(self, pages: int = 10, *, robots: Any = None, latency: float = 0.0) -> None:
+        self.pages = pages
+        self.robots = robots  # str body, int status, or None for 404
+        self.latency = latency
+        self.starts: list[tuple[str, float]] = []
+        self.active = 0
+        self.most_active = 0
+        self.all_fetched = asyncio.Event()  # set once / and every /p/N were requested
+        self.app = web.Application()
+        self.app.router.add_get("/robots.txt", self.robots_txt)
+        self.app.router.add_get("/", self.page)
+        self.app.router.add_get("/{path:.+}", self.page)
+
+    async def robots_txt(self, request: web.Request) -> web.Response:
+        self.starts.append((request.path, time.monotonic()))
+        if isinstance(self.robots, str):
+            return web.Response(text=self.robots)
+        return web.Response(status=self.robots if isinstance(self.robots, int) else 404)
+
+    async def page(self, request: web.Request) -> web.Response:
+        self.starts.append((request.path_qs, time.monotonic()))
+        if len(self.fetched()) == self.pages + 1:
+            self.all_fetched.set()
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        try:
+            await asyncio.sleep(self.latency)
+            links = "".join(f'<a href="/p/{i}">{i}</a>' for i in range(self.pages))
+            return web.Response(
+                text=f"<title>{request.path}</title>{links}", content_type="text/html"
+            )
+        finally:
+            self.active -= 1
+
+    def fetched(self) -> list[str]:
+        return [path for path, _ in self.starts if path != "/robots.txt"]
+
+
+async def stored(db: str) -> dict[str, tuple[Any, ...]]:
+    return {
+        url: tuple(rest)
+        for url, *rest in await rows(db, "SELECT url, status, error_kind, error FROM pages")
+    }
+
+
+ROBOTS = """
+User-agent: otherbot
+Disallow: /
+
+User-agent: *
+Disallow: /p/1
+Disallow: /p/2
+"""
+
+
+async def test_robots_disallowed_urls_are_skipped_and_recorded(aiohttp_server, make_config):
+    site = Site(3, robots=ROBOTS)
+    server = await aiohttp_server(site.app)
+    root = base_url(server)
+    config = make_config([root])
+    await crawl(config)
+    pages = await stored(config.storage.db)
+    assert sorted(site.fetched()) == ["/", "/p/0"]
+    assert pages[root + "p/1"] == (None, "robots", "disallowed by robots.txt")
+    assert pages[root + "p/2"][1] == "robots"
+    assert [p for p, _ in site.starts].count("/robots.txt") == 1  # fetched once per host
+
+
+async def test_robots_wildcards(aiohttp_server, make_config):
+    async def index(request: web.Request) -> web.Response:
+        links = '<a href="/a.pdf">a</a><a href="/a.pdf?x=1">b</a><a href="/doc/a.html">c</a>'
+        return web.Response(text=links, content_type="text/html")
+
+    async def robots(request: web.Request) -> web.Response:
+        return web.Response(text="User-agent: *\nDisallow: /*.pdf$\nDisallow: /doc/*.html\n")
+
+    async def anything(request: web.Request) -> web.Response:
+        return web.Response(text="ok", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/", index)
+    app.router.add_get("/robots.txt", robots)
+    app.router.add_get("/{p:.+}", anything)
+    server = await aiohttp_server(app)
+    root = base_url(server)
+    config = make_config([root], crawl__skip_extensions=[])
+    await crawl(config)
+    kinds = {url: kind for url, (_, kind, _) in (await stored(config.storage.db)).items()}
+    assert kinds == {root: None, root + "a.pdf": "robots", root + "a.pdf?x=1": None,
+                     root + "doc/a.html": "robots"}  # fmt: skip
+
+
+async def test_robots_404_allows_everything(aiohttp_server, make_config):
+    site = Site(3, robots=404)
+    server = await aiohttp_server(site.app)
+    config = make_config([base_url(server)])
+    summary = await crawl(config)
+    assert summary.pages == 4
+    assert summary.by_error == {}
+
+
+async def test_robots_500_disallows_the_host_and_is_asked_again_later(aiohttp_server, make_config):
+    site = Site(3, robots=500)
+    server = await aiohttp_server(site.app)
+    config = make_config([base_url(server)], fetch__retries=1, fetch__retry_backoff_max=0.3)
+    summary = await crawl(config)
+    assert site.fetched() == []
+    assert summary.by_error == {"robots": 1}
+    ((error,),) = await rows(config.storage.db, "SELECT error FROM pages")
+    assert error.startswith("robots.txt unavailable")
+    asked = [t for p, t in site.starts if p == "/robots.txt"]
+    assert len(asked) == 3 * 2  # three rounds, each an attempt and its retry
+    assert asked[2] - asked[1] >= 0.29  # a round waits fetch.retry_backoff_max
+
+
+async def test_robots_back_after_an_outage_lets_the_crawl_go_on(aiohttp_server, make_config):
+    site = Site(3, robots=503)
+    calls = 0
+
+    async def flaky_robots(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        site.starts.append((request.path, time.monotonic()))
+        if calls <= 2:  # the first round fails, attempt and retry
+            return web.Response(status=503)
+        return web.Response(text="User-agent: *\nDisallow: /p/1\n")
+
+    app = web.Application()
+    app.router.add_get("/robots.txt", flaky_robots)
+    app.router.add_get("/", site.page)
+    app.router.add_get("/{path:.+}", site.page)
+    server = await aiohttp_server(app)
+    config = make_config([base_url(server)], fetch__retries=1, fetch__retry_backoff_max=0.2)
+    summary = await crawl(config)
+    assert sorted(site.fetched()) == ["/", "/p/0", "/p/2"]
+    assert summary.by_error == {"robots": 1}  # /p/1, disallowed once robots.txt answered
+
+
+async def test_malformed_robots_txt_does_not_crash(aiohttp_server, make_config):
+    site = Site(2, robots="\x00\xff garbage\nDisallow\nUser-agent\n:::\nCrawl-delay: soon\n" * 50)
+    server = await aiohttp_server(site.app)
+    summary = await crawl(make_config([base_url(server)]))
+    assert summary.pages == 3
+
+
+async def test_obey_robots_false_ignores_it(aiohttp_server, make_config):
+    site = Site(2, robots="User-agent: *\nDisallow: /\n")
+    server = await aiohttp_server(site.app)
+    summary = await crawl(make_config([base_url(server)], crawl__obey_robots=False))
+    assert summary.pages == 3
+    assert all(path != "/robots.txt" for path, _ in site.starts)
+
+
+async def test_crawl_delay_spaces_the_requests(aiohttp_server, make_config):
+    site = Site(4, robots="User-agent: *\nCrawl-delay: 0.2\n")
+    server = await aiohttp_server(site.app)
+    await crawl(make_config([base_url(server)], fetch__per_host_concurrency=4))
+    starts = [t for path, t in site.starts if path != "/robots.txt"]
+    assert len(starts) == 5
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= 0.18
+
+
+async def test_per_host_delay_and_concurrency_are_never_exceeded(aiohttp_server, make_config):
+    site = Site(12, latency=0.25)  # long enough for two to overlap, never three
+    server = await aiohttp_server(site.app)
+    config = make_config(
+        [base_url(server)], fetch__concurrency=16, fetch__per_host_concurrency=2,
+        fetch__per_host_delay=0.1, crawl__obey_robots=False,
+    )  # fmt: skip
+    await crawl(config)
+    starts = sorted(t for _, t in site.starts)
+    assert len(starts) == 13
+    # measured by the server, so allow a few milliseconds of jitter in connecting
+    assert min(b - a for a, b in itertools.pairwise(starts)) >= 0.09
+    assert site.most_active == 2
+
+
+async def test_a_slow_host_does_not_hold_up_a_fast_one(aiohttp_server, make_config):
+    """The fast host's pages finish in about the time they take alone while the slow one crawls."""
+    fast_alone = Site(20, latency=0.02)
+    server = await aiohttp_server(fast_alone.app)
+    config = make_config(
+        [base_url(server)], fetch__per_host_concurrency=2, crawl__obey_robots=False
+    )
+    alone = (await crawl(config)).duration_s
+
+    fast, slow = Site(20, latency=0.02), Site(6, latency=2.0)
+    fast_server, slow_server = await aiohttp_server(fast.app), await aiohttp_server(slow.app)
+    seeds = [base_url(slow_server), base_url(fast_server)]
+    config = make_config(
+        seeds, fetch__per_host_concurrency=2, fetch__concurrency=4, crawl__obey_robots=False,
+        storage__db=str(config.storage.db) + ".both",
+    )  # fmt: skip
+    run = asyncio.create_task(crawl(config))
+    started = time.monotonic()
+    await asyncio.wait_for(fast.all_fetched.wait(), 60)
+    fast_took = time.monotonic() - started
+    await run
+    assert len(slow.fetched()) == 7
+    assert fast_took <= alone * 1.2 + 0.3  # +0.3 s: start-up (process pool, database) in each
+
+
+async def test_429_with_retry_after_backs_the_host_off_and_every_page_arrives(
+    aiohttp_server, make_config
+):
+    answered: list[tuple[int, float]] = []
+
+    async def page(request: web.Request) -> web.Response:
+        if len([s for s, _ in answered if s == 429]) < 3 and request.path != "/":
+            answered.append((429, time.monotonic()))
+            return web.Response(status=429, headers={"Retry-After": "1"})
+        answered.append((200, time.monotonic()))
+        links = "".join(f'<a href="/p/{i}">{i}</a>' for i in range(8))
+        return web.Response(text=links, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    app.router.add_get("/p/{i}", page)
+    server = await aiohttp_server(app)
+    config = make_config([base_url(server)], crawl__obey_robots=False, fetch__retries=3)
+    summary = await crawl(config)
+    assert summary.pages == 9
+    assert summary.by_status == {"2xx": 9}
+    first_429 = min(t for s, t in answered if s == 429)
+    # Requests already on their way may land just after it; then the host rests a second.
+    resting = [t for _, t in answered if first_429 + 0.05 < t < first_429 + 0.95]
+    assert resting == []
+    assert max(t for _, t in answered) > first_429 + 0.95
+
+
+def test_autothrottle_halves_on_429_then_recovers() -> None:
+    limits = Limits(per_host_concurrency=8)
+    host = HostState("example.com", limits)
+    ok = FetchResult(request=CrawlRequest("http://example.com/"), fetched_at="", attempts=1,
+                     status=200, elapsed_ms=50.0)  # fmt: skip
+    throttled = FetchResult(request=CrawlRequest("http://example.com/"), fetched_at="",
+                            attempts=2, status=200, elapsed_ms=50.0, throttled=True,
+                            retry_after=3.0)  # fmt: skip
+    _throttle(host, throttled, limits, now=100.0)
+    assert (host.concurrency, host.next_start) == (4, 103.0)  # halved, paused for Retry-After
+    for _ in range(4 + 5 + 6 + 7):
+        _throttle(host, ok, limits, now=104.0)
+    assert host.concurrency == 8  # one more per round of successes, back to the cap
+    assert host.snapshot()["concurrency"] == 8
+
+
+async def test_max_pages_per_host_is_a_cap(aiohttp_server, make_config):
+    site = Site(30)
+    server = await aiohttp_server(site.app)
+    config = make_config([base_url(server)], crawl__max_pages_per_host=10)
+    summary = await crawl(config)
+    assert summary.pages == 10
+    assert len(site.fetched()) == 10

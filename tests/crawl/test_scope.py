@@ -1,0 +1,128 @@
+"""Which URLs a crawl follows: canonical forms once, query policy, scope rules, hostile URLs."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from aiohttp import web
+
+from helpers import base_url, crawl, rows
+from scraper.urls import UrlPolicy, canonicalize
+
+
+def link_site(hrefs: list[str]) -> tuple[web.Application, Counter[str]]:
+    """/ links to `hrefs`; every other path answers a small page. Counts hits by path and query."""
+    hits: Counter[str] = Counter()
+
+    async def index(request: web.Request) -> web.Response:
+        links = "".join(f'<a href="{h}">x</a>' for h in hrefs)
+        return web.Response(text=f"<title>home</title>{links}", content_type="text/html")
+
+    async def page(request: web.Request) -> web.Response:
+        hits[request.raw_path] += 1
+        return web.Response(text=f"<title>{request.path}</title>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/", index)
+    app.router.add_get("/{tail:.+}", page)
+    return app, hits
+
+
+async def test_spellings_of_one_url_are_fetched_once(aiohttp_server, make_config):
+    server = await aiohttp_server(web.Application())  # only to learn a free port's spelling
+    port = server.port
+    await server.close()
+    hrefs = [
+        "/a?x=1&y=2", f"http://127.0.0.1:{port}/a?x=1&y=2", f"HTTP://127.0.0.1:{port}/a?x=1&y=2",
+        "/a?x=1&y=2#frag", "/a?y=2&x=1", "/%61?x=1&y=2", "/./b/../a?x=1&y=2",
+        "/a?x=1&y=2&utm_source=mail", "/a?fbclid=123&x=1&y=2",
+    ]  # fmt: skip
+    app, hits = link_site(hrefs)
+    server = await aiohttp_server(app, port=port)
+    await crawl(make_config([base_url(server)], crawl__obey_robots=False, crawl__query="sort"))
+    assert dict(hits) == {"/a?x=1&y=2": 1}
+
+
+async def test_parameter_order_is_kept_by_default(aiohttp_server, make_config):
+    app, hits = link_site(["/a?x=1&y=2", "/a?y=2&x=1"])
+    server = await aiohttp_server(app)
+    await crawl(make_config([base_url(server)], crawl__obey_robots=False))
+    assert dict(hits) == {"/a?x=1&y=2": 1, "/a?y=2&x=1": 1}
+
+
+def test_query_policies() -> None:
+    url = "http://example.com/p?b=2&utm_medium=x&a=1"
+    assert canonicalize(url) == "http://example.com/p?b=2&utm_medium=x&a=1"
+    assert canonicalize(url, policy=UrlPolicy(drop_params=("utm_*",))) == (
+        "http://example.com/p?b=2&a=1"
+    )
+    assert canonicalize(url, policy=UrlPolicy(query="sort")) == (
+        "http://example.com/p?a=1&b=2&utm_medium=x"
+    )
+    assert canonicalize(url, policy=UrlPolicy(query="drop")) == "http://example.com/p"
+
+
+async def test_scope_rules(aiohttp_server, make_config):
+    app, hits = link_site(
+        ["/blog/1", "/blog/2?print=1", "/shop/1", "/img/cat.JPG", "/files/a.zip", "/docs/a.pdf",
+         "/blog/photo.png?size=2", "/about"]
+    )  # fmt: skip
+    server = await aiohttp_server(app)
+    config = make_config(
+        [base_url(server)], crawl__obey_robots=False, crawl__include=["/blog/", "/about$"],
+        crawl__exclude=[r"print=1"],
+    )  # fmt: skip
+    await crawl(config)
+    assert sorted(hits) == ["/about", "/blog/1"]
+    stored = {url for (url,) in await rows(config.storage.db, "SELECT to_url FROM links")}
+    assert len(stored) == 8  # every link is kept in the links table, followed or not
+
+
+async def test_denied_domains_and_subdomains(aiohttp_server, make_config):
+    hits: Counter[str] = Counter()
+
+    async def page(request: web.Request) -> web.Response:
+        hits[request.host.split(":")[0]] += 1
+        links = "".join(
+            f'<a href="http://{h}:{request.url.port}/">{h}</a>' for h in ("127.0.0.2", "localhost")
+        )
+        return web.Response(text=links, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    server = await aiohttp_server(app, host="0.0.0.0")
+    port = server.port
+    config = make_config(
+        [f"http://127.0.0.1:{port}/"], crawl__obey_robots=False,
+        crawl__allowed_domains=["127.0.0.1", "127.0.0.2", "localhost"],
+        crawl__denied_domains=["localhost"],
+    )  # fmt: skip
+    await crawl(config)
+    assert dict(hits) == {"127.0.0.1": 1, "127.0.0.2": 1}
+
+
+def test_subdomains_can_be_excluded(make_config) -> None:
+    config = make_config(["http://example.com/"], crawl__include_subdomains=False)
+    scope = config.crawl.scope()
+    assert scope.allows("http://example.com/x")
+    assert not scope.allows("http://www.example.com/x")
+    wide = make_config(["http://example.com/"]).crawl.scope()
+    assert wide.allows("http://www.example.com/x")
+
+
+@pytest.mark.parametrize(
+    "href",
+    [
+        "/with space/page", "/ünïcödé/päth", "http://bücher.invalid/x", "/%zz%", "http://[::1",
+        "http://:80/", "javascript:alert(1)", "/" + "a" * 5000, "//", "http://127.0.0.1:99999/",
+    ],
+)  # fmt: skip
+async def test_hostile_urls_do_not_crash_the_crawl(aiohttp_server, make_config, href):
+    app, _ = link_site([href, "/fine"])
+    server = await aiohttp_server(app)
+    config = make_config([base_url(server)], crawl__obey_robots=False)
+    summary = await crawl(config)
+    assert summary.status == "finished"
+    urls = {u for (u,) in await rows(config.storage.db, "SELECT url FROM pages")}
+    assert base_url(server) + "fine" in urls

@@ -1,0 +1,219 @@
+"""The parser, called directly (it is a pure function) on awkward HTML."""
+
+from scraper.models import Extraction, ExtractRule, ParseFailure, ParseJob, ParseResult, RuleSet
+from scraper.parse.page import _clean, parse_page, parse_pages
+
+URL = "http://example.com/dir/page.html"
+
+
+def parse(body: bytes | str, content_type: str | None = "text/html", **kw: object) -> ParseResult:
+    data = body.encode() if isinstance(body, str) else body
+    return parse_page(ParseJob(url=URL, body=data, content_type=content_type, **kw))  # type: ignore[arg-type]
+
+
+def test_title_description_canonical_and_links() -> None:
+    result = parse(
+        """<html><head><title>  Hello
+        World </title><meta name="Description" content=" About it ">
+        <link rel="canonical" href="/canon"></head>
+        <body><a href="a.html">a</a> <a href="/b#frag">b</a> <a href="a.html">again</a>
+        <a href="mailto:x@example.com">m</a> <a href="javascript:void(0)">j</a>
+        <a href="https://Other.example:443/x">o</a> <area href="../c" /></body></html>"""
+    )
+    assert result.title == "Hello World"
+    assert result.description == "About it"
+    assert result.canonical == "http://example.com/canon"
+    assert result.links == (
+        "http://example.com/dir/a.html",
+        "http://example.com/b",
+        "https://other.example/x",
+        "http://example.com/c",
+    )
+
+
+def test_no_title_and_empty_body() -> None:
+    empty = parse(b"")
+    assert empty.title is None
+    assert empty.links == ()
+    assert empty.text_length == 0
+    no_title = parse("<p>just text</p>")
+    assert no_title.title is None
+    assert no_title.text_length == len("just text")
+
+
+def test_base_href_changes_how_links_resolve() -> None:
+    result = parse('<head><base href="http://cdn.example.com/root/"></head><a href="x">x</a>')
+    assert result.links == ("http://cdn.example.com/root/x",)
+
+
+def test_relative_base_href_resolves_against_the_page() -> None:
+    result = parse('<head><base href="/sub/"></head><a href="x">x</a>')
+    assert result.links == ("http://example.com/sub/x",)
+
+
+def test_entities_are_decoded() -> None:
+    result = parse("<title>Fish &amp; Chips &eacute;t&#233; &lt;3</title>")
+    assert result.title == "Fish & Chips été <3"
+
+
+def test_charset_from_http_header() -> None:
+    body = "<title>Caf\xe9 cr\xe8me</title>".encode("latin-1")
+    result = parse(body, content_type="text/html; charset=ISO-8859-1")
+    assert result.title == "Café crème"
+
+
+def test_charset_from_meta_tag() -> None:
+    body = '<meta charset="windows-1251"><title>Привет</title>'.encode("cp1251")
+    result = parse(body, content_type="text/html")
+    assert result.title == "Привет"
+
+
+def test_bom_wins() -> None:
+    body = "\ufeff<title>naïve</title>".encode("utf-16-le")
+    result = parse(b"\xff\xfe" + body[2:], content_type="text/html; charset=iso-8859-1")
+    assert result.title == "naïve"
+
+
+def test_undeclared_charset_is_detected() -> None:
+    sentence = "Ça a été très intéressant, déjà à côté du théâtre où les élèves étaient réunis. "
+    text = "<title>Les élèves à côté</title><p>" + sentence * 20 + "</p>"
+    result = parse(text.encode("latin-1"), content_type=None)
+    assert result.title == "Les élèves à côté"
+
+
+def test_utf8_pages_parse_from_their_bytes_as_from_their_text() -> None:
+    """Lexbor reads UTF-8 (and ASCII) bodies as bytes, skipping a re-encode; every other body
+    goes as decoded text. Both ways must give the same page."""
+    from selectolax.lexbor import LexborHTMLParser
+
+    from scraper.parse.page import _utf8_source, decode_html
+
+    page = "<title>Café — 東京</title><p>naïve  text</p><a href='/ü'>x</a>"
+    bodies = [
+        (page.encode(), "text/html; charset=utf-8"),
+        (b"\xef\xbb\xbf" + page.encode(), "text/html"),  # a BOM
+        (page.encode() + b"<p>bad \xff\xfe byte</p>", "text/html; charset=utf-8"),
+        (b"<title>plain</title>", "text/html; charset=utf-16"),  # ASCII read as UTF-16
+        (page.encode("utf-8")[:-3] + b"\xe2\x82", None),  # cut mid-character
+        ("<title>Caf\xe9</title>".encode("latin-1"), "text/html; charset=iso-8859-1"),
+        (b"<title>Ascii only</title>", "text/html; charset=windows-1252"),
+        ('<meta charset="cp500"><title>x</title>'.encode("cp500"), None),
+    ]
+    for body, content_type in bodies:
+        encoding, html = decode_html(body, content_type)
+        from_source = LexborHTMLParser(_utf8_source(body, encoding, html))
+        from_text = LexborHTMLParser(html)
+        assert from_source.html == from_text.html, (body, content_type)
+    result = parse(bodies[1][0])
+    assert result.title == "Café — 東京"
+    assert result.links == ("http://example.com/%C3%BC",)
+
+
+def test_broken_markup_does_not_crash() -> None:
+    result = parse("<html><title>T</title><p><a href='x'>one<a href=y>two</div></span><<<>>")
+    assert result.title == "T"
+    assert result.links == ("http://example.com/dir/x", "http://example.com/dir/y")
+
+
+def test_a_link_that_breaks_the_url_parser_costs_only_itself() -> None:
+    result = parse('<a href="http://[::1]@">odd</a><a href="/fine">fine</a>')
+    assert result.links == ("http://example.com/fine",)
+
+
+def test_binary_garbage_does_not_crash() -> None:
+    result = parse(bytes(range(256)) * 10)
+    assert result.title is None
+
+
+def test_visible_text_excludes_scripts_and_styles() -> None:
+    page = (
+        "<style>.x{}</style><script>var secret=1</script><p>Seen   text</p><noscript>n</noscript>"
+    )
+    result = parse(page, store_text=True)
+    assert result.text == "Seen text"
+    assert result.text_length == len("Seen text")
+    same_text = parse("<div>Seen text</div>")
+    assert result.text_hash == same_text.text_hash
+    assert same_text.text is None  # only kept with store_text
+
+
+def test_extraction_rules() -> None:
+    rules = (
+        ExtractRule(name="price", css="span.price"),
+        ExtractRule(name="images", css="img", take="attr", attr="src", all=True),
+        ExtractRule(name="box", css="div.box", take="html"),
+        ExtractRule(name="missing", css="h6"),
+        ExtractRule(name="tags", css="li.tag", all=True),
+    )
+    result = parse(
+        '<span class="price"> 9.99 </span><img src="a.png"><img src="b.png"><img>'
+        '<div class="box"><b>bold</b></div><li class="tag">x</li><li class="tag">y</li>',
+        rules=Extraction(every=rules),
+    )
+    assert result.fields == {
+        "price": "9.99",
+        "images": ["a.png", "b.png"],
+        "box": '<div class="box"><b>bold</b></div>',
+        "missing": None,
+        "tags": ["x", "y"],
+    }
+
+
+def test_rule_sets_apply_by_url_and_regexes_trim() -> None:
+    html = """<h1>Widget</h1><p class="price">Price: £12.50 incl. VAT</p>
+    <ul><li class="tag">#red</li><li class="tag">#big</li><li class="tag">plain</li></ul>"""
+    rules = Extraction(
+        every=(ExtractRule(name="name", css="h1"),),
+        sets=(
+            RuleSet(
+                urls=("*/dir/*",),
+                rules=(
+                    ExtractRule(name="price", css="p.price", regex=r"£([\d.]+)"),
+                    ExtractRule(name="tags", css="li.tag", all=True, regex=r"#\w+"),
+                    ExtractRule(name="vat", css="p.price", regex=r"VAT (\d+)%"),
+                ),
+            ),
+            RuleSet(urls=("*/elsewhere/*",), rules=(ExtractRule(name="never", css="h1"),)),
+        ),
+    )
+    assert parse(html, rules=rules).fields == {
+        "name": "Widget",
+        "price": "12.50",  # the group
+        "tags": ["#red", "#big"],  # the whole match; values that do not match are left out
+        "vat": None,  # no match
+    }
+    other = parse_page(ParseJob(url="http://example.com/", body=html.encode(),
+                                content_type="text/html", rules=rules))  # fmt: skip
+    assert other.fields == {"name": "Widget"}
+
+
+def test_whitespace_runs_collapse_to_one_space() -> None:
+    assert _clean("  a  b\n\tc\r\n d\x0b\x0ce  ") == "a b c d e"
+    assert _clean("é \xa0 b\xa0\xa0c — d") == "é b c — d"  # no-break spaces too
+    assert _clean("a\u2003b") == "a\u2003b"  # rarer Unicode spaces are kept
+    assert _clean("\n \n") == ""
+    assert _clean("\ud800x y") == "\ud800x y"  # a lone surrogate does not raise
+
+
+def test_collapsing_is_splitting_and_joining() -> None:
+    import random
+
+    rng = random.Random(6)
+    alphabet = ["a", "é", "—", " ", "  ", "\t", "\n", "\r", "\x0b", "\x0c", "\xa0", "\u2003"]
+    for _ in range(2000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 30)))
+        expected = b" ".join(text.replace("\xa0", " ").encode().split()).decode()
+        assert _clean(text) == expected, repr(text)
+
+
+def test_a_page_the_parser_fails_on_does_not_sink_its_batch() -> None:
+    good = ParseJob(url="http://a.com/", body=b"<title>fine</title>", content_type="text/html")
+    # An invalid regex would be refused by the config; here it stands for a parser bug.
+    broken = ExtractRule(name="x", css="title", regex="(unclosed")
+    bad = ParseJob(
+        url="http://a.com/b", body=b"<title>t</title>", content_type="text/html",
+        rules=Extraction(every=(broken,)),
+    )  # fmt: skip
+    first, failed, last = parse_pages([good, bad, good])
+    assert isinstance(failed, ParseFailure) and failed.error.startswith("error: ")
+    assert first == last and not isinstance(first, ParseFailure) and first.title == "fine"

@@ -1,0 +1,133 @@
+"""The parse stage's worker processes: replies in order, errors carried back, deaths survived."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+
+from scraper.parse.procpool import ProcessPool, WorkerDied
+
+# The functions run in the workers must be importable there: builtins and the standard library.
+
+
+async def test_calls_run_in_other_processes_and_come_back_in_order() -> None:
+    async with ProcessPool(2) as pool:
+        assert len(set(pool.pids)) == 2 and os.getpid() not in pool.pids
+        assert await asyncio.gather(*(pool.run(abs, -n) for n in range(50))) == list(range(50))
+        big = b"x" * 3_000_000  # larger than any pipe buffer
+        assert await pool.run(len, big) == len(big)
+        assert await pool.run(print, "a stray print must not corrupt the replies") is None
+        assert await pool.run(abs, -7) == 7
+
+
+@pytest.fixture
+def unimportable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[object], object]:
+    """A function this process can pickle by name and the workers cannot import: its module is
+    on this process's sys.path only."""
+    (tmp_path / "only_in_the_parent.py").write_text("def noop(x):\n    return x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("only_in_the_parent")
+    return module.noop  # type: ignore[no-any-return]
+
+
+async def test_an_exception_in_the_worker_is_raised_in_the_caller(
+    unimportable: Callable[[object], object],
+) -> None:
+    async with ProcessPool(1) as pool:
+        with pytest.raises(ValueError, match="bad input"):
+            await pool.run(int, "bad input")
+        with pytest.raises(ModuleNotFoundError):  # a function the worker cannot import
+            await pool.run(unimportable, None)
+        assert await pool.run(abs, -3) == 3  # and the worker goes on
+
+
+async def test_a_dead_worker_fails_its_call_and_is_replaced() -> None:
+    async with ProcessPool(2) as pool:
+        first = list(pool.pids)
+        with pytest.raises(WorkerDied, match="exited \\(code 3\\)"):
+            await pool.run(os._exit, 3)
+        assert await asyncio.gather(*(pool.run(abs, -n) for n in range(10))) == list(range(10))
+        assert len(set(pool.pids) - set(first)) == 1  # one new process, one of the old ones
+        victim = pool.pids[0]
+        os.kill(victim, signal.SIGKILL)
+        await asyncio.sleep(0.2)
+        assert await pool.run(abs, -4) == 4
+        assert victim not in pool.pids
+
+
+async def test_workers_ignore_ctrl_c_and_end_with_the_pool() -> None:
+    async with ProcessPool(2) as pool:
+        pids = list(pool.pids)
+        for pid in pids:
+            os.kill(pid, signal.SIGINT)  # what Ctrl-C sends the whole process group
+        await asyncio.sleep(0.2)
+        assert await asyncio.gather(pool.run(abs, -2), pool.run(abs, -3)) == [2, 3]
+        assert pool.pids == pids
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+class TwoArguments(Exception):
+    """Raised in a worker, it pickles but cannot be unpickled: its __init__ wants two values."""
+
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(f"{a} {b}")
+
+
+def raise_two(_: object) -> None:
+    raise TwoArguments(1, 2)
+
+
+@pytest.fixture
+def importable_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let workers import this test module (they inherit the environment)."""
+    monkeypatch.setenv("PYTHONPATH", os.path.dirname(__file__))
+
+
+async def test_a_reply_that_cannot_be_read_kills_and_replaces_the_worker(importable_here) -> None:
+    async with ProcessPool(1) as pool:
+        old = pool.pids[0]
+        with pytest.raises(WorkerDied, match="cannot be read"):
+            await pool.run(raise_two, None)
+        assert await pool.run(abs, -5) == 5
+        assert pool.pids[0] != old and not psutil.pid_exists(old)
+
+
+async def test_a_call_queued_behind_a_dying_one_fails_too() -> None:
+    async with ProcessPool(1) as pool:
+        dying = asyncio.create_task(pool.run(os._exit, 3))
+        queued = asyncio.create_task(pool.run(abs, -1))
+        for call in (dying, queued):
+            with pytest.raises(WorkerDied):
+                await call
+
+
+async def test_closing_while_a_replacement_starts_leaks_no_process() -> None:
+    pool = ProcessPool(1)
+    await pool.__aenter__()
+    with pytest.raises(WorkerDied):
+        await pool.run(os._exit, 3)
+    call = asyncio.create_task(pool.run(abs, -1))  # starts a replacement
+    await asyncio.sleep(0)
+    await pool.__aexit__(None, None, None)
+    with pytest.raises(WorkerDied, match="closing"):
+        await call
+    await asyncio.sleep(0.2)
+    assert await asyncio.to_thread(_workers_alive) == []
+
+
+def _workers_alive() -> list[psutil.Process]:
+    children = psutil.Process().children(recursive=True)
+    return [p for p in children if "scraper.parse.procworker" in " ".join(p.cmdline())]
+
+
+def test_a_pool_needs_a_worker() -> None:
+    with pytest.raises(ValueError, match="at least one worker"):
+        ProcessPool(0)
