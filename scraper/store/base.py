@@ -1,0 +1,261 @@
+"""The storage seams: what the crawl and the read-side commands depend on, whatever the backend.
+
+    Backend          one open database for one crawl process (`async with open_backend(...)`)
+    ├── crawls       CrawlLog: rows of the crawls table (start, resume, finish)
+    ├── frontier()   Frontier: every URL a crawl discovered, pending / leased / done
+    └── pages()      PageWriter: a batch of pages, their links, the URLs they discovered and
+                     their own done marks, in ONE transaction (so the frontier and the page
+                     writer come from the same backend: they share that transaction)
+    ResultsReader    read-only access for `query`, `stats`, `export`, `report`, `crawls` (no
+                     event loop: those commands run at the CLI's edge)
+
+`crawl/` imports this module only; `store/<backend>/` implements it. The contract that every
+backend keeps is tested once, in tests/store/test_contract.py, parametrised over the backends.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+from scraper.models import CrawlRequest, PageRecord
+
+RESUMABLE = ("running", "interrupted", "failed")  # crawl states a new run may resume
+
+
+class FrontierState(enum.IntEnum):
+    """A frontier row's state. URLs only go forward (pending -> leased -> done) but for a lease
+    given back (a dead process's, on resume), which returns to pending."""
+
+    PENDING = 0
+    LEASED = 1  # handed to a crawl process, not yet stored
+    DONE = 2
+
+
+def utc_now() -> str:
+    """The timestamp format of every stored time (pages.fetched_at, crawls.started_at, ...)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True, slots=True)
+class CrawlCounts:
+    """What a crawl stored, counted from its pages: the end of a crawl and `scraper stats`
+    compute these with one query set (a page a later crawl fetched again counts there)."""
+
+    by_status: dict[str, int] = field(default_factory=dict)  # "2xx" ... and "none"
+    by_error: dict[str, int] = field(default_factory=dict)  # error_kind -> pages
+    bytes: int = 0
+
+    @property
+    def pages(self) -> int:
+        return sum(self.by_status.values())
+
+    @property
+    def errors(self) -> int:
+        return sum(self.by_error.values())
+
+
+@dataclass(frozen=True, slots=True)
+class CrawlSummary:
+    """A finished (or interrupted) crawl run, as the database tells it."""
+
+    crawl_id: int
+    status: str
+    db: str  # where the results are, as the user named it (never with a password)
+    counts: CrawlCounts
+    duration_s: float
+    resumed: bool = False
+
+    @property
+    def pages(self) -> int:
+        return self.counts.pages
+
+    @property
+    def errors(self) -> int:
+        return self.counts.errors
+
+    @property
+    def pages_per_second(self) -> float:
+        return self.pages / self.duration_s if self.duration_s > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CrawlRow:
+    """One row of the crawls table."""
+
+    id: int
+    status: str
+    started_at: str
+    finished_at: str | None
+    duration_s: float | None
+    counters: str | None = None  # JSON written at the crawl's end
+
+
+@dataclass(frozen=True, slots=True)
+class HostCount:
+    host: str
+    pages: int
+    errors: int
+
+
+class Frontier(Protocol):
+    """One crawl's frontier. Discovered URLs are added by `PageWriter.write`, in the page's
+    transaction; this side seeds, leases and counts."""
+
+    async def seed(self, requests: Sequence[CrawlRequest]) -> None:
+        """Add the seeds (known URLs are left as they are)."""
+        ...
+
+    async def reset_leases(self) -> int:
+        """Give back to pending what a dead process had leased; how many rows."""
+        ...
+
+    async def lease(self, host: str, limit: int) -> list[CrawlRequest]:
+        """Up to `limit` pending URLs of `host` (host_key), oldest first, now leased."""
+        ...
+
+    async def pending_hosts(self, limit: int) -> list[str]:
+        """Up to `limit` hosts that have pending URLs."""
+        ...
+
+    async def count(self, state: FrontierState) -> int: ...
+
+
+class PageWriter(Protocol):
+    """Stores what the crawl found, a batch at a time."""
+
+    async def write(self, records: Sequence[PageRecord]) -> None:
+        """In ONE transaction: the pages (upserted by URL; a 304 or a fresh page only touched),
+        the URLs they discovered (each inserted once per crawl), and the pages' own frontier
+        rows marked done. All of it is stored, or none (a crash at any instant)."""
+        ...
+
+    async def links_from(self, url: str) -> list[str]:
+        """The stored outgoing links of a page (to crawl on from a page kept as it was)."""
+        ...
+
+
+class CrawlLog(Protocol):
+    """The crawls table, from the crawl's side."""
+
+    async def unfinished(self, seeds: Sequence[str]) -> tuple[int, int | None]:
+        """(the newest crawl of these seeds if it did not finish, else 0; the newest crawl of
+        other seeds if it did not finish, else None)."""
+        ...
+
+    async def start(self, seeds: Sequence[str], config_json: str) -> int: ...
+
+    async def reopen(self, crawl_id: int) -> None: ...
+
+    async def finish(
+        self,
+        crawl_id: int,
+        status: str,
+        run_seconds: float,
+        *,
+        resumed: bool = False,
+        extra: dict[str, Any] | None = None,
+    ) -> CrawlSummary:
+        """Record the crawl's end and counters (from the pages it stored); its summary."""
+        ...
+
+
+class Backend(Protocol):
+    """An open database for one crawl process: `async with open_backend(storage) as backend`."""
+
+    @property
+    def location(self) -> str:
+        """Where the results are, for messages and the summary (never with a password)."""
+        ...
+
+    @property
+    def crawls(self) -> CrawlLog: ...
+
+    def frontier(self, crawl_id: int, recrawl_after: float = 0.0) -> Frontier: ...
+
+    def pages(self, crawl_id: int) -> PageWriter: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """A result set streamed from the database: its column names and its rows."""
+
+    columns: list[str]
+    rows: Iterator[tuple[Any, ...]]
+
+
+class ResultsReader(Protocol):
+    """Read-only access for the commands that run after (or beside) a crawl. Every method reads;
+    `run_query` refuses statements that write. Plain (no event loop): these run at the edge."""
+
+    @property
+    def location(self) -> str: ...
+
+    def find_crawl(self, crawl_id: int | None = None) -> CrawlRow:
+        """The crawl `crawl_id` (or the latest); a crawl whose process died shows `interrupted`.
+        A StorageError names the crawls there are."""
+        ...
+
+    def list_crawls(self) -> Rows: ...
+
+    def counts(self, crawl_id: int) -> CrawlCounts: ...
+
+    def top_hosts(self, crawl_id: int, limit: int) -> list[HostCount]: ...
+
+    def latencies(self, crawl_id: int) -> tuple[int, Iterator[float]]:
+        """How many pages have a latency, and their latencies in ascending order (streamed)."""
+        ...
+
+    def latencies_by_host(self, crawl_id: int, hosts: int) -> dict[str, list[float]]:
+        """The latencies of the `hosts` hosts with most pages, each list ascending."""
+        ...
+
+    def fetch_times(self, crawl_id: int, buckets: int) -> tuple[float, list[tuple[int, int]]]:
+        """Pages stored over time: the bucket width in seconds, and (bucket, pages) pairs."""
+        ...
+
+    def status_counts(self, crawl_id: int) -> list[tuple[str, int]]: ...
+
+    def depth_counts(self, crawl_id: int) -> list[tuple[int, int]]: ...
+
+    def errors_by_kind(self, crawl_id: int) -> list[tuple[str, int, str, str | None]]:
+        """(error_kind, pages, an example URL, its error) per kind, most pages first."""
+        ...
+
+    def error_pages(self, crawl_id: int, limit: int) -> list[tuple[Any, ...]]:
+        """(url, status, error_kind, error, referrer) of pages with an error."""
+        ...
+
+    def pages(self, crawl_id: int | None) -> Rows:
+        """Every page (of one crawl, or all), all columns, in the order stored."""
+        ...
+
+    def field_names(self, crawl_id: int | None) -> list[str]:
+        """Every name an [extract] rule stored a value under, sorted."""
+        ...
+
+    def seeds(self) -> list[str]:
+        """The seeds of every crawl, as stored (JSON lists)."""
+        ...
+
+    def run_query(self, sql: str) -> Rows:
+        """One statement of the user's, read-only: a statement that writes is refused
+        (QueryError), as is bad SQL."""
+        ...
+
+
+ResultsOpener = AbstractContextManager[ResultsReader]
