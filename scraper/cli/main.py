@@ -13,7 +13,6 @@ import gc
 import logging
 import os
 import signal
-import sqlite3
 import sys
 import traceback
 from collections.abc import Iterator
@@ -31,16 +30,14 @@ from scraper.results.export import export
 from scraper.results.presets import PRESETS
 from scraper.results.query import FORMATS, run_query, write_table
 from scraper.results.stats import crawl_stats, format_stats
-from scraper.store.sqlite.crawls import list_crawls
-from scraper.store.sqlite.database import crawl_in_progress
-from scraper.store.sqlite.reads import find_crawl, open_results
+from scraper.store import open_results
 
 # The crawl's stack (aiohttp, rich) and the report's (plotly, jinja2) are imported by the commands
 # that use them: `scraper query` and friends start in a fraction of the time.
 if TYPE_CHECKING:
     from scraper.crawl.crawler import Crawler
     from scraper.demosite import SiteSpec
-    from scraper.store.sqlite.crawls import CrawlSummary
+    from scraper.store.base import CrawlSummary
 
 log = logging.getLogger("scraper")
 
@@ -287,9 +284,9 @@ def _say(message: str) -> None:
 
 def _crawls_command(args: argparse.Namespace) -> int:
     config = _load(args, {})
-    with open_results(config.storage.db) as conn:
-        columns, rows = list_crawls(conn, lambda: crawl_in_progress(Path(config.storage.db)))
-    write_table(columns, rows, sys.stdout)
+    with open_results(config.storage.db) as reader:
+        crawls = reader.list_crawls()
+        write_table(crawls.columns, crawls.rows, sys.stdout)
     return 0
 
 
@@ -352,9 +349,8 @@ def _stats_command(args: argparse.Namespace) -> int:
 
 
 def print_stats(db: str, crawl_id: int | None) -> None:
-    with open_results(db) as conn:
-        crawl = find_crawl(conn, crawl_id, lambda: crawl_in_progress(Path(db)))
-        print(format_stats(crawl_stats(conn, crawl, db)))
+    with open_results(db) as reader:
+        print(format_stats(crawl_stats(reader, reader.find_crawl(crawl_id))))
 
 
 def _demo_command(args: argparse.Namespace) -> int:
@@ -384,9 +380,9 @@ def _replace_demo_database(db: Path) -> None:
 
 def _is_demo_database(db: Path) -> bool:
     try:
-        with open_results(db) as conn:
-            seeds = [s for (s,) in conn.execute("SELECT seeds FROM crawls")]
-    except (ScraperError, sqlite3.Error):
+        with open_results(str(db)) as reader:
+            seeds = reader.seeds()
+    except ScraperError:
         return False
     return bool(seeds) and all(s.startswith('["http://127.0.0.1:') for s in seeds)
 

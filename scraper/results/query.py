@@ -4,54 +4,22 @@ from __future__ import annotations
 
 import csv
 import json
-import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from scraper.errors import QueryError
-from scraper.store.sqlite.reads import open_results
+from scraper.store import open_results
 
 FORMATS = ("table", "csv", "json", "jsonl")
 MAX_CELL = 80
 
-# Authorizer action codes that change the database (sqlite3 module constants).
-_WRITES = {
-    getattr(sqlite3, name)
-    for name in dir(sqlite3)
-    if name.startswith(("SQLITE_CREATE_", "SQLITE_DROP_", "SQLITE_ALTER"))
-} | {
-    sqlite3.SQLITE_INSERT,
-    sqlite3.SQLITE_UPDATE,
-    sqlite3.SQLITE_DELETE,
-    sqlite3.SQLITE_ATTACH,
-    sqlite3.SQLITE_DETACH,
-    sqlite3.SQLITE_TRANSACTION,
-}
-
 
 def run_query(db_path: str | Path, sql: str, out: TextIO, fmt: str = "table") -> int:
     """Run one read-only statement and print its rows; returns the row count."""
-    with open_results(db_path) as conn:
-        refused: list[int] = []
-
-        def authorize(action: int, *_: Any) -> int:
-            if action in _WRITES:
-                refused.append(action)
-                return sqlite3.SQLITE_DENY
-            return sqlite3.SQLITE_OK
-
-        conn.set_authorizer(authorize)
-        try:
-            cursor = conn.execute(sql)
-            columns = [d[0] for d in cursor.description or ()]
-            return _write(fmt, columns, cursor, out)
-        except sqlite3.Error as exc:
-            if refused:
-                raise QueryError(
-                    "refused: `scraper query` only reads, and this statement writes"
-                ) from None
-            raise QueryError(f"bad SQL: {exc}") from None
+    with open_results(str(db_path)) as reader:
+        result = reader.run_query(sql)
+        return _write(fmt, result.columns, result.rows, out)
 
 
 def _write(fmt: str, columns: Sequence[str], rows: Iterable[tuple[Any, ...]], out: TextIO) -> int:

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from helpers import SCRAPER, base_url, new_database, rows, scraper_cli
-from scraper.crawl.sink import PAGE_COLUMNS
 from scraper.demosite import SiteSpec, make_app
 from scraper.results.export import export
+from scraper.store.sqlite.writer import PAGE_COLUMNS
 
 SITE = SiteSpec(pages=30, page_bytes=2000, error_rate=0.1, extras=False)
 RULES = [
