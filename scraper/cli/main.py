@@ -249,7 +249,7 @@ def _crawl_command(args: argparse.Namespace) -> int:
         values["crawl.max_pages"] = args.max_pages
     config = _load(args, values)
     summary = asyncio.run(_crawl(config, quiet=args.quiet, fresh=args.fresh), debug=args.debug_loop)
-    print_stats(summary.db, summary.crawl_id)
+    print_stats(config.storage.db, summary.crawl_id)  # summary.db has no password to connect
     return EXIT_INTERRUPTED if summary.status == "interrupted" else 0
 
 
@@ -321,7 +321,7 @@ def _query_command(args: argparse.Namespace) -> int:
     if (args.sql is None) == (args.preset is None):
         raise ConfigError("query: give either SQL or --preset NAME (see scraper query --help)")
     sql = PRESETS[args.preset].sql if args.preset else args.sql
-    run_query(_load(args, {}).storage.db, sql, sys.stdout, args.format)
+    run_query(_load(args, {}).storage.db, sql, sys.stdout, args.format, preset=args.preset)
     return 0
 
 

@@ -324,7 +324,7 @@ class ParseConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StorageConfig:
-    db: str = field(default="data/crawl.db", metadata=_opt(_text, "SQLite file"))
+    db: str = field(default="data/crawl.db", metadata=_opt(_text, "SQLite file or PostgreSQL URL"))
     batch_size: int = field(default=200, metadata=_opt(_int(1), "rows per transaction"))
     flush_interval: float = field(
         default=1.0, metadata=_opt(_float(0, exclusive=True), "seconds between commits")

@@ -120,7 +120,7 @@ class Crawler:
             crawl_id = await self._crawl_to_resume(backend)
             resumed = crawl_id is not None
             if crawl_id is None:
-                crawl_id = await crawls.start(config.crawl.seeds, config.to_json())
+                crawl_id = await crawls.start(config.crawl.seeds, _stored_config(config, backend))
             else:
                 await crawls.reopen(crawl_id)
             frontier = backend.frontier(crawl_id, config.crawl.recrawl_after)
@@ -237,6 +237,13 @@ class Crawler:
             finally:
                 watch.cancel()
             return "interrupted" if self._stopping else "finished"
+
+
+def _stored_config(config: Config, backend: Backend) -> str:
+    """The configuration as the crawls table keeps it: storage.db as the backend shows it (a
+    PostgreSQL URL without its password)."""
+    storage = dataclasses.replace(config.storage, db=backend.location)
+    return dataclasses.replace(config, storage=storage).to_json()
 
 
 def _limits(config: Config) -> Limits:

@@ -15,10 +15,13 @@ FORMATS = ("table", "csv", "json", "jsonl")
 MAX_CELL = 80
 
 
-def run_query(db_path: str | Path, sql: str, out: TextIO, fmt: str = "table") -> int:
-    """Run one read-only statement and print its rows; returns the row count."""
+def run_query(
+    db_path: str | Path, sql: str, out: TextIO, fmt: str = "table", *, preset: str | None = None
+) -> int:
+    """Run one read-only statement (or the preset so named, whose SQLite text `sql` is) and
+    print its rows; returns the row count."""
     with open_results(str(db_path)) as reader:
-        result = reader.run_query(sql)
+        result = reader.run_query(reader.preset_sql(preset, sql) if preset else sql)
         return _write(fmt, result.columns, result.rows, out)
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import jinja2
 import plotly.graph_objects as go
@@ -21,6 +22,7 @@ import plotly.offline
 from scraper.results.stats import CrawlStats, crawl_stats, percentiles
 from scraper.store import open_results
 from scraper.store.base import ResultsReader
+from scraper.store.location import is_postgres
 
 MAX_ERROR_ROWS = 500
 MAX_HOSTS = 15
@@ -71,7 +73,11 @@ def write_report(db: str, out: Any, crawl_id: int | None = None) -> CrawlStats:
 
 
 def default_path(db: str) -> Path:
-    """data/crawl.db → data/crawl-report.html"""
+    """data/crawl.db → data/crawl-report.html; a PostgreSQL URL → NAME-report.html, NAME being
+    its database's name, in the current folder."""
+    if is_postgres(db):
+        name = urlsplit(db).path.strip("/") or "postgres"
+        return Path(f"{name}-report.html")
     path = Path(db)
     return path.with_name(f"{path.stem}-report.html")
 

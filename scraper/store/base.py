@@ -271,6 +271,11 @@ class ResultsReader(Protocol):
         """The seeds of every crawl, as stored (JSON lists)."""
         ...
 
+    def preset_sql(self, name: str, sql: str) -> str:
+        """The named query `name` (a preset) as this backend runs it: `sql` is its text in
+        SQLite's dialect, as the README shows it (store/dialect.py has the others)."""
+        ...
+
     def run_query(self, sql: str) -> Rows:
         """One statement of the user's, read-only: a statement that writes is refused
         (QueryError), as is bad SQL."""

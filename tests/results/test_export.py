@@ -16,7 +16,7 @@ import pytest
 from helpers import SCRAPER, base_url, new_database, rows, scraper_cli
 from scraper.demosite import SiteSpec, make_app
 from scraper.results.export import export
-from scraper.store.sqlite.writer import PAGE_COLUMNS
+from scraper.store.rows import PAGE_COLUMNS
 
 SITE = SiteSpec(pages=30, page_bytes=2000, error_rate=0.1, extras=False)
 RULES = [

@@ -7,8 +7,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from scraper.store.base import RESUMABLE, CrawlSummary, utc_now
+from scraper.store.dialect import counts_from
 from scraper.store.sqlite.database import Database
-from scraper.store.sqlite.queries import COUNT_QUERIES, counts_from
+from scraper.store.sqlite.queries import COUNT_QUERIES
 
 # A crawl still `running` when another starts is one whose process died (kill -9, a second
 # Ctrl-C, a crash): this one holds the database's lock, so nothing else is crawling it.

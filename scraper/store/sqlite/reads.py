@@ -16,9 +16,10 @@ from typing import Any
 
 from scraper.errors import QueryError, StorageError
 from scraper.store.base import CrawlCounts, CrawlRow, HostCount, Rows
+from scraper.store.dialect import counts_from
 from scraper.store.sqlite.database import crawl_in_progress
 from scraper.store.sqlite.errors import explain_sqlite
-from scraper.store.sqlite.queries import COUNT_QUERIES, HOST_SQL, counts_from
+from scraper.store.sqlite.queries import COUNT_QUERIES, HOST_SQL
 from scraper.store.sqlite.schema import APPLICATION_ID
 
 # Authorizer action codes that change the database (sqlite3 module constants).
@@ -253,6 +254,9 @@ class SqliteResults:
 
     def seeds(self) -> list[str]:
         return [seeds for (seeds,) in self._conn.execute("SELECT seeds FROM crawls")]
+
+    def preset_sql(self, name: str, sql: str) -> str:
+        return sql  # the presets are written in SQLite's dialect
 
     def run_query(self, sql: str) -> Rows:
         refused: list[int] = []

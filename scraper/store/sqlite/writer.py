@@ -5,18 +5,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
 
 from scraper.models import PageRecord
+from scraper.store.rows import PAGE_COLUMNS, kept, page_row
 from scraper.store.sqlite.database import Database
 from scraper.store.sqlite.frontier import MARK_DONE, insert_discovered
 
-PAGE_COLUMNS = [
-    "url", "crawl_id", "depth", "referrer", "status", "final_url", "content_type",
-    "fetched_at", "elapsed_ms", "bytes", "attempts", "encoding", "title", "description",
-    "canonical", "text_length", "text_hash", "text", "fields", "error_kind", "error", "etag",
-    "last_modified", "links",
-]  # fmt: skip
 UPSERT_PAGE = (
     f"INSERT INTO pages ({', '.join(PAGE_COLUMNS)}) VALUES ({', '.join('?' * len(PAGE_COLUMNS))}) "
     "ON CONFLICT(url) DO UPDATE SET " + ", ".join(f"{c} = excluded.{c}" for c in PAGE_COLUMNS[1:])
@@ -57,42 +51,3 @@ class SqlitePageWriter:
         rows = await self._db.fetchall("SELECT links FROM pages WHERE url = ?", (url,))
         links: list[str] = json.loads(rows[0][0]) if rows and rows[0][0] else []
         return links
-
-
-def kept(record: PageRecord) -> bool:
-    """The stored row stands: a 304, or a page fresher than crawl.recrawl_after."""
-    return record.fetch.status == 304 or record.fetch.request.fresh
-
-
-def page_row(crawl_id: int, record: PageRecord) -> tuple[Any, ...]:
-    """A record as the values of PAGE_COLUMNS (a parse failure is the page's error)."""
-    fetch, parsed = record.fetch, record.parsed
-    error_kind, error = fetch.error_kind, fetch.error
-    if record.parse_error is not None:
-        error_kind, error = "parse", record.parse_error
-    return (
-        fetch.request.url,
-        crawl_id,
-        fetch.request.depth,
-        fetch.request.referrer,
-        fetch.status,
-        fetch.final_url,
-        fetch.content_type,
-        fetch.fetched_at,
-        fetch.elapsed_ms,
-        fetch.bytes,
-        fetch.attempts,
-        parsed.encoding if parsed else None,
-        parsed.title if parsed else None,
-        parsed.description if parsed else None,
-        parsed.canonical if parsed else None,
-        parsed.text_length if parsed else None,
-        parsed.text_hash if parsed else None,
-        parsed.text if parsed else None,
-        parsed.fields_json if parsed else None,
-        error_kind,
-        error,
-        fetch.etag,
-        fetch.last_modified,
-        parsed.links_json if parsed else None,
-    )

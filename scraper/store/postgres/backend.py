@@ -1,0 +1,46 @@
+"""The PostgreSQL backend: a server shared by any number of crawl processes."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Self
+
+from scraper.store.postgres.crawls import PgCrawlLog
+from scraper.store.postgres.database import PgDatabase
+from scraper.store.postgres.frontier import CREATE_FOUND, PgFrontier
+from scraper.store.postgres.writer import PgPageWriter
+
+
+class PgBackend:
+    """`Backend` (store/base.py): the page writer and the crawl log share the `write` connection
+    (a batch's pages, discoveries and done marks are one transaction); leases have their own."""
+
+    def __init__(self, url: str) -> None:
+        self._db = PgDatabase(url, setup=(CREATE_FOUND,))
+        self._crawls = PgCrawlLog(self._db)
+
+    @property
+    def location(self) -> str:
+        return self._db.location
+
+    @property
+    def crawls(self) -> PgCrawlLog:
+        return self._crawls
+
+    def frontier(self, crawl_id: int, recrawl_after: float = 0.0) -> PgFrontier:
+        return PgFrontier(self._db, crawl_id, recrawl_after)
+
+    def pages(self, crawl_id: int) -> PgPageWriter:
+        return PgPageWriter(self._db, crawl_id)
+
+    async def __aenter__(self) -> Self:
+        await self._db.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._db.__aexit__(exc_type, exc, tb)
