@@ -6,8 +6,14 @@ STAMP  := $(VENV)/.installed
 # The report's test opens it in headless Chromium: Debian's package, installed on first need.
 CHROMIUM := /usr/bin/chromium
 SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
+# The PostgreSQL backend's tests start a server of their own from Debian's `postgresql` binaries
+# (initdb into a temporary folder): installed on first need, like chromium.
+INITDB   := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
+ifeq ($(INITDB),)
+INITDB   := postgresql-install
+endif
 
-.PHONY: install run demo test lint bench bench-memory clean
+.PHONY: install run demo test lint bench bench-memory clean postgresql-install
 
 install: $(STAMP)
 
@@ -23,12 +29,16 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/scraper demo
 
-test: $(STAMP) $(CHROMIUM)
+test: $(STAMP) $(CHROMIUM) $(INITDB)
 	$(BIN)/python -m pytest
 
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+
+postgresql-install:
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql
 
 # The full benchmark (~7 min on 2 cores). Quicker: make bench BENCH_ARGS="--pages 2000 --heavy-pages 100 --rounds 1".
 # nginx serves the site, with its Lua module for the added latency: installed here if missing (as

@@ -1,4 +1,5 @@
-"""Shared fixtures: a blocking-call guard and a config factory (helpers.py has the functions)."""
+"""Shared fixtures: a blocking-call guard, a config factory, and a PostgreSQL server for the
+session with a fresh database per test (helpers.py has the functions)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
 
+from scraper.bench.pgserver import PgServer
 from scraper.config import Config, build_config
 
 
@@ -39,3 +41,21 @@ def make_config(tmp_path: Path) -> ConfigFactory:
         return build_config(raw)
 
     return factory
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A PostgreSQL server of our own for the whole session (Debian's binaries, initdb into a
+    temporary folder, a Unix socket there). One that cannot start fails the tests that use it:
+    CI must run them, so they are never skipped."""
+    with PgServer() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh, empty database of its own for this test: its URL (password included)."""
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name)[:50].lower()
+    name += f"_{id(request) % 100_000}"
+    yield pg_server.create_database(name)
+    pg_server.drop_database(name)

@@ -19,17 +19,21 @@ from scraper.errors import QueryError, StorageError
 from scraper.models import CrawlRequest, FetchResult, PageRecord, ParseResult
 from scraper.store import open_backend, open_results
 from scraper.store.base import Backend, FrontierState, ResultsReader
+from scraper.store.location import redact
 
 PENDING, LEASED, DONE = FrontierState.PENDING, FrontierState.LEASED, FrontierState.DONE
 A, B = "http://127.0.0.1:8001", "http://127.0.0.2:8002"
 
-BACKENDS = ["sqlite"]
+BACKENDS = ["sqlite", "postgresql"]
 T = TypeVar("T")
 
 
 @pytest.fixture(params=BACKENDS)
 def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Where a fresh, empty database of the backend is (what storage.db would say)."""
+    if request.param == "postgresql":
+        url: str = request.getfixturevalue("pg_url")
+        return url
     assert request.param == "sqlite"
     return str(tmp_path / "contract.db")
 
@@ -208,7 +212,7 @@ async def test_the_summary_at_the_end_and_the_reader_count_alike(location: str) 
             ]
         )
         summary = await b.crawls.finish(crawl_id, "finished", 2.5, extra={"note": 1})
-        assert summary.db == location
+        assert summary.db == redact(location)  # where the results are, never with a password
         assert (summary.pages, summary.errors, summary.bytes) == (3, 2, 300)
         assert summary.by_status == {"2xx": 1, "4xx": 1, "none": 1}
         assert summary.by_error == {"connection": 1, "http": 1}
@@ -238,9 +242,19 @@ async def test_the_reader_refuses_writes_but_reads(location: str) -> None:
         result = r.run_query("SELECT url, status FROM pages")
         assert result.columns == ["url", "status"]
         assert list(result.rows) == [(f"{A}/", 200)]
-        for sql in ("DELETE FROM pages", "UPDATE pages SET title = 'x'", "DROP TABLE pages"):
+        for sql in (
+            "DELETE FROM pages",
+            "UPDATE pages SET title = 'x'",
+            "DROP TABLE pages",
+            "INSERT INTO crawls (started_at, status, seeds, config) VALUES ('', '', '', '')",
+            "CREATE TABLE mine (x int)",
+            "ALTER TABLE pages ADD COLUMN x int",
+            "CREATE INDEX mine ON pages (title)",
+        ):
             with pytest.raises(QueryError, match="refused"):
                 list(r.run_query(sql).rows)
+        with pytest.raises(QueryError):  # two statements: never the second
+            list(r.run_query("SELECT 1; DELETE FROM pages").rows)
         with pytest.raises(QueryError, match="bad SQL"):
             r.run_query("SELECT nope FROM pages")
 
