@@ -70,7 +70,11 @@ async def test_a_crawl_stores_the_reachable_pages_and_never_shows_the_password(
     site: str, pg_url: str, pg_server: PgServer, tmp_path: Path
 ) -> None:
     secret = pg_server.password
-    code, out, err = await cli("crawl", site, "--db", pg_url, "-q", *OPTIONS, cwd=tmp_path)
+    log = tmp_path / "crawl.log"
+    code, out, err = await cli(
+        "crawl", site, "--db", pg_url, "-q", *OPTIONS,
+        "--log-level", "DEBUG", "--log-file", str(log), cwd=tmp_path,
+    )  # fmt: skip
     assert code == 0, err
     expected = sorted(site + path.lstrip("/") for path in SPEC.reachable())
     stored = await pg_rows(pg_url, "SELECT url FROM pages ORDER BY url")
@@ -89,6 +93,8 @@ async def test_a_crawl_stores_the_reachable_pages_and_never_shows_the_password(
         assert code == 0, (command, err)
         shown += [out, err]
     shown.append(await asyncio.to_thread((tmp_path / "r.html").read_text))
+    shown.append(await asyncio.to_thread(log.read_text))
+    assert "DEBUG" in shown[-1]
     assert all(secret not in text for text in shown)
 
 
