@@ -1,0 +1,149 @@
+"""The commands that read a results database: crawls, query, export, report, stats.
+
+The report's stack (plotly, jinja2) is imported by `scraper report` alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from scraper.cli.common import load
+from scraper.cli.output import output_file
+from scraper.errors import ConfigError
+from scraper.results.export import FORMATS as EXPORT_FORMATS
+from scraper.results.export import export
+from scraper.results.presets import PRESETS
+from scraper.results.query import FORMATS, run_query, write_table
+from scraper.results.stats import crawl_stats, format_stats
+from scraper.store.sqlite.crawls import list_crawls
+from scraper.store.sqlite.database import crawl_in_progress
+from scraper.store.sqlite.reads import find_crawl, open_results
+
+if TYPE_CHECKING:
+    from scraper.cli.common import Commands
+
+
+def add_parsers(commands: Commands, common: argparse.ArgumentParser) -> None:
+    _add_crawls(commands, common)
+    _add_query(commands, common)
+    _add_export(commands, common)
+    _add_report(commands, common)
+    _add_stats(commands, common)
+
+
+def print_stats(db: str, crawl_id: int | None) -> None:
+    """The summary of crawl `crawl_id` (None: the latest) in the database `db`, on stdout."""
+    with open_results(db) as conn:
+        crawl = find_crawl(conn, crawl_id, lambda: crawl_in_progress(Path(db)))
+        print(format_stats(crawl_stats(conn, crawl, db)))
+
+
+def _add_crawls(commands: Commands, common: argparse.ArgumentParser) -> None:
+    crawls = commands.add_parser(
+        "crawls",
+        parents=[common],
+        help="list the crawls in the database",
+        description="List the crawls in the database with their state and counters.",
+    )
+    crawls.set_defaults(command=_crawls_command)
+
+
+def _crawls_command(args: argparse.Namespace) -> int:
+    config = load(args, {})
+    with open_results(config.storage.db) as conn:
+        columns, rows = list_crawls(conn, lambda: crawl_in_progress(Path(config.storage.db)))
+    write_table(columns, rows, sys.stdout)
+    return 0
+
+
+def _add_query(commands: Commands, common: argparse.ArgumentParser) -> None:
+    query = commands.add_parser(
+        "query",
+        parents=[common],
+        help="run read-only SQL on the results",
+        description="Run one read-only SQL statement, or a named one, on the results.",
+        epilog="presets:\n"
+        + "\n".join(f"  {p.name:<16}{p.about}" for p in PRESETS.values())
+        + "\n(the README shows their SQL)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    query.add_argument(
+        "sql", nargs="?", help='e.g. "SELECT url, status, title FROM pages LIMIT 10"'
+    )
+    query.add_argument("--preset", choices=PRESETS, help="a named query instead of SQL")
+    query.add_argument("--format", choices=FORMATS, default="table")
+    query.set_defaults(command=_query_command)
+
+
+def _query_command(args: argparse.Namespace) -> int:
+    if (args.sql is None) == (args.preset is None):
+        raise ConfigError("query: give either SQL or --preset NAME (see scraper query --help)")
+    sql = PRESETS[args.preset].sql if args.preset else args.sql
+    run_query(load(args, {}).storage.db, sql, sys.stdout, args.format)
+    return 0
+
+
+def _add_export(commands: Commands, common: argparse.ArgumentParser) -> None:
+    exporter = commands.add_parser(
+        "export",
+        parents=[common],
+        help="write the pages and their fields as JSON lines or CSV",
+        description="Write every page with its extracted fields, streamed: JSON lines keep "
+        "fields as an object, CSV gives each field a column (fields.NAME).",
+    )
+    exporter.add_argument("--format", choices=EXPORT_FORMATS, default="jsonl")
+    exporter.add_argument("--out", type=Path, metavar="FILE", help="default: standard output")
+    exporter.add_argument("--crawl", type=int, metavar="ID", help="only this crawl's pages")
+    exporter.set_defaults(command=_export_command)
+
+
+def _export_command(args: argparse.Namespace) -> int:
+    db = load(args, {}).storage.db
+    with output_file(args.out, sys.stdout) as out:
+        export(db, out, args.format, args.crawl)
+    return 0
+
+
+def _add_report(commands: Commands, common: argparse.ArgumentParser) -> None:
+    report = commands.add_parser(
+        "report",
+        parents=[common],
+        help="write a self-contained HTML report of a crawl",
+        description="Write one HTML file (charts and error tables; opens offline) about a crawl.",
+    )
+    report.add_argument(
+        "--out", type=Path, metavar="FILE", help="default: beside the database, NAME-report.html"
+    )
+    report.add_argument("--crawl", type=int, metavar="ID", help="which crawl (default: the latest)")
+    report.set_defaults(command=_report_command)
+
+
+def _report_command(args: argparse.Namespace) -> int:
+    db = load(args, {}).storage.db
+    from scraper.results.report import default_path, write_report
+
+    path = args.out or default_path(db)
+    with output_file(path, sys.stdout) as out:
+        stats = write_report(db, out, args.crawl)
+    print(f"Report on crawl {stats.crawl_id}: {path}  (open it in a browser; it needs no network)")
+    return 0
+
+
+def _add_stats(commands: Commands, common: argparse.ArgumentParser) -> None:
+    stats = commands.add_parser(
+        "stats",
+        parents=[common],
+        help="the summary of a crawl (finished or running)",
+        description="Print a crawl's summary: pages by status, errors by kind, top hosts, "
+        "latency percentiles, speed. Works while the crawl runs.",
+    )
+    stats.add_argument("--crawl", type=int, metavar="ID", help="which crawl (default: the latest)")
+    stats.set_defaults(command=_stats_command)
+
+
+def _stats_command(args: argparse.Namespace) -> int:
+    print_stats(load(args, {}).storage.db, args.crawl)
+    return 0
