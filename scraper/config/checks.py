@@ -10,7 +10,7 @@ import difflib
 import json
 import re
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import Any, TypeVar
 
 from scraper.config.cpus import auto_workers, usable_cpus
 from scraper.urls import canonicalize
@@ -20,11 +20,12 @@ class Invalid(Exception):
     """A value failed its check; the message says what is allowed."""
 
 
+T = TypeVar("T")
 # A value straight from TOML (tomllib's Any) in, the section field's type out.
-Check = Callable[[Any], Any]
+Check = Callable[[Any], object]
 
 
-def integer(minimum: int | None = None) -> Check:
+def integer(minimum: int | None = None) -> Callable[[Any], int]:
     def check(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise Invalid("must be an integer")
@@ -35,7 +36,7 @@ def integer(minimum: int | None = None) -> Check:
     return check
 
 
-def number(minimum: float = 0.0, *, exclusive: bool = False) -> Check:
+def number(minimum: float = 0.0, *, exclusive: bool = False) -> Callable[[Any], float]:
     def check(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise Invalid("must be a number (seconds)")
@@ -58,8 +59,8 @@ def text(value: Any) -> str:
     return value
 
 
-def list_of(item: Check) -> Check:
-    def check(value: Any) -> tuple[Any, ...]:
+def list_of(item: Callable[[Any], T]) -> Callable[[Any], tuple[T, ...]]:
+    def check(value: Any) -> tuple[T, ...]:
         if not isinstance(value, list):
             raise Invalid('must be a list, e.g. ["..."]')
         return tuple(item(v) for v in value)
@@ -115,7 +116,7 @@ def file_extension(value: Any) -> str:
     return text(value).strip().lstrip(".").lower()
 
 
-def choice(*choices: str) -> Check:
+def choice(*choices: str) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if value not in choices:
             raise Invalid(f"must be one of {', '.join(json.dumps(c) for c in choices)}")
