@@ -22,7 +22,7 @@ from scraper.config import Config
 if TYPE_CHECKING:
     from scraper.cli.common import Commands
     from scraper.crawl.crawler import Crawler
-    from scraper.store.sqlite.crawls import CrawlSummary
+    from scraper.store.base import CrawlSummary
 
 
 def add_parsers(commands: Commands, common: argparse.ArgumentParser) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import sqlite3
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,12 +17,12 @@ from scraper.cli.crawl import run_crawl
 from scraper.cli.results import print_stats
 from scraper.errors import ScraperError
 from scraper.results.query import run_query
-from scraper.store.sqlite.reads import open_results
+from scraper.store import open_results
 
 if TYPE_CHECKING:
     from scraper.cli.common import Commands
     from scraper.demosite import SiteSpec
-    from scraper.store.sqlite.crawls import CrawlSummary
+    from scraper.store.base import CrawlSummary
 
 DEMO_DB = "data/demo.db"
 DEMO_QUERY = (
@@ -104,9 +103,9 @@ def _replace_demo_database(db: Path) -> None:
 
 def _is_demo_database(db: Path) -> bool:
     try:
-        with open_results(db) as conn:
-            seeds = [s for (s,) in conn.execute("SELECT seeds FROM crawls")]
-    except (ScraperError, sqlite3.Error):
+        with open_results(str(db)) as reader:
+            seeds = reader.seeds()
+    except ScraperError:
         return False
     return bool(seeds) and all(s.startswith('["http://127.0.0.1:') for s in seeds)
 

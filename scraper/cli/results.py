@@ -15,12 +15,11 @@ from scraper.cli.output import output_file
 from scraper.errors import ConfigError
 from scraper.results.export import FORMATS as EXPORT_FORMATS
 from scraper.results.export import export
+from scraper.results.formats import write_table
 from scraper.results.presets import PRESETS
-from scraper.results.query import FORMATS, run_query, write_table
+from scraper.results.query import FORMATS, run_query
 from scraper.results.stats import crawl_stats, format_stats
-from scraper.store.sqlite.crawls import list_crawls
-from scraper.store.sqlite.database import crawl_in_progress
-from scraper.store.sqlite.reads import find_crawl, open_results
+from scraper.store import open_results
 
 if TYPE_CHECKING:
     from scraper.cli.common import Commands
@@ -36,9 +35,8 @@ def add_parsers(commands: Commands, common: argparse.ArgumentParser) -> None:
 
 def print_stats(db: str, crawl_id: int | None) -> None:
     """The summary of crawl `crawl_id` (None: the latest) in the database `db`, on stdout."""
-    with open_results(db) as conn:
-        crawl = find_crawl(conn, crawl_id, lambda: crawl_in_progress(Path(db)))
-        print(format_stats(crawl_stats(conn, crawl, db)))
+    with open_results(db) as reader:
+        print(format_stats(crawl_stats(reader, reader.find_crawl(crawl_id))))
 
 
 def _add_crawls(commands: Commands, common: argparse.ArgumentParser) -> None:
@@ -53,9 +51,9 @@ def _add_crawls(commands: Commands, common: argparse.ArgumentParser) -> None:
 
 def _crawls_command(args: argparse.Namespace) -> int:
     config = load(args, {})
-    with open_results(config.storage.db) as conn:
-        columns, rows = list_crawls(conn, lambda: crawl_in_progress(Path(config.storage.db)))
-    write_table(columns, rows, sys.stdout)
+    with open_results(config.storage.db) as reader:
+        crawls = reader.list_crawls()
+        write_table(crawls.columns, crawls.rows, sys.stdout)
     return 0
 
 
