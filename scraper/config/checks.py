@@ -26,7 +26,7 @@ Check = Callable[[Any], object]
 
 
 def integer(minimum: int | None = None) -> Callable[[Any], int]:
-    def check(value: Any) -> int:
+    def check(value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise Invalid("must be an integer")
         if minimum is not None and value < minimum:
