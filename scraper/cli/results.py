@@ -25,6 +25,22 @@ if TYPE_CHECKING:
     from scraper.cli.common import Commands
 
 
+CSV_FORMULAS_HELP = (
+    "CSV: write cells that start with = + - @ as they are (default: with a leading ' so a "
+    "spreadsheet shows them as text, not as formulas a page could plant)"
+)
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
+    return value
+
+
 def add_parsers(commands: Commands, common: argparse.ArgumentParser) -> None:
     _add_crawls(commands, common)
     _add_query(commands, common)
@@ -73,6 +89,13 @@ def _add_query(commands: Commands, common: argparse.ArgumentParser) -> None:
     )
     query.add_argument("--preset", choices=PRESETS, help="a named query instead of SQL")
     query.add_argument("--format", choices=FORMATS, default="table")
+    query.add_argument(
+        "--timeout",
+        type=_positive_seconds,
+        metavar="SECONDS",
+        help="stop the statement after this long (default: no limit; Ctrl-C stops it too)",
+    )
+    query.add_argument("--csv-formulas", action="store_true", help=CSV_FORMULAS_HELP)
     query.set_defaults(command=_query_command)
 
 
@@ -80,7 +103,8 @@ def _query_command(args: argparse.Namespace) -> int:
     if (args.sql is None) == (args.preset is None):
         raise ConfigError("query: give either SQL or --preset NAME (see scraper query --help)")
     sql = PRESETS[args.preset].sql if args.preset else args.sql
-    run_query(load(args, {}).storage.db, sql, sys.stdout, args.format)
+    db = load(args, {}).storage.db
+    run_query(db, sql, sys.stdout, args.format, timeout=args.timeout, formulas=args.csv_formulas)
     return 0
 
 
@@ -95,13 +119,14 @@ def _add_export(commands: Commands, common: argparse.ArgumentParser) -> None:
     exporter.add_argument("--format", choices=EXPORT_FORMATS, default="jsonl")
     exporter.add_argument("--out", type=Path, metavar="FILE", help="default: standard output")
     exporter.add_argument("--crawl", type=int, metavar="ID", help="only this crawl's pages")
+    exporter.add_argument("--csv-formulas", action="store_true", help=CSV_FORMULAS_HELP)
     exporter.set_defaults(command=_export_command)
 
 
 def _export_command(args: argparse.Namespace) -> int:
     db = load(args, {}).storage.db
     with output_file(args.out, sys.stdout) as out:
-        export(db, out, args.format, args.crawl)
+        export(db, out, args.format, args.crawl, formulas=args.csv_formulas)
     return 0
 
 

@@ -115,3 +115,16 @@ def test_csv_cells_that_start_a_formula_are_neutralised(db: Path) -> None:
     )
     raw = query(db, sql, "csv", formulas=True)
     assert raw.splitlines()[1] == 'http://127.0.0.1/b,"=HYPERLINK(""http://127.0.0.1/x"")"'
+
+
+def test_the_cli_bounds_a_query_with_timeout(db: Path, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*SCRAPER, "query", "--db", str(db), "--timeout", "0.3", RUNAWAY],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stderr == "scraper: error: the query ran past --timeout 0.3 s; stopped\n"
