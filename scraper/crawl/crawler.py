@@ -260,10 +260,10 @@ def _limits(config: Config) -> Limits:
 
 def _user_error_in(group: BaseExceptionGroup) -> ScraperError | None:
     """A stage's ScraperError (a full disk, say) reaches the TaskGroup wrapped; unwrap it."""
-    matched, _ = group.split(ScraperError)
+    matched: BaseException | None = group.split(ScraperError)[0]
     while isinstance(matched, BaseExceptionGroup):
         matched = matched.exceptions[0]
-    return matched
+    return matched if isinstance(matched, ScraperError) else None
 
 
 class BodyBudget:

@@ -35,7 +35,6 @@ class Sink:
         self._config = config
         self._on_stored = on_stored
         self._eager = False
-        self.written = 0
         self.writing = False
 
     def set_eager(self, eager: bool, queue: asyncio.Queue[Any]) -> None:
@@ -90,7 +89,7 @@ class Sink:
         records = list(batch)
         batch.clear()
         self.writing = True
-        write = asyncio.ensure_future(self._write(records))
+        write = asyncio.ensure_future(self._writer.write(records))
         write.add_done_callback(self._done_writing)
         try:
             await asyncio.shield(write)
@@ -105,7 +104,3 @@ class Sink:
 
     def _done_writing(self, _: object) -> None:
         self.writing = False
-
-    async def _write(self, records: list[PageRecord]) -> None:
-        await self._writer.write(records)
-        self.written += len(records)

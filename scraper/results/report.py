@@ -93,9 +93,10 @@ def _template() -> jinja2.Template:
 
 def _div(figure: go.Figure, name: str) -> str:
     figure.update_layout(template="plotly_white", margin={"l": 60, "r": 20, "t": 50, "b": 50})
-    return figure.to_html(
+    html: str = figure.to_html(
         full_html=False, include_plotlyjs=False, div_id=f"chart-{name}", config=CHART_CONFIG
     )
+    return html
 
 
 def throughput_chart(reader: ResultsReader, crawl_id: int) -> tuple[str, go.Figure]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from scraper.store.base import CrawlRow, HostCount, ResultsReader
+from scraper.terminal import visible
 
 PERCENTILES = (50, 95, 99)
 TOP_HOSTS = 5
@@ -113,18 +114,18 @@ def format_stats(s: CrawlStats) -> str:
         f"{host} ×{h.get('concurrency')} every {h.get('delay_s', 0):.2f} s"
         for host, h in list(s.host_settings.items())[:TOP_HOSTS]
     )
-    return "\n".join(
-        [
-            f"Crawl {s.crawl_id} {s.status}: {s.pages} pages in {s.duration_s:.1f} s "
-            f"({s.pages_per_second:.1f} pages/s), {s.bytes / 1e6:.1f} MB",
-            f"  by status: {counts(s.by_status)}",
-            f"  errors:    {counts(s.by_error)}",
-            f"  top hosts: {hosts or 'none'}",
-            f"  latency:   {latency or 'none'}",
-            f"  loop lag:  {lag or 'not measured'}",
-            f"  stages:    {stages or 'not measured'} (mean load: the one near 100% limits)",
-            f"  per host:  {settings or 'none'} (concurrency and delay at the end)",
-            f"  results:   {s.db}  (scraper query --db {shlex.quote(s.db)} "
-            '"SELECT url, status, title FROM pages LIMIT 10")',
-        ]
-    )
+    lines = [
+        f"Crawl {s.crawl_id} {s.status}: {s.pages} pages in {s.duration_s:.1f} s "
+        f"({s.pages_per_second:.1f} pages/s), {s.bytes / 1e6:.1f} MB",
+        f"  by status: {counts(s.by_status)}",
+        f"  errors:    {counts(s.by_error)}",
+        f"  top hosts: {hosts or 'none'}",
+        f"  latency:   {latency or 'none'}",
+        f"  loop lag:  {lag or 'not measured'}",
+        f"  stages:    {stages or 'not measured'} (mean load: the one near 100% limits)",
+        f"  per host:  {settings or 'none'} (concurrency and delay at the end)",
+        f"  results:   {s.db}  (scraper query --db {shlex.quote(s.db)} "
+        '"SELECT url, status, title FROM pages LIMIT 10")',
+    ]
+    # Host names, error kinds and the settings come from the web or were shaped by it.
+    return "\n".join(visible(line) for line in lines)

@@ -276,9 +276,10 @@ class ResultsReader(Protocol):
         SQLite's dialect, as the README shows it (store/dialect.py has the others)."""
         ...
 
-    def run_query(self, sql: str) -> Rows:
+    def run_query(self, sql: str, *, timeout: float | None = None) -> Rows:
         """One statement of the user's, read-only: a statement that writes is refused
-        (QueryError), as is bad SQL."""
+        (QueryError), as is bad SQL, and one running past `timeout` seconds is stopped
+        (QueryError). Ctrl-C interrupts it (KeyboardInterrupt)."""
         ...
 
 

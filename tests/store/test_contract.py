@@ -257,6 +257,12 @@ async def test_the_reader_refuses_writes_but_reads(location: str) -> None:
             list(r.run_query("SELECT 1; DELETE FROM pages").rows)
         with pytest.raises(QueryError, match="bad SQL"):
             r.run_query("SELECT nope FROM pages")
+        endless = (
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT max(n) FROM r"
+        )
+        with pytest.raises(QueryError, match=r"ran past --timeout 0\.2 s"):
+            list(r.run_query(endless, timeout=0.2).rows)
+        assert list(r.run_query("SELECT count(*) FROM pages", timeout=5).rows) == [(1,)]
 
     await read(location, writes_are_refused)
 

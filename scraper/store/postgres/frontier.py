@@ -120,7 +120,7 @@ async def insert_discovered(conn: Conn, crawl_id: int, requests: Iterable[CrawlR
     """Add requests to the frontier inside the caller's transaction; known URLs are ignored.
     Returns how many rows were new."""
     seen: set[str] = set()
-    rows = []
+    rows: list[tuple[int, str, str, int, str | None, int]] = []
     for request in requests:
         if request.url not in seen:  # one row per URL: ON CONFLICT cannot touch a row twice
             seen.add(request.url)

@@ -308,30 +308,40 @@ class PgResults:
     def preset_sql(self, name: str, sql: str) -> str:
         return PRESETS_POSTGRES.get(name, sql)
 
-    def run_query(self, sql: str) -> Rows:
+    def run_query(self, sql: str, *, timeout: float | None = None) -> Rows:
+        """Refused unless it begins as a read; then one statement, with the extended protocol,
+        in a READ ONLY transaction, stopped by the server past `timeout` seconds (its
+        statement_timeout, for this transaction only). Ctrl-C cancels it (psycopg sends the
+        server a cancel request)."""
         if not sql.lstrip().lower().startswith(READS):
             raise QueryError("refused: `scraper query` only reads, and this statement writes")
         conn = self._conn
         try:
+            conn.rollback()  # a transaction of its own, for its statement_timeout
+            limit = "0" if timeout is None else f"{max(1, round(timeout * 1000))}ms"
+            conn.execute("SELECT set_config('statement_timeout', %s, true)", (limit,))
             # Binary results force the extended protocol: one statement, never a second one.
             cursor = conn.execute(sql.encode(), binary=True)
         except psycopg.Error as exc:
-            raise self._query_error(exc) from exc
+            raise self._query_error(exc, timeout) from exc
         columns = [d.name for d in cursor.description or ()]
 
         def rows() -> Iterator[tuple[Any, ...]]:
             try:
                 yield from cursor
             except psycopg.Error as exc:
-                raise self._query_error(exc) from exc
+                raise self._query_error(exc, timeout) from exc
 
         return Rows(columns, rows())
 
-    def _query_error(self, exc: psycopg.Error) -> QueryError:
+    def _query_error(self, exc: psycopg.Error, timeout: float | None) -> BaseException:
         with contextlib.suppress(psycopg.Error):
             self._conn.rollback()
-        if isinstance(
-            exc, psycopg.errors.ReadOnlySqlTransaction | psycopg.errors.InsufficientPrivilege
-        ):
+        if isinstance(exc, psycopg.errors.QueryCanceled):
+            if timeout is not None:
+                return QueryError(f"the query ran past --timeout {timeout:g} s; stopped")
+            return KeyboardInterrupt()  # Ctrl-C: psycopg had the server cancel it
+        refused = psycopg.errors.ReadOnlySqlTransaction | psycopg.errors.InsufficientPrivilege
+        if isinstance(exc, refused):
             return QueryError("refused: `scraper query` only reads, and this statement writes")
         return QueryError(f"bad SQL: {explain_pg(exc)}")

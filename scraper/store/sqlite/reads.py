@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -258,35 +259,64 @@ class SqliteResults:
     def preset_sql(self, name: str, sql: str) -> str:
         return sql  # the presets are written in SQLite's dialect
 
-    def run_query(self, sql: str) -> Rows:
+    def run_query(self, sql: str, *, timeout: float | None = None) -> Rows:
+        """Guarded twice: the file is open read-only, and an authorizer refuses every action
+        that writes, so the user hears "refused" rather than a read-only error. SQLite asks
+        the authorizer for an UPDATE of sqlite_master's columns when it reads the schema (the
+        first table-valued function, json_each or pragma_table_info, does): that one is a
+        read. A progress handler ends the statement after `timeout` seconds, and lets Ctrl-C
+        in: a Python signal handler runs only between bytecodes, which a long step has none
+        of until the handler is called."""
         refused: list[int] = []
 
-        def authorize(action: int, *_: Any) -> int:
+        def authorize(action: int, table: str | None, *_: Any) -> int:
+            if action == sqlite3.SQLITE_UPDATE and table in _SCHEMA_TABLES:
+                return sqlite3.SQLITE_OK
             if action in _WRITES:
                 refused.append(action)
                 return sqlite3.SQLITE_DENY
             return sqlite3.SQLITE_OK
 
+        deadline = None if timeout is None else time.monotonic() + timeout
         self._conn.set_authorizer(authorize)
+        self._conn.set_progress_handler(
+            lambda: deadline is not None and time.monotonic() > deadline, _PROGRESS_STEPS
+        )
+        guard = _Guard(refused, timeout)
         try:
             cursor = self._conn.execute(sql)
         except sqlite3.Error as exc:
-            raise _query_error(exc, refused) from exc
-        return Rows([d[0] for d in cursor.description or ()], _guarded(cursor, refused))
+            raise guard.error(exc) from exc
+        return Rows([d[0] for d in cursor.description or ()], guard.rows(cursor))
 
 
-def _guarded(cursor: sqlite3.Cursor, refused: list[int]) -> Iterator[tuple[Any, ...]]:
-    """The cursor's rows; an error while stepping through them is the user's query's."""
-    try:
-        yield from cursor
-    except sqlite3.Error as exc:
-        raise _query_error(exc, refused) from exc
+# SQLite virtual machine steps between two calls of the progress handler: ~1 ms of work.
+_PROGRESS_STEPS = 10_000
+_SCHEMA_TABLES = ("sqlite_master", "sqlite_temp_master", "sqlite_schema")
 
 
-def _query_error(exc: sqlite3.Error, refused: list[int]) -> QueryError:
-    if refused:
-        return QueryError("refused: `scraper query` only reads, and this statement writes")
-    return QueryError(f"bad SQL: {exc}")
+class _Guard:
+    """Turns SQLite's errors in a user's statement into what the user should hear."""
+
+    def __init__(self, refused: list[int], timeout: float | None) -> None:
+        self._refused = refused
+        self._timeout = timeout
+
+    def rows(self, cursor: sqlite3.Cursor) -> Iterator[tuple[Any, ...]]:
+        """The cursor's rows; an error while stepping through them is the statement's."""
+        try:
+            yield from cursor
+        except sqlite3.Error as exc:
+            raise self.error(exc) from exc
+
+    def error(self, exc: sqlite3.Error) -> BaseException:
+        if self._refused:
+            return QueryError("refused: `scraper query` only reads, and this statement writes")
+        if isinstance(exc, sqlite3.OperationalError) and str(exc) == "interrupted":
+            if self._timeout is not None:
+                return QueryError(f"the query ran past --timeout {self._timeout:g} s; stopped")
+            return KeyboardInterrupt()  # Ctrl-C reached us through the progress handler
+        return QueryError(f"bad SQL: {exc}")
 
 
 def _of_crawl(crawl_id: int | None) -> tuple[str, tuple[Any, ...]]:
