@@ -177,6 +177,60 @@ class CrawlLog(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class HostPoliteness:
+    """A host's politeness state, as one owner leaves it to the next (None: the config's)."""
+
+    host: str
+    wait: float = 0.0  # seconds from now until a request may start there
+    delay: float | None = None
+    concurrency: int | None = None
+    crawl_delay: float | None = None  # robots.txt's Crawl-delay
+    backoff: float | None = None
+
+
+class HostLeases(Protocol):
+    """Which hosts this process may send requests to, when several processes share a crawl.
+
+    SQLite: one process owns every host, so `shared` is False and the scheduler skips the rest
+    but `claim`, which lists the hosts with pending URLs. PostgreSQL: a host is leased to one
+    process at a time, for `storage.lease_ttl` seconds, renewed while it works there; its
+    politeness state goes with it (`HostPoliteness`), so per-host limits hold across processes.
+    """
+
+    @property
+    def shared(self) -> bool: ...
+
+    @property
+    def renew_every(self) -> float:
+        """Seconds between two renewals (and claims of more hosts)."""
+        ...
+
+    async def claim(self, limit: int) -> list[HostPoliteness]:
+        """Up to `limit` hosts with pending URLs that are now this process's to crawl."""
+        ...
+
+    def valid(self, host: str, now: float) -> bool:
+        """May a request to `host` start at loop time `now` (the lease outlives it)?"""
+        ...
+
+    async def renew(self) -> list[str]:
+        """Extend the leases held; the hosts lost meanwhile (taken over: stop sending there)."""
+        ...
+
+    async def release(self, state: HostPoliteness) -> None:
+        """Give a host up (nothing of it in flight or unstored), leaving its state."""
+        ...
+
+    async def over(self) -> bool:
+        """Is the crawl over for every process: no pending URL and no live lease?"""
+        ...
+
+    async def close(self, status: str) -> None:
+        """Release every lease still held; record this process's end (`status`)."""
+        ...
+
+
 class Backend(Protocol):
     """An open database for one crawl process: `async with open_backend(storage) as backend`."""
 
@@ -191,6 +245,15 @@ class Backend(Protocol):
     def frontier(self, crawl_id: int, recrawl_after: float = 0.0) -> Frontier: ...
 
     def pages(self, crawl_id: int) -> PageWriter: ...
+
+    def leases(self, crawl_id: int, *, ttl: float, margin: float) -> HostLeases:
+        """The host leases of this process on crawl `crawl_id`: a lease lasts `ttl` seconds; a
+        request starts only while the lease has `margin` seconds left (its longest time)."""
+        ...
+
+    async def join(self, crawl_id: int) -> None:
+        """Work on crawl `crawl_id` beside the processes already on it (it must be running)."""
+        ...
 
     async def __aenter__(self) -> Self: ...
 

@@ -8,6 +8,7 @@ from typing import Self
 from scraper.store.postgres.crawls import PgCrawlLog
 from scraper.store.postgres.database import PgDatabase
 from scraper.store.postgres.frontier import CREATE_FOUND, PgFrontier
+from scraper.store.postgres.leases import PgHostLeases, worker_name
 from scraper.store.postgres.writer import PgPageWriter
 
 
@@ -18,6 +19,7 @@ class PgBackend:
     def __init__(self, url: str) -> None:
         self._db = PgDatabase(url, setup=(CREATE_FOUND,))
         self._crawls = PgCrawlLog(self._db)
+        self.worker = worker_name()
 
     @property
     def location(self) -> str:
@@ -31,7 +33,13 @@ class PgBackend:
         return PgFrontier(self._db, crawl_id, recrawl_after)
 
     def pages(self, crawl_id: int) -> PgPageWriter:
-        return PgPageWriter(self._db, crawl_id)
+        return PgPageWriter(self._db, crawl_id, self.worker)
+
+    def leases(self, crawl_id: int, *, ttl: float, margin: float) -> PgHostLeases:
+        return PgHostLeases(self._db, crawl_id, self.worker, ttl=ttl, margin=margin)
+
+    async def join(self, crawl_id: int) -> None:
+        await self._crawls.join(crawl_id)
 
     async def __aenter__(self) -> Self:
         await self._db.__aenter__()

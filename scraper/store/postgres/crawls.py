@@ -1,10 +1,15 @@
-"""Rows of the `crawls` table on PostgreSQL, from the crawl's side: start, resume, finish.
+"""Rows of the `crawls` table on PostgreSQL, from the crawl's side: start, resume, join, finish.
 
-A crawl process holds a session advisory lock (CRAWL_LOCK, crawl id) while it works on a crawl.
-The server drops it with the session, kill -9 included, so a crawl still `running` with no
-holder is one whose process died: the next start records it `interrupted` (as SQLite's lock file
-lets it), and the read side shows it so meanwhile. The lock is taken in the transaction that
-makes the row `running`, so no reader ever sees a running crawl without its holder.
+Every process working on a crawl (the one that started it and the workers that joined) holds a
+shared session advisory lock (CRAWL_LOCK, crawl id). The server drops it with the session, kill
+-9 included, so a crawl still `running` with no holder is one whose processes all died: the next
+start records it `interrupted` (as SQLite's lock file lets it), and the read side shows it so
+meanwhile. The lock is taken in the transaction that makes the row `running`, so no reader ever
+sees a running crawl without a holder.
+
+With several workers the row is finished once, by the first that finds the crawl over; a
+worker that stops while others go on leaves the row `running`, and the last one to stop marks it
+`interrupted`.
 """
 
 from __future__ import annotations
@@ -28,6 +33,13 @@ _DEAD_ARE_INTERRUPTED = (
     "UPDATE crawls SET status = 'interrupted' WHERE status = 'running' "
     f"AND id NOT IN ({HELD.replace('%s', str(CRAWL_LOCK))})"
 )
+
+
+async def _held(conn: Conn, *, others_only: bool = False) -> set[int]:
+    """The crawls some process (other than this one) works on now."""
+    sql = HELD + (" AND pid <> pg_backend_pid()" if others_only else "")
+    cursor = await conn.execute(sql, (CRAWL_LOCK,))
+    return {int(crawl_id) for (crawl_id,) in await cursor.fetchall()}
 
 
 class PgCrawlLog:
@@ -56,27 +68,45 @@ class PgCrawlLog:
             )
             row = await cursor.fetchone()
             assert row is not None
-            await conn.execute("SELECT pg_advisory_lock(%s, %s)", (CRAWL_LOCK, row[0]))
+            await conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", (CRAWL_LOCK, row[0]))
             return int(row[0])
 
         return await self._db.run(work)
 
     async def reopen(self, crawl_id: int) -> None:
         async def work(conn: Conn) -> None:
-            cursor = await conn.execute(
-                "SELECT pg_try_advisory_lock(%s, %s)", (CRAWL_LOCK, crawl_id)
-            )
-            row = await cursor.fetchone()
-            if not (row and row[0]):
+            await conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (CRAWL_LOCK,))
+            if crawl_id in await _held(conn):
                 raise StorageError(
                     f"{self._db.location}: crawl {crawl_id} is running in another process; "
-                    "wait for it, stop it, or start a new crawl (--fresh)"
+                    "join it (scraper worker), wait for it, or start a new crawl (--fresh)"
                 )
+            await conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", (CRAWL_LOCK, crawl_id))
             await conn.execute(_DEAD_ARE_INTERRUPTED)
             await conn.execute(
                 "UPDATE crawls SET status = 'running', finished_at = NULL WHERE id = %s",
                 (crawl_id,),
             )
+
+        await self._db.run(work)
+
+    async def join(self, crawl_id: int) -> None:
+        """Hold the crawl beside the processes on it; it must be running (a stopped crawl is
+        resumed by `scraper crawl`, which gives its dead processes' leases back first)."""
+
+        async def work(conn: Conn) -> None:
+            await conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (CRAWL_LOCK,))
+            cursor = await conn.execute("SELECT status FROM crawls WHERE id = %s", (crawl_id,))
+            row = await cursor.fetchone()
+            if row is None:
+                raise StorageError(f"{self._db.location}: no crawl {crawl_id} there")
+            if row[0] != "running" or crawl_id not in await _held(conn):
+                state = "finished" if row[0] == "finished" else "not running"
+                raise StorageError(
+                    f"{self._db.location}: crawl {crawl_id} is {state}; a worker joins a "
+                    "running crawl (scraper crawl starts or resumes one)"
+                )
+            await conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", (CRAWL_LOCK, crawl_id))
 
         await self._db.run(work)
 
@@ -105,21 +135,27 @@ class PgCrawlLog:
         counters = {"by_status": counts.by_status, "by_error": counts.by_error, **(extra or {})}
 
         async def work(conn: Conn) -> None:
-            await conn.execute(
-                "UPDATE crawls SET finished_at = %s, status = %s, pages = %s, errors = %s, "
-                "bytes = %s, duration_s = %s, counters = %s WHERE id = %s",
-                (
-                    utc_now(),
-                    status,
-                    counts.pages,
-                    counts.errors,
-                    counts.bytes,
-                    summary.duration_s,
-                    json.dumps(counters),
-                    crawl_id,
-                ),
-            )
-            await conn.execute("SELECT pg_advisory_unlock_all()")
+            await conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (CRAWL_LOCK,))
+            others = await _held(conn, others_only=True)
+            # Finished: once, by the first to find the crawl over. Stopped: recorded by the last
+            # process to stop; while others go on, the crawl is still running.
+            if status == "finished" or crawl_id not in others:
+                await conn.execute(
+                    "UPDATE crawls SET finished_at = %s, status = %s, pages = %s, errors = %s, "
+                    "bytes = %s, duration_s = %s, counters = %s "
+                    "WHERE id = %s AND status <> 'finished'",
+                    (
+                        utc_now(),
+                        status,
+                        counts.pages,
+                        counts.errors,
+                        counts.bytes,
+                        summary.duration_s,
+                        json.dumps(counters),
+                        crawl_id,
+                    ),
+                )
+            await conn.execute("SELECT pg_advisory_unlock_shared(%s, %s)", (CRAWL_LOCK, crawl_id))
 
         await self._db.run(work)
         return summary

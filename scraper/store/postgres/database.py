@@ -1,10 +1,10 @@
 """The connection to a PostgreSQL database for one crawl process: schema check and migrations,
 two connections, and transactions that finish even when the task awaiting them is cancelled.
 
-Two connections, so a lease never waits behind the sink's transaction (SQLite has one writer
+Three connections, so a lease never waits behind the sink's transaction (SQLite has one writer
 anyway and shares one): `write` carries the page writer's batches and the crawls table, `lease`
-the frontier's leases and counts. A connection serves one task at a time (a lock each). Every
-unit of work runs in a task of its own, shielded: a crawl cancelled mid-transaction waits for it
+the frontier's leases and counts, `hosts` the host leases (leases.py). A connection serves one
+task at a time (a lock each). Every unit of work runs in a task of its own, shielded: a crawl cancelled mid-transaction waits for it
 to commit or roll back, and the connection is never left in the middle of a statement.
 
 A database is ours when it has the `scraper_schema` table; one with other tables and not that one
@@ -16,6 +16,7 @@ starting together migrate once.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -38,6 +39,8 @@ Params = Sequence[Any] | Mapping[str, Any]
 CRAWL_LOCK = 0x5343  # "SC"
 MIGRATION_LOCK = 0x5344
 CONNECT_TIMEOUT = 10  # seconds, unless the URL says (connect_timeout=...)
+DEADLOCK_TRIES = 3
+log = logging.getLogger(__name__)
 
 
 def connect_options(url: str) -> dict[str, Any]:
@@ -61,7 +64,7 @@ class PgDatabase:
         self.location = redact(url)
         self.secret = password_of(url)
         self._conns: dict[str, Conn] = {}
-        self._locks = {"write": asyncio.Lock(), "lease": asyncio.Lock()}
+        self._locks = {name: asyncio.Lock() for name in ("write", "lease", "hosts")}
 
     async def __aenter__(self) -> Self:
         try:
@@ -109,13 +112,21 @@ class PgDatabase:
             async with self._locks[on]:
                 conn = self._conns.get(on)
                 assert conn is not None, "PgDatabase used outside `async with`"
-                try:
-                    if not transaction:
-                        return await work(conn)
-                    async with conn.transaction():
-                        return await work(conn)
-                except psycopg.Error as exc:
-                    raise self.error(exc) from exc
+                for attempt in range(1, DEADLOCK_TRIES + 1):
+                    try:
+                        if not transaction:
+                            return await work(conn)
+                        async with conn.transaction():
+                            return await work(conn)
+                    except psycopg.errors.DeadlockDetected as exc:
+                        # Our transactions take rows in one order (leases.py), so this should
+                        # not happen; if it does, the server rolled one back: do it again.
+                        if attempt == DEADLOCK_TRIES:
+                            raise self.error(exc) from exc
+                        log.warning("%s: deadlock detected; retrying (%d)", self.location, attempt)
+                    except psycopg.Error as exc:
+                        raise self.error(exc) from exc
+                raise AssertionError("unreachable")
 
         task = asyncio.ensure_future(unit())
         try:
@@ -126,13 +137,13 @@ class PgDatabase:
             raise
 
     async def fetchall(
-        self, sql: str, params: Params = (), *, on: str = "lease"
+        self, sql: str, params: Params = (), *, on: str = "lease", transaction: bool = False
     ) -> list[tuple[Any, ...]]:
         async def query(conn: Conn) -> list[tuple[Any, ...]]:
             cursor = await conn.execute(sql, params)
             return await cursor.fetchall()
 
-        return await self.run(query, on=on, transaction=False)
+        return await self.run(query, on=on, transaction=transaction)
 
     async def scalar(self, sql: str, params: Params = (), *, on: str = "lease") -> Any:
         rows = await self.fetchall(sql, params, on=on)

@@ -37,6 +37,12 @@ INSERT_FOUND = (
     "  SELECT nextval(pg_get_serial_sequence('frontier', 'seq')) AS seq, * FROM found ORDER BY n"
     ") d ORDER BY url ON CONFLICT DO NOTHING"
 )
+# A batch's hosts first, in host order: their rows say they have pending URLs, and taking them
+# before the URLs go in keeps a release from missing those (see leases.py).
+MARK_HOSTS = (
+    "INSERT INTO hosts (crawl_id, host) SELECT %s, h FROM unnest(%s::text[]) AS h ORDER BY h "
+    "ON CONFLICT (crawl_id, host) DO UPDATE SET pending = true WHERE NOT hosts.pending"
+)
 MARK_DONE = (
     f"UPDATE frontier f SET state = {DONE} FROM unnest(%s::text[]) AS u(url) "
     "WHERE f.crawl_id = %s AND md5(f.url) = md5(u.url) AND f.url = u.url"
@@ -70,14 +76,24 @@ class PgFrontier:
         await self._db.run(work)
 
     async def reset_leases(self) -> int:
+        """On resume (no process is on the crawl: crawls.py checked): every URL and host that
+        dead processes held goes back."""
+
         async def work(conn: Conn) -> int:
             cursor = await conn.execute(
                 f"UPDATE frontier SET state = {PENDING} WHERE crawl_id = %s AND state = {LEASED}",
                 (self._crawl_id,),
             )
+            await conn.execute(
+                "UPDATE hosts SET owner = NULL, lease_until = NULL, pending = EXISTS ("
+                f"  SELECT 1 FROM frontier f WHERE f.crawl_id = hosts.crawl_id "
+                f"  AND f.host = hosts.host AND f.state = {PENDING}) "
+                "WHERE crawl_id = %s",
+                (self._crawl_id,),
+            )
             return cursor.rowcount
 
-        return await self._db.run(work, on="lease")
+        return await self._db.run(work, on="hosts")
 
     async def lease(self, host: str, limit: int) -> list[CrawlRequest]:
         """Up to `limit` pending URLs of `host`, oldest first, now leased (one statement)."""
@@ -131,6 +147,7 @@ async def insert_discovered(conn: Conn, crawl_id: int, requests: Iterable[CrawlR
     if not rows:
         return 0
     cursor = conn.cursor()
+    await cursor.execute(MARK_HOSTS, (crawl_id, sorted({row[2] for row in rows})))
     async with cursor.copy("COPY found FROM STDIN") as copy:
         for row in rows:
             await copy.write_row(row)

@@ -94,5 +94,42 @@ SELECT url, canonical, 'rel=canonical' FROM pages
 WHERE canonical IS NOT NULL AND canonical <> url;
 """
 
-MIGRATIONS: Sequence[str] = (SCHEMA_V1,)
+# v2: several crawl processes ("workers") on one crawl. `hosts` holds each host of a crawl: who
+# leases it (owner, until when, and an epoch counted up at each claim, so a stale owner's writes
+# are refused), its politeness state for the next owner (the earliest next start on the
+# server's clock, delay, concurrency, Crawl-delay, backoff, robots.txt as fetched), and `pending`:
+# a hint that it may have pending URLs, never false while it has some (see leases.py).
+# `workers`: each process that worked on a crawl, and how many pages it stored.
+SCHEMA_V2 = """
+CREATE TABLE hosts (
+    crawl_id    bigint NOT NULL REFERENCES crawls(id),
+    host        text NOT NULL,
+    pending     boolean NOT NULL DEFAULT true,
+    next_start  timestamptz NOT NULL DEFAULT 'epoch',
+    delay       double precision,
+    concurrency integer,
+    crawl_delay double precision,
+    backoff     double precision,
+    robots      text,
+    owner       text,
+    lease_until timestamptz,
+    epoch       bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (crawl_id, host)
+);
+CREATE INDEX hosts_pending ON hosts (crawl_id, next_start) WHERE pending;
+CREATE INDEX hosts_owned ON hosts (crawl_id, lease_until) WHERE owner IS NOT NULL;
+INSERT INTO hosts (crawl_id, host)
+SELECT DISTINCT crawl_id, host FROM frontier WHERE state < 2;
+CREATE TABLE workers (
+    crawl_id    bigint NOT NULL REFERENCES crawls(id),
+    id          text NOT NULL,
+    started_at  text NOT NULL,
+    finished_at text,
+    status      text NOT NULL,
+    pages       bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (crawl_id, id)
+);
+"""
+
+MIGRATIONS: Sequence[str] = (SCHEMA_V1, SCHEMA_V2)
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -32,9 +32,10 @@ TOUCH_FRESH = f"UPDATE pages SET crawl_id = %(crawl)s WHERE {BY_URL}"
 class PgPageWriter:
     """`PageWriter` (store/base.py) for one crawl."""
 
-    def __init__(self, db: PgDatabase, crawl_id: int) -> None:
+    def __init__(self, db: PgDatabase, crawl_id: int, worker: str) -> None:
         self._db = db
         self._crawl_id = crawl_id
+        self._worker = worker
 
     async def write(self, records: Sequence[PageRecord]) -> None:
         crawl = self._crawl_id
@@ -46,6 +47,9 @@ class PgPageWriter:
 
         async def work(conn: Conn) -> None:
             cursor = conn.cursor()
+            # The discoveries first: they take their hosts' rows, which come before all else
+            # in every transaction's lock order (leases.py).
+            await insert_discovered(conn, crawl, (c for r in records for c in r.children))
             rows = [page_row(crawl, full[url]) for url in sorted(full)]
             if rows:
                 await cursor.executemany(UPSERT_PAGE, rows)
@@ -67,8 +71,11 @@ class PgPageWriter:
                 await cursor.executemany(
                     TOUCH_FRESH, [{"crawl": crawl, "url": url} for url in sorted(fresh)]
                 )
-            await insert_discovered(conn, crawl, (c for r in records for c in r.children))
             await cursor.execute(MARK_DONE, (own, crawl))
+            await cursor.execute(
+                "UPDATE workers SET pages = pages + %s WHERE crawl_id = %s AND id = %s",
+                (len(records), crawl, self._worker),
+            )
 
         await self._db.run(work)
 

@@ -6,9 +6,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from scraper.errors import StorageError
 from scraper.store.sqlite.crawls import SqliteCrawlLog
 from scraper.store.sqlite.database import Database
 from scraper.store.sqlite.frontier import SqliteFrontier
+from scraper.store.sqlite.leases import SqliteHostLeases
 from scraper.store.sqlite.writer import SqlitePageWriter
 
 
@@ -34,6 +36,15 @@ class SqliteBackend:
 
     def pages(self, crawl_id: int) -> SqlitePageWriter:
         return SqlitePageWriter(self._db, crawl_id)
+
+    def leases(self, crawl_id: int, *, ttl: float, margin: float) -> SqliteHostLeases:
+        return SqliteHostLeases(SqliteFrontier(self._db, crawl_id))
+
+    async def join(self, crawl_id: int) -> None:
+        raise StorageError(
+            f"{self._location}: a SQLite database has one crawl process; several processes on "
+            "one crawl need PostgreSQL (storage.db = postgresql://...)"
+        )
 
     async def __aenter__(self) -> Self:
         await self._db.__aenter__()
