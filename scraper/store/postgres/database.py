@@ -4,7 +4,8 @@ two connections, and transactions that finish even when the task awaiting them i
 Three connections, so a lease never waits behind the sink's transaction (SQLite has one writer
 anyway and shares one): `write` carries the page writer's batches and the crawls table, `lease`
 the frontier's leases and counts, `hosts` the host leases (leases.py). A connection serves one
-task at a time (a lock each). Every unit of work runs in a task of its own, shielded: a crawl cancelled mid-transaction waits for it
+task at a time (a lock each). Every unit of work runs in a task of its own, shielded: a crawl
+cancelled mid-transaction waits for it
 to commit or roll back, and the connection is never left in the middle of a statement.
 
 A database is ours when it has the `scraper_schema` table; one with other tables and not that one
