@@ -21,7 +21,7 @@ from scraper.crawl.health import LoopLagMonitor, StageGauge, StageSampler
 from scraper.crawl.robots import RobotsGate
 from scraper.crawl.scheduler import Assignment, Limits, Scheduler
 from scraper.crawl.sink import SqliteSink
-from scraper.crawl.sitemaps import SitemapReader, parse_sitemap
+from scraper.crawl.sitemaps import SitemapReader
 from scraper.errors import ConfigError, ScraperError
 from scraper.models import (
     CrawlRequest,
@@ -34,6 +34,7 @@ from scraper.models import (
 )
 from scraper.parse.pool import ParsePool
 from scraper.parse.procpool import WorkerDied
+from scraper.parse.sitemap import parse_sitemap
 from scraper.store.sqlite.crawls import (
     CrawlSummary,
     finish_crawl,
