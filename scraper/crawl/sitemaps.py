@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
-from scraper.crawl.fetch import Fetcher
-from scraper.models import CrawlRequest, PageRecord
+from scraper.models import CrawlRequest, FetchResult, PageRecord
 from scraper.parse.procpool import WorkerDied
 from scraper.parse.sitemap import Sitemap, SitemapJob
 from scraper.urls import Scope, UrlPolicy, canonicalize
@@ -21,12 +21,19 @@ MAX_SITEMAPS_PER_SITE = 100  # sitemaps read per site, indexes included
 MAX_INDEX_DEPTH = 3
 
 
+class FetchStage(Protocol):
+    """What the reader needs of the fetch stage (`crawl/fetch.py`'s Fetcher, passed in): this
+    module does not import another stage."""
+
+    async def fetch(self, request: CrawlRequest, *, any_type: bool) -> FetchResult: ...
+
+
 class SitemapReader:
     """Reads one site's sitemaps; each becomes a stored row whose children are its URLs."""
 
     def __init__(
         self,
-        fetcher: Fetcher,
+        fetcher: FetchStage,
         parse: Callable[[SitemapJob], Awaitable[Sitemap]],
         emit: Callable[[PageRecord], Awaitable[None]],
         *,
