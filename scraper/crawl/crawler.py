@@ -18,8 +18,9 @@ from typing import Any
 from scraper.config import Config
 from scraper.crawl.fetch import Fetcher
 from scraper.crawl.health import LoopLagMonitor, StageGauge, StageSampler
+from scraper.crawl.hosts import Limits
 from scraper.crawl.robots import RobotsGate
-from scraper.crawl.scheduler import Assignment, Limits, Scheduler
+from scraper.crawl.scheduler import Assignment, Scheduler
 from scraper.crawl.sink import SqliteSink
 from scraper.crawl.sitemaps import SitemapReader
 from scraper.errors import ConfigError, ScraperError

@@ -15,9 +15,9 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any, Protocol
 
+from scraper.crawl.hosts import HostRules, HostSettings, HostState, HostTable, Limits, throttle
 from scraper.models import CrawlRequest, FetchResult, PageRecord
 from scraper.store.sqlite.frontier import FrontierStore
 from scraper.urls import host_key
@@ -26,94 +26,13 @@ log = logging.getLogger(__name__)
 
 SWEEP_EVERY = 1000  # requests between two sweeps of idle hosts
 ROBOTS_TRIES = 3  # rounds of fetching an unavailable robots.txt before its host is given up
-KEEP_RELEASED = 20  # released hosts whose last settings the stats still show
 Assignment = tuple[CrawlRequest, str | None]  # the request, and why it is skipped (None: fetch it)
-
-
-class HostRules(Protocol):
-    """What robots.txt says about one host."""
-
-    @property
-    def delay(self) -> float | None: ...
-
-    @property
-    def unavailable(self) -> bool: ...
-
-    def skip_reason(self, url: str) -> str | None: ...
 
 
 class HostGate(Protocol):
     async def rules(self, host: str, scheme_url: str) -> HostRules: ...
 
     def forget(self, sample_url: str) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    per_host_concurrency: int = 8
-    per_host_delay: float = 0.0
-    queue_size: int = 1000
-    max_pages: int = 0
-    max_pages_per_host: int = 0
-    autothrottle: bool = True
-    robots_retry: float = 30.0  # seconds before asking an unavailable robots.txt again
-
-
-class HostState:
-    """One host's queue and politeness state; dropped when the host has nothing left to do."""
-
-    __slots__ = (
-        "backoff",
-        "best_latency",
-        "concurrency",
-        "delay",
-        "gating",
-        "in_flight",
-        "in_ring",
-        "latency",
-        "maybe_pending",
-        "min_delay",
-        "name",
-        "next_start",
-        "ok_streak",
-        "queue",
-        "refilling",
-        "robots_tries",
-        "rules",
-    )
-
-    def __init__(self, name: str, limits: Limits) -> None:
-        self.name = name
-        self.queue: deque[CrawlRequest] = deque()
-        self.maybe_pending = True  # the frontier table may hold pending URLs of this host
-        self.refilling = False
-        self.gating = False
-        self.in_ring = False
-        self.rules: HostRules | None = None
-        self.robots_tries = 1
-        self.in_flight = 0
-        self.next_start = 0.0
-        self.concurrency = limits.per_host_concurrency
-        self.delay = self.min_delay = limits.per_host_delay
-        self.backoff = 0.0
-        self.latency = 0.0
-        self.best_latency = 0.0
-        self.ok_streak = 0
-
-    def idle(self, now: float) -> bool:
-        """Nothing to do and nothing to remember: its delay has passed and it is not throttled."""
-        busy = self.queue or self.in_flight or self.maybe_pending or self.refilling or self.gating
-        throttled = self.backoff > 0.05 or self.delay > self.min_delay + 0.001
-        return not busy and not throttled and self.next_start <= now
-
-    def snapshot(self) -> dict[str, float | int]:
-        return {
-            "queued": len(self.queue),
-            "in_flight": self.in_flight,
-            "concurrency": self.concurrency,
-            "delay_s": round(self.delay, 3),
-            "latency_ms": round(self.latency * 1000, 1),
-        }
 
 
 class Scheduler:
@@ -132,14 +51,13 @@ class Scheduler:
         # Told when only uncommitted pages can bring new work, so the sink commits at once.
         self._on_starved = on_starved
         self._starved = False
-        self._hosts: dict[str, HostState] = {}
+        self._hosts = HostTable(limits)
         self._ring: deque[HostState] = deque()  # hosts with queued requests, in turn
         self._to_refill: set[str] = set()
         self._changed = asyncio.Event()
         self._idle_workers = asyncio.Semaphore(0)
         self._tasks: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None
-        self._released: dict[str, dict[str, float | int]] = {}
         self._taken_per_host: dict[str, int] = {}  # only with crawl.max_pages_per_host
         self._capped: set[str] = set()
         self._stopping = False
@@ -172,7 +90,7 @@ class Scheduler:
         if host is not None:
             host.in_flight -= 1
             if self._limits.autothrottle:
-                _throttle(host, result, self._limits, asyncio.get_running_loop().time())
+                throttle(host, result, self._limits, asyncio.get_running_loop().time())
             self._release_if_idle(host)
         self._changed.set()
 
@@ -189,10 +107,13 @@ class Scheduler:
     def queued(self) -> int:
         return self._queued
 
-    def hosts(self) -> dict[str, dict[str, float | int]]:
+    def hosts(self) -> dict[str, HostSettings]:
         """Each host's settings now; for hosts already released, as they were then."""
-        current = {name: host.snapshot() for name, host in self._hosts.items()}
-        return {**self._released, **current}
+        return self._hosts.snapshot()
+
+    def held_hosts(self) -> int:
+        """Hosts whose state is in memory now (a host with nothing left to do is released)."""
+        return len(self._hosts)
 
     # The dispatcher -------------------------------------------------------------------------
 
@@ -239,7 +160,7 @@ class Scheduler:
                 bool(self.in_flight)
                 and not self._queued
                 and not self._tasks
-                and not any(h.maybe_pending for h in self._hosts.values())
+                and not self._hosts.any_pending()
             )
             try:
                 async with asyncio.timeout_at(wake_at):
@@ -288,7 +209,7 @@ class Scheduler:
         self.in_flight += 1
         self.handed += 1
         if self.handed % SWEEP_EVERY == 0:
-            self._sweep()
+            self._hosts.sweep(now)
         per_host = self._limits.max_pages_per_host
         if per_host:
             taken = self._taken_per_host[host.name] = self._taken_per_host.get(host.name, 0) + 1
@@ -316,16 +237,14 @@ class Scheduler:
             return False
         if self._limit_reached():
             return True
-        return not self._queued and not any(h.maybe_pending for h in self._hosts.values())
+        return not self._queued and not self._hosts.any_pending()
 
     # Hosts, refills and robots.txt ----------------------------------------------------------
 
     def _note_pending(self, name: str) -> None:
         if name in self._capped:
             return
-        host = self._hosts.get(name)
-        if host is None:
-            host = self._hosts[name] = HostState(name, self._limits)
+        host = self._hosts.hold(name)
         host.maybe_pending = True
         if len(host.queue) < self._host_buffer // 2:
             self._to_refill.add(name)
@@ -401,42 +320,4 @@ class Scheduler:
             self._failure = task.exception()  # raised by the dispatcher: stop, don't lose track
 
     def _release_if_idle(self, host: HostState) -> None:
-        now = asyncio.get_running_loop().time()
-        if host.idle(now) and not host.in_ring and self._hosts.get(host.name) is host:
-            del self._hosts[host.name]  # a host with nothing to do costs no memory
-            self._released[host.name] = host.snapshot()  # but a few are kept for the stats
-            if len(self._released) > KEEP_RELEASED:
-                del self._released[next(iter(self._released))]
-
-    def _sweep(self) -> None:
-        """Release hosts that were kept for their cool-down or throttling and are idle now."""
-        for host in list(self._hosts.values()):
-            self._release_if_idle(host)
-
-
-def _throttle(host: HostState, result: FetchResult, limits: Limits, now: float) -> None:
-    """AIMD per host: see "Adaptive throttling" in the README."""
-    if result.throttled:
-        host.backoff = min(max(2 * host.backoff, 1.0), 60.0)
-        host.next_start = max(host.next_start, now + max(host.backoff, result.retry_after or 0))
-        host.concurrency = max(1, host.concurrency // 2)
-        host.delay = max(host.delay, host.latency, host.min_delay)
-        host.ok_streak = 0
-        return
-    if result.error_kind in ("timeout", "connection") or (result.status or 0) >= 500:
-        host.concurrency = max(1, host.concurrency - 1)
-        host.ok_streak = 0
-        return
-    latency = (result.elapsed_ms or 0.0) / 1000
-    host.latency = latency if not host.latency else 0.8 * host.latency + 0.2 * latency
-    host.best_latency = min(host.best_latency or latency, latency)
-    host.backoff /= 2
-    host.delay = max(host.min_delay, host.delay * 0.8 if host.delay > 0.01 else 0.0)
-    if host.latency > max(4 * host.best_latency, 0.5):  # the server is queueing our requests
-        host.concurrency = max(1, host.concurrency - 1)
-        host.ok_streak = 0
-        return
-    host.ok_streak += 1
-    if host.ok_streak >= host.concurrency and host.concurrency < limits.per_host_concurrency:
-        host.concurrency += 1
-        host.ok_streak = 0
+        self._hosts.release_if_idle(host, asyncio.get_running_loop().time())

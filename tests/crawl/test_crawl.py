@@ -219,7 +219,7 @@ async def test_hosts_with_nothing_left_to_do_are_forgotten(aiohttp_server, make_
     summary = await crawler.run()
     assert summary.status == "finished"
     assert crawler._scheduler is not None
-    assert crawler._scheduler._hosts == {}  # no host state kept once a host is idle
+    assert crawler._scheduler.held_hosts() == 0  # no host state kept once a host is idle
     assert len(crawler._scheduler.hosts()) == 2  # but its last settings, for the stats
 
 

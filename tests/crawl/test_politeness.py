@@ -13,8 +13,6 @@ from typing import Any
 from aiohttp import web
 
 from helpers import base_url, crawl, rows
-from scraper.crawl.scheduler import HostState, Limits, _throttle
-from scraper.models import CrawlRequest, FetchResult
 
 
 class Site:
@@ -221,50 +219,6 @@ async def test_a_slow_host_does_not_hold_up_a_fast_one(aiohttp_server, make_conf
     await run
     assert len(slow.fetched()) == 7
     assert fast_took <= alone * 1.2 + 0.3  # +0.3 s: start-up (process pool, database) in each
-
-
-async def test_429_with_retry_after_backs_the_host_off_and_every_page_arrives(
-    aiohttp_server, make_config
-):
-    answered: list[tuple[int, float]] = []
-
-    async def page(request: web.Request) -> web.Response:
-        if len([s for s, _ in answered if s == 429]) < 3 and request.path != "/":
-            answered.append((429, time.monotonic()))
-            return web.Response(status=429, headers={"Retry-After": "1"})
-        answered.append((200, time.monotonic()))
-        links = "".join(f'<a href="/p/{i}">{i}</a>' for i in range(8))
-        return web.Response(text=links, content_type="text/html")
-
-    app = web.Application()
-    app.router.add_get("/", page)
-    app.router.add_get("/p/{i}", page)
-    server = await aiohttp_server(app)
-    config = make_config([base_url(server)], crawl__obey_robots=False, fetch__retries=3)
-    summary = await crawl(config)
-    assert summary.pages == 9
-    assert summary.by_status == {"2xx": 9}
-    first_429 = min(t for s, t in answered if s == 429)
-    # Requests already on their way may land just after it; then the host rests a second.
-    resting = [t for _, t in answered if first_429 + 0.05 < t < first_429 + 0.95]
-    assert resting == []
-    assert max(t for _, t in answered) > first_429 + 0.95
-
-
-def test_autothrottle_halves_on_429_then_recovers() -> None:
-    limits = Limits(per_host_concurrency=8)
-    host = HostState("example.com", limits)
-    ok = FetchResult(request=CrawlRequest("http://example.com/"), fetched_at="", attempts=1,
-                     status=200, elapsed_ms=50.0)  # fmt: skip
-    throttled = FetchResult(request=CrawlRequest("http://example.com/"), fetched_at="",
-                            attempts=2, status=200, elapsed_ms=50.0, throttled=True,
-                            retry_after=3.0)  # fmt: skip
-    _throttle(host, throttled, limits, now=100.0)
-    assert (host.concurrency, host.next_start) == (4, 103.0)  # halved, paused for Retry-After
-    for _ in range(4 + 5 + 6 + 7):
-        _throttle(host, ok, limits, now=104.0)
-    assert host.concurrency == 8  # one more per round of successes, back to the cap
-    assert host.snapshot()["concurrency"] == 8
 
 
 async def test_max_pages_per_host_is_a_cap(aiohttp_server, make_config):
