@@ -393,7 +393,7 @@ class Pipeline:
         if assignment is None:
             self._backlog.release(estimate)
             return False
-        request, skip = assignment
+        request, skip = assignment.request, assignment.skip_reason
         if skip is not None:
             result = FetchResult(
                 request=request, fetched_at=now(), attempts=0, error_kind="robots", error=skip

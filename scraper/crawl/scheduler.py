@@ -15,22 +15,33 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from scraper.crawl.hosts import HostRules, HostSettings, HostState, HostTable, Limits, throttle
 from scraper.models import CrawlRequest, FetchResult, PageRecord
-from scraper.store.sqlite.frontier import FrontierStore
+from scraper.store.base import Frontier
 from scraper.urls import host_key
 
 log = logging.getLogger(__name__)
 
 SWEEP_EVERY = 1000  # requests between two sweeps of idle hosts
 ROBOTS_TRIES = 3  # rounds of fetching an unavailable robots.txt before its host is given up
-Assignment = tuple[CrawlRequest, str | None]  # the request, and why it is skipped (None: fetch it)
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """A request handed to a fetch worker. With a `skip_reason` (robots.txt disallows it, or
+    cannot be read) it is recorded with that reason instead of fetched."""
+
+    request: CrawlRequest
+    skip_reason: str | None = None
 
 
 class HostGate(Protocol):
-    async def rules(self, host: str, scheme_url: str) -> HostRules: ...
+    """Where a host's robots.txt rules come from (`robots.py`'s RobotsGate, passed in)."""
+
+    async def rules(self, host: str, sample_url: str) -> HostRules: ...
 
     def forget(self, sample_url: str) -> None: ...
 
@@ -38,14 +49,14 @@ class HostGate(Protocol):
 class Scheduler:
     def __init__(
         self,
-        store: FrontierStore,
+        frontier: Frontier,
         limits: Limits,
         *,
         gate: HostGate | None = None,
         on_starved: Callable[[bool], None] = lambda starved: None,
         handed: int = 0,
     ) -> None:
-        self._store = store
+        self._frontier = frontier
         self._limits = limits
         self._gate = gate
         # Told when only uncommitted pages can bring new work, so the sink commits at once.
@@ -119,7 +130,7 @@ class Scheduler:
 
     async def run(self, handoff: asyncio.Queue[Assignment | None], workers: int) -> None:
         """Hand requests to idle workers until the crawl is over, then one None to each."""
-        for host in await self._store.pending_hosts(limit=10_000):
+        for host in await self._frontier.pending_hosts(limit=10_000):
             self._note_pending(host)
         try:
             while True:
@@ -149,7 +160,7 @@ class Scheduler:
                 return self._take(host, now)
             if self._over():
                 # The table is the truth: make sure no pending URL escaped the bookkeeping.
-                pending = [] if self._limit_reached() else await self._store.pending_hosts(100)
+                pending = [] if self._limit_reached() else await self._frontier.pending_hosts(100)
                 missed = [name for name in pending if name not in self._capped]
                 if not missed:
                     return None
@@ -224,7 +235,7 @@ class Scheduler:
             host.next_start = now + host.delay
         if host.maybe_pending and len(host.queue) < self._host_buffer // 2:
             self._to_refill.add(host.name)
-        return request, skip
+        return Assignment(request, skip)
 
     def _skip_reason(self, host: HostState, request: CrawlRequest) -> str | None:
         return host.rules.skip_reason(request.url) if host.rules is not None else None
@@ -264,7 +275,7 @@ class Scheduler:
 
     async def _refill(self, host: HostState, want: int) -> None:
         try:
-            leased = await self._store.lease(host.name, want)
+            leased = await self._frontier.lease(host.name, want)
         finally:
             host.refilling = False
         if len(leased) < want:
