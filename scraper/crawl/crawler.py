@@ -190,7 +190,8 @@ class Crawler:
 
     def _read_sitemaps(self, site: str, declared: tuple[str, ...]) -> None:
         if self._config.crawl.sitemaps and self._sitemaps is not None and self._scheduler:
-            self._scheduler.track(self._sitemaps.read(site, declared))
+            reading = self._sitemaps.read(site, declared)
+            self._scheduler.start_crawl_task(reading, name=f"sitemaps {site}")
 
     async def _run_pipeline(
         self, db: Database, crawl_id: int, frontier: SqliteFrontier, done: int
@@ -217,7 +218,7 @@ class Crawler:
             sink = SqliteSink(db, crawl_id, config.storage, on_stored=scheduler.stored)
 
             async def emit(record: PageRecord) -> None:
-                scheduler.adopt()
+                scheduler.expect_unrequested_record()
                 await sink_queue.put(record)
 
             self._sitemaps = SitemapReader(

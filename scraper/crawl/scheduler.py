@@ -1,12 +1,15 @@
-"""The scheduler: which request a fetch worker gets next, and when the crawl is over.
+"""The dispatcher: which request a fetch worker gets next, and when the crawl is over.
 
-Per host it keeps a small queue leased from the frontier, the requests in flight, the earliest
-moment the next request may start (per-host delay, Crawl-delay, backoff) and the host's robots.txt
-rules. One dispatcher task hands a request to a worker only when that worker is idle and the
-request's host is ready now, so a slow, throttled or backing-off host never holds up the others.
+It keeps, per host (`hosts.py`), a small queue leased from the frontier, the requests in flight,
+the earliest moment the next request may start (per-host delay, Crawl-delay, backoff) and the
+host's robots.txt rules. One dispatcher task hands a request to a worker only when that worker is
+idle and the request's host is ready now, so a slow, throttled or backing-off host never holds up
+the others.
 
-The crawl is over when nothing is leased-but-unstored, no host has pending URLs and the frontier
-table confirms it: exact task accounting, never a timeout.
+Refills from the frontier, robots.txt loads and the crawl's other work (reading sitemaps) run as
+tasks of the dispatcher's TaskGroup: one that fails fails the crawl, and none outlives it. The
+crawl is over when nothing is leased-but-unstored, no such task runs, no host has pending URLs and
+the frontier confirms it: exact accounting, never a timeout.
 """
 
 from __future__ import annotations
@@ -27,6 +30,12 @@ log = logging.getLogger(__name__)
 
 SWEEP_EVERY = 1000  # requests between two sweeps of idle hosts
 ROBOTS_TRIES = 3  # rounds of fetching an unavailable robots.txt before its host is given up
+
+
+class _DispatchEnded(Exception):
+    """Raised in the dispatcher's TaskGroup when the crawl is over or stopped, so the group
+    cancels the tasks still running (after stop(), say) instead of waiting for them: the way the
+    asyncio docs give to terminate a TaskGroup."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +76,8 @@ class Scheduler:
         self._to_refill: set[str] = set()
         self._changed = asyncio.Event()
         self._idle_workers = asyncio.Semaphore(0)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._failure: BaseException | None = None
+        self._tasks: asyncio.TaskGroup | None = None  # the dispatcher's, while it runs
+        self._running = 0  # tasks of that group not yet done: the crawl is not over meanwhile
         self._taken_per_host: dict[str, int] = {}  # only with crawl.max_pages_per_host
         self._capped: set[str] = set()
         self._stopping = False
@@ -82,12 +91,17 @@ class Scheduler:
     def want_work(self) -> None:
         self._idle_workers.release()
 
-    def track(self, work: Coroutine[Any, Any, None]) -> None:
-        """Run `work` (reading a sitemap, say) as part of the crawl: it is not over until done."""
-        self._spawn(work)
+    def start_crawl_task(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        """Run `work` (reading a site's sitemaps, say) as a task of the crawl: the crawl is not
+        over until it ends, its failure fails the crawl, and a stopped crawl cancels it."""
+        if self._tasks is None:
+            work.close()
+            raise RuntimeError("start_crawl_task: the dispatcher is not running")
+        self._start(work, name)
 
-    def adopt(self) -> None:
-        """A record that no request of ours led to is on its way to the sink (a sitemap's row)."""
+    def expect_unrequested_record(self) -> None:
+        """A record that no request of ours led to (a sitemap's row) is on its way to the sink:
+        the crawl is not over until it is stored."""
         self.in_flight += 1
 
     def stop(self) -> None:
@@ -129,27 +143,33 @@ class Scheduler:
     # The dispatcher -------------------------------------------------------------------------
 
     async def run(self, handoff: asyncio.Queue[Assignment | None], workers: int) -> None:
-        """Hand requests to idle workers until the crawl is over, then one None to each."""
+        """Hand requests to idle workers until the crawl is over (or stopped), then one None to
+        each. A task of the crawl that fails ends this with its error (in an ExceptionGroup)."""
         for host in await self._frontier.pending_hosts(limit=10_000):
             self._note_pending(host)
         try:
-            while True:
-                await self._idle_workers.acquire()
-                assignment = await self._next_assignment()
-                if assignment is None:
-                    break
-                handoff.put_nowait(assignment)
+            async with asyncio.TaskGroup() as tasks:
+                self._tasks = tasks
+                await self._dispatch(handoff)
+                raise _DispatchEnded
+        except* _DispatchEnded:
+            pass
         finally:
-            for task in self._tasks:
-                task.cancel()
+            self._tasks = None
         for _ in range(workers):
             handoff.put_nowait(None)
+
+    async def _dispatch(self, handoff: asyncio.Queue[Assignment | None]) -> None:
+        while True:
+            await self._idle_workers.acquire()
+            assignment = await self._next_assignment()
+            if assignment is None:
+                return
+            handoff.put_nowait(assignment)
 
     async def _next_assignment(self) -> Assignment | None:
         loop = asyncio.get_running_loop()
         while True:
-            if self._failure is not None:
-                raise self._failure
             if self._stopping:
                 return None
             self._changed.clear()
@@ -170,7 +190,7 @@ class Scheduler:
             self._set_starved(
                 bool(self.in_flight)
                 and not self._queued
-                and not self._tasks
+                and not self._running
                 and not self._hosts.any_pending()
             )
             try:
@@ -244,7 +264,7 @@ class Scheduler:
         return bool(self._limits.max_pages) and self.handed >= self._limits.max_pages
 
     def _over(self) -> bool:
-        if self.in_flight or self._tasks:
+        if self.in_flight or self._running:
             return False
         if self._limit_reached():
             return True
@@ -271,7 +291,8 @@ class Scheduler:
                 return  # memory is full; refills resume as requests are taken
             self._to_refill.discard(name)
             host.refilling = True
-            self._spawn(self._refill(host, min(self._host_buffer - len(host.queue), room)))
+            want = min(self._host_buffer - len(host.queue), room)
+            self._start(self._refill(host, want), f"refill {host.name}")
 
     async def _refill(self, host: HostState, want: int) -> None:
         try:
@@ -293,7 +314,7 @@ class Scheduler:
         if host.gating or self._gate is None:
             return
         host.gating = True
-        self._spawn(self._load_rules(host, self._gate))
+        self._start(self._load_rules(host, self._gate), f"robots {host.name}")
 
     async def _load_rules(self, host: HostState, gate: HostGate) -> None:
         try:
@@ -319,16 +340,15 @@ class Scheduler:
             host.min_delay = max(host.min_delay, rules.delay)  # robots.txt Crawl-delay
             host.delay = max(host.delay, host.min_delay)
 
-    def _spawn(self, work: asyncio.Future[None] | object) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(work)  # type: ignore[arg-type]
-        self._tasks.add(task)
+    def _start(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        assert self._tasks is not None, "tasks start from the dispatcher's own run()"
+        task = self._tasks.create_task(work, name=name)
+        self._running += 1
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        self._changed.set()
-        if not task.cancelled() and task.exception() is not None:
-            self._failure = task.exception()  # raised by the dispatcher: stop, don't lose track
+        self._running -= 1
+        self._changed.set()  # the dispatcher may be waiting for it: leases, rules, the end
 
     def _release_if_idle(self, host: HostState) -> None:
         self._hosts.release_if_idle(host, asyncio.get_running_loop().time())

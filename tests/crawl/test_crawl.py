@@ -212,17 +212,6 @@ async def test_the_crawl_row_keeps_loop_lag_and_per_host_settings(demo, make_con
     assert set(health["hosts"][host]) >= {"concurrency", "delay_s", "latency_ms"}
 
 
-async def test_hosts_with_nothing_left_to_do_are_forgotten(aiohttp_server, make_config):
-    server = await aiohttp_server(make_app(SiteSpec(pages=20, page_bytes=1000, extras=False)))
-    other = await aiohttp_server(make_app(SiteSpec(pages=5, page_bytes=1000, extras=False)))
-    crawler = Crawler(make_config([base_url(server), base_url(other)]))
-    summary = await crawler.run()
-    assert summary.status == "finished"
-    assert crawler._scheduler is not None
-    assert crawler._scheduler.held_hosts() == 0  # no host state kept once a host is idle
-    assert len(crawler._scheduler.hosts()) == 2  # but its last settings, for the stats
-
-
 async def test_a_parse_worker_killed_mid_crawl_loses_no_page(aiohttp_server, make_config):
     """kill -9 of a parser process: its batch is stored with a parse error, a new process takes
     over, and the crawl finishes with every page stored once."""

@@ -1,59 +1,14 @@
-"""Per-host politeness: robots.txt, per-host slots and delays, no head-of-line blocking, backoff.
-
-Several hosts are several servers on 127.0.0.1 (the host key includes the port).
-"""
+"""robots.txt in whole crawls: disallowed URLs recorded, RFC 9309's 4xx and 5xx, Crawl-delay."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 from typing import Any
 
 from aiohttp import web
 
-from helpers import base_url, crawl, rows
-
-
-class Site:
-    """A small site: /, /p/0 … /p/{n-1} all linked from /, optional robots.txt and latency."""
-
-    def __init__(self, pages: int = 10, *, robots: Any = None, latency: float = 0.0) -> None:
-        self.pages = pages
-        self.robots = robots  # str body, int status, or None for 404
-        self.latency = latency
-        self.starts: list[tuple[str, float]] = []
-        self.active = 0
-        self.most_active = 0
-        self.all_fetched = asyncio.Event()  # set once / and every /p/N were requested
-        self.app = web.Application()
-        self.app.router.add_get("/robots.txt", self.robots_txt)
-        self.app.router.add_get("/", self.page)
-        self.app.router.add_get("/{path:.+}", self.page)
-
-    async def robots_txt(self, request: web.Request) -> web.Response:
-        self.starts.append((request.path, time.monotonic()))
-        if isinstance(self.robots, str):
-            return web.Response(text=self.robots)
-        return web.Response(status=self.robots if isinstance(self.robots, int) else 404)
-
-    async def page(self, request: web.Request) -> web.Response:
-        self.starts.append((request.path_qs, time.monotonic()))
-        if len(self.fetched()) == self.pages + 1:
-            self.all_fetched.set()
-        self.active += 1
-        self.most_active = max(self.most_active, self.active)
-        try:
-            await asyncio.sleep(self.latency)
-            links = "".join(f'<a href="/p/{i}">{i}</a>' for i in range(self.pages))
-            return web.Response(
-                text=f"<title>{request.path}</title>{links}", content_type="text/html"
-            )
-        finally:
-            self.active -= 1
-
-    def fetched(self) -> list[str]:
-        return [path for path, _ in self.starts if path != "/robots.txt"]
+from helpers import Site, base_url, crawl, rows
 
 
 async def stored(db: str) -> dict[str, tuple[Any, ...]]:
@@ -179,52 +134,3 @@ async def test_crawl_delay_spaces_the_requests(aiohttp_server, make_config):
     assert len(starts) == 5
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert min(gaps) >= 0.18
-
-
-async def test_per_host_delay_and_concurrency_are_never_exceeded(aiohttp_server, make_config):
-    site = Site(12, latency=0.25)  # long enough for two to overlap, never three
-    server = await aiohttp_server(site.app)
-    config = make_config(
-        [base_url(server)], fetch__concurrency=16, fetch__per_host_concurrency=2,
-        fetch__per_host_delay=0.1, crawl__obey_robots=False,
-    )  # fmt: skip
-    await crawl(config)
-    starts = sorted(t for _, t in site.starts)
-    assert len(starts) == 13
-    # measured by the server, so allow a few milliseconds of jitter in connecting
-    assert min(b - a for a, b in itertools.pairwise(starts)) >= 0.09
-    assert site.most_active == 2
-
-
-async def test_a_slow_host_does_not_hold_up_a_fast_one(aiohttp_server, make_config):
-    """The fast host's pages finish in about the time they take alone while the slow one crawls."""
-    fast_alone = Site(20, latency=0.02)
-    server = await aiohttp_server(fast_alone.app)
-    config = make_config(
-        [base_url(server)], fetch__per_host_concurrency=2, crawl__obey_robots=False
-    )
-    alone = (await crawl(config)).duration_s
-
-    fast, slow = Site(20, latency=0.02), Site(6, latency=2.0)
-    fast_server, slow_server = await aiohttp_server(fast.app), await aiohttp_server(slow.app)
-    seeds = [base_url(slow_server), base_url(fast_server)]
-    config = make_config(
-        seeds, fetch__per_host_concurrency=2, fetch__concurrency=4, crawl__obey_robots=False,
-        storage__db=str(config.storage.db) + ".both",
-    )  # fmt: skip
-    run = asyncio.create_task(crawl(config))
-    started = time.monotonic()
-    await asyncio.wait_for(fast.all_fetched.wait(), 60)
-    fast_took = time.monotonic() - started
-    await run
-    assert len(slow.fetched()) == 7
-    assert fast_took <= alone * 1.2 + 0.3  # +0.3 s: start-up (process pool, database) in each
-
-
-async def test_max_pages_per_host_is_a_cap(aiohttp_server, make_config):
-    site = Site(30)
-    server = await aiohttp_server(site.app)
-    config = make_config([base_url(server)], crawl__max_pages_per_host=10)
-    summary = await crawl(config)
-    assert summary.pages == 10
-    assert len(site.fetched()) == 10
