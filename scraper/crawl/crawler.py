@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from scraper.config import Config
+from scraper.crawl.admit import REDIRECTS, Admission
 from scraper.crawl.fetch import Fetcher
 from scraper.crawl.health import LoopLagMonitor, StageGauge, StageSampler
 from scraper.crawl.hosts import Limits
@@ -45,14 +46,11 @@ from scraper.store.sqlite.crawls import (
     unfinished_crawl,
 )
 from scraper.store.sqlite.database import Database
-from scraper.store.sqlite.frontier import DONE, SeenCache, SqliteFrontier
-from scraper.urls import canonicalize
+from scraper.store.sqlite.frontier import DONE, SqliteFrontier
 
 log = logging.getLogger(__name__)
 
-REDIRECTS = frozenset({301, 302, 303, 307, 308})
 TOP_HOSTS = 10
-SEEN_CACHE_SIZE = 100_000
 # A parse task sends up to this many pages (or bytes) to a worker process at once: one round trip
 # through the pool's pipes and threads costs about as much CPU as parsing a 40 KB page.
 PARSE_BATCH = 8
@@ -229,7 +227,14 @@ class Crawler:
                 policy=config.crawl.url_policy(),
                 max_bytes=config.fetch.max_bytes,
             )
-            pipeline = Pipeline(config, scheduler, fetcher, parser, sink, sink_queue)
+            admission = Admission(
+                scope=config.crawl.scope(),
+                policy=config.crawl.url_policy(),
+                max_depth=config.crawl.max_depth,
+                max_redirects=config.fetch.max_redirects,
+                links_from=sink.links_from,
+            )
+            pipeline = Pipeline(config, scheduler, fetcher, parser, sink, sink_queue, admission)
             self._scheduler, self._stages, self._stored_before = scheduler, pipeline, done
             self._pipeline = asyncio.create_task(pipeline.run(), name="pipeline")
             if self._stopping:
@@ -315,15 +320,16 @@ class Pipeline:
         parser: ParsePool,
         sink: SqliteSink,
         sink_queue: asyncio.Queue[object],
+        admission: Admission,
     ) -> None:
         self._config = config
         self._scheduler = scheduler
         self._fetcher = fetcher
         self._parser = parser
         self._sink = sink
+        self._admission = admission
         self._scope = config.crawl.scope()
         self._policy = config.crawl.url_policy()
-        self._seen = SeenCache(SEEN_CACHE_SIZE)
         # Twice the slots: a worker waiting out a retry backoff holds no slot, so others fill it.
         self._fetch_tasks = 2 * config.fetch.concurrency
         # Two batches per process: one parsing, one waiting, so no process idles between batches.
@@ -449,7 +455,7 @@ class Pipeline:
         records: list[PageRecord | None] = []
         to_parse: list[tuple[int, FetchResult]] = []
         for result in batch:
-            record = await self._unparsed(result)
+            record = await self._record_without_parsing(result)
             if record is None:
                 to_parse.append((len(records), result))
             records.append(record)
@@ -467,15 +473,12 @@ class Pipeline:
                 records[i] = self._parsed(result, outcome)
         return [record for record in records if record is not None]
 
-    async def _unparsed(self, result: FetchResult) -> PageRecord | None:
+    async def _record_without_parsing(self, result: FetchResult) -> PageRecord | None:
         """The record of a result that needs no parsing; None for an HTML page to parse."""
-        request = result.request
-        if result.status == 304 or request.fresh:  # the stored page stands; so do its links
-            links = await self._sink.links_from(request.url)
-            follow = [url for url in links if self._scope.allows(url)]
-            return PageRecord(fetch=result, children=self._admit(request, follow))
+        if result.status == 304 or result.request.fresh:  # the stored page stands
+            return await self._admission.kept_page(result)
         if result.status in REDIRECTS and result.final_url:
-            return self._redirect(result, result.final_url)
+            return self._admission.redirect(result, result.final_url)
         if not result.parsable or result.body is None:
             return PageRecord(fetch=result)
         return None
@@ -498,39 +501,7 @@ class Pipeline:
             log.warning("parse failed for %s: %s", result.request.url, outcome.error)
             return PageRecord(fetch=stored, parse_error=outcome.error)
         return PageRecord(
-            fetch=stored, parsed=outcome, children=self._admit(result.request, outcome.follow)
-        )
-
-    def _redirect(self, result: FetchResult, target: str) -> PageRecord:
-        """A redirect is stored as it is; its target becomes a URL of the frontier like a link
-        (so two URLs redirecting to one page store it once), if in scope and not too far."""
-        request = result.request
-        target = canonicalize(target, policy=self._policy) or target
-        hops = request.hops + 1
-        if self._config.fetch.max_redirects == 0:
-            return PageRecord(fetch=result)  # redirects are stored, never followed
-        if target == request.url or hops > self._config.fetch.max_redirects:
-            why = "redirects to itself" if target == request.url else "too many redirects"
-            limit = self._config.fetch.max_redirects
-            return PageRecord(
-                fetch=dataclasses.replace(
-                    result, error_kind="redirects", error=f"{why} (fetch.max_redirects = {limit})"
-                )
-            )
-        if not self._scope.allows(target):
-            return PageRecord(fetch=result)  # out of scope: recorded, not followed
-        child = CrawlRequest(url=target, depth=request.depth, referrer=request.url, hops=hops)
-        return PageRecord(fetch=result, children=(child,))
-
-    def _admit(
-        self, parent: CrawlRequest, follow: tuple[str, ...] | list[str]
-    ) -> tuple[CrawlRequest, ...]:
-        """The in-scope links worth a frontier row: within depth, not seen very recently."""
-        depth = parent.depth + 1
-        if self._config.crawl.max_depth and depth > self._config.crawl.max_depth:
-            return ()
-        referrer = parent.url
-        return tuple(
-            CrawlRequest(url=url, depth=depth, referrer=referrer)
-            for url in self._seen.admit(follow)
+            fetch=stored,
+            parsed=outcome,
+            children=self._admission.links(result.request, outcome.follow),
         )
