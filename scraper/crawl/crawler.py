@@ -220,20 +220,27 @@ class Crawler:
             )
             pipeline = Pipeline(config, scheduler, fetcher, parser, sink, sink_queue, admission)
             self._scheduler, self._stages, self._stored_before = scheduler, pipeline, done
-            self._pipeline = asyncio.create_task(pipeline.run(), name="pipeline")
-            if self._stopping:
-                self._begin_stop()
-            watch = asyncio.create_task(self._lag.run(), name="loop-lag")
             try:
-                await self._pipeline
+                async with asyncio.TaskGroup() as tasks:
+                    running = self._pipeline = tasks.create_task(pipeline.run(), name="pipeline")
+                    if self._stopping:
+                        self._begin_stop()
+                    watch = tasks.create_task(self._lag.run(), name="loop-lag")
+                    try:
+                        # Waited for here, not by the TaskGroup's exit, so that its failure
+                        # interrupts this wait (TaskGroups handle that case cleanly). Cancelled
+                        # by stop()'s grace timer, it just ends: the crawl is interrupted.
+                        await asyncio.wait([running])
+                    finally:
+                        watch.cancel()  # it measures the loop while the pipeline runs
             except asyncio.CancelledError:
                 if not self._stopping:
                     raise  # cancelled from outside: recorded by run(), then keep cancelling
                 return "interrupted"
             except BaseExceptionGroup as group:
-                raise _user_error_in(group) or group from None
-            finally:
-                watch.cancel()
+                # The pipeline's own error (a group, from its TaskGroups), not wrapped once more.
+                failure = group.exceptions[0] if len(group.exceptions) == 1 else group
+                raise _user_error_in(group) or failure from None
             return "interrupted" if self._stopping else "finished"
 
 
@@ -249,9 +256,10 @@ def _limits(config: Config) -> Limits:
     )
 
 
-def _user_error_in(group: BaseExceptionGroup) -> ScraperError | None:
+def _user_error_in(group: BaseExceptionGroup[BaseException]) -> ScraperError | None:
     """A stage's ScraperError (a full disk, say) reaches the TaskGroup wrapped; unwrap it."""
     matched, _ = group.split(ScraperError)
-    while isinstance(matched, BaseExceptionGroup):
-        matched = matched.exceptions[0]
-    return matched
+    found: ScraperError | BaseExceptionGroup[ScraperError] | None = matched
+    while isinstance(found, BaseExceptionGroup):
+        found = found.exceptions[0]
+    return found

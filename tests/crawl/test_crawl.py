@@ -10,8 +10,10 @@ import pytest
 from aiohttp import web
 
 from helpers import base_url, crawl, rows, served
+from scraper.crawl.admit import Admission
 from scraper.crawl.crawler import Crawler
 from scraper.demosite import STATE, SiteSpec, make_app
+from scraper.errors import StorageError
 
 SPEC = SiteSpec(
     pages=80, page_bytes=4000, special_count=1, slow_seconds=0.1, huge_bytes=400_000, seed=3
@@ -180,6 +182,50 @@ async def test_stop_ends_the_crawl_as_interrupted_and_keeps_what_was_stored(
     ((stored, distinct),) = await rows(db, "SELECT count(*), count(DISTINCT url) FROM pages")
     assert stored == distinct == pages == summary.pages
     assert 0 < stored < 400
+
+
+@pytest.mark.parametrize(
+    "error", [StorageError("disk full"), RuntimeError("a bug")], ids=["user-error", "bug"]
+)
+async def test_a_stage_that_fails_fails_the_crawl(demo, make_config, monkeypatch, error):
+    """A ScraperError comes out of run() as itself, one line for the CLI; a bug keeps its
+    traceback in the TaskGroups' ExceptionGroup. Either way the crawl is recorded as failed."""
+
+    def broken(*args: object) -> None:
+        raise error
+
+    monkeypatch.setattr(Admission, "links", broken)  # fails in a parse task, mid-crawl
+    _, root = demo
+    config = make_config([root])
+    with pytest.raises(BaseException) as caught:
+        await crawl(config)
+    if isinstance(error, StorageError):
+        assert caught.value is error
+    else:
+        assert isinstance(caught.value, BaseExceptionGroup)
+        assert caught.value.split(RuntimeError)[0] is not None
+    assert await rows(config.storage.db, "SELECT status FROM crawls") == [("failed",)]
+
+
+async def test_a_run_cancelled_from_outside_is_recorded_once_its_stages_have_ended(
+    aiohttp_server, make_config
+):
+    """No stop(): the task is cancelled. The stages end first (the sink storing what reached it),
+    then the crawl is recorded as interrupted with what was stored, and the cancel goes on."""
+    app = make_app(SiteSpec(pages=400, page_bytes=2000, latency=0.05))
+    busy = served(app, 30)
+    server = await aiohttp_server(app)
+    config = make_config([base_url(server)], storage__batch_size=5)
+    run = asyncio.create_task(Crawler(config).run())
+    await busy.wait()
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    db = config.storage.db
+    ((status, pages),) = await rows(db, "SELECT status, pages FROM crawls")
+    assert status == "interrupted"
+    ((stored,),) = await rows(db, "SELECT count(*) FROM pages")
+    assert 0 < stored == pages < 400
 
 
 async def test_a_second_crawl_into_the_same_database_updates_pages(demo, make_config):
