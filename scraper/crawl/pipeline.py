@@ -134,7 +134,9 @@ class Pipeline:
         return self._pages, self._errors, self._bytes
 
     async def run(self) -> None:
-        handoff: asyncio.Queue[Assignment | None] = asyncio.Queue()  # ≤ one item per idle worker
+        # The scheduler puts an assignment only for a worker that asked (want_work), then one
+        # None per worker at the end: never more than twice the workers, so put_nowait is safe.
+        handoff: asyncio.Queue[Assignment | None] = asyncio.Queue(2 * self._fetch_tasks)
         async with asyncio.TaskGroup() as crawl:
             crawl.create_task(self._sink.consume(self.sink_queue), name="sink")
             async with asyncio.TaskGroup() as parsers:

@@ -56,6 +56,8 @@ class HostGate(Protocol):
 
 
 class Scheduler:
+    """The dispatcher of one crawl: `run()` is its task; the workers call the rest."""
+
     def __init__(
         self,
         frontier: Frontier,
@@ -77,7 +79,7 @@ class Scheduler:
         self._changed = asyncio.Event()
         self._idle_workers = asyncio.Semaphore(0)
         self._tasks: asyncio.TaskGroup | None = None  # the dispatcher's, while it runs
-        self._running = 0  # tasks of that group not yet done: the crawl is not over meanwhile
+        self._tasks_running = 0  # tasks of that group not yet done: the crawl is not over meanwhile
         self._taken_per_host: dict[str, int] = {}  # only with crawl.max_pages_per_host
         self._capped: set[str] = set()
         self._stopping = False
@@ -190,7 +192,7 @@ class Scheduler:
             self._set_starved(
                 bool(self.in_flight)
                 and not self._queued
-                and not self._running
+                and not self._tasks_running
                 and not self._hosts.any_pending()
             )
             try:
@@ -264,7 +266,7 @@ class Scheduler:
         return bool(self._limits.max_pages) and self.handed >= self._limits.max_pages
 
     def _over(self) -> bool:
-        if self.in_flight or self._running:
+        if self.in_flight or self._tasks_running:
             return False
         if self._limit_reached():
             return True
@@ -343,11 +345,11 @@ class Scheduler:
     def _start(self, work: Coroutine[Any, Any, None], name: str) -> None:
         assert self._tasks is not None, "tasks start from the dispatcher's own run()"
         task = self._tasks.create_task(work, name=name)
-        self._running += 1
+        self._tasks_running += 1
         task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._running -= 1
+        self._tasks_running -= 1
         self._changed.set()  # the dispatcher may be waiting for it: leases, rules, the end
 
     def _release_if_idle(self, host: HostState) -> None:
