@@ -60,27 +60,27 @@ class Crawler:
         self._config = config
         self._fresh = fresh
         self._announce = announce
-        self._pipeline: asyncio.Task[None] | None = None
+        self._pipeline_task: asyncio.Task[None] | None = None
         self._scheduler: Scheduler | None = None
         self._sitemaps: SitemapReader | None = None
         self._lag = LoopLagMonitor(on_stall=self._on_stall, on_tick=self._sample_stages)
         self._stage_times = StageSampler()
-        self._stages: Pipeline | None = None
+        self._pipeline: Pipeline | None = None
         self._stored_before = 0  # pages a resumed crawl had already stored
         self._stopping = False
 
     def snapshot(self) -> CrawlSnapshot:
         """The crawl's counters now (all zero before it starts), for a progress display."""
-        if self._stages is None or self._scheduler is None:
+        if self._pipeline is None or self._scheduler is None:
             return CrawlSnapshot(max_pages=self._config.crawl.max_pages)
-        pages, errors, size = self._stages.counts()
+        pages, errors, size = self._pipeline.counts()
         lag = self._lag.stats()
         return CrawlSnapshot(
             pages=self._stored_before + pages,
             errors=errors,
             bytes=size,
             queued=self._scheduler.queued(),
-            in_flight=self._stages.on_the_wire(),
+            in_flight=self._pipeline.on_the_wire(),
             max_pages=self._config.crawl.max_pages,
             loop_lag_p50_ms=lag.p50,
             loop_lag_p99_ms=lag.p99,
@@ -96,11 +96,11 @@ class Crawler:
         self._begin_stop()
 
     def _begin_stop(self) -> None:
-        if self._scheduler is None or self._pipeline is None:
+        if self._scheduler is None or self._pipeline_task is None:
             return  # the pipeline starts already stopping
         self._scheduler.stop()
-        pipeline = self._pipeline
-        asyncio.get_running_loop().call_later(self._config.crawl.shutdown_grace, pipeline.cancel)
+        task = self._pipeline_task
+        asyncio.get_running_loop().call_later(self._config.crawl.shutdown_grace, task.cancel)
 
     async def run(self) -> CrawlSummary:
         config = self._config
@@ -157,11 +157,11 @@ class Crawler:
         }
 
     def _sample_stages(self) -> None:
-        if self._stages is not None:
-            self._stage_times.add(self._stages.gauges(), asyncio.get_running_loop().time())
+        if self._pipeline is not None:
+            self._stage_times.add(self._pipeline.gauges(), asyncio.get_running_loop().time())
 
     def _on_stall(self, lag_ms: float) -> None:
-        stages = self._stages.depths() if self._stages is not None else {}
+        stages = self._pipeline.depths() if self._pipeline is not None else {}
         busiest = max(stages, key=lambda name: stages[name], default="unknown")
         log.warning(
             "the event loop stalled %.0f ms (queues: %s; fullest: %s)",
@@ -219,10 +219,11 @@ class Crawler:
                 links_from=sink.links_from,
             )
             pipeline = Pipeline(config, scheduler, fetcher, parser, sink, sink_queue, admission)
-            self._scheduler, self._stages, self._stored_before = scheduler, pipeline, done
+            self._scheduler, self._pipeline, self._stored_before = scheduler, pipeline, done
             try:
                 async with asyncio.TaskGroup() as tasks:
-                    running = self._pipeline = tasks.create_task(pipeline.run(), name="pipeline")
+                    running = tasks.create_task(pipeline.run(), name="pipeline")
+                    self._pipeline_task = running
                     if self._stopping:
                         self._begin_stop()
                     watch = tasks.create_task(self._lag.run(), name="loop-lag")
