@@ -22,21 +22,14 @@ from scraper.crawl.hosts import Limits
 from scraper.crawl.pipeline import Pipeline
 from scraper.crawl.robots import RobotsGate
 from scraper.crawl.scheduler import Scheduler
-from scraper.crawl.sink import SqliteSink
+from scraper.crawl.sink import Sink
 from scraper.crawl.sitemaps import SitemapReader
 from scraper.errors import ConfigError, ScraperError
 from scraper.models import CrawlRequest, CrawlSnapshot, PageRecord
 from scraper.parse.pool import ParsePool
 from scraper.parse.sitemap import parse_sitemap
-from scraper.store.sqlite.crawls import (
-    CrawlSummary,
-    finish_crawl,
-    reopen_crawl,
-    start_crawl,
-    unfinished_crawl,
-)
-from scraper.store.sqlite.database import Database
-from scraper.store.sqlite.frontier import DONE, SqliteFrontier
+from scraper.store import open_backend
+from scraper.store.base import Backend, CrawlSummary, Frontier, FrontierState
 
 log = logging.getLogger(__name__)
 
@@ -106,39 +99,40 @@ class Crawler:
         config = self._config
         loop = asyncio.get_running_loop()
         started = loop.time()
-        async with Database(config.storage.db) as db:
-            crawl_id = await self._crawl_to_resume(db)
+        async with open_backend(config.storage) as backend:
+            crawls = backend.crawls
+            crawl_id = await self._crawl_to_resume(backend)
             resumed = crawl_id is not None
             if crawl_id is None:
-                crawl_id = await start_crawl(db, config.crawl.seeds, config.to_json())
+                crawl_id = await crawls.start(config.crawl.seeds, config.to_json())
             else:
-                await reopen_crawl(db, crawl_id)
-            frontier = SqliteFrontier(db, crawl_id, config.crawl.recrawl_after)
+                await crawls.reopen(crawl_id)
+            frontier = backend.frontier(crawl_id, config.crawl.recrawl_after)
             again = await frontier.reset_leases()
             await frontier.seed([CrawlRequest(url=seed) for seed in config.crawl.seeds])
-            done = await frontier.count(DONE)
+            done = await frontier.count(FrontierState.DONE)
             if resumed:
                 self._announce(
                     f"resuming crawl {crawl_id}: {done} pages already stored, "
                     f"{again} in flight when it stopped will be fetched again (--fresh starts anew)"
                 )
             try:
-                status = await self._run_pipeline(db, crawl_id, frontier, done)
+                status = await self._run_pipeline(backend, crawl_id, frontier, done)
             except BaseException as exc:
                 status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "failed"
                 with contextlib.suppress(ScraperError):  # the first error is the one to report
-                    await finish_crawl(
-                        db, crawl_id, status, loop.time() - started, extra=self._health()
+                    await crawls.finish(
+                        crawl_id, status, loop.time() - started, extra=self._health()
                     )
                 raise
-            return await finish_crawl(
-                db, crawl_id, status, loop.time() - started, resumed=resumed, extra=self._health()
+            return await crawls.finish(
+                crawl_id, status, loop.time() - started, resumed=resumed, extra=self._health()
             )
 
-    async def _crawl_to_resume(self, db: Database) -> int | None:
+    async def _crawl_to_resume(self, backend: Backend) -> int | None:
         if self._fresh:
             return None
-        mine, other = await unfinished_crawl(db, self._config.crawl.seeds)
+        mine, other = await backend.crawls.unfinished(self._config.crawl.seeds)
         if not mine and other:
             self._announce(
                 f"crawl {other} did not finish but had other seeds; starting a new crawl "
@@ -176,7 +170,7 @@ class Crawler:
             self._scheduler.start_crawl_task(reading, name=f"sitemaps {site}")
 
     async def _run_pipeline(
-        self, db: Database, crawl_id: int, frontier: SqliteFrontier, done: int
+        self, backend: Backend, crawl_id: int, frontier: Frontier, done: int
     ) -> str:
         config = self._config
         async with Fetcher(config.fetch) as fetcher, ParsePool(config.parse) as parser:
@@ -197,7 +191,7 @@ class Crawler:
                 on_starved=lambda starved: sink.set_eager(starved, sink_queue),
                 handed=done,
             )
-            sink = SqliteSink(db, crawl_id, config.storage, on_stored=scheduler.stored)
+            sink = Sink(backend.pages(crawl_id), config.storage, on_stored=scheduler.stored)
 
             async def emit(record: PageRecord) -> None:
                 scheduler.expect_unrequested_record()
