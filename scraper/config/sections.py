@@ -188,6 +188,12 @@ class StorageConfig:
     flush_interval: float = field(
         default=1.0, metadata=_opt(number(0, exclusive=True), "seconds between commits")
     )
+    # PostgreSQL with several processes on one crawl: how long a host's lease lasts unrenewed
+    # (a dead process's hosts wait this long). It must outlast a request's longest time
+    # (crawl/leases.py request_margin), checked when a crawl starts.
+    lease_ttl: float = field(
+        default=600.0, metadata=_opt(number(0, exclusive=True), "seconds a host lease lasts")
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from scraper.crawl.admit import Admission
 from scraper.crawl.fetch import Fetcher
 from scraper.crawl.health import LoopLagMonitor, StageSampler
 from scraper.crawl.hosts import Limits
+from scraper.crawl.leases import request_margin
 from scraper.crawl.pipeline import Pipeline
 from scraper.crawl.robots import RobotsGate
 from scraper.crawl.scheduler import Scheduler
@@ -30,7 +32,7 @@ from scraper.models import CrawlRequest, CrawlSnapshot, PageRecord
 from scraper.parse.pool import ParsePool
 from scraper.parse.sitemap import parse_sitemap
 from scraper.store import open_backend
-from scraper.store.base import Backend, CrawlSummary, Frontier, FrontierState
+from scraper.store.base import Backend, CrawlSummary, Frontier, FrontierState, HostLeases
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +48,16 @@ class Crawler:
         *,
         fresh: bool = False,
         announce: Callable[[str], None] = log.info,
+        join: int | None = None,
     ) -> None:
-        if not config.crawl.seeds:
+        if not config.crawl.seeds and join is None:
             raise ConfigError(
                 "no seeds: give start URLs on the command line or set crawl.seeds in config.toml"
             )
         self._config = config
         self._fresh = fresh
+        self._join = join  # a crawl to work on beside the processes already on it (a worker)
+        self.crawl_id: int | None = None
         self._announce = announce
         self._pipeline_task: asyncio.Task[None] | None = None
         self._scheduler: Scheduler | None = None
@@ -102,15 +107,24 @@ class Crawler:
         started = loop.time()
         async with open_backend(config.storage) as backend:
             crawls = backend.crawls
-            crawl_id = await self._crawl_to_resume(backend)
-            resumed = crawl_id is not None
-            if crawl_id is None:
-                crawl_id = await crawls.start(config.crawl.seeds, _stored_config(config, backend))
+            if self._join is not None:
+                crawl_id, resumed, again = self._join, False, 0
+                await backend.join(crawl_id)
+                frontier = backend.frontier(crawl_id, config.crawl.recrawl_after)
             else:
-                await crawls.reopen(crawl_id)
-            frontier = backend.frontier(crawl_id, config.crawl.recrawl_after)
-            again = await frontier.reset_leases()
-            await frontier.seed([CrawlRequest(url=seed) for seed in config.crawl.seeds])
+                to_resume = await self._crawl_to_resume(backend)
+                resumed = to_resume is not None
+                if to_resume is None:
+                    seeds = config.crawl.seeds
+                    crawl_id = await crawls.start(seeds, _stored_config(config, backend))
+                else:
+                    crawl_id = to_resume
+                    await crawls.reopen(crawl_id)
+                frontier = backend.frontier(crawl_id, config.crawl.recrawl_after)
+                again = await frontier.reset_leases()
+                await frontier.seed([CrawlRequest(url=seed) for seed in config.crawl.seeds])
+            self.crawl_id = crawl_id
+            leases = _leases(backend, crawl_id, config)
             done = await frontier.count(FrontierState.DONE)
             if resumed:
                 self._announce(
@@ -118,14 +132,16 @@ class Crawler:
                     f"{again} in flight when it stopped will be fetched again (--fresh starts anew)"
                 )
             try:
-                status = await self._run_pipeline(backend, crawl_id, frontier, done)
+                status = await self._run_pipeline(backend, crawl_id, frontier, done, leases)
             except BaseException as exc:
                 status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "failed"
                 with contextlib.suppress(ScraperError):  # the first error is the one to report
+                    await leases.close(status)
                     await crawls.finish(
                         crawl_id, status, loop.time() - started, extra=self._health()
                     )
                 raise
+            await leases.close(status)
             return await crawls.finish(
                 crawl_id, status, loop.time() - started, resumed=resumed, extra=self._health()
             )
@@ -171,7 +187,7 @@ class Crawler:
             self._scheduler.start_crawl_task(reading, name=f"sitemaps {site}")
 
     async def _run_pipeline(
-        self, backend: Backend, crawl_id: int, frontier: Frontier, done: int
+        self, backend: Backend, crawl_id: int, frontier: Frontier, done: int, leases: HostLeases
     ) -> str:
         config = self._config
         async with Fetcher(config.fetch) as fetcher, ParsePool(config.parse) as parser:
@@ -190,7 +206,9 @@ class Crawler:
                 _limits(config),
                 gate=gate,
                 on_starved=lambda starved: sink.set_eager(starved, sink_queue),
-                handed=done,
+                handed=0 if leases.shared else done,  # crawl.max_pages counts per process
+                leases=leases,
+                concurrency=config.fetch.concurrency,
             )
             sink = Sink(backend.pages(crawl_id), config.storage, on_stored=scheduler.stored)
 
@@ -250,6 +268,20 @@ def _limits(config: Config) -> Limits:
         autothrottle=config.fetch.autothrottle,
         robots_retry=config.fetch.retry_backoff_max,
     )
+
+
+def _leases(backend: Backend, crawl_id: int, config: Config) -> HostLeases:
+    """This process's host leases; with shared ones, the lease must outlast a request."""
+    margin = request_margin(config.fetch)
+    leases = backend.leases(crawl_id, ttl=config.storage.lease_ttl, margin=margin)
+    if leases.shared and config.storage.lease_ttl * 5 / 6 <= margin:
+        raise ConfigError(
+            f"storage.lease_ttl = {config.storage.lease_ttl:g}: a lease must outlast a request's "
+            f"longest time ({margin:g} s: fetch.total_timeout for each of 1 + fetch.retries "
+            "attempts, and the waits between them) by a sixth; raise it to "
+            f"{math.ceil(margin * 6 / 5 + 1)} or more, or lower those"
+        )
+    return leases
 
 
 def _stored_config(config: Config, backend: Backend) -> str:

@@ -10,6 +10,7 @@ this state, which request goes out next.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -84,9 +85,13 @@ class HostState:
         self.best_latency = 0.0
         self.ok_streak = 0
 
-    def idle(self, now: float) -> bool:
-        """Nothing to do and nothing to remember: its delay has passed and it is not throttled."""
+    def idle(self, now: float, *, handed_on: bool = False) -> bool:
+        """Nothing to do and nothing to remember: its delay has passed and it is not throttled.
+        `handed_on`: its state goes with it (to the host's next owner), so only the first half
+        counts."""
         busy = self.queue or self.in_flight or self.maybe_pending or self.refilling or self.gating
+        if handed_on:
+            return not busy
         throttled = self.backoff > 0.05 or self.delay > self.min_delay + 0.001
         return not busy and not throttled and self.next_start <= now
 
@@ -105,8 +110,18 @@ class HostTable:
     it is released (its state dropped), and only the last few released keep their settings, for
     the stats."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(
+        self,
+        limits: Limits,
+        *,
+        keep: Callable[[HostState], bool] = lambda host: False,
+        on_release: Callable[[HostState, float], None] = lambda host, now: None,
+        handed_on: bool = False,
+    ) -> None:
         self._limits = limits
+        self._handed_on = handed_on  # a released host's state goes on to its next owner
+        self._keep = keep  # a host also stays held while this says so (its pages unstored)
+        self._on_release = on_release  # told of each host released, and when
         self._held: dict[str, HostState] = {}
         self._released: dict[str, HostSettings] = {}
 
@@ -130,11 +145,25 @@ class HostTable:
 
     def release_if_idle(self, host: HostState, now: float) -> None:
         """Drop the host's state if it has nothing to do and is not waiting its turn."""
-        if host.idle(now) and not host.in_ring and self._held.get(host.name) is host:
+        if (
+            host.idle(now, handed_on=self._handed_on)
+            and not host.in_ring
+            and self._held.get(host.name) is host
+            and not self._keep(host)
+        ):
             del self._held[host.name]
+            self._on_release(host, now)
             self._released[host.name] = host.snapshot()
             if len(self._released) > KEEP_RELEASED:
                 del self._released[next(iter(self._released))]
+
+    def held(self) -> list[HostState]:
+        return list(self._held.values())
+
+    def forget(self, host: HostState) -> None:
+        """Drop a host that is no longer ours to crawl (without releasing it)."""
+        if self._held.get(host.name) is host:
+            del self._held[host.name]
 
     def sweep(self, now: float) -> None:
         """Release hosts that were kept for their cool-down or throttling and are idle now."""

@@ -6,6 +6,11 @@ host's robots.txt rules. One dispatcher task hands a request to a worker only wh
 idle and the request's host is ready now, so a slow, throttled or backing-off host never holds up
 the others.
 
+Which hosts it may work on comes from a `HostLeases` (`leases.py`): every host with pending URLs
+when the process is alone on its crawl; with several processes on one crawl (PostgreSQL), the
+hosts leased to this one, each dispatched to only while its lease outlives the request, and
+handed back with its politeness state once it has nothing in flight or unstored.
+
 Refills from the frontier, robots.txt loads and the crawl's other work (reading sitemaps) run as
 tasks of the dispatcher's TaskGroup: one that fails fails the crawl, and none outlives it. The
 crawl is over when nothing is leased-but-unstored, no such task runs, no host has pending URLs and
@@ -22,8 +27,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from scraper.crawl.hosts import HostRules, HostSettings, HostState, HostTable, Limits, throttle
+from scraper.crawl.leases import OwnEveryHost, adopt, hosts_wanted, keep_leases, politeness_of
 from scraper.models import CrawlRequest, FetchResult, PageRecord
-from scraper.store.base import Frontier
+from scraper.store.base import Frontier, HostLeases, HostPoliteness
 from scraper.urls import host_key
 
 log = logging.getLogger(__name__)
@@ -66,14 +72,25 @@ class Scheduler:
         gate: HostGate | None = None,
         on_starved: Callable[[bool], None] = lambda starved: None,
         handed: int = 0,
+        leases: HostLeases | None = None,
+        concurrency: int = 16,
     ) -> None:
         self._frontier = frontier
+        self._leases = leases if leases is not None else OwnEveryHost(frontier)
+        self._shared = self._leases.shared
+        self._concurrency = concurrency  # fetch.concurrency: how many hosts' slots to fill
+        # Shared leases only: requests handed out and not yet stored, by URL (a host is handed
+        # back only when none of its pages is still on its way to the sink).
+        self._unstored: dict[str, str] = {}
+        self._unstored_per_host: dict[str, int] = {}
         self._limits = limits
         self._gate = gate
         # Told when only uncommitted pages can bring new work, so the sink commits at once.
         self._on_starved = on_starved
         self._starved = False
-        self._hosts = HostTable(limits)
+        self._hosts = HostTable(
+            limits, keep=self._unstored_pages, on_release=self._hand_back, handed_on=self._shared
+        )
         self._ring: deque[HostState] = deque()  # hosts with queued requests, in turn
         self._to_refill: set[str] = set()
         self._changed = asyncio.Event()
@@ -126,8 +143,48 @@ class Scheduler:
         self.in_flight -= len(records)
         for record in records:
             for child_host in {host_key(child.url) for child in record.children}:
-                self._note_pending(child_host)
+                if not self._shared or self._leases.valid(child_host, 0.0):  # held at all
+                    self._note_pending(child_host)  # another's host: its owner finds them
+        if self._shared:
+            for record in records:
+                name = self._unstored.pop(record.fetch.request.url, None)
+                if name is not None:
+                    self._unstored_per_host[name] = self._unstored_per_host.get(name, 1) - 1
+                    host = self._hosts.get(name)
+                    if host is not None:
+                        self._release_if_idle(host)
         self._changed.set()
+
+    # The host leases' side (shared leases only) ------------------------------------------------
+
+    def granted(self, grants: list[HostPoliteness]) -> None:
+        """These hosts are ours now: crawl on from the state their last owner left."""
+        now = asyncio.get_running_loop().time()
+        for grant in grants:
+            self._note_pending(grant.host)
+            host = self._hosts.get(grant.host)
+            if host is not None and self._shared:
+                adopt(host, grant, now)
+        self._changed.set()
+
+    def lost(self, names: list[str]) -> None:
+        """Our leases on these hosts ended (taken over): send nothing more there. Their queued
+        URLs are the new owner's now (its claim gave them back to pending)."""
+        for name in names:
+            host = self._hosts.get(name)
+            if host is None:
+                continue
+            self._queued -= len(host.queue)
+            host.queue.clear()
+            host.maybe_pending = False
+            self._hosts.forget(host)
+        self._changed.set()
+
+    def hosts_wanted(self) -> int:
+        """How many more hosts this process has fetch slots for (none once stopping)."""
+        if self._stopping or self._limit_reached():
+            return 0
+        return hosts_wanted(self._limits, self._concurrency, self._hosts.held())
 
     # State for progress displays -------------------------------------------------------------
 
@@ -147,11 +204,13 @@ class Scheduler:
     async def run(self, handoff: asyncio.Queue[Assignment | None], workers: int) -> None:
         """Hand requests to idle workers until the crawl is over (or stopped), then one None to
         each. A task of the crawl that fails ends this with its error (in an ExceptionGroup)."""
-        for host in await self._frontier.pending_hosts(limit=10_000):
-            self._note_pending(host)
+        self.granted(await self._leases.claim(self._first_claim()))
         try:
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
+                if self._shared:  # not a crawl task: the end does not wait for it
+                    renew = keep_leases(self._leases, self, self._leases.renew_every)
+                    tasks.create_task(renew, name="host leases")
                 await self._dispatch(handoff)
                 raise _DispatchEnded
         except* _DispatchEnded:
@@ -160,6 +219,9 @@ class Scheduler:
             self._tasks = None
         for _ in range(workers):
             handoff.put_nowait(None)
+
+    def _first_claim(self) -> int:
+        return max(1, self.hosts_wanted()) if self._shared else 10_000
 
     async def _dispatch(self, handoff: asyncio.Queue[Assignment | None]) -> None:
         while True:
@@ -182,13 +244,16 @@ class Scheduler:
                 return self._take(host, now)
             if self._over():
                 # The table is the truth: make sure no pending URL escaped the bookkeeping.
-                pending = [] if self._limit_reached() else await self._frontier.pending_hosts(100)
-                missed = [name for name in pending if name not in self._capped]
-                if not missed:
+                claim = 100 if not self._shared else max(1, self.hosts_wanted())
+                pending = [] if self._limit_reached() else await self._leases.claim(claim)
+                missed = [grant for grant in pending if grant.host not in self._capped]
+                if missed:
+                    self.granted(missed)
+                    continue
+                if not self._shared or self._limit_reached() or await self._leases.over():
                     return None
-                for name in missed:
-                    self._note_pending(name)
-                continue
+                # Others hold hosts that may still bring work: ask again in a while.
+                wake_at = now + self._leases.renew_every
             self._set_starved(
                 bool(self.in_flight)
                 and not self._queued
@@ -213,6 +278,8 @@ class Scheduler:
                 self._release_if_idle(host)
                 continue
             self._ring.append(host)
+            if self._shared and not self._leases.valid(host.name, now):
+                continue  # the lease would not outlive a request: none starts there
             if host.rules is None and self._gate is not None:
                 if host.next_start > now:  # robots.txt was unavailable: try it again later
                     wake_at = host.next_start if wake_at is None else min(wake_at, host.next_start)
@@ -252,6 +319,9 @@ class Scheduler:
                 host.queue.clear()
                 host.maybe_pending = False
         skip = self._skip_reason(host, request)
+        if self._shared:
+            self._unstored[request.url] = host.name
+            self._unstored_per_host[host.name] = self._unstored_per_host.get(host.name, 0) + 1
         if skip is None and not request.fresh:
             host.in_flight += 1
             host.next_start = now + host.delay
@@ -354,3 +424,16 @@ class Scheduler:
 
     def _release_if_idle(self, host: HostState) -> None:
         self._hosts.release_if_idle(host, asyncio.get_running_loop().time())
+
+    def _unstored_pages(self, host: HostState) -> bool:
+        return bool(self._unstored_per_host.get(host.name))
+
+    def _hand_back(self, host: HostState, now: float) -> None:
+        """A host this process let go of: with shared leases, its lease goes back with its
+        politeness state (a crawl task: the end waits for it)."""
+        if not self._shared:
+            return
+        self._unstored_per_host.pop(host.name, None)
+        state = politeness_of(host, now)
+        if self._tasks is not None:
+            self._start(self._leases.release(state), f"release {host.name}")

@@ -1,0 +1,114 @@
+"""Which hosts this process may crawl: the dispatcher's seam to the backend's host leases.
+
+The dispatcher (`scheduler.py`) asks a `HostLeases` (store/base.py) for hosts to work on and
+tells it when it lets one go. With one process on a crawl (SQLite, or `OwnEveryHost` when none
+is given) every host is its own and the seam costs a call per claim. With several processes on
+PostgreSQL (`HostLeases.shared`), a host is leased to one process at a time: `LeaseKeeper`
+renews the leases and claims more hosts while this process has fetch slots to fill, and a host
+travels from owner to owner with its politeness state, so per-host concurrency, delay,
+Crawl-delay and backoff hold across all of them.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+from scraper.config import FetchConfig
+from scraper.crawl.hosts import HostState, Limits
+from scraper.store.base import Frontier, HostLeases, HostPoliteness
+
+
+class OwnEveryHost:
+    """`HostLeases` of a process alone on its crawl: every host with pending URLs is its own."""
+
+    shared = False
+    renew_every = 3600.0
+
+    def __init__(self, frontier: Frontier) -> None:
+        self._frontier = frontier
+
+    async def claim(self, limit: int) -> list[HostPoliteness]:
+        return [HostPoliteness(host) for host in await self._frontier.pending_hosts(limit)]
+
+    def valid(self, host: str, now: float) -> bool:
+        return True
+
+    async def renew(self) -> list[str]:
+        return []
+
+    async def release(self, state: HostPoliteness) -> None:
+        pass
+
+    async def over(self) -> bool:
+        return True
+
+    async def close(self, status: str) -> None:
+        pass
+
+
+def request_margin(fetch: FetchConfig) -> float:
+    """The longest a dispatched request can take, retries and their waits included: a lease
+    must have this much left for a request to start under it."""
+    waits = max(fetch.retry_backoff_max, fetch.max_retry_after) + fetch.retry_backoff
+    return (fetch.retries + 1) * fetch.total_timeout + fetch.retries * waits
+
+
+def hosts_wanted(limits: Limits, concurrency: int, held: list[HostState]) -> int:
+    """How many more hosts to claim: enough for the held ones' slots to fill fetch.concurrency
+    (a host throttled or waiting out its delay counts for its slots all the same)."""
+    slots = sum(host.concurrency for host in held if host.queue or host.maybe_pending)
+    missing = concurrency - slots
+    return max(0, math.ceil(missing / max(1, limits.per_host_concurrency)))
+
+
+def politeness_of(host: HostState, now: float) -> HostPoliteness:
+    """What a released host leaves for its next owner."""
+    return HostPoliteness(
+        host=host.name,
+        wait=max(0.0, host.next_start - now),
+        delay=host.delay,
+        concurrency=host.concurrency,
+        crawl_delay=host.min_delay,
+        backoff=host.backoff,
+    )
+
+
+def adopt(host: HostState, grant: HostPoliteness, now: float) -> None:
+    """Continue from the state the host's last owner left (None: the config's)."""
+    host.next_start = max(host.next_start, now + grant.wait)
+    if grant.crawl_delay is not None:
+        host.min_delay = max(host.min_delay, grant.crawl_delay)
+    if grant.delay is not None:
+        host.delay = max(grant.delay, host.min_delay)
+    if grant.concurrency is not None:
+        host.concurrency = max(1, min(grant.concurrency, host.concurrency))
+    if grant.backoff is not None:
+        host.backoff = grant.backoff
+
+
+class LeaseHolder(Protocol):
+    """The dispatcher, as the LeaseKeeper sees it."""
+
+    def granted(self, grants: list[HostPoliteness]) -> None: ...
+
+    def lost(self, hosts: list[str]) -> None: ...
+
+    def hosts_wanted(self) -> int: ...
+
+
+async def keep_leases(leases: HostLeases, holder: LeaseHolder, sleep: float) -> None:
+    """Renew the leases and claim hosts while there is room, every `sleep` seconds, until
+    cancelled (the dispatcher's TaskGroup ends it with the crawl)."""
+    import asyncio
+
+    while True:
+        await asyncio.sleep(sleep)
+        lost = await leases.renew()
+        if lost:
+            holder.lost(lost)
+        wanted = holder.hosts_wanted()
+        if wanted:
+            grants = await leases.claim(wanted)
+            if grants:
+                holder.granted(grants)
