@@ -1,4 +1,9 @@
-"""`scraper crawl`: run the Crawler with progress, stop it on signals, print its summary.
+"""`scraper crawl` and `scraper worker`: run the Crawler with progress, stop it on signals,
+print its summary.
+
+`scraper worker` joins a running crawl on PostgreSQL (from any machine); `scraper crawl
+--workers N` starts the crawl in this process and N - 1 workers beside it, each a process of its
+own (its own event loop and parse processes), on the same command line's config.
 
 The crawl's stack (aiohttp, rich) is imported when a crawl starts, not when this module is.
 """
@@ -9,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import json
 import os
 import signal
 import sys
@@ -18,6 +24,9 @@ from typing import TYPE_CHECKING, Any
 from scraper.cli.common import EXIT_INTERRUPTED, load
 from scraper.cli.results import print_stats
 from scraper.config import Config
+from scraper.errors import ConfigError
+from scraper.store import open_results
+from scraper.store.location import is_postgres
 
 if TYPE_CHECKING:
     from scraper.cli.common import Commands
@@ -40,12 +49,39 @@ def add_parsers(commands: Commands, common: argparse.ArgumentParser) -> None:
         "--fresh", action="store_true", help="start a new crawl even if the last one did not finish"
     )
     crawl.add_argument(
+        "--workers",
+        type=_at_least_one,
+        default=1,
+        metavar="N",
+        help="crawl with N processes on this machine (PostgreSQL only): this one and N - 1 "
+        "`scraper worker`s",
+    )
+    crawl.add_argument(
         "--debug-loop",
         action="store_true",
         help="asyncio debug mode: log callbacks that hold the loop over 100 ms, and where "
         "un-awaited coroutines were made (slower; to find what stalls the loop)",
     )
     crawl.set_defaults(command=_crawl_command)
+
+    worker = commands.add_parser(
+        "worker",
+        parents=[common],
+        help="join a running crawl on PostgreSQL, from any machine",
+        description="Work on a running crawl beside its other processes: claim hosts, crawl "
+        "them, and exit when the whole crawl is over. Give it the crawl's config (the same "
+        "config.toml and --set).",
+    )
+    worker.add_argument("--crawl", type=int, metavar="ID", help="which crawl (default: the latest)")
+    worker.add_argument("-q", "--quiet", action="store_true", help="no progress, only the summary")
+    worker.set_defaults(command=_worker_command)
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
 
 
 def _crawl_command(args: argparse.Namespace) -> int:
@@ -57,27 +93,129 @@ def _crawl_command(args: argparse.Namespace) -> int:
     if args.max_pages is not None:
         values["crawl.max_pages"] = args.max_pages
     config = load(args, values)
+    if args.workers > 1 and not is_postgres(config.storage.db):
+        raise ConfigError(
+            f"--workers {args.workers}: several processes on one crawl need PostgreSQL "
+            "(storage.db = postgresql://...); a SQLite file has one"
+        )
+    workers = _worker_command_line(args) if args.workers > 1 else None
     summary = asyncio.run(
-        run_crawl(config, quiet=args.quiet, fresh=args.fresh), debug=args.debug_loop
+        run_crawl(config, quiet=args.quiet, fresh=args.fresh, workers=(args.workers - 1, workers)),
+        debug=args.debug_loop,
     )
     print_stats(config.storage.db, summary.crawl_id)  # summary.db has no password to connect
     return EXIT_INTERRUPTED if summary.status == "interrupted" else 0
 
 
-async def run_crawl(config: Config, *, quiet: bool, fresh: bool = False) -> CrawlSummary:
+def _worker_command(args: argparse.Namespace) -> int:
+    db = load(args, {}).storage.db
+    if not is_postgres(db):
+        raise ConfigError(
+            f"worker: {db} is a SQLite file, which has one crawl process; "
+            "workers share a PostgreSQL database (--db postgresql://...)"
+        )
+    with open_results(db) as reader:
+        crawl = reader.find_crawl(args.crawl)
+    # The crawl's seeds, as it stored them: they make its scope (crawl.allowed_domains = []).
+    config = load(args, {"crawl.seeds": json.loads(crawl.seeds)})
+    crawl_id = crawl.id
+    summary = asyncio.run(run_crawl(config, quiet=args.quiet, join=crawl_id))
+    print(
+        f"Worker on crawl {summary.crawl_id} {summary.status}: "
+        f"{summary.pages} pages in the crawl so far"
+    )
+    return EXIT_INTERRUPTED if summary.status == "interrupted" else 0
+
+
+def _worker_command_line(args: argparse.Namespace) -> list[str]:
+    """A `scraper worker` with this command's config (its crawl's id is added at the start)."""
+    line = [sys.executable, "-m", "scraper", "worker", "-q", "--log-level", args.log_level]
+    if args.config is not None:
+        line += ["--config", str(args.config)]
+    for item in args.overrides:
+        line += ["--set", item]
+    if args.db:
+        line += ["--db", args.db]
+    if args.concurrency is not None:
+        line += ["--set", f"fetch.concurrency={args.concurrency}"]
+    if args.max_pages is not None:
+        line += ["--set", f"crawl.max_pages={args.max_pages}"]
+    if args.log_file is not None:
+        line += ["--log-file", str(args.log_file)]
+    return line
+
+
+async def run_crawl(
+    config: Config,
+    *,
+    quiet: bool,
+    fresh: bool = False,
+    join: int | None = None,
+    workers: tuple[int, list[str] | None] = (0, None),
+) -> CrawlSummary:
     """Crawl as `config` says, showing progress unless `quiet`, until done or stopped by a
-    signal; `fresh`: start a new crawl even if the last one did not finish."""
+    signal; `fresh`: start a new crawl even if the last one did not finish; `join`: work on
+    that running crawl beside its other processes; `workers`: how many `scraper worker`s to
+    start beside this process once its crawl runs, and their command line."""
     from scraper.cli.progress import choose_mode, show_progress
     from scraper.crawl.crawler import Crawler
 
-    crawler = Crawler(config, fresh=fresh, announce=_say)
+    crawler = Crawler(config, fresh=fresh, announce=_say, join=join)
     _settle_the_garbage_collector()
     if asyncio.get_running_loop().get_debug():
         _say("asyncio debug mode (--debug-loop): callbacks holding the loop over 100 ms are logged")
     mode = choose_mode(quiet=quiet, stream=sys.stdout)
+    extra, command = workers
     with _stop_on_signals(crawler):
         async with show_progress(crawler.snapshot, mode, config.log.interval):
-            return await crawler.run()
+            if not extra or command is None:
+                return await crawler.run()
+            return await _with_workers(crawler, extra, command)
+
+
+async def _with_workers(crawler: Crawler, count: int, command: list[str]) -> CrawlSummary:
+    """Run the crawl here and `count` workers beside it; they end with the crawl, or when this
+    process is stopped (Ctrl-C, SIGTERM: passed on to them). A worker that fails does not stop
+    the others: its hosts go to them when its leases expire."""
+    async with asyncio.TaskGroup() as tasks:
+        crawling = tasks.create_task(crawler.run(), name="crawl")
+        began = tasks.create_task(crawler.began.wait(), name="crawl began")
+        await asyncio.wait([crawling, began], return_when=asyncio.FIRST_COMPLETED)
+        began.cancel()
+        if crawler.crawl_id is None:
+            return await crawling  # it failed before its crawl began
+        line = [*command, "--crawl", str(crawler.crawl_id)]
+        # Sessions of their own: a terminal's Ctrl-C reaches this process only, which passes
+        # one SIGTERM on (a second signal would make them quit at once).
+        processes = [
+            await asyncio.create_subprocess_exec(
+                *line, stdout=asyncio.subprocess.DEVNULL, start_new_session=True
+            )
+            for _ in range(count)
+        ]
+
+        def pass_on() -> None:
+            for process in processes:
+                if process.returncode is None:
+                    process.send_signal(signal.SIGTERM)
+
+        async def on_stop() -> None:
+            await crawler.stopped.wait()
+            pass_on()
+
+        relay = tasks.create_task(on_stop(), name="pass the stop on")
+        try:
+            summary = await crawling
+        except BaseException:
+            pass_on()
+            raise
+        finally:
+            codes = [await process.wait() for process in processes]
+            relay.cancel()
+        failed = [code for code in codes if code not in (0, EXIT_INTERRUPTED)]
+        if failed:
+            _say(f"{len(failed)} of {count} workers failed (exit codes {failed}); see above")
+        return summary
 
 
 def _settle_the_garbage_collector() -> None:

@@ -58,6 +58,8 @@ class Crawler:
         self._fresh = fresh
         self._join = join  # a crawl to work on beside the processes already on it (a worker)
         self.crawl_id: int | None = None
+        self.began = asyncio.Event()  # set once crawl_id is known (its row exists, it runs)
+        self.stopped = asyncio.Event()  # set by stop()
         self._announce = announce
         self._pipeline_task: asyncio.Task[None] | None = None
         self._scheduler: Scheduler | None = None
@@ -86,12 +88,17 @@ class Crawler:
             loop_lag_max_ms=lag.max,
         )
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
     def stop(self) -> None:
         """Take no new work; give requests in flight crawl.shutdown_grace seconds, then cancel.
         Everything parsed by then is stored, and the crawl is marked interrupted."""
         if self._stopping:
             return
         self._stopping = True
+        self.stopped.set()
         self._begin_stop()
 
     def _begin_stop(self) -> None:
@@ -124,6 +131,7 @@ class Crawler:
                 again = await frontier.reset_leases()
                 await frontier.seed([CrawlRequest(url=seed) for seed in config.crawl.seeds])
             self.crawl_id = crawl_id
+            self.began.set()
             leases = _leases(backend, crawl_id, config)
             done = await frontier.count(FrontierState.DONE)
             if resumed:

@@ -11,8 +11,10 @@ Crawl-delay and backoff hold across all of them.
 
 from __future__ import annotations
 
+import asyncio
 import math
-from typing import Protocol
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 from scraper.config import FetchConfig
 from scraper.crawl.hosts import HostState, Limits
@@ -37,8 +39,8 @@ class OwnEveryHost:
     async def renew(self) -> list[str]:
         return []
 
-    async def release(self, state: HostPoliteness) -> None:
-        pass
+    def release(self, state: HostPoliteness) -> Coroutine[Any, Any, None]:
+        return asyncio.sleep(0)
 
     async def over(self) -> bool:
         return True
@@ -100,8 +102,6 @@ class LeaseHolder(Protocol):
 async def keep_leases(leases: HostLeases, holder: LeaseHolder, sleep: float) -> None:
     """Renew the leases and claim hosts while there is room, every `sleep` seconds, until
     cancelled (the dispatcher's TaskGroup ends it with the crawl)."""
-    import asyncio
-
     while True:
         await asyncio.sleep(sleep)
         lost = await leases.renew()

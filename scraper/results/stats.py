@@ -38,6 +38,7 @@ class CrawlStats:
     loop_lag_ms: dict[str, float] = field(default_factory=dict)  # p50, p99, max of the loop
     stages: dict[str, dict[str, float]] = field(default_factory=dict)  # load and queue per stage
     host_settings: dict[str, dict[str, float]] = field(default_factory=dict)  # at the end
+    workers: tuple[tuple[str, int, str], ...] = ()  # (worker, pages, state): several processes
 
     @property
     def pages_per_second(self) -> float:
@@ -63,6 +64,7 @@ def crawl_stats(reader: ResultsReader, crawl: CrawlRow) -> CrawlStats:
         loop_lag_ms=counters.get("loop_lag_ms", {}),
         stages=counters.get("stages", {}),
         host_settings=counters.get("hosts", {}),
+        workers=tuple(reader.worker_shares(crawl.id)),
     )
 
 
@@ -92,6 +94,18 @@ def percentiles(
             if len(found) == len(ranks):
                 break
     return {p: found[rank] for p, rank in rank_of.items() if rank in found}
+
+
+def _worker_lines(s: CrawlStats) -> list[str]:
+    """Each process's share, when several worked on the crawl (PostgreSQL)."""
+    if not s.workers:
+        return []
+    total = sum(pages for _, pages, _ in s.workers) or 1
+    shares = ", ".join(
+        f"{worker} {pages} ({100 * pages / total:.0f}%, {state})"
+        for worker, pages, state in s.workers
+    )
+    return [f"  workers:   {len(s.workers)}: {shares}"]
 
 
 def format_stats(s: CrawlStats) -> str:
@@ -124,6 +138,7 @@ def format_stats(s: CrawlStats) -> str:
         f"  loop lag:  {lag or 'not measured'}",
         f"  stages:    {stages or 'not measured'} (mean load: the one near 100% limits)",
         f"  per host:  {settings or 'none'} (concurrency and delay at the end)",
+        *_worker_lines(s),
         f"  results:   {s.db}  (scraper query --db {shlex.quote(s.db)} "
         '"SELECT url, status, title FROM pages LIMIT 10")',
     ]

@@ -16,7 +16,7 @@ backend keeps is tested once, in tests/store/test_contract.py, parametrised over
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -106,6 +106,7 @@ class CrawlRow:
     finished_at: str | None
     duration_s: float | None
     counters: str | None = None  # JSON written at the crawl's end
+    seeds: str = "[]"  # JSON: the crawl's seeds (its scope, for a worker joining it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,8 +219,9 @@ class HostLeases(Protocol):
         """Extend the leases held; the hosts lost meanwhile (taken over: stop sending there)."""
         ...
 
-    async def release(self, state: HostPoliteness) -> None:
-        """Give a host up (nothing of it in flight or unstored), leaving its state."""
+    def release(self, state: HostPoliteness) -> Coroutine[Any, Any, None]:
+        """Give a host up (nothing of it in flight or unstored), leaving its state. The host is
+        no longer this process's from the call on; the coroutine writes the release."""
         ...
 
     async def over(self) -> bool:
@@ -332,6 +334,11 @@ class ResultsReader(Protocol):
 
     def seeds(self) -> list[str]:
         """The seeds of every crawl, as stored (JSON lists)."""
+        ...
+
+    def worker_shares(self, crawl_id: int) -> list[tuple[str, int, str]]:
+        """(worker, pages it stored, its state) of each process that worked on the crawl, most
+        pages first; none on a backend with one process per crawl."""
         ...
 
     def preset_sql(self, name: str, sql: str) -> str:

@@ -28,6 +28,7 @@ import asyncio
 import os
 import secrets
 import socket
+from collections.abc import Coroutine
 from typing import Any
 
 from scraper.store.base import HostPoliteness, utc_now
@@ -147,11 +148,15 @@ class PgHostLeases:
                 lost.append(host)
         return lost
 
-    async def release(self, state: HostPoliteness) -> None:
+    def release(self, state: HostPoliteness) -> Coroutine[Any, Any, None]:
+        # Not ours from the call on (not from when the coroutine first runs): nothing may be
+        # dispatched there meanwhile, nor the host taken up again before the release is done.
         lease = self._held.pop(state.host, None)
-        if lease is None:
+        return self._release(state, lease[0] if lease is not None else None)
+
+    async def _release(self, state: HostPoliteness, epoch: int | None) -> None:
+        if epoch is None:
             return
-        epoch = lease[0]
 
         async def work(conn: Conn) -> None:
             cursor = await conn.execute(LOCK_HOST, (self._crawl, state.host))

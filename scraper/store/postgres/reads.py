@@ -160,7 +160,7 @@ class PgResults:
         raise StorageError(f"--crawl {crawl_id}: no such crawl (this database has crawl {known})")
 
     def _crawl_row(self, crawl_id: int | None) -> CrawlRow | None:
-        sql = "SELECT id, status, started_at, finished_at, duration_s, counters FROM crawls"
+        sql = "SELECT id, status, started_at, finished_at, duration_s, counters, seeds FROM crawls"
         if crawl_id is None:
             rows = self._all(f"{sql} ORDER BY id DESC LIMIT 1")
         else:
@@ -304,6 +304,15 @@ class PgResults:
 
     def seeds(self) -> list[str]:
         return [str(seeds) for (seeds,) in self._all("SELECT seeds FROM crawls")]
+
+    def worker_shares(self, crawl_id: int) -> list[tuple[str, int, str]]:
+        return [
+            (str(worker), int(pages), str(status))
+            for worker, pages, status in self._all(
+                "SELECT id, pages, status FROM workers WHERE crawl_id = %s ORDER BY pages DESC, id",
+                (crawl_id,),
+            )
+        ]
 
     def preset_sql(self, name: str, sql: str) -> str:
         return PRESETS_POSTGRES.get(name, sql)

@@ -3,6 +3,10 @@ every host. `claim` lists the hosts with pending URLs; the rest does nothing."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
 from scraper.store.base import HostPoliteness
 from scraper.store.sqlite.frontier import SqliteFrontier
 
@@ -25,8 +29,8 @@ class SqliteHostLeases:
     async def renew(self) -> list[str]:
         return []
 
-    async def release(self, state: HostPoliteness) -> None:
-        pass
+    def release(self, state: HostPoliteness) -> Coroutine[Any, Any, None]:
+        return asyncio.sleep(0)
 
     async def over(self) -> bool:
         return True  # the scheduler's own accounting, confirmed by claim(), is the whole truth

@@ -124,7 +124,7 @@ class SqliteResults:
         raise StorageError(f"--crawl {crawl_id}: no such crawl (this database has crawl {known})")
 
     def _crawl_row(self, crawl_id: int | None) -> CrawlRow | None:
-        sql = "SELECT id, status, started_at, finished_at, duration_s, counters FROM crawls"
+        sql = "SELECT id, status, started_at, finished_at, duration_s, counters, seeds FROM crawls"
         if crawl_id is None:
             row = self._conn.execute(f"{sql} ORDER BY id DESC LIMIT 1").fetchone()
         else:
@@ -255,6 +255,9 @@ class SqliteResults:
 
     def seeds(self) -> list[str]:
         return [seeds for (seeds,) in self._conn.execute("SELECT seeds FROM crawls")]
+
+    def worker_shares(self, crawl_id: int) -> list[tuple[str, int, str]]:
+        return []  # one process per crawl
 
     def preset_sql(self, name: str, sql: str) -> str:
         return sql  # the presets are written in SQLite's dialect
