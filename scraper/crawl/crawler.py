@@ -218,6 +218,7 @@ class Crawler:
                 leases=leases,
                 concurrency=config.fetch.concurrency,
             )
+            fetcher.on_start = scheduler.started
             sink = Sink(backend.pages(crawl_id), config.storage, on_stored=scheduler.stored)
 
             async def emit(record: PageRecord) -> None:

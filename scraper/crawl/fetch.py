@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import email.utils
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
@@ -55,6 +56,9 @@ class Fetcher:
         ) + wait_random(0, config.retry_backoff)
         self._session: aiohttp.ClientSession | None = None
         self.in_flight = 0
+        # Told as each attempt actually starts (has its slot), for per-host delays to count from
+        # the start rather than from the dispatch (scheduler.py `started`).
+        self.on_start: Callable[[CrawlRequest], None] | None = None
 
     async def __aenter__(self) -> Self:
         config = self._config
@@ -138,6 +142,8 @@ class Fetcher:
             )
 
         async with self._slots:
+            if self.on_start is not None:
+                self.on_start(request)
             # Timed from here: latency on the wire, not the wait for a slot.
             started = time.perf_counter()
             fetched_at = utc_now()

@@ -68,7 +68,7 @@ def politeness_of(host: HostState, now: float) -> HostPoliteness:
     """What a released host leaves for its next owner."""
     return HostPoliteness(
         host=host.name,
-        wait=max(0.0, host.next_start - now),
+        wait=min(max(0.0, host.next_start - now), host.delay + host.backoff + 60.0),
         delay=host.delay,
         concurrency=host.concurrency,
         crawl_delay=host.min_delay,

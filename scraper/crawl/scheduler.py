@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -137,6 +138,19 @@ class Scheduler:
                 throttle(host, result, self._limits, asyncio.get_running_loop().time())
             self._release_if_idle(host)
         self._changed.set()
+
+    def started(self, request: CrawlRequest) -> None:
+        """A request (or robots.txt's, or a retry) has its fetch slot and goes out now: the
+        host's next request waits its delay from here."""
+        host = self._hosts.get(host_key(request.url))
+        if host is not None and host.delay:
+            now = asyncio.get_running_loop().time()
+            host.next_start = (
+                now + host.delay
+                if host.next_start == math.inf
+                else max(host.next_start, now + host.delay)
+            )
+            self._changed.set()
 
     def stored(self, records: list[PageRecord]) -> None:
         """The sink committed these pages (and the URLs they discovered)."""
@@ -324,7 +338,9 @@ class Scheduler:
             self._unstored_per_host[host.name] = self._unstored_per_host.get(host.name, 0) + 1
         if skip is None and not request.fresh:
             host.in_flight += 1
-            host.next_start = now + host.delay
+            # With a delay, it counts from when the request actually starts (`started`): it may
+            # wait for a fetch slot first, and the next one must not overtake it.
+            host.next_start = now + host.delay if not host.delay else math.inf
         if host.maybe_pending and len(host.queue) < self._host_buffer // 2:
             self._to_refill.add(host.name)
         return Assignment(request, skip)
