@@ -97,8 +97,8 @@ def start(*args: str, cwd: Path) -> Any:
     )
 
 
-async def finish(process: Any, timeout: float = 120) -> tuple[int, str, str]:
-    out, err = await asyncio.wait_for(process.communicate(), timeout)
+async def finish(process: Any, within: float = 120) -> tuple[int, str, str]:
+    out, err = await asyncio.wait_for(process.communicate(), within)
     return process.returncode, out.decode(), err.decode()
 
 
@@ -108,8 +108,8 @@ async def rows(url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         return await cursor.fetchall()
 
 
-async def until(condition: Any, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
+async def until(condition: Any, within: float = 60) -> None:
+    deadline = time.monotonic() + within
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting"
         await asyncio.sleep(0.02)
@@ -220,7 +220,7 @@ async def test_ctrl_c_on_one_worker_releases_its_leases_and_others_carry_on(
     await joined(pg_url, 2)
     await until(lambda: site.hits >= 40)
     worker.send_signal(signal.SIGINT)
-    code, _, _ = await finish(worker, timeout=10)  # within the grace, not a lease's TTL
+    code, _, _ = await finish(worker, within=10)  # within the grace, not a lease's TTL
     assert code == 130
     (mine,) = await rows(pg_url, "SELECT id FROM workers WHERE status = 'interrupted'")
     assert await rows(pg_url, "SELECT count(*) FROM hosts WHERE owner = %s", mine[0]) == [(0,)]
@@ -236,15 +236,12 @@ async def test_a_crawl_stopped_everywhere_resumes(
                         cwd=tmp_path)  # fmt: skip
     await until(lambda: site.hits >= 30)
     first.send_signal(signal.SIGINT)  # passed on to its worker
-    code, _, _ = await finish(first, timeout=20)
+    code, _, _ = await finish(first, within=20)
     assert code == 130
     assert await rows(pg_url, "SELECT status FROM crawls") == [("interrupted",)]
     assert await rows(pg_url, "SELECT count(*) FROM hosts WHERE owner IS NOT NULL") == [(0,)]
-    code, _, err = await finish(
-        await start(
-            "crawl", *site.roots, "--db", pg_url, "--workers", "2", *OPTIONS, cwd=tmp_path
-        )  # fmt: skip
-    )
+    again = ["crawl", *site.roots, "--db", pg_url, "--workers", "2", *OPTIONS]
+    code, _, err = await finish(await start(*again, cwd=tmp_path))
     assert code == 0, err
     assert "resuming crawl 1" in err
     await assert_complete(pg_url, site)
