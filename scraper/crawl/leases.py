@@ -99,14 +99,23 @@ class LeaseHolder(Protocol):
     def hosts_wanted(self) -> int: ...
 
 
-async def keep_leases(leases: HostLeases, holder: LeaseHolder, sleep: float) -> None:
-    """Renew the leases and claim hosts while there is room, every `sleep` seconds, until
-    cancelled (the dispatcher's TaskGroup ends it with the crawl)."""
+CLAIM_EVERY = 1.0  # seconds between two looks for hosts to take, when there is room for more
+
+
+async def keep_leases(leases: HostLeases, holder: LeaseHolder) -> None:
+    """Renew the leases every `leases.renew_every` seconds, and claim hosts while there is room
+    every CLAIM_EVERY seconds, until cancelled (the dispatcher's TaskGroup ends it with the
+    crawl)."""
+    loop = asyncio.get_running_loop()
+    tick = min(CLAIM_EVERY, leases.renew_every)
+    renew_at = loop.time() + leases.renew_every
     while True:
-        await asyncio.sleep(sleep)
-        lost = await leases.renew()
-        if lost:
-            holder.lost(lost)
+        await asyncio.sleep(tick)
+        if loop.time() >= renew_at:
+            renew_at = loop.time() + leases.renew_every
+            lost = await leases.renew()
+            if lost:
+                holder.lost(lost)
         wanted = holder.hosts_wanted()
         if wanted:
             grants = await leases.claim(wanted)

@@ -28,7 +28,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from scraper.crawl.hosts import HostRules, HostSettings, HostState, HostTable, Limits, throttle
-from scraper.crawl.leases import OwnEveryHost, adopt, hosts_wanted, keep_leases, politeness_of
+from scraper.crawl.leases import (
+    CLAIM_EVERY,
+    OwnEveryHost,
+    adopt,
+    hosts_wanted,
+    keep_leases,
+    politeness_of,
+)
 from scraper.models import CrawlRequest, FetchResult, PageRecord
 from scraper.store.base import Frontier, HostLeases, HostPoliteness
 from scraper.urls import host_key
@@ -223,7 +230,7 @@ class Scheduler:
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
                 if self._shared:  # not a crawl task: the end does not wait for it
-                    renew = keep_leases(self._leases, self, self._leases.renew_every)
+                    renew = keep_leases(self._leases, self)
                     tasks.create_task(renew, name="host leases")
                 await self._dispatch(handoff)
                 raise _DispatchEnded
@@ -267,7 +274,7 @@ class Scheduler:
                 if not self._shared or self._limit_reached() or await self._leases.over():
                     return None
                 # Others hold hosts that may still bring work: ask again in a while.
-                wake_at = now + self._leases.renew_every
+                wake_at = now + min(CLAIM_EVERY, self._leases.renew_every)
             self._set_starved(
                 bool(self.in_flight)
                 and not self._queued

@@ -17,7 +17,11 @@ starting together migrate once.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
+import statistics
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -56,6 +60,39 @@ def connect_options(url: str) -> dict[str, Any]:
     return options
 
 
+class Timings:
+    """How long each kind of transaction took (the sink's, the leases'), for the log at the end
+    (`make bench-scale` reads it): a bounded sample of each, and its count."""
+
+    KEEP = 20_000
+
+    def __init__(self) -> None:
+        self._seen: dict[str, list[float]] = {}
+        self._count: dict[str, int] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._count)
+
+    def add(self, label: str, seconds: float) -> None:
+        seen = self._seen.setdefault(label, [])
+        if len(seen) < self.KEEP:
+            seen.append(seconds)
+        self._count[label] = self._count.get(label, 0) + 1
+
+    def as_json(self) -> str:
+        out = {}
+        for label, seen in self._seen.items():
+            ordered = sorted(seen)
+            rank = max(0, math.ceil(0.99 * len(ordered)) - 1)
+            out[label] = {
+                "n": self._count[label],
+                "p50_ms": round(statistics.median(ordered) * 1000, 2),
+                "p99_ms": round(ordered[rank] * 1000, 2),
+                "max_ms": round(ordered[-1] * 1000, 2),
+            }
+        return json.dumps(out, sort_keys=True)
+
+
 class PgDatabase:
     """`async with PgDatabase(url) as db:` connects (creating or migrating the schema)."""
 
@@ -66,6 +103,7 @@ class PgDatabase:
         self.secret = password_of(url)
         self._conns: dict[str, Conn] = {}
         self._locks = {name: asyncio.Lock() for name in ("write", "lease", "hosts")}
+        self.timings = Timings()
 
     async def __aenter__(self) -> Self:
         try:
@@ -96,6 +134,8 @@ class PgDatabase:
         await self.close()
 
     async def close(self) -> None:
+        if self.timings:
+            log.info("postgresql timings %s", self.timings.as_json())
         conns, self._conns = self._conns, {}
         for conn in conns.values():
             await conn.close()
@@ -104,30 +144,45 @@ class PgDatabase:
         return StorageError(f"{self.location}: cannot {doing}: {explain_pg(exc, self.secret)}")
 
     async def run(
-        self, work: Callable[[Conn], Awaitable[T]], *, on: str = "write", transaction: bool = True
+        self,
+        work: Callable[[Conn], Awaitable[T]],
+        *,
+        on: str = "write",
+        transaction: bool = True,
+        label: str | None = None,
     ) -> T:
         """`work(conn)` on connection `on`, in one transaction (or statement by statement), to
-        its end even if the caller is cancelled; a database error becomes a StorageError."""
+        its end even if the caller is cancelled; a database error becomes a StorageError.
+        `label`: time it under this name (`timings`), from its lock to its commit."""
 
         async def unit() -> T:
             async with self._locks[on]:
-                conn = self._conns.get(on)
-                assert conn is not None, "PgDatabase used outside `async with`"
-                for attempt in range(1, DEADLOCK_TRIES + 1):
+                if label is not None:
+                    began = time.perf_counter()
                     try:
-                        if not transaction:
-                            return await work(conn)
-                        async with conn.transaction():
-                            return await work(conn)
-                    except psycopg.errors.DeadlockDetected as exc:
-                        # Our transactions take rows in one order (leases.py), so this should
-                        # not happen; if it does, the server rolled one back: do it again.
-                        if attempt == DEADLOCK_TRIES:
-                            raise self.error(exc) from exc
-                        log.warning("%s: deadlock detected; retrying (%d)", self.location, attempt)
-                    except psycopg.Error as exc:
+                        return await attempts()
+                    finally:
+                        self.timings.add(label, time.perf_counter() - began)
+                return await attempts()
+
+        async def attempts() -> T:
+            conn = self._conns.get(on)
+            assert conn is not None, "PgDatabase used outside `async with`"
+            for attempt in range(1, DEADLOCK_TRIES + 1):
+                try:
+                    if not transaction:
+                        return await work(conn)
+                    async with conn.transaction():
+                        return await work(conn)
+                except psycopg.errors.DeadlockDetected as exc:
+                    # Our transactions take rows in one order (leases.py), so this should
+                    # not happen; if it does, the server rolled one back: do it again.
+                    if attempt == DEADLOCK_TRIES:
                         raise self.error(exc) from exc
-                raise AssertionError("unreachable")
+                    log.warning("%s: deadlock detected; retrying (%d)", self.location, attempt)
+                except psycopg.Error as exc:
+                    raise self.error(exc) from exc
+            raise AssertionError("unreachable")
 
         task = asyncio.ensure_future(unit())
         try:
@@ -138,13 +193,19 @@ class PgDatabase:
             raise
 
     async def fetchall(
-        self, sql: str, params: Params = (), *, on: str = "lease", transaction: bool = False
+        self,
+        sql: str,
+        params: Params = (),
+        *,
+        on: str = "lease",
+        transaction: bool = False,
+        label: str | None = None,
     ) -> list[tuple[Any, ...]]:
         async def query(conn: Conn) -> list[tuple[Any, ...]]:
             cursor = await conn.execute(sql, params)
             return await cursor.fetchall()
 
-        return await self.run(query, on=on, transaction=transaction)
+        return await self.run(query, on=on, transaction=transaction, label=label)
 
     async def scalar(self, sql: str, params: Params = (), *, on: str = "lease") -> Any:
         rows = await self.fetchall(sql, params, on=on)

@@ -101,7 +101,9 @@ class PgFrontier:
         fresh_after = (datetime.now(UTC) - timedelta(seconds=self._recrawl_after)).isoformat(
             timespec="milliseconds"
         )
-        rows = await self._db.fetchall(LEASE, (self._crawl_id, host, limit, fresh_after))
+        rows = await self._db.fetchall(
+            LEASE, (self._crawl_id, host, limit, fresh_after), label="lease"
+        )
         return [
             CrawlRequest(
                 url=url,

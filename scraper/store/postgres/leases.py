@@ -121,6 +121,7 @@ class PgHostLeases:
             {"crawl": self._crawl, "limit": limit, "me": self._me, "ttl": self._ttl},
             on="hosts",
             transaction=True,
+            label="claim",
         )
         grants = []
         for host, epoch, wait, delay, concurrency, crawl_delay, backoff in rows:
@@ -132,15 +133,19 @@ class PgHostLeases:
         if not self._held:
             return []
         sent = asyncio.get_running_loop().time()
+        asked = dict(self._held)  # a claim may add hosts while this one waits: not these
         rows = await self._db.fetchall(
             RENEW,
-            {"crawl": self._crawl, "me": self._me, "ttl": self._ttl, "hosts": list(self._held)},
+            {"crawl": self._crawl, "me": self._me, "ttl": self._ttl, "hosts": list(asked)},
             on="hosts",
             transaction=True,
+            label="renew",
         )
         kept = {host: int(epoch) for host, epoch in rows}
         lost = []
-        for host, (epoch, _) in list(self._held.items()):
+        for host, (epoch, _) in asked.items():
+            if self._held.get(host, (None,))[0] != epoch:
+                continue  # released meanwhile (or claimed again: a new lease)
             if kept.get(host) == epoch:
                 self._held[host] = (epoch, sent + self._ttl)
             else:
@@ -166,7 +171,7 @@ class PgHostLeases:
             await conn.execute(GIVE_BACK, (self._crawl, state.host))
             await conn.execute(RELEASE, self._release_params(state))
 
-        await self._db.run(work, on="hosts")
+        await self._db.run(work, on="hosts", label="release")
 
     def _release_params(self, state: HostPoliteness) -> dict[str, Any]:
         return {

@@ -77,7 +77,7 @@ class PgPageWriter:
                 (len(records), crawl, self._worker),
             )
 
-        await self._db.run(work)
+        await self._db.run(work, label="sink")
 
     async def links_from(self, url: str) -> list[str]:
         rows = await self._db.fetchall(f"SELECT links FROM pages WHERE {BY_URL}", {"url": url})
