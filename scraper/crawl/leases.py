@@ -57,10 +57,17 @@ def request_margin(fetch: FetchConfig) -> float:
 
 
 def hosts_wanted(limits: Limits, concurrency: int, held: list[HostState]) -> int:
-    """How many more hosts to claim: enough for the held ones' slots to fill fetch.concurrency
-    (a host throttled or waiting out its delay counts for its slots all the same)."""
-    slots = sum(host.concurrency for host in held if host.queue or host.maybe_pending)
-    missing = concurrency - slots
+    """How many more hosts to claim: enough for the held ones' useful slots to fill
+    fetch.concurrency. A host with a delay uses about latency ÷ delay of its slots (one request
+    starts per delay, each lasts its latency), once its latency is known."""
+    useful = 0
+    for host in held:
+        if host.queue or host.maybe_pending:
+            slots = host.concurrency
+            if host.delay > 0 and host.latency > 0:
+                slots = min(slots, max(1, math.ceil(host.latency / host.delay)))
+            useful += slots
+    missing = concurrency - useful
     return max(0, math.ceil(missing / max(1, limits.per_host_concurrency)))
 
 
