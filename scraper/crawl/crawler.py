@@ -189,6 +189,10 @@ class Crawler:
             busiest,
         )
 
+    def _remember_robots(self, site: str, record: str) -> None:
+        if self._scheduler is not None:
+            self._scheduler.remember_robots(site, record)
+
     def _read_sitemaps(self, site: str, declared: tuple[str, ...]) -> None:
         if self._config.crawl.sitemaps and self._sitemaps is not None and self._scheduler:
             reading = self._sitemaps.read(site, declared)
@@ -208,6 +212,7 @@ class Crawler:
                     timeout=config.fetch.robots_timeout,
                     obey=config.crawl.obey_robots,
                     on_sitemaps=lambda site, urls: self._read_sitemaps(site, urls),
+                    on_fetched=lambda site, record: self._remember_robots(site, record),
                 )
             scheduler = Scheduler(
                 frontier,

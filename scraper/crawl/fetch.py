@@ -56,15 +56,19 @@ class Fetcher:
         ) + wait_random(0, config.retry_backoff)
         self._session: aiohttp.ClientSession | None = None
         self.in_flight = 0
-        # Told as each attempt actually starts (has its slot), for per-host delays to count from
-        # the start rather than from the dispatch (scheduler.py `started`).
-        self.on_start: Callable[[CrawlRequest], None] | None = None
+        # Told, with its URL, as each request's headers leave (every attempt, every redirect a
+        # robots.txt follows): per-host delays count from there, not from the dispatch, which
+        # may be followed by a wait for a slot or a connection (scheduler.py `started`).
+        self.on_start: Callable[[str], None] | None = None
 
     async def __aenter__(self) -> Self:
         config = self._config
         connector = aiohttp.TCPConnector(limit=config.concurrency, limit_per_host=0)
+        sent = aiohttp.TraceConfig()
+        sent.on_request_headers_sent.append(self._headers_sent)
         self._session = aiohttp.ClientSession(
             connector=connector,
+            trace_configs=[sent],
             timeout=aiohttp.ClientTimeout(
                 total=config.total_timeout,
                 connect=config.connect_timeout,
@@ -73,6 +77,15 @@ class Fetcher:
             headers={"User-Agent": config.user_agent},
         )
         return self
+
+    async def _headers_sent(
+        self,
+        session: aiohttp.ClientSession,
+        context: Any,
+        params: aiohttp.TraceRequestHeadersSentParams,
+    ) -> None:
+        if self.on_start is not None:
+            self.on_start(str(params.url))
 
     async def __aexit__(
         self,
@@ -142,8 +155,6 @@ class Fetcher:
             )
 
         async with self._slots:
-            if self.on_start is not None:
-                self.on_start(request)
             # Timed from here: latency on the wire, not the wait for a slot.
             started = time.perf_counter()
             fetched_at = utc_now()

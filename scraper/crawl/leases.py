@@ -33,6 +33,9 @@ class OwnEveryHost:
     async def claim(self, limit: int) -> list[HostPoliteness]:
         return [HostPoliteness(host) for host in await self._frontier.pending_hosts(limit)]
 
+    async def fair_share(self) -> int:
+        return 1 << 30  # alone: every host
+
     def valid(self, host: str, now: float) -> bool:
         return True
 
@@ -40,6 +43,9 @@ class OwnEveryHost:
         return []
 
     def release(self, state: HostPoliteness) -> Coroutine[Any, Any, None]:
+        return asyncio.sleep(0)
+
+    def remember_robots(self, host: str, record: str) -> Coroutine[Any, Any, None]:
         return asyncio.sleep(0)
 
     async def over(self) -> bool:
@@ -64,7 +70,7 @@ def hosts_wanted(limits: Limits, concurrency: int, held: list[HostState]) -> int
     for host in held:
         if host.queue or host.maybe_pending:
             slots = host.concurrency
-            if host.delay > 0 and host.latency > 0:
+            if host.delay > 0 and host.latency > 0:  # known once it has answered
                 slots = min(slots, max(1, math.ceil(host.latency / host.delay)))
             useful += slots
     missing = concurrency - useful
@@ -105,8 +111,13 @@ class LeaseHolder(Protocol):
 
     def hosts_wanted(self) -> int: ...
 
+    def give_back(self, count: int) -> None: ...
 
-CLAIM_EVERY = 1.0  # seconds between two looks for hosts to take, when there is room for more
+    @property
+    def hosts_held(self) -> int: ...
+
+
+CLAIM_EVERY = 0.25  # seconds between two looks for hosts to take, when there is room for more
 
 
 async def keep_leases(leases: HostLeases, holder: LeaseHolder) -> None:
@@ -123,8 +134,11 @@ async def keep_leases(leases: HostLeases, holder: LeaseHolder) -> None:
             lost = await leases.renew()
             if lost:
                 holder.lost(lost)
-        wanted = holder.hosts_wanted()
-        if wanted:
+        share = await leases.fair_share()
+        if holder.hosts_held > share:  # more processes now: leave them their share
+            holder.give_back(holder.hosts_held - share)
+        wanted = min(holder.hosts_wanted(), share - holder.hosts_held)
+        if wanted > 0:
             grants = await leases.claim(wanted)
             if grants:
                 holder.granted(grants)

@@ -9,6 +9,7 @@ Crawl-delay becomes the host's minimum delay, and its Sitemap: lines go to the s
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
@@ -80,6 +81,7 @@ class RobotsGate:
         timeout: float,
         obey: bool = True,
         on_sitemaps: Callable[[str, tuple[str, ...]], None] = lambda origin, urls: None,
+        on_fetched: Callable[[str, str], None] = lambda origin, record: None,
         cache_size: int = 10_000,
     ) -> None:
         self._fetcher = fetcher
@@ -87,6 +89,9 @@ class RobotsGate:
         self._agent = user_agent
         self._timeout = timeout
         self._on_sitemaps = on_sitemaps
+        # Told of each robots.txt fetched (its site, and a record `adopt` reads back): with
+        # several processes on a crawl, the host's next owner takes the rules from it.
+        self._on_fetched = on_fetched
         self._cache: OrderedDict[str, RobotsRules] = OrderedDict()
         self._cache_size = cache_size
 
@@ -104,6 +109,20 @@ class RobotsGate:
             self._on_sitemaps(site, rules.sitemaps)
         return rules
 
+    async def adopt(self, record: str) -> None:
+        """Take a site's rules as another process fetched them (a `on_fetched` record): its
+        robots.txt is not asked for again, and its sitemaps were read already."""
+        fetched = json.loads(record)
+        site, status, text = fetched["site"], int(fetched["status"]), fetched.get("body")
+        if site in self._cache or not self._obey:
+            return
+        if 200 <= status < 300 and text is not None:
+            parser = await asyncio.to_thread(Protego.parse, text)
+            rules = RobotsRules(parser, self._agent, sitemaps=tuple(parser.sitemaps))
+        else:
+            rules = RobotsRules(None, self._agent)
+        self._cache[site] = rules
+
     def forget(self, sample_url: str) -> None:
         """Drop a host's cached rules, so the next `rules()` fetches robots.txt again."""
         self._cache.pop(origin(sample_url), None)
@@ -115,9 +134,11 @@ class RobotsGate:
         status = result.status or 0
         if 200 <= status < 300 and result.body is not None:
             text = result.body[:MAX_ROBOTS_BYTES].decode("utf-8", errors="replace")
+            self._on_fetched(site, json.dumps({"site": site, "status": status, "body": text}))
             parser = await asyncio.to_thread(Protego.parse, text)  # big files take a while
             return RobotsRules(parser, self._agent, sitemaps=tuple(parser.sitemaps))
         if 400 <= status < 500:
+            self._on_fetched(site, json.dumps({"site": site, "status": status}))
             return RobotsRules(None, self._agent)
         why = result.error or f"HTTP {status}"
         return RobotsRules(None, self._agent, unavailable=f"robots.txt unavailable: {why}")

@@ -66,6 +66,8 @@ class HostGate(Protocol):
 
     async def rules(self, host: str, sample_url: str) -> HostRules: ...
 
+    async def adopt(self, record: str) -> None: ...
+
     def forget(self, sample_url: str) -> None: ...
 
 
@@ -146,10 +148,10 @@ class Scheduler:
             self._release_if_idle(host)
         self._changed.set()
 
-    def started(self, request: CrawlRequest) -> None:
-        """A request (or robots.txt's, or a retry) has its fetch slot and goes out now: the
-        host's next request waits its delay from here."""
-        host = self._hosts.get(host_key(request.url))
+    def started(self, url: str) -> None:
+        """A request (or robots.txt's, or a retry) to `url` has just been sent: the host's next
+        request waits its delay from here."""
+        host = self._hosts.get(host_key(url))
         if host is not None and host.delay:
             now = asyncio.get_running_loop().time()
             host.next_start = (
@@ -186,6 +188,9 @@ class Scheduler:
             host = self._hosts.get(grant.host)
             if host is not None and self._shared:
                 adopt(host, grant, now)
+                if grant.robots and self._gate is not None and host.rules is None:
+                    host.gating = True  # its rules come from the record, not a fetch
+                    self._start(self._adopt_rules(host, self._gate, grant.robots), "robots")
         self._changed.set()
 
     def lost(self, names: list[str]) -> None:
@@ -199,6 +204,28 @@ class Scheduler:
             host.queue.clear()
             host.maybe_pending = False
             self._hosts.forget(host)
+        self._changed.set()
+
+    @property
+    def hosts_held(self) -> int:
+        return len(self._hosts)
+
+    def give_back(self, count: int) -> None:
+        """Hand back up to `count` hosts (others joined the crawl and have none): those with
+        nothing in flight or unstored; their queued URLs go back to pending with them."""
+        now = asyncio.get_running_loop().time()
+        idle = [
+            host
+            for host in self._hosts.held()
+            if not host.in_flight and not host.refilling and not host.gating
+            and not self._unstored_per_host.get(host.name)
+        ]  # fmt: skip
+        for host in idle[:count]:
+            self._queued -= len(host.queue)
+            host.queue.clear()
+            host.maybe_pending = False
+            self._hosts.forget(host)
+            self._hand_back(host, now)
         self._changed.set()
 
     def hosts_wanted(self) -> int:
@@ -345,8 +372,8 @@ class Scheduler:
             self._unstored_per_host[host.name] = self._unstored_per_host.get(host.name, 0) + 1
         if skip is None and not request.fresh:
             host.in_flight += 1
-            # With a delay, it counts from when the request actually starts (`started`): it may
-            # wait for a fetch slot first, and the next one must not overtake it.
+            # With a delay, it counts from when the request is actually sent (`started`): it may
+            # wait for a fetch slot or a connection first, and the next must not overtake it.
             host.next_start = now + host.delay if not host.delay else math.inf
         if host.maybe_pending and len(host.queue) < self._host_buffer // 2:
             self._to_refill.add(host.name)
@@ -404,6 +431,19 @@ class Scheduler:
             host.in_ring = True
             self._ring.append(host)
         self._release_if_idle(host)
+
+    def remember_robots(self, site: str, record: str) -> None:
+        """robots.txt of `site` was fetched here: with shared leases, the host's next owners
+        take it from its row instead of asking again."""
+        if self._shared and self._tasks is not None:
+            host = host_key(site + "/")
+            self._start(self._leases.remember_robots(host, record), f"robots {host}")
+
+    async def _adopt_rules(self, host: HostState, gate: HostGate, record: str) -> None:
+        try:
+            await gate.adopt(record)
+        finally:
+            host.gating = False  # the next look at its rules finds them in the gate's cache
 
     def _start_gate(self, host: HostState) -> None:
         if host.gating or self._gate is None:

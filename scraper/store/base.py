@@ -188,6 +188,7 @@ class HostPoliteness:
     concurrency: int | None = None
     crawl_delay: float | None = None  # robots.txt's Crawl-delay
     backoff: float | None = None
+    robots: str | None = None  # robots.txt as its first fetcher recorded it (RobotsGate)
 
 
 class HostLeases(Protocol):
@@ -208,7 +209,13 @@ class HostLeases(Protocol):
         ...
 
     async def claim(self, limit: int) -> list[HostPoliteness]:
-        """Up to `limit` hosts with pending URLs that are now this process's to crawl."""
+        """Up to `limit` hosts with pending URLs that are now this process's to crawl (never
+        more than its fair share)."""
+        ...
+
+    async def fair_share(self) -> int:
+        """How many hosts this process may hold: the crawl's hosts with work, over the
+        processes on it. One that holds more gives the rest back (the scheduler does)."""
         ...
 
     def valid(self, host: str, now: float) -> bool:
@@ -222,6 +229,10 @@ class HostLeases(Protocol):
     def release(self, state: HostPoliteness) -> Coroutine[Any, Any, None]:
         """Give a host up (nothing of it in flight or unstored), leaving its state. The host is
         no longer this process's from the call on; the coroutine writes the release."""
+        ...
+
+    def remember_robots(self, host: str, record: str) -> Coroutine[Any, Any, None]:
+        """Keep the host's robots.txt (as RobotsGate recorded it) for its next owners."""
         ...
 
     async def over(self) -> bool:

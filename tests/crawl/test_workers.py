@@ -166,8 +166,10 @@ async def test_three_workers_crawl_every_page_once_politely(
     fetched = [(host, path) for host, path, *_ in site.pages()]
     assert len(fetched) == len(set(fetched)) == len(site.expected())  # each fetched once
     assert_polite(site)
+    robots = [host for host, path, *_ in site.log if path == "/robots.txt"]
+    assert sorted(robots) == sorted({host for host, *_ in site.log})  # once per host, by anyone
     workers = await rows(pg_url, "SELECT status, pages FROM workers ORDER BY id")
-    assert [status for status, _ in workers] == ["finished"] * 3
+    assert [status for status, _ in workers] == ["finished"] * 3, err
     assert sum(pages for _, pages in workers) == len(site.expected())
     assert all(pages > 0 for _, pages in workers), workers  # each took a share
     assert "workers:   3:" in out

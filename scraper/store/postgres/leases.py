@@ -32,7 +32,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from scraper.store.base import HostPoliteness, utc_now
-from scraper.store.postgres.database import Conn, PgDatabase
+from scraper.store.postgres.database import CRAWL_LOCK, Conn, PgDatabase
 
 CLAIM = """
 WITH candidates AS (
@@ -49,7 +49,7 @@ UPDATE hosts h SET owner = %(me)s, lease_until = now() + make_interval(secs => %
     epoch = h.epoch + 1, pending = true
 FROM candidates c WHERE h.crawl_id = %(crawl)s AND h.host = c.host
 RETURNING h.host, h.epoch, greatest(0, extract(epoch FROM h.next_start - now()))::float8,
-    h.delay, h.concurrency, h.crawl_delay, h.backoff
+    h.delay, h.concurrency, h.crawl_delay, h.backoff, h.robots
 """
 RENEW = """
 UPDATE hosts h SET lease_until = now() + make_interval(secs => %(ttl)s)
@@ -70,6 +70,17 @@ UPDATE hosts SET owner = NULL, lease_until = NULL,
     delay = %(delay)s, concurrency = %(concurrency)s, crawl_delay = %(crawl_delay)s,
     backoff = %(backoff)s
 WHERE crawl_id = %(crawl)s AND host = %(host)s
+"""
+# The hosts with work (pending URLs, or a live owner), over the processes on the crawl (each holds
+# a shared advisory lock on it: crawls.py), rounded up.
+FAIR_SHARE = """
+SELECT ceil(
+    (SELECT count(*) FROM hosts WHERE crawl_id = %(crawl)s
+     AND (pending OR (owner IS NOT NULL AND lease_until > now())))::float8
+    / greatest(1, (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+                   AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                   AND classid = %(lock)s AND objid = %(crawl)s AND objsubid = 2))
+)::int
 """
 OVER = """
 SELECT NOT EXISTS (SELECT 1 FROM frontier WHERE crawl_id = %(crawl)s AND state = 0)
@@ -113,8 +124,17 @@ class PgHostLeases:
         lease = self._held.get(host)
         return lease is not None and now + self._margin < lease[1]
 
+    async def fair_share(self) -> int:
+        share = await self._db.scalar(
+            FAIR_SHARE, {"crawl": self._crawl, "lock": CRAWL_LOCK}, on="hosts"
+        )
+        return max(1, int(share or 1))
+
     async def claim(self, limit: int) -> list[HostPoliteness]:
         await self._register()
+        limit = min(limit, await self.fair_share() - len(self._held))
+        if limit <= 0:
+            return []
         sent = asyncio.get_running_loop().time()
         rows = await self._db.fetchall(
             CLAIM,
@@ -124,9 +144,11 @@ class PgHostLeases:
             label="claim",
         )
         grants = []
-        for host, epoch, wait, delay, concurrency, crawl_delay, backoff in rows:
+        for host, epoch, wait, delay, concurrency, crawl_delay, backoff, robots in rows:
             self._held[host] = (int(epoch), sent + self._ttl)
-            grants.append(HostPoliteness(host, wait, delay, concurrency, crawl_delay, backoff))
+            grants.append(
+                HostPoliteness(host, wait, delay, concurrency, crawl_delay, backoff, robots)
+            )
         return grants
 
     async def renew(self) -> list[str]:
@@ -183,6 +205,15 @@ class PgHostLeases:
             "crawl_delay": state.crawl_delay,
             "backoff": state.backoff,
         }
+
+    async def remember_robots(self, host: str, record: str) -> None:
+        async def work(conn: Conn) -> None:
+            await conn.execute(
+                "UPDATE hosts SET robots = %s WHERE crawl_id = %s AND host = %s",
+                (record, self._crawl, host),
+            )
+
+        await self._db.run(work, on="hosts")
 
     async def over(self) -> bool:
         return bool(await self._db.scalar(OVER, {"crawl": self._crawl}, on="hosts"))

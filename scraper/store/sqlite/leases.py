@@ -23,6 +23,9 @@ class SqliteHostLeases:
     async def claim(self, limit: int) -> list[HostPoliteness]:
         return [HostPoliteness(host) for host in await self._frontier.pending_hosts(limit)]
 
+    async def fair_share(self) -> int:
+        return 1 << 30  # alone: every host
+
     def valid(self, host: str, now: float) -> bool:
         return True
 
@@ -30,6 +33,9 @@ class SqliteHostLeases:
         return []
 
     def release(self, state: HostPoliteness) -> Coroutine[Any, Any, None]:
+        return asyncio.sleep(0)
+
+    def remember_robots(self, host: str, record: str) -> Coroutine[Any, Any, None]:
         return asyncio.sleep(0)
 
     async def over(self) -> bool:
