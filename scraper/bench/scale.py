@@ -65,6 +65,7 @@ class Run:
     too_many_in_flight: int
     too_close: int
     deadlocks: int | None
+    server_cpu_s: float = 0.0  # PostgreSQL's own CPU during the run
     timings_p99_ms: dict[str, float] = field(default_factory=dict)
     returncode: int = 0
 
@@ -73,8 +74,14 @@ class Run:
         return self.cpu_s / self.pages * 1000 if self.pages else 0.0
 
     @property
+    def server_cpu_per_1000(self) -> float:
+        return self.server_cpu_s / self.pages * 1000 if self.pages else 0.0
+
+    @property
     def machine_cpu_pct(self) -> float:
-        return 100 * self.cpu_s / self.wall_s / (os.cpu_count() or 1) if self.wall_s else 0.0
+        """The crawl's processes and PostgreSQL's, over the machine's CPUs while it ran."""
+        used = self.cpu_s + self.server_cpu_s
+        return 100 * used / self.wall_s / (os.cpu_count() or 1) if self.wall_s else 0.0
 
 
 class MultiHostSite:
@@ -232,16 +239,18 @@ async def latency_case(args: argparse.Namespace, server: PgServer, folder: Path)
             else:
                 db = await asyncio.to_thread(server.create_database, f"latency_{n}")
             options = crawl_options(args.concurrency, 1, latency_case=True)
+            server_before = server.cpu_seconds()
             wall, cpu, code, p99 = await run_crawl(
                 "latency", db, site.roots, workers, options, folder
             )
+            server_cpu = server.cpu_seconds() - server_before if backend != "sqlite" else 0.0
             expected = site.expected()
             rows, dups, rate, lost = await asyncio.to_thread(stored, db, expected)
             over, close, twice = politeness(site.log, DELAY)
             locks = await asyncio.to_thread(deadlocks, db) if backend != "sqlite" else None
             runs.append(
                 Run("latency", backend, workers, wall, cpu, rows, len(expected), rate, lost,
-                    dups, twice, over, close, locks, p99, code)
+                    dups, twice, over, close, locks, server_cpu, p99, code)
             )  # fmt: skip
             print(_line(runs[-1], runs), flush=True)
     finally:
@@ -264,20 +273,22 @@ async def cpu_case(args: argparse.Namespace, server: PgServer, folder: Path) -> 
             else:
                 db = await asyncio.to_thread(server.create_database, f"cpu_{n}")
             options = crawl_options(64, 2, latency_case=False)
+            server_before = server.cpu_seconds()
             wall, cpu, code, p99 = await run_crawl("cpu", db, [site.url], 1, options, folder)
+            server_cpu = server.cpu_seconds() - server_before if backend != "sqlite" else 0.0
             rows, dups, rate, lost = await asyncio.to_thread(stored, db, expected)
             locks = await asyncio.to_thread(deadlocks, db) if backend != "sqlite" else None
             runs.append(
                 Run("cpu", backend, 1, wall, cpu, rows, len(expected), rate, lost, dups, 0, 0,
-                    0, locks, p99, code)
+                    0, locks, server_cpu, p99, code)
             )  # fmt: skip
             print(_line(runs[-1], runs), flush=True)
     return runs
 
 
 HEADER = (
-    "case     backend     workers  pages/s  ×1 worker  CPU s/1k  machine CPU  lost  dup rows  "
-    "twice  over limit  too close  deadlocks  p99 ms (sink, lease, claim, renew, release)"
+    "case     backend     workers  pages/s  ×1 worker  CPU s/1k  +server  machine CPU  lost  "
+    "dup rows  twice  over limit  too close  deadlocks  p99 ms (sink, lease, claim, renew, release)"
 )
 
 
@@ -293,7 +304,8 @@ def _line(run: Run, runs: list[Run]) -> str:
     )
     return (
         f"{run.case:8} {run.backend:11} {run.workers:7}  {run.pages_per_s:7.1f}  {ratio:>9}  "
-        f"{run.cpu_per_1000:8.2f}  {run.machine_cpu_pct:10.0f}%  {run.lost:4}  "
+        f"{run.cpu_per_1000:8.2f}  {run.server_cpu_per_1000:7.2f}  "
+        f"{run.machine_cpu_pct:10.0f}%  {run.lost:4}  "
         f"{run.duplicate_rows:8}  {run.fetched_twice:5}  {run.too_many_in_flight:10}  "
         f"{run.too_close:9}  {'-' if run.deadlocks is None else run.deadlocks:>9}  "
         f"{p99 if run.backend == 'postgresql' else '-'}"
