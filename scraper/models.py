@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from scraper.picklable import pickled_as_arguments
@@ -170,3 +170,15 @@ class CrawlSnapshot:
     loop_lag_p50_ms: float = 0.0  # how late the event loop wakes tasks, so far (p50, p99, max)
     loop_lag_p99_ms: float = 0.0
     loop_lag_max_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SeedList:
+    """What names a crawl's list of seeds (crawl/seeds.py): its digest, its size, a sample;
+    and the lines of a seeds file that were refused."""
+
+    digest: str  # "sha256:<hex>" of the canonical seeds, one a line, in order
+    count: int
+    sample: tuple[str, ...]
+    bad: int = 0
+    bad_lines: tuple[str, ...] = field(default=())  # the first few, as "line N: why"

@@ -11,6 +11,7 @@ from urllib.parse import urljoin
 
 from yarl import URL
 
+from scraper.domains import registrable_domain
 from scraper.picklable import pickled_as_arguments
 
 CRAWLABLE_SCHEMES = frozenset({"http", "https"})
@@ -120,7 +121,7 @@ _Table = dict[str, _Answer]
 
 def _resolve(href: str, base: str, policy: UrlPolicy, scope: Scope | None) -> _Answer:
     url = canonicalize(href, base, policy)
-    return url, url is not None and (scope is None or scope.allows(url))
+    return url, url is not None and (scope is None or scope.allows(url, base=base))
 
 
 class _LinkMemo:
@@ -327,18 +328,29 @@ class Scope:
     exclude: tuple[re.Pattern[str], ...] = ()
     skip_extensions: frozenset[str] = field(default_factory=frozenset)
     max_depth: int = 0
+    # No allowed_domains, and seeds too many to list (a seeds file): a link is followed when it
+    # stays on the site of the page it is on (its registrable domain; its host, without
+    # include_subdomains). Links are resolved in the parse workers, which then load the Public
+    # Suffix List once (~50 ms).
+    same_site: bool = False
 
-    def allows_host(self, host: str) -> bool:
+    def allows_host(self, host: str, base_host: str | None = None) -> bool:
         host = host.lower()
         if self.denied_domains and _matches(host, self.denied_domains, self.include_subdomains):
             return False
+        if self.same_site and not self.allowed_domains:
+            return base_host is None or self._site(host) == self._site(base_host.lower())
         return _matches(host, self.allowed_domains, self.include_subdomains)
 
-    def allows(self, url: str, depth: int = 0) -> bool:
-        """May the crawl follow a link to `url` found at `depth`?"""
+    def allows(self, url: str, depth: int = 0, *, base: str | None = None) -> bool:
+        """May the crawl follow a link to `url` found at `depth` on the page `base`?"""
         if self.max_depth and depth > self.max_depth:
             return False
-        return self.allows_host(host_of(url)) and self._allows_path(url)
+        base_host = host_of(base) if base is not None and self.same_site else None
+        return self.allows_host(host_of(url), base_host) and self._allows_path(url)
+
+    def _site(self, host: str) -> str:
+        return registrable_domain(host) if self.include_subdomains else host
 
     def _allows_path(self, url: str) -> bool:
         if self.skip_extensions and _extension(url) in self.skip_extensions:

@@ -118,3 +118,6 @@ class Site:
 
     def fetched(self) -> list[str]:
         return [path for path, _ in self.starts if path != "/robots.txt"]
+
+    def starts_before(self, moment: float) -> list[str]:
+        return [path for path, at in self.starts if at < moment]

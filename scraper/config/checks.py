@@ -7,6 +7,7 @@ saying what is allowed; the loader adds the key and the value to make it one Con
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import re
 from collections.abc import Callable, Collection
@@ -79,6 +80,24 @@ def domain(value: Any) -> str:
     if not isinstance(value, str) or not value.strip() or "/" in value or " " in value:
         raise Invalid(f"{json.dumps(value)} is not a host name (like example.com)")
     return value.strip().lower().lstrip(".")
+
+
+def addresses(value: Any) -> tuple[tuple[str, str], ...]:
+    """A table of host names and the IP address each resolves to (fetch.resolve)."""
+    if not isinstance(value, dict):
+        raise Invalid(
+            'must be a table of host names and addresses, e.g. {"example.com" = "127.0.0.1"}'
+        )
+    pairs = []
+    for name, address in value.items():
+        try:
+            ip = ipaddress.ip_address(address) if isinstance(address, str) else None
+        except ValueError:
+            ip = None
+        if ip is None:
+            raise Invalid(f"{json.dumps(name)} = {show(address)}: not an IP address")
+        pairs.append((domain(name), str(ip)))
+    return tuple(pairs)
 
 
 def worker_count(value: Any) -> int:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from scraper.config.checks import (
     Check,
+    Invalid,
+    addresses,
     boolean,
     choice,
     domain,
@@ -98,6 +100,12 @@ SKIP_EXTENSIONS = tuple(
 )
 
 
+def str_or_empty(value: object) -> str:
+    if not isinstance(value, str):
+        raise Invalid("must be a string (a file's path)")
+    return value
+
+
 def _opt(check: Check, doc: str) -> dict[str, object]:
     return {"check": check, "doc": doc}
 
@@ -105,6 +113,9 @@ def _opt(check: Check, doc: str) -> dict[str, object]:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CrawlConfig:
     seeds: tuple[str, ...] = field(default=(), metadata=_opt(list_of(seed), "start URLs"))
+    seeds_file: str = field(
+        default="", metadata=_opt(str_or_empty, 'a file of start URLs, one a line ("-": stdin)')
+    )
     allowed_domains: tuple[str, ...] = field(
         default=(), metadata=_opt(list_of(domain), "hosts to stay on; [] = the seeds' hosts")
     )
@@ -132,7 +143,7 @@ class CrawlConfig:
         policy = self.url_policy()
         seeds = tuple(canonicalize(seed, policy=policy) or seed for seed in self.seeds)
         object.__setattr__(self, "seeds", seeds)
-        if not self.allowed_domains and self.seeds:
+        if not self.allowed_domains and self.seeds and not self.seeds_file:
             domains = tuple(dict.fromkeys(host_of(seed) for seed in self.seeds))
             object.__setattr__(self, "allowed_domains", domains)
 
@@ -148,6 +159,7 @@ class CrawlConfig:
             exclude=tuple(re.compile(p) for p in self.exclude),
             skip_extensions=frozenset(self.skip_extensions),
             max_depth=self.max_depth,
+            same_site=bool(self.seeds_file) and not self.allowed_domains,
         )
 
 
@@ -171,6 +183,13 @@ class FetchConfig:
     retry_backoff: float = field(default=0.5, metadata=_opt(number(0), "first backoff"))
     retry_backoff_max: float = field(default=30.0, metadata=_opt(number(0), "backoff cap"))
     max_retry_after: float = field(default=60.0, metadata=_opt(number(0), "Retry-After cap"))
+    politeness_key: str = field(
+        default="host", metadata=_opt(choice("host", "domain", "ip"), "what limits apply to")
+    )
+    dns_ttl: float = field(default=300.0, metadata=_opt(number(0), "seconds a name is cached"))
+    resolve: tuple[tuple[str, str], ...] = field(
+        default=(), metadata=_opt(addresses, "host names answered without DNS")
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

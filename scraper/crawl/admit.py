@@ -100,7 +100,7 @@ class Admission:
                     result, error_kind="redirects", error=f"{why} (fetch.max_redirects = {limit})"
                 )
             )
-        if not self._scope.allows(target):
+        if not self._scope.allows(target, base=request.url):
             return PageRecord(fetch=result)  # out of scope: recorded, not followed
         child = CrawlRequest(url=target, depth=request.depth, referrer=request.url, hops=hops)
         return PageRecord(fetch=result, children=(child,))
@@ -110,5 +110,5 @@ class Admission:
         and so do its links, which are admitted as a parsed page's would be."""
         request = result.request
         links = await self._links_from(request.url)
-        follow = [url for url in links if self._scope.allows(url)]
+        follow = [url for url in links if self._scope.allows(url, base=request.url)]
         return PageRecord(fetch=result, children=self.links(request, follow))

@@ -14,18 +14,24 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from aiohttp.abc import AbstractResolver
+
 from scraper.config import Config
 from scraper.crawl.admit import Admission
+from scraper.crawl.dns import address_of
 from scraper.crawl.fetch import Fetcher
 from scraper.crawl.health import LoopLagMonitor, StageSampler
 from scraper.crawl.hosts import Limits
 from scraper.crawl.pipeline import Pipeline
 from scraper.crawl.robots import RobotsGate
-from scraper.crawl.scheduler import Scheduler
+from scraper.crawl.scheduler import KeyOf, ResolveKey, Scheduler
+from scraper.crawl.seeds import SeedFile, digest_of
 from scraper.crawl.sink import Sink
 from scraper.crawl.sitemaps import SitemapReader
+from scraper.crawl.sockets import raise_open_files_limit, socket_budget
+from scraper.domains import registrable_domain
 from scraper.errors import ConfigError, ScraperError
-from scraper.models import CrawlRequest, CrawlSnapshot, PageRecord
+from scraper.models import CrawlRequest, CrawlSnapshot, FetchResult, PageRecord, SeedList
 from scraper.parse.pool import ParsePool
 from scraper.parse.sitemap import parse_sitemap
 from scraper.store import open_backend
@@ -45,10 +51,14 @@ class Crawler:
         *,
         fresh: bool = False,
         announce: Callable[[str], None] = log.info,
+        resolver: AbstractResolver | None = None,
     ) -> None:
-        if not config.crawl.seeds:
+        """`resolver`: how host names are resolved, instead of fetch.resolve and the system's
+        (tests, and a layer such as a filter of private addresses)."""
+        if not config.crawl.seeds and not config.crawl.seeds_file:
             raise ConfigError(
-                "no seeds: give start URLs on the command line or set crawl.seeds in config.toml"
+                "no seeds: give start URLs on the command line (or --seeds-file), or set "
+                "crawl.seeds in config.toml"
             )
         self._config = config
         self._fresh = fresh
@@ -61,6 +71,8 @@ class Crawler:
         self._pipeline: Pipeline | None = None
         self._stored_before = 0  # pages a resumed crawl had already stored
         self._stopping = False
+        self._resolver = resolver
+        self._open_files = 0
 
     def snapshot(self) -> CrawlSnapshot:
         """The crawl's counters now (all zero before it starts), for a progress display."""
@@ -99,40 +111,71 @@ class Crawler:
         config = self._config
         loop = asyncio.get_running_loop()
         started = loop.time()
-        async with open_backend(config.storage) as backend:
-            crawls = backend.crawls
-            crawl_id = await self._crawl_to_resume(backend)
-            resumed = crawl_id is not None
-            if crawl_id is None:
-                crawl_id = await crawls.start(config.crawl.seeds, config.to_json())
-            else:
-                await crawls.reopen(crawl_id)
-            frontier = backend.frontier(crawl_id, config.crawl.recrawl_after)
-            again = await frontier.reset_leases()
-            await frontier.seed([CrawlRequest(url=seed) for seed in config.crawl.seeds])
-            done = await frontier.count(FrontierState.DONE)
-            if resumed:
-                self._announce(
-                    f"resuming crawl {crawl_id}: {done} pages already stored, "
-                    f"{again} in flight when it stopped will be fetched again (--fresh starts anew)"
-                )
-            try:
-                status = await self._run_pipeline(backend, crawl_id, frontier, done)
-            except BaseException as exc:
-                status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "failed"
-                with contextlib.suppress(ScraperError):  # the first error is the one to report
-                    await crawls.finish(
-                        crawl_id, status, loop.time() - started, extra=self._health()
-                    )
-                raise
-            return await crawls.finish(
-                crawl_id, status, loop.time() - started, resumed=resumed, extra=self._health()
-            )
+        self._open_files = raise_open_files_limit()
+        seed_file = None
+        if config.crawl.seeds_file:
+            seed_file = SeedFile(config.crawl.seeds_file, config.crawl.url_policy())
+        try:
+            seeds = await seed_file.scan() if seed_file else digest_of(config.crawl.seeds)
+            if seed_file is not None:
+                self._announce_seeds(seeds)
+            async with open_backend(config.storage) as backend:
+                return await self._run(backend, seeds, seed_file, started)
+        finally:
+            if seed_file is not None:
+                seed_file.close()
 
-    async def _crawl_to_resume(self, backend: Backend) -> int | None:
+    def _announce_seeds(self, seeds: SeedList) -> None:
+        if not seeds.count:
+            raise ConfigError(
+                f"crawl.seeds_file = {self._config.crawl.seeds_file!r}: no http(s) URL in it"
+                + (f" ({seeds.bad_lines[0]})" if seeds.bad_lines else "")
+            )
+        message = f"{seeds.count} seeds from {self._config.crawl.seeds_file}"
+        if seeds.bad:
+            more = f"; and {seeds.bad - len(seeds.bad_lines)} more" if seeds.bad > 5 else ""
+            message += f"; {seeds.bad} lines skipped: " + "; ".join(seeds.bad_lines) + more
+        self._announce(message)
+
+    async def _run(
+        self, backend: Backend, seeds: SeedList, seed_file: SeedFile | None, started: float
+    ) -> CrawlSummary:
+        config = self._config
+        loop = asyncio.get_running_loop()
+        crawls = backend.crawls
+        crawl_id = await self._crawl_to_resume(backend, seeds)
+        resumed = crawl_id is not None
+        if crawl_id is None:
+            crawl_id = await crawls.start(seeds, config.to_json())
+        else:
+            await crawls.reopen(crawl_id)
+        frontier = backend.frontier(crawl_id, config.crawl.recrawl_after)
+        again = await frontier.reset_leases()
+        await frontier.seed([CrawlRequest(url=seed) for seed in config.crawl.seeds])
+        if seed_file is not None:
+            async for batch in seed_file.batches():
+                await frontier.seed(batch)
+        done = await frontier.count(FrontierState.DONE)
+        if resumed:
+            self._announce(
+                f"resuming crawl {crawl_id}: {done} pages already stored, "
+                f"{again} in flight when it stopped will be fetched again (--fresh starts anew)"
+            )
+        try:
+            status = await self._run_pipeline(backend, crawl_id, frontier, done)
+        except BaseException as exc:
+            status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "failed"
+            with contextlib.suppress(ScraperError):  # the first error is the one to report
+                await crawls.finish(crawl_id, status, loop.time() - started, extra=self._health())
+            raise
+        return await crawls.finish(
+            crawl_id, status, loop.time() - started, resumed=resumed, extra=self._health()
+        )
+
+    async def _crawl_to_resume(self, backend: Backend, seeds: SeedList) -> int | None:
         if self._fresh:
             return None
-        mine, other = await backend.crawls.unfinished(self._config.crawl.seeds)
+        mine, other = await backend.crawls.unfinished(seeds)
         if not mine and other:
             self._announce(
                 f"crawl {other} did not finish but had other seeds; starting a new crawl "
@@ -173,24 +216,34 @@ class Crawler:
         self, backend: Backend, crawl_id: int, frontier: Frontier, done: int
     ) -> str:
         config = self._config
-        async with Fetcher(config.fetch) as fetcher, ParsePool(config.parse) as parser:
+        budget = socket_budget(config.fetch.concurrency, config.parse.workers, self._open_files)
+        fetcher = Fetcher(config.fetch, concurrency=budget.wire, resolver=self._resolver)
+        async with fetcher, ParsePool(config.parse) as parser:
             sink_queue: asyncio.Queue[object] = asyncio.Queue(2 * config.storage.batch_size)
+            polite = PoliteFetch(fetcher)  # robots.txt and sitemaps take their turn on the slot
             gate = None
             if config.crawl.obey_robots or config.crawl.sitemaps:
                 gate = RobotsGate(
-                    fetcher,
+                    polite,
                     config.fetch.user_agent,
                     timeout=config.fetch.robots_timeout,
                     obey=config.crawl.obey_robots,
                     on_sitemaps=lambda site, urls: self._read_sitemaps(site, urls),
                 )
+            key_of, resolve_key = _politeness_keys(config.fetch.politeness_key, fetcher)
             scheduler = Scheduler(
                 frontier,
                 _limits(config),
                 gate=gate,
+                wire=fetcher,
+                key_of=key_of,
+                resolve_key=resolve_key,
+                keep_alive_budget=budget.idle,
                 on_starved=lambda starved: sink.set_eager(starved, sink_queue),
                 handed=done,
             )
+            polite.scheduler = scheduler
+            fetcher.attach(scheduler)
             sink = Sink(backend.pages(crawl_id), config.storage, on_stored=scheduler.stored)
 
             async def emit(record: PageRecord) -> None:
@@ -198,7 +251,7 @@ class Crawler:
                 await sink_queue.put(record)
 
             self._sitemaps = SitemapReader(
-                fetcher,
+                polite,
                 lambda job: parser.run(parse_sitemap, job),
                 emit,
                 scope=config.crawl.scope(),
@@ -239,6 +292,48 @@ class Crawler:
             return "interrupted" if self._stopping else "finished"
 
 
+class PoliteFetch:
+    """The fetch stage as robots.txt and sitemaps see it: each request waits for its turn on
+    its host's slot (the scheduler's `turn`), counts in its concurrency and starts its delay,
+    as a page would."""
+
+    def __init__(self, fetcher: Fetcher) -> None:
+        self._fetcher = fetcher
+        self.scheduler: Scheduler | None = None
+
+    async def fetch(
+        self, request: CrawlRequest, *, any_type: bool, time_limit: float | None = None
+    ) -> FetchResult:
+        assert self.scheduler is not None, "PoliteFetch used before the scheduler was made"
+        async with self.scheduler.turn(request.url):
+            result = await self._fetcher.fetch(request, any_type=any_type, time_limit=time_limit)
+            self.scheduler.observe(request.url, result)
+            return result
+
+
+def _politeness_keys(kind: str, fetcher: Fetcher) -> tuple[KeyOf | None, ResolveKey | None]:
+    """What a host's slot is keyed on (fetch.politeness_key): the host itself, its registrable
+    domain, or its IP address (looked up through the fetch stage's resolver, and its cache)."""
+    if kind == "domain":
+        return (lambda host: registrable_domain(_host_name(host))), None
+    if kind == "ip":
+        resolver = fetcher.resolver
+        assert resolver is not None, "the fetcher's resolver is made when it opens"
+
+        async def address(host: str) -> str:
+            return await address_of(resolver, _host_name(host)) or host
+
+        return None, address
+    return None, None
+
+
+def _host_name(key: str) -> str:
+    """The host name of a host key ("example.com:8080" -> "example.com"; IPv6 kept bracketed)."""
+    if key.startswith("["):
+        return key[: key.index("]") + 1]
+    return key.partition(":")[0]
+
+
 def _limits(config: Config) -> Limits:
     return Limits(
         per_host_concurrency=config.fetch.per_host_concurrency,
@@ -248,6 +343,7 @@ def _limits(config: Config) -> Limits:
         max_pages_per_host=config.crawl.max_pages_per_host,
         autothrottle=config.fetch.autothrottle,
         robots_retry=config.fetch.retry_backoff_max,
+        max_retry_after=config.fetch.max_retry_after,
     )
 
 

@@ -2,8 +2,14 @@
 
 Every outcome is data: a dead host, a timeout or a 404 comes back as a FetchResult with its error,
 never as an exception. Connection errors, timeouts, 429 and 5xx are retried with tenacity
-(exponential backoff with jitter, Retry-After honoured); the semaphore is held only while a request
-is on the wire, so a request waiting out its backoff leaves its slot to others.
+(exponential backoff with jitter, Retry-After honoured); a connection slot is held only while a
+request is on the wire, so a request waiting out its backoff leaves its slot to others.
+
+Sockets are the process's own resource, not the site's: running out of them ("Too many open
+files") is never a page's error. The request waits and tries again, and the number of connection
+slots drops to what the process could open, climbing back as connections succeed. Connections
+and names are made by `make_connector` and `dns.make_resolver`, kept apart so that a resolver
+can be layered in.
 """
 
 from __future__ import annotations
@@ -11,12 +17,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email.utils
+import errno
+import logging
+import socket
 import time
+from collections import deque
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -27,12 +38,110 @@ from tenacity import (
 )
 
 from scraper.config import FetchConfig
+from scraper.crawl.dns import make_resolver
 from scraper.models import CrawlRequest, FetchResult
 from scraper.store.base import utc_now
 from scraper.urls import canonicalize
 
+log = logging.getLogger(__name__)
+
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 READ_CHUNK = 64 * 1024
+# The process is out of a resource of its own (file descriptors, ephemeral ports, buffers): the
+# request waits and tries again; the site is not at fault.
+OUT_OF_SOCKETS = frozenset(
+    {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EADDRNOTAVAIL}
+)
+SOCKETS_PAUSE = (0.05, 2.0)  # seconds: first and longest wait before trying such a request again
+SOCKETS_RECOVERY = 50  # connections that succeed in a row before one more slot is allowed back
+KEEPALIVE_TIMEOUT = 15.0  # aiohttp's default: an idle connection is closed after this
+
+
+class WireListener(Protocol):
+    """Who is told when requests go on and off the wire, and decides which connections stay
+    open (the dispatcher, `scheduler.py`; attached by the coordinator)."""
+
+    def started(self, request: CrawlRequest, first: bool) -> None:
+        """`first`: the request's first attempt (not a retry, nor a try again for sockets)."""
+        ...
+
+    def ended(self) -> None: ...
+
+    def keep_alive(self, request: CrawlRequest) -> bool: ...
+
+
+class _Everyone:
+    """No dispatcher attached: every connection may stay open (aiohttp's own behaviour)."""
+
+    def started(self, request: CrawlRequest, first: bool) -> None:
+        pass
+
+    def ended(self) -> None:
+        pass
+
+    def keep_alive(self, request: CrawlRequest) -> bool:
+        return True
+
+
+class _OutOfSockets(Exception):
+    """The process could not open a connection: a resource of ours ran out, not the site."""
+
+
+class WireSlots:
+    """A semaphore whose size can shrink and grow back: the connection slots. At most `limit`
+    requests on the wire; `limit` drops when the process runs out of sockets."""
+
+    def __init__(self, limit: int) -> None:
+        self.configured = self.limit = limit
+        self.in_use = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._streak = 0
+
+    async def acquire(self) -> None:
+        while self.in_use >= self.limit or self._waiters:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # it was this one's turn: pass it on
+                raise
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+            if self.in_use < self.limit:
+                break
+        self.in_use += 1
+
+    def release(self) -> None:
+        self.in_use -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        free = self.limit - self.in_use
+        for waiter in self._waiters:
+            if free <= 0:
+                break
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
+
+    def shrink(self) -> int:
+        """Out of sockets: no more than one fewer than are open now."""
+        self.limit = max(1, min(self.limit, self.in_use - 1))
+        self._streak = 0
+        return self.limit
+
+    def connected(self) -> None:
+        """A connection was made: after enough in a row, one more slot comes back."""
+        if self.limit >= self.configured:
+            return
+        self._streak += 1
+        if self._streak >= SOCKETS_RECOVERY:
+            self._streak = 0
+            self.limit += 1
+            self._wake()
 
 
 class _Retryable(Exception):
@@ -47,18 +156,39 @@ class _Retryable(Exception):
 class Fetcher:
     """Owns the aiohttp session and the global concurrency cap."""
 
-    def __init__(self, config: FetchConfig) -> None:
+    def __init__(
+        self,
+        config: FetchConfig,
+        *,
+        resolver: AbstractResolver | None = None,
+        concurrency: int | None = None,
+    ) -> None:
+        """`concurrency`: connection slots, if fewer than fetch.concurrency (what the process's
+        open-files limit allows, `sockets.socket_budget`); `resolver`: instead of the one
+        `fetch.resolve` and the system give."""
         self._config = config
-        self._slots = asyncio.BoundedSemaphore(config.concurrency)
+        self._wire = WireSlots(concurrency or config.concurrency)
         self._backoff = wait_exponential(
             multiplier=config.retry_backoff, max=config.retry_backoff_max
         ) + wait_random(0, config.retry_backoff)
         self._session: aiohttp.ClientSession | None = None
+        self._listener: WireListener = _Everyone()
+        self.resolver = resolver
         self.in_flight = 0
+
+    @property
+    def wire_limit(self) -> int:
+        """Requests that may be on the wire at once now."""
+        return self._wire.limit
+
+    def attach(self, listener: WireListener) -> None:
+        self._listener = listener
 
     async def __aenter__(self) -> Self:
         config = self._config
-        connector = aiohttp.TCPConnector(limit=config.concurrency, limit_per_host=0)
+        if self.resolver is None:
+            self.resolver = make_resolver(dict(config.resolve), config.dns_ttl)
+        connector = make_connector(self._wire.configured, self.resolver)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(
@@ -124,6 +254,36 @@ class Fetcher:
     async def _attempt(
         self, request: CrawlRequest, attempt: int, any_type: bool, time_limit: float | None
     ) -> FetchResult:
+        """One attempt; while the process is out of sockets, the same attempt again (after a
+        pause that grows), never a failure of the site's."""
+        pause, longest = SOCKETS_PAUSE
+        first = attempt == 1
+        while True:
+            try:
+                return await self._attempt_once(request, attempt, any_type, time_limit, first)
+            except _OutOfSockets as exc:
+                first = False
+                limit = self._wire.shrink()
+                log.warning(
+                    "out of sockets (%s): %d requests on the wire; at most %d for now, and %s "
+                    "waits %.2f s",
+                    exc,
+                    self.in_flight,
+                    limit,
+                    request.url,
+                    pause,
+                )
+                await asyncio.sleep(pause)
+                pause = min(2 * pause, longest)
+
+    async def _attempt_once(
+        self,
+        request: CrawlRequest,
+        attempt: int,
+        any_type: bool,
+        time_limit: float | None,
+        first: bool,
+    ) -> FetchResult:
         assert self._session is not None, "Fetcher used outside `async with`"
 
         def failure(kind: str, message: str, **extra: object) -> FetchResult:
@@ -137,24 +297,31 @@ class Fetcher:
                 **extra,  # type: ignore[arg-type]
             )
 
-        async with self._slots:
+        await self._wire.acquire()
+        try:
             # Timed from here: latency on the wire, not the wait for a slot.
             started = time.perf_counter()
             fetched_at = utc_now()
             self.in_flight += 1
+            self._listener.started(request, first)
             try:
                 options: dict[str, Any] = {}
                 if time_limit is not None:  # (passing timeout=None would mean no timeout at all)
                     options["timeout"] = aiohttp.ClientTimeout(
                         total=time_limit, connect=self._config.connect_timeout
                     )
+                # A host with nothing more queued, or over the budget of idle connections:
+                # the connection closes after this response instead of idling in the pool
+                # (aiohttp keeps it 15 s), so open sockets stay bounded whatever the hosts.
+                close = any_type or not self._listener.keep_alive(request)
                 async with self._session.get(
                     request.url,
                     allow_redirects=any_type,
                     max_redirects=self._config.max_redirects + 1,  # aiohttp counts the first
-                    headers=_conditional_headers(request),
+                    headers=_headers(request, close),
                     **options,
                 ) as response:
+                    self._wire.connected()
                     return await self._read(
                         response, request, attempt, fetched_at, started, any_type
                     )
@@ -166,10 +333,22 @@ class Fetcher:
                 return failure("invalid_url", f"invalid URL: {exc}")
             except aiohttp.ClientResponseError as exc:  # malformed response, not an HTTP status
                 raise _Retryable(failure("protocol", f"bad response: {exc.message}")) from None
+            except aiohttp.ClientConnectorDNSError as exc:
+                if _out_of_sockets(exc):
+                    raise _OutOfSockets(_describe(exc)) from exc
+                found = failure("dns", f"cannot resolve {exc.host}: {_reason(exc.os_error)}")
+                if exc.os_error.errno == socket.EAI_AGAIN:  # the resolver's failure, for now
+                    raise _Retryable(found) from None
+                return found  # the name does not exist: asking again will not help
             except (aiohttp.ClientError, OSError) as exc:
+                if _out_of_sockets(exc):
+                    raise _OutOfSockets(_describe(exc)) from exc
                 raise _Retryable(failure("connection", _describe(exc))) from None
             finally:
                 self.in_flight -= 1
+        finally:
+            self._wire.release()
+            self._listener.ended()
 
     async def _read(
         self,
@@ -245,8 +424,37 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def _conditional_headers(request: CrawlRequest) -> dict[str, str] | None:
+def make_connector(limit: int, resolver: AbstractResolver) -> aiohttp.TCPConnector:
+    """The connection pool: at most `limit` connections in use (fetch.concurrency, or what the
+    open-files limit allows); idle ones are the dispatcher's to keep or close (`keep_alive`).
+    Names go through `resolver`, which caches them (aiohttp's own cache is off)."""
+    return aiohttp.TCPConnector(
+        limit=limit,
+        limit_per_host=0,
+        resolver=resolver,
+        use_dns_cache=False,
+        keepalive_timeout=KEEPALIVE_TIMEOUT,
+    )
+
+
+def _out_of_sockets(exc: BaseException) -> bool:
+    cause = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        # getaddrinfo's "system error": in a crawl, a thread that could not open a socket
+        return exc.os_error.errno == socket.EAI_SYSTEM
+    return isinstance(cause, OSError) and cause.errno in OUT_OF_SOCKETS
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or str(error) or type(error).__name__
+
+
+def _headers(request: CrawlRequest, close: bool) -> dict[str, str] | None:
     headers = {}
+    if close:
+        # (robots.txt and sitemaps always: they follow redirects inside aiohttp, which would
+        # leave each hop's connection idle in the pool, out of the dispatcher's budget.)
+        headers["Connection"] = "close"
     if request.etag:
         headers["If-None-Match"] = request.etag
     if request.last_modified:

@@ -103,5 +103,14 @@ SELECT p.url AS from_url, j.value AS to_url FROM pages p, json_each(p.links) j
 WHERE p.links IS NOT NULL;
 """
 
-MIGRATIONS: Sequence[str] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4)
+# The seed list's digest and size: a crawl from a file of a million seeds keeps only a sample of
+# them in `seeds` (a JSON list still, as before); a resumed crawl is matched on the digest (rows
+# of older crawls have none, and are matched on `seeds`, as before).
+SCHEMA_SEEDS_DIGEST = """
+ALTER TABLE crawls ADD COLUMN seeds_digest TEXT;
+ALTER TABLE crawls ADD COLUMN seeds_count INTEGER;
+CREATE INDEX crawls_seeds_digest ON crawls(seeds_digest);
+"""
+
+MIGRATIONS: Sequence[str] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_SEEDS_DIGEST)
 SCHEMA_VERSION = len(MIGRATIONS)
