@@ -90,6 +90,7 @@ class Site:
         self.active = 0
         self.most_active = 0
         self.all_fetched = asyncio.Event()  # set once / and every /p/N were requested
+        self._reached: dict[int, asyncio.Event] = {}
         self.app = web.Application()
         self.app.router.add_get("/robots.txt", self.robots_txt)
         self.app.router.add_get("/", self.page)
@@ -105,6 +106,9 @@ class Site:
         self.starts.append((request.path_qs, time.monotonic()))
         if len(self.fetched()) == self.pages + 1:
             self.all_fetched.set()
+        for count, event in self._reached.items():
+            if len(self.starts) >= count:
+                event.set()
         self.active += 1
         self.most_active = max(self.most_active, self.active)
         try:
@@ -118,6 +122,10 @@ class Site:
 
     def fetched(self) -> list[str]:
         return [path for path, _ in self.starts if path != "/robots.txt"]
+
+    def reached(self, requests: int) -> asyncio.Event:
+        """An event set once the site has served this many requests."""
+        return self._reached.setdefault(requests, asyncio.Event())
 
     def starts_before(self, moment: float) -> list[str]:
         return [path for path, at in self.starts if at < moment]

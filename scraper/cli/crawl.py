@@ -33,6 +33,11 @@ def add_parsers(commands: Commands, common: argparse.ArgumentParser) -> None:
         description="Crawl from the seeds (or crawl.seeds) into SQLite.",
     )
     crawl.add_argument("seeds", nargs="*", metavar="SEED", help="start URLs (replace crawl.seeds)")
+    crawl.add_argument(
+        "--seeds-file",
+        metavar="FILE",
+        help='start URLs, one a line (# comments; "-": standard input): crawl.seeds_file',
+    )
     crawl.add_argument("--concurrency", type=int, help="fetch.concurrency")
     crawl.add_argument("--max-pages", type=int, help="crawl.max_pages")
     crawl.add_argument("-q", "--quiet", action="store_true", help="no progress, only the summary")
@@ -52,6 +57,8 @@ def _crawl_command(args: argparse.Namespace) -> int:
     values: dict[str, Any] = {}
     if args.seeds:
         values["crawl.seeds"] = list(args.seeds)
+    if args.seeds_file is not None:
+        values["crawl.seeds_file"] = args.seeds_file
     if args.concurrency is not None:
         values["fetch.concurrency"] = args.concurrency
     if args.max_pages is not None:
