@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import resource
 import signal
@@ -63,7 +64,7 @@ class BroadResult:
 
 def serve(hosts: int, port: int, latency: float, pages: int, log: Path, ready: Path) -> None:
     """Serve the sites until SIGTERM; then write the request log (JSON lines)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     entries: list[tuple[str, str, float, float]] = []
     home = "".join(f'<a href="/p/{i}">page {i}</a>' for i in range(pages - 1))
@@ -91,7 +92,7 @@ def serve(hosts: int, port: int, latency: float, pages: int, log: Path, ready: P
             await web.TCPSite(runner, address(n), port, backlog=128).start()
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        ready.write_text("ready")
+        await asyncio.to_thread(ready.write_text, "ready")
         await stop.wait()
         await runner.cleanup()
 
@@ -116,7 +117,7 @@ def violations(log: list[tuple[str, str, float, float]], delay: float) -> tuple[
     overlap = close = 0
     for spans in by_host.values():
         spans.sort()
-        for (start_a, end_a), (start_b, _) in zip(spans, spans[1:], strict=False):
+        for (start_a, end_a), (start_b, _) in itertools.pairwise(spans):
             overlap += start_b < end_a
             close += start_b - start_a < delay - TOLERANCE
     return overlap, close
