@@ -256,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
                 delay=args.delay,
                 concurrency=args.concurrency,
                 timeout=args.timeout,
-            )  # fmt: skip
+            )
         )
     print(
         f"broad: {args.pages} pages a site (+ robots.txt and a sitemap probe), latency "
