@@ -11,6 +11,7 @@ from pathlib import Path
 from helpers import Site, base_url, rows, scraper_cli
 from scraper.crawl.crawler import Crawler
 from scraper.crawl.seeds import SeedFile
+from scraper.store import open_results
 from scraper.urls import KEEP_QUERY, Scope
 
 
@@ -108,4 +109,26 @@ def test_the_scope_of_a_seeds_file_is_each_pages_own_site() -> None:
     )
     assert not Scope(same_site=True, denied_domains=("example.co.uk",)).allows(
         "http://shop.example.co.uk/x", base=page
+    )
+
+
+async def test_scraper_crawls_says_how_many_seeds_a_file_had(aiohttp_server, make_config, tmp_path):
+    site = Site(0)
+    server = await aiohttp_server(site.app)
+    names = {f"h{n}.test": "127.0.0.1" for n in range(12)}
+    seeds = tmp_path / "seeds.txt"
+    lines = "".join(f"http://{name}:{server.port}/\n" for name in names)
+    await asyncio.to_thread(seeds.write_text, lines)
+    config = make_config([], crawl__seeds_file=str(seeds), fetch__resolve=names)
+    assert (await Crawler(config).run()).pages == 12
+
+    def listed() -> str:
+        with open_results(config.storage.db) as reader:
+            crawls = reader.list_crawls()
+            (row,) = crawls.rows
+            return str(dict(zip(crawls.columns, row, strict=True))["seeds"])
+
+    shown = await asyncio.to_thread(listed)
+    assert shown.endswith("] (12 seeds)") and json.loads(shown.partition(" (")[0])[0] == (
+        f"http://h0.test:{server.port}/"
     )
