@@ -149,6 +149,7 @@ class Scheduler:
         self._keep_budget = keep_alive_budget
         self.in_flight = 0  # handed out and not yet stored
         self.handed = handed
+        self._clock: Callable[[], float] | None = None
 
     # The workers' side --------------------------------------------------------------------
 
@@ -647,12 +648,13 @@ class Scheduler:
         self._changed.set()  # the dispatcher may be waiting for it: leases, rules, the end
 
     def _release_if_idle(self, host: HostState) -> None:
-        if self._hosts.release_if_idle(host, self._now()):
+        if not host.busy() and self._hosts.release_if_idle(host, self._now()):
             self._kept -= host.idle_kept  # closed by aiohttp's keep-alive timeout, at worst
             host.idle_kept = 0
             if self._more_hosts:
                 self._changed.set()  # room for a host from the table
 
-    @staticmethod
-    def _now() -> float:
-        return asyncio.get_running_loop().time()
+    def _now(self) -> float:
+        if self._clock is None:  # the loop's clock, which timeouts use; looked up once
+            self._clock = asyncio.get_running_loop().time
+        return self._clock()
