@@ -4,13 +4,13 @@ A broad crawl meets each host name a few times (robots.txt, a sitemap probe, its
 with `fetch.politeness_key = "ip"`, the dispatcher asks for its address too. `CachingResolver`
 answers them all from one look-up per name per `fetch.dns_ttl` seconds, and lets concurrent
 look-ups of one name share a single call. Measured here (2 cores, a name from /etc/hosts, so
-without any network wait; /tmp-free script in the commit message): aiohttp's ThreadedResolver
-(getaddrinfo in the loop's default executor) 150 µs per look-up, 110 µs of it CPU; a cache hit
-1 µs; 1,000 concurrent look-ups of one name, one call. On the real
-internet a look-up also waits 10-100 ms; the executor has few threads (min(32, CPUs + 4)), so
-it is the hits, not a faster resolver, that count. aiodns (c-ares, no threads) was not adopted:
-a C dependency for what the cache already spares. aiohttp's own cache is turned off in the
-connector (`use_dns_cache=False`), so names are cached once, here.
+without any network wait): aiohttp's ThreadedResolver (getaddrinfo in the loop's default
+executor) 150 µs per look-up, 110 µs of it CPU; a cache hit 1 µs; 1,000 concurrent look-ups of
+one name, one call. On the real internet a look-up also waits 10-100 ms, and the executor has
+few threads (min(32, CPUs + 4)): it is the hits, not a faster resolver, that count. aiodns
+(c-ares, no threads) was not adopted: a C dependency for what the cache already spares.
+aiohttp's own cache is turned off in the connector (`use_dns_cache=False`), so names are cached
+once, here, where the dispatcher's look-ups share it.
 
 `StaticResolver` answers names from a table (`fetch.resolve`, as curl's --resolve: a staging
 server, the benchmark's thousands of local sites, tests) and asks the next resolver for others.
@@ -26,8 +26,6 @@ from collections import OrderedDict
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
-
-from scraper.domains import registrable_domain
 
 CACHE_SIZE = 10_000  # names: ~1 KB each with their addresses
 
@@ -124,9 +122,8 @@ def make_resolver(table: dict[str, str], ttl: float) -> AbstractResolver:
 async def address_of(resolver: AbstractResolver, host: str) -> str | None:
     """The first address of a host name (an IP literal is its own), or None if it has none."""
     name = host[1:-1] if host.startswith("[") else host
-    if registrable_domain(name) == name and name.replace(".", "").replace(":", "").isalnum():
-        with contextlib.suppress(ValueError):
-            return str(ipaddress.ip_address(name))  # an IP literal is its own address
+    with contextlib.suppress(ValueError):
+        return str(ipaddress.ip_address(name))  # an IP literal is its own address
     try:
         answers = await resolver.resolve(name, 0, socket.AF_UNSPEC)
     except OSError:

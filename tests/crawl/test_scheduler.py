@@ -225,8 +225,10 @@ async def test_a_slow_host_does_not_hold_up_a_fast_one(aiohttp_server, make_conf
     fast.router.add_get("/c/{n}", chain)
     slow = Site(6, latency=0.5)
     fast_server, slow_server = await aiohttp_server(fast), await aiohttp_server(slow.app)
+    # The slow host's pages are seeds too: it has requests queued from the start.
+    slow_urls = [base_url(slow_server), *(f"{base_url(slow_server)}p/{i}" for i in range(6))]
     config = make_config(
-        [base_url(slow_server), base_url(fast_server)], fetch__per_host_concurrency=1,
+        [*slow_urls, base_url(fast_server)], fetch__per_host_concurrency=1,
         crawl__obey_robots=False, storage__flush_interval=30.0, storage__batch_size=1000,
     )  # fmt: skip
     summary = await crawl(config)
