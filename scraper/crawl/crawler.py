@@ -123,7 +123,7 @@ class Crawler:
                 return await self._run(backend, seeds, seed_file, started)
         finally:
             if seed_file is not None:
-                seed_file.close()
+                await seed_file.close()
 
     def _announce_seeds(self, seeds: SeedList) -> None:
         if not seeds.count:

@@ -104,9 +104,10 @@ class SeedFile:
                 url = canonicalize(line, policy=self._policy) if "://" in line else None
                 yield number, line, url
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Remove the copy of standard input, if one was made."""
         if self._spool is not None:
-            self._spool.unlink(missing_ok=True)
+            await asyncio.to_thread(self._spool.unlink, missing_ok=True)
             self._spool = None
 
 
