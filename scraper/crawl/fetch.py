@@ -69,6 +69,10 @@ class WireListener(Protocol):
 
     def keep_alive(self, request: CrawlRequest) -> bool: ...
 
+    def not_before(self, request: CrawlRequest) -> float:
+        """Seconds before the request's host may see another request (for a retry)."""
+        ...
+
 
 class _Everyone:
     """No dispatcher attached: every connection may stay open (aiohttp's own behaviour)."""
@@ -81,6 +85,9 @@ class _Everyone:
 
     def keep_alive(self, request: CrawlRequest) -> bool:
         return True
+
+    def not_before(self, request: CrawlRequest) -> float:
+        return 0.0
 
 
 class _OutOfSockets(Exception):
@@ -224,7 +231,7 @@ class Fetcher:
         throttles: list[float] = []  # Retry-After of each 429/503 (0 when absent)
         retrying = AsyncRetrying(
             stop=stop_after_attempt(1 + self._config.retries),
-            wait=self._wait,
+            wait=lambda state: self._wait(state, request),
             retry=retry_if_exception_type(_Retryable),
             reraise=True,
         )
@@ -245,11 +252,15 @@ class Fetcher:
             return _with_throttles(exc.result, throttles)
         raise AssertionError("tenacity ended without a result")  # pragma: no cover
 
-    def _wait(self, state: RetryCallState) -> float:
+    def _wait(self, state: RetryCallState, request: CrawlRequest) -> float:
+        """The pause before a retry: Retry-After, or the backoff; and never before the host's
+        politeness allows another request (its delay since the attempt started)."""
         exc = state.outcome.exception() if state.outcome is not None else None
         if isinstance(exc, _Retryable) and exc.retry_after is not None:
-            return min(exc.retry_after, self._config.max_retry_after)
-        return self._backoff(state)
+            pause = min(exc.retry_after, self._config.max_retry_after)
+        else:
+            pause = self._backoff(state)
+        return max(pause, self._listener.not_before(request))
 
     async def _attempt(
         self, request: CrawlRequest, attempt: int, any_type: bool, time_limit: float | None

@@ -203,6 +203,14 @@ class Scheduler:
         self._kept += 1
         return True
 
+    def not_before(self, request: CrawlRequest) -> float:
+        """Seconds until the request's slot allows another start: a retry waits for it too, so
+        the delay holds between an attempt and its retry."""
+        host = self._hosts.get(host_key(request.url))
+        if host is None or host.slot is None:
+            return 0.0
+        return max(0.0, host.slot.next_start - self._now())
+
     def fetched(self, request: CrawlRequest, result: FetchResult) -> None:
         """A fetch finished: free the slot and let its outcome tune it."""
         host = self._hosts.get(host_key(request.url))

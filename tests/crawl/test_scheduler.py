@@ -384,3 +384,26 @@ async def test_max_pages_per_host_is_a_cap(aiohttp_server, make_config):
     summary = await crawl(config)
     assert summary.pages == 10
     assert len(site.fetched()) == 10
+
+
+async def test_a_retry_waits_for_the_hosts_delay_too(aiohttp_server, make_config):
+    """A 503 retried after a 10 ms backoff: the retry still starts a per-host delay after the
+    first attempt did, as the server sees it."""
+    starts: list[float] = []
+
+    async def flaky(request: web.Request) -> web.Response:
+        starts.append(time.monotonic())
+        if len(starts) == 1:
+            return web.Response(status=503)
+        return web.Response(text="<title>ok</title>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/", flaky)
+    server = await aiohttp_server(app)
+    config = make_config(
+        [base_url(server)], fetch__per_host_delay=0.5, fetch__retries=1,
+        fetch__retry_backoff=0.01, crawl__obey_robots=False, fetch__autothrottle=False,
+    )  # fmt: skip
+    summary = await crawl(config)
+    assert summary.by_status == {"2xx": 1}
+    assert len(starts) == 2 and starts[1] - starts[0] >= 0.47
