@@ -21,7 +21,7 @@ def test_what_crosses_to_the_workers_pickles_back_equal() -> None:
         body=b"<title>t</title><a href='/x'>x</a>",
         content_type="text/html",
         rules=Extraction(every=(rule,), sets=(RuleSet(urls=("*/dir/*",), rules=(rule,)),)),
-        store_text=True,
+        text="store",
         policy=UrlPolicy(query="sort", drop_params=("utm_*",)),
         scope=Scope(
             ("example.com",), include=(re.compile("/dir/"),), skip_extensions=frozenset({"pdf"})

@@ -22,7 +22,7 @@ from typing import Any
 from selectolax.lexbor import LexborHTMLParser, SelectolaxError
 
 from scraper.errors import ConfigError
-from scraper.models import Extraction, ExtractRule, RuleSet
+from scraper.models import Extraction, ExtractRule, RuleSet, TextMode
 from scraper.urls import Scope, UrlPolicy, canonicalize, host_of
 
 
@@ -319,7 +319,22 @@ class ParseConfig:
     workers: int = field(
         default_factory=lambda: auto_workers(usable_cpus()), metadata=_opt(_workers, "")
     )
-    store_text: bool = field(default=False, metadata=_opt(_bool, "keep the visible text"))
+    text: TextMode = field(
+        default="hash",
+        metadata=_opt(_choice("hash", "store", "off"), "the visible text: its hash, kept, or none"),
+    )
+    # The key before `text`: true means text = "store", and stays true exactly then.
+    store_text: bool = field(default=False, metadata=_opt(_bool, 'the same as text = "store"'))
+
+    def __post_init__(self) -> None:
+        if self.store_text:
+            if self.text == "off":
+                raise ConfigError(
+                    'parse.store_text = true contradicts parse.text = "off"; '
+                    'keep parse.text = "store" alone'
+                )
+            object.__setattr__(self, "text", "store")
+        object.__setattr__(self, "store_text", self.text == "store")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
