@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
-from scraper.picklable import pickled_as_arguments
+from scraper.picklable import out_of_band, pickled_as_arguments
 from scraper.urls import KEEP_QUERY, Scope, UrlPolicy
 
 Take = Literal["text", "html", "attr"]
@@ -100,6 +100,7 @@ class Extraction:
         return tuple(rules.values())
 
 
+@out_of_band("body")  # through the parse pool's shared memory, not its pipe
 @pickled_as_arguments
 @dataclass(frozen=True, slots=True)
 class ParseJob:
