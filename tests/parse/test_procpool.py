@@ -165,6 +165,8 @@ def test_the_ring_gives_space_in_call_order_and_takes_it_back_in_reply_order() -
         assert ring.take(45) is None  # only [20, 60) between the newest and the oldest
         assert ring.take(40) == 20
         ring.give_back()
+        ring.give_back()  # only [20, 60) is held
+        assert ring.take(10) == 0  # it wraps as soon as the start has room: it stays compact
         ring.give_back()
         ring.give_back()
         assert ring.take(100) == 0  # nothing held: from the start, the whole ring
