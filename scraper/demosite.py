@@ -13,6 +13,7 @@ import asyncio
 import logging
 import random
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -186,7 +187,9 @@ def make_app(spec: SiteSpec | None = None) -> web.Application:
 
 
 @web.middleware
-async def _count_and_delay(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def _count_and_delay(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
     state = request.app[STATE]
     key = request.path_qs
     state.hits[key] = state.hits.get(key, 0) + 1

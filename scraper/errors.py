@@ -8,11 +8,12 @@
 
 Fetch failures (dead hosts, timeouts, HTTP errors) are not exceptions at this level: they are data,
 stored with the page that failed. Anything else that escapes is a bug and keeps its traceback.
+Errors of the libraries underneath (sqlite3, a database driver) are mapped into these where they
+enter, in the backend that speaks to them, and chained (`raise ... from exc`), so `--debug` shows
+the cause.
 """
 
 from __future__ import annotations
-
-import sqlite3
 
 
 class ScraperError(Exception):
@@ -33,17 +34,3 @@ class QueryError(ScraperError):
 
 class OutputError(ScraperError):
     pass
-
-
-def explain_sqlite(exc: sqlite3.Error) -> str:
-    """SQLite's message, with what to do about the two a user meets most."""
-    text = str(exc)
-    if "readonly" in text or "read-only" in text:
-        return (
-            f"{text}: the file or its folder is read-only; check permissions or pick another --db"
-        )
-    if "locked" in text or "busy" in text:
-        return f"{text}: another program holds it (another crawl?); wait, or pick another --db"
-    if "unable to open" in text:
-        return f"{text}: is it a folder, or in a folder you may not write to?"
-    return text

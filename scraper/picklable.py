@@ -6,7 +6,7 @@ import dataclasses
 import operator
 import pickle
 from collections.abc import Callable
-from typing import Any, SupportsIndex, TypeVar
+from typing import Any, SupportsIndex, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -45,12 +45,13 @@ def out_of_band(*names: str) -> Callable[[type[T]], type[T]]:
     them in the pickle as bytes, as before."""
 
     def decorate(cls: type[T]) -> type[T]:
-        reduce = cls.__reduce__
+        # What pickled_as_arguments gave the class: (the class, its fields' values).
+        reduce = cast(Callable[[T], tuple[type[T], tuple[Any, ...]]], cls.__reduce__)
         fields = [field.name for field in dataclasses.fields(cls)]  # type: ignore[arg-type]
         positions = [fields.index(name) for name in names]
 
         def __reduce_ex__(self: T, protocol: SupportsIndex) -> tuple[Any, ...]:
-            constructor, args = reduce(self)  # type: ignore[misc]
+            constructor, args = reduce(self)
             if int(protocol) < 5:
                 return constructor, args
             values = list(args)

@@ -15,8 +15,8 @@ from aiohttp import web
 from scraper.config import Config
 from scraper.crawl.crawler import Crawler
 from scraper.demosite import STATE
-from scraper.store.sqlite.crawls import CrawlSummary
-from scraper.store.sqlite.database import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
+from scraper.store.base import CrawlSummary
+from scraper.store.sqlite.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
 
 async def crawl(config: Config) -> CrawlSummary:

@@ -12,7 +12,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -21,13 +20,12 @@ import pytest
 from helpers import new_database
 
 SCRAPER = [sys.executable, "-m", "scraper"]
-NOBODY = 65534
 NOWHERE = "http://127.0.0.1:9/"  # never fetched: every error here comes first
 
 
-def run(*args: str, cwd: Path, as_user: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
+def run(*args: str, cwd: Path, prefix: Sequence[str] = ()) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*as_user, *SCRAPER, *args], cwd=cwd, capture_output=True, text=True, timeout=60,
+        [*prefix, *SCRAPER, *args], cwd=cwd, capture_output=True, text=True, timeout=60,
         check=False,
     )  # fmt: skip
 
@@ -63,37 +61,48 @@ def test_a_locked_database(tmp_path: Path) -> None:
         holder.close()
 
 
+def bound_by_file_modes() -> list[str]:
+    """A command prefix under which a subprocess is held to file modes: none for a user without
+    capabilities. Root ignores modes (CAP_DAC_OVERRIDE), so root's subprocess runs, through
+    util-linux's setpriv, as root still but with no capability other than CAP_DAC_READ_SEARCH:
+    it reads whatever root may read (the checkout and its virtualenv wherever they live, the
+    Python they point to) and writes only where the modes let root, the owner, write."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: cannot make a file read-only")
+    prefix = [setpriv, "--inh-caps=-all", "--bounding-set=-all,+dac_read_search"]
+    probe = subprocess.run(
+        [*prefix, "true"], capture_output=True, text=True, timeout=60, check=False
+    )
+    if probe.returncode != 0:
+        pytest.skip(f"running as root, setpriv cannot drop capabilities: {probe.stderr.strip()}")
+    return prefix
+
+
 @pytest.fixture
-def read_only_db() -> Iterator[tuple[Path, list[str]]]:
-    """A database this test's subprocesses may read but not write. Root may write anything, so
-    as root they run as `nobody` (through util-linux's setpriv), in a folder that user can enter
-    but not change."""
-    folder = Path(tempfile.mkdtemp(prefix="scraper-ro-"))
+def read_only_db(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
+    """A database this test's subprocesses may read but not write: the file and its folder are
+    read-only, and the subprocesses run under `bound_by_file_modes()`, as the same user."""
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    make_database(folder / "ro.db")
+    (folder / "ro.db").chmod(0o444)
+    folder.chmod(0o555)
     try:
-        make_database(folder / "ro.db")
-        if os.geteuid() == 0:
-            setpriv = shutil.which("setpriv")
-            if setpriv is None:
-                pytest.skip("running as root without setpriv: cannot make a file read-only")
-            folder.chmod(0o755)
-            yield folder / "ro.db", [setpriv, f"--reuid={NOBODY}", f"--regid={NOBODY}",
-                                     "--clear-groups"]  # fmt: skip
-        else:
-            (folder / "ro.db").chmod(0o444)
-            folder.chmod(0o555)
-            yield folder / "ro.db", []
+        yield folder / "ro.db", bound_by_file_modes()
     finally:
-        folder.chmod(0o755)
-        shutil.rmtree(folder)
+        folder.chmod(0o755)  # so that pytest can remove it
 
 
 def test_a_read_only_database(read_only_db: tuple[Path, list[str]]) -> None:
-    db, as_reader = read_only_db
-    result = run("crawl", NOWHERE, "--db", str(db), cwd=db.parent, as_user=as_reader)
+    db, prefix = read_only_db
+    result = run("crawl", NOWHERE, "--db", str(db), cwd=db.parent, prefix=prefix)
     one_line(result, "cannot write: the file or its folder is read-only")
     # ... and it can still be read, even though SQLite cannot create its shared index file there
     result = run("query", "SELECT url, status FROM pages", "--db", str(db), "--format", "json",
-                 cwd=db.parent, as_user=as_reader)  # fmt: skip
+                 cwd=db.parent, prefix=prefix)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [{"url": "http://x.test/", "status": 200}]
 

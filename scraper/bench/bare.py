@@ -33,7 +33,7 @@ SCHEMA = (
 def parse(url: str, body: bytes) -> dict[str, Any]:
     tree = LexborHTMLParser(body.decode("utf-8", "replace"))
     base = URL(url)
-    links = {}
+    links: dict[str, None] = {}
     for node in tree.css("a[href]"):
         link = base.join(URL(node.attributes.get("href") or "")).with_fragment(None)
         if link.scheme in ("http", "https"):

@@ -163,12 +163,17 @@ def _wait_until_listening(process: subprocess.Popen[bytes], port: int, log: Path
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{process.args[0]} exited at start: {log.read_text()[-2000:]}")
+            raise RuntimeError(f"{_program(process)} exited at start: {log.read_text()[-2000:]}")
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
         time.sleep(0.05)
-    raise RuntimeError(f"{process.args[0]} did not listen on port {port} in {START_TIMEOUT} s")
+    raise RuntimeError(f"{_program(process)} did not listen on port {port} in {START_TIMEOUT} s")
+
+
+def _program(process: subprocess.Popen[bytes]) -> str:
+    args = process.args
+    return str(args[0]) if isinstance(args, list | tuple) else str(args)
 
 
 # The aiohttp fallback, run as its own process so its CPU is never counted as a crawler's.

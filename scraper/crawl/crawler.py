@@ -20,7 +20,7 @@ from scraper.crawl.fetch import Fetcher
 from scraper.crawl.health import LoopLagMonitor, StageGauge, StageSampler
 from scraper.crawl.robots import RobotsGate
 from scraper.crawl.scheduler import Assignment, Limits, Scheduler
-from scraper.crawl.sink import SqliteSink
+from scraper.crawl.sink import Sink
 from scraper.crawl.sitemaps import SitemapReader, parse_sitemap
 from scraper.errors import ConfigError, ScraperError
 from scraper.models import (
@@ -34,16 +34,9 @@ from scraper.models import (
 )
 from scraper.parse.pool import ParsePool
 from scraper.parse.procpool import WorkerDied
-from scraper.store.sqlite.crawls import (
-    CrawlSummary,
-    finish_crawl,
-    now,
-    reopen_crawl,
-    start_crawl,
-    unfinished_crawl,
-)
-from scraper.store.sqlite.database import Database
-from scraper.store.sqlite.frontier import DONE, SeenCache, SqliteFrontier
+from scraper.store import open_backend
+from scraper.store.base import Backend, CrawlSummary, Frontier, FrontierState, utc_now
+from scraper.store.sqlite.frontier import SeenCache
 from scraper.urls import canonicalize
 
 log = logging.getLogger(__name__)
@@ -122,39 +115,40 @@ class Crawler:
         config = self._config
         loop = asyncio.get_running_loop()
         started = loop.time()
-        async with Database(config.storage.db) as db:
-            crawl_id = await self._crawl_to_resume(db)
+        async with open_backend(config.storage) as backend:
+            crawls = backend.crawls
+            crawl_id = await self._crawl_to_resume(backend)
             resumed = crawl_id is not None
             if crawl_id is None:
-                crawl_id = await start_crawl(db, config.crawl.seeds, config.to_json())
+                crawl_id = await crawls.start(config.crawl.seeds, config.to_json())
             else:
-                await reopen_crawl(db, crawl_id)
-            frontier = SqliteFrontier(db, crawl_id, config.crawl.recrawl_after)
+                await crawls.reopen(crawl_id)
+            frontier = backend.frontier(crawl_id, config.crawl.recrawl_after)
             again = await frontier.reset_leases()
             await frontier.seed([CrawlRequest(url=seed) for seed in config.crawl.seeds])
-            done = await frontier.count(DONE)
+            done = await frontier.count(FrontierState.DONE)
             if resumed:
                 self._announce(
                     f"resuming crawl {crawl_id}: {done} pages already stored, "
                     f"{again} in flight when it stopped will be fetched again (--fresh starts anew)"
                 )
             try:
-                status = await self._run_pipeline(db, crawl_id, frontier, done)
+                status = await self._run_pipeline(backend, crawl_id, frontier, done)
             except BaseException as exc:
                 status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "failed"
                 with contextlib.suppress(ScraperError):  # the first error is the one to report
-                    await finish_crawl(
-                        db, crawl_id, status, loop.time() - started, extra=self._health()
+                    await crawls.finish(
+                        crawl_id, status, loop.time() - started, extra=self._health()
                     )
                 raise
-            return await finish_crawl(
-                db, crawl_id, status, loop.time() - started, resumed=resumed, extra=self._health()
+            return await crawls.finish(
+                crawl_id, status, loop.time() - started, resumed=resumed, extra=self._health()
             )
 
-    async def _crawl_to_resume(self, db: Database) -> int | None:
+    async def _crawl_to_resume(self, backend: Backend) -> int | None:
         if self._fresh:
             return None
-        mine, other = await unfinished_crawl(db, self._config.crawl.seeds)
+        mine, other = await backend.crawls.unfinished(self._config.crawl.seeds)
         if not mine and other:
             self._announce(
                 f"crawl {other} did not finish but had other seeds; starting a new crawl "
@@ -191,7 +185,7 @@ class Crawler:
             self._scheduler.track(self._sitemaps.read(site, declared))
 
     async def _run_pipeline(
-        self, db: Database, crawl_id: int, frontier: SqliteFrontier, done: int
+        self, backend: Backend, crawl_id: int, frontier: Frontier, done: int
     ) -> str:
         config = self._config
         async with Fetcher(config.fetch) as fetcher, ParsePool(config.parse) as parser:
@@ -212,7 +206,7 @@ class Crawler:
                 on_starved=lambda starved: sink.set_eager(starved, sink_queue),
                 handed=done,
             )
-            sink = SqliteSink(db, crawl_id, config.storage, on_stored=scheduler.stored)
+            sink = Sink(backend.pages(crawl_id), config.storage, on_stored=scheduler.stored)
 
             async def emit(record: PageRecord) -> None:
                 scheduler.adopt()
@@ -310,7 +304,7 @@ class Pipeline:
         scheduler: Scheduler,
         fetcher: Fetcher,
         parser: ParsePool,
-        sink: SqliteSink,
+        sink: Sink,
         sink_queue: asyncio.Queue[object],
     ) -> None:
         self._config = config
@@ -394,10 +388,10 @@ class Pipeline:
         request, skip = assignment
         if skip is not None:
             result = FetchResult(
-                request=request, fetched_at=now(), attempts=0, error_kind="robots", error=skip
+                request=request, fetched_at=utc_now(), attempts=0, error_kind="robots", error=skip
             )
         elif request.fresh:
-            result = FetchResult(request=request, fetched_at=now(), attempts=0)
+            result = FetchResult(request=request, fetched_at=utc_now(), attempts=0)
         else:
             result = await self._fetcher.fetch(request)
             self._scheduler.fetched(request, result)

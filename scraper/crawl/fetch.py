@@ -28,6 +28,7 @@ from tenacity import (
 
 from scraper.config import FetchConfig
 from scraper.models import CrawlRequest, FetchResult
+from scraper.store.base import utc_now
 from scraper.urls import canonicalize
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
@@ -139,7 +140,7 @@ class Fetcher:
         async with self._slots:
             # Timed from here: latency on the wire, not the wait for a slot.
             started = time.perf_counter()
-            fetched_at = datetime.now(UTC).isoformat(timespec="milliseconds")
+            fetched_at = utc_now()
             self.in_flight += 1
             try:
                 options: dict[str, Any] = {}

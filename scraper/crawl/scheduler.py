@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from scraper.models import CrawlRequest, FetchResult, PageRecord
-from scraper.store.sqlite.frontier import FrontierStore
+from scraper.store.base import Frontier
 from scraper.urls import host_key
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class HostState:
 class Scheduler:
     def __init__(
         self,
-        store: FrontierStore,
+        store: Frontier,
         limits: Limits,
         *,
         gate: HostGate | None = None,

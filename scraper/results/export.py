@@ -1,51 +1,44 @@
 """`scraper export`: every page with its extracted fields, as JSON lines or CSV, streamed.
 
-Rows go from the SQLite cursor to the output one at a time, so memory stays flat for any database
-size. JSON lines keep the data's shape (`fields` as a JSON value); CSV, made for
+Rows go from the database's cursor to the output one at a time, so memory stays flat for any
+database size. JSON lines keep the data's shape (`fields` as a JSON value); CSV, made for
 spreadsheets, gives each extracted field a column of its own (`fields.price`; a list as JSON).
 """
 
 from __future__ import annotations
 
-import csv
 import json
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from scraper.store.sqlite.reads import find_crawl, open_results
+from scraper.results.formats import write_csv
+from scraper.store import open_results
 
 FORMATS = ("jsonl", "csv")
 JSON_COLUMNS = ("fields",)  # stored as JSON text; exported as JSON values
 FIELD_PREFIX = "fields."
 
 
-def export(db: str | Path, out: TextIO, fmt: str = "jsonl", crawl_id: int | None = None) -> int:
-    """Write the pages (of one crawl, or all) to `out`; returns how many."""
-    with open_results(db) as conn:
+def export(
+    db: str | Path,
+    out: TextIO,
+    fmt: str = "jsonl",
+    crawl_id: int | None = None,
+    *,
+    formulas: bool = False,
+) -> int:
+    """Write the pages (of one crawl, or all) to `out`; returns how many. CSV cells that would
+    start a spreadsheet formula are neutralised unless `formulas` (formats.spreadsheet_safe)."""
+    with open_results(str(db)) as reader:
         if crawl_id is not None:
-            find_crawl(conn, crawl_id)  # a clear error for a crawl that is not there
-        where, params = ("WHERE crawl_id = ?", (crawl_id,)) if crawl_id is not None else ("", ())
-        cursor = conn.execute(f"SELECT * FROM pages {where} ORDER BY id", params)
-        columns = [d[0] for d in cursor.description]
-        rows = (dict(zip(columns, row, strict=True)) for row in cursor)
+            reader.find_crawl(crawl_id)  # a clear error for a crawl that is not there
+        pages = reader.pages(crawl_id)
+        rows = (dict(zip(pages.columns, row, strict=True)) for row in pages.rows)
         if fmt == "csv":
-            return _write_csv(rows, _field_names(conn, where, params), columns, out)
+            names = reader.field_names(crawl_id)
+            return _write_csv(rows, names, pages.columns, out, formulas=formulas)
         return _write_jsonl(rows, out)
-
-
-def _field_names(conn: sqlite3.Connection, where: str, params: tuple[Any, ...]) -> list[str]:
-    """Every name an [extract] rule gave a value under, for the CSV header (one pass in SQL)."""
-    where = f"{where} AND" if where else "WHERE"
-    return [
-        name
-        for (name,) in conn.execute(
-            f"SELECT DISTINCT j.key FROM pages, json_each(pages.fields) AS j "
-            f"{where} pages.fields IS NOT NULL ORDER BY 1",
-            params,
-        )
-    ]
 
 
 def _write_jsonl(rows: Iterator[dict[str, Any]], out: TextIO) -> int:
@@ -61,19 +54,22 @@ def _write_jsonl(rows: Iterator[dict[str, Any]], out: TextIO) -> int:
 
 
 def _write_csv(
-    rows: Iterator[dict[str, Any]], names: list[str], columns: list[str], out: TextIO
+    rows: Iterator[dict[str, Any]],
+    names: list[str],
+    columns: list[str],
+    out: TextIO,
+    *,
+    formulas: bool,
 ) -> int:
     page_columns = [c for c in columns if c not in ("id", "fields")]
-    writer = csv.writer(out)
-    writer.writerow([*page_columns, *(FIELD_PREFIX + name for name in names)])
-    count = 0
-    for row in rows:
-        fields = json.loads(row["fields"]) if row["fields"] else {}
-        writer.writerow(
-            [*(row[c] for c in page_columns), *(_cell(fields.get(name)) for name in names)]
-        )
-        count += 1
-    return count
+    header = [*page_columns, *(FIELD_PREFIX + name for name in names)]
+
+    def cells() -> Iterator[list[Any]]:
+        for row in rows:
+            fields = json.loads(row["fields"]) if row["fields"] else {}
+            yield [*(row[c] for c in page_columns), *(_cell(fields.get(name)) for name in names)]
+
+    return write_csv(header, cells(), out, formulas=formulas)
 
 
 def _cell(value: Any) -> Any:

@@ -2,96 +2,35 @@
 
 from __future__ import annotations
 
-import csv
-import json
-import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from scraper.errors import QueryError
-from scraper.store.sqlite.reads import open_results
+from scraper.results.formats import write_csv, write_json, write_jsonl, write_table
+from scraper.store import open_results
 
 FORMATS = ("table", "csv", "json", "jsonl")
-MAX_CELL = 80
-
-# Authorizer action codes that change the database (sqlite3 module constants).
-_WRITES = {
-    getattr(sqlite3, name)
-    for name in dir(sqlite3)
-    if name.startswith(("SQLITE_CREATE_", "SQLITE_DROP_", "SQLITE_ALTER"))
-} | {
-    sqlite3.SQLITE_INSERT,
-    sqlite3.SQLITE_UPDATE,
-    sqlite3.SQLITE_DELETE,
-    sqlite3.SQLITE_ATTACH,
-    sqlite3.SQLITE_DETACH,
-    sqlite3.SQLITE_TRANSACTION,
-}
 
 
-def run_query(db_path: str | Path, sql: str, out: TextIO, fmt: str = "table") -> int:
-    """Run one read-only statement and print its rows; returns the row count."""
-    with open_results(db_path) as conn:
-        refused: list[int] = []
-
-        def authorize(action: int, *_: Any) -> int:
-            if action in _WRITES:
-                refused.append(action)
-                return sqlite3.SQLITE_DENY
-            return sqlite3.SQLITE_OK
-
-        conn.set_authorizer(authorize)
-        try:
-            cursor = conn.execute(sql)
-            columns = [d[0] for d in cursor.description or ()]
-            return _write(fmt, columns, cursor, out)
-        except sqlite3.Error as exc:
-            if refused:
-                raise QueryError(
-                    "refused: `scraper query` only reads, and this statement writes"
-                ) from None
-            raise QueryError(f"bad SQL: {exc}") from None
-
-
-def _write(fmt: str, columns: Sequence[str], rows: Iterable[tuple[Any, ...]], out: TextIO) -> int:
-    if fmt == "table":
-        return write_table(columns, rows, out)
-    if fmt == "csv":
-        writer = csv.writer(out)
-        writer.writerow(columns)
-        return _count(writer.writerow(row) for row in rows)
-    if fmt == "json":
-        out.write("[")
-        n = 0
-        for n, row in enumerate(rows, 1):
-            out.write(
-                ("\n  " if n == 1 else ",\n  ") + json.dumps(dict(zip(columns, row, strict=True)))
-            )
-        out.write("\n]\n" if n else "]\n")
-        return n
-    if fmt == "jsonl":
-        return _count(
-            out.write(json.dumps(dict(zip(columns, row, strict=True))) + "\n") for row in rows
-        )
-    raise QueryError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
-
-
-def write_table(columns: Sequence[str], rows: Iterable[tuple[Any, ...]], out: TextIO) -> int:
-    cells = [[_cell(v) for v in row] for row in rows]
-    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
-    out.write("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip() + "\n")
-    out.write("  ".join("-" * w for w in widths) + "\n")
-    for row in cells:
-        out.write("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() + "\n")
-    out.write(f"({len(cells)} row{'s' if len(cells) != 1 else ''})\n")
-    return len(cells)
-
-
-def _cell(value: Any) -> str:
-    text = "" if value is None else str(value).replace("\n", " ")
-    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
-
-
-def _count(items: Iterator[Any]) -> int:
-    return sum(1 for _ in items)
+def run_query(
+    db_path: str | Path,
+    sql: str,
+    out: TextIO,
+    fmt: str = "table",
+    *,
+    timeout: float | None = None,
+    formulas: bool = False,
+) -> int:
+    """Run one read-only statement and print its rows; returns the row count. `timeout`:
+    seconds the statement may run (None: no limit); `formulas`: CSV cells as they are."""
+    if fmt not in FORMATS:
+        raise QueryError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    with open_results(str(db_path)) as reader:
+        result = reader.run_query(sql, timeout=timeout)
+        if fmt == "table":
+            return write_table(result.columns, result.rows, out)
+        if fmt == "csv":
+            return write_csv(result.columns, result.rows, out, formulas=formulas)
+        if fmt == "json":
+            return write_json(result.columns, result.rows, out)
+        return write_jsonl(result.columns, result.rows, out)

@@ -1,14 +1,13 @@
 """`scraper report`: one self-contained HTML file about a crawl, to open offline in any browser.
 
 Charts are plotly figures; plotly's JavaScript (shipped inside the plotly wheel) is inlined once, so
-the file needs no network. The numbers come from the database in SQL (aggregates, or one ordered
-pass), so a large crawl makes a report of the same size as a small one.
+the file needs no network. The numbers come from the backend's ResultsReader (aggregates, or one
+ordered pass), so a large crawl makes a report of the same size as a small one.
 """
 
 from __future__ import annotations
 
 import itertools
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,9 +18,9 @@ import jinja2
 import plotly.graph_objects as go
 import plotly.offline
 
-from scraper.results.stats import HOST_SQL, CrawlStats, crawl_stats, percentiles
-from scraper.store.sqlite.database import crawl_in_progress
-from scraper.store.sqlite.reads import CrawlRow, find_crawl, open_results
+from scraper.results.stats import CrawlStats, crawl_stats, percentiles
+from scraper.store import open_results
+from scraper.store.base import ResultsReader
 
 MAX_ERROR_ROWS = 500
 MAX_HOSTS = 15
@@ -49,14 +48,14 @@ class ErrorPage:
 
 def write_report(db: str, out: Any, crawl_id: int | None = None) -> CrawlStats:
     """Write the report of crawl `crawl_id` (default: the latest) to the text stream `out`."""
-    with open_results(db) as conn:
-        crawl = find_crawl(conn, crawl_id, lambda: crawl_in_progress(Path(db)))
-        stats = crawl_stats(conn, crawl, db)
+    with open_results(db) as reader:
+        crawl = reader.find_crawl(crawl_id)
+        stats = crawl_stats(reader, crawl)
         charts = [
-            throughput_chart(conn, crawl),
-            status_chart(conn, crawl.id),
-            latency_chart(conn, crawl.id),
-            depth_chart(conn, crawl.id),
+            throughput_chart(reader, crawl.id),
+            status_chart(reader, crawl.id),
+            latency_chart(reader, crawl.id),
+            depth_chart(reader, crawl.id),
         ]
         page = _template().render(
             stats=stats,
@@ -64,8 +63,8 @@ def write_report(db: str, out: Any, crawl_id: int | None = None) -> CrawlStats:
             made_at=datetime.now(UTC).isoformat(timespec="seconds"),
             plotly_js=plotly.offline.get_plotlyjs(),
             charts=[_div(chart, name) for name, chart in charts],
-            errors_by_kind=list(errors_by_kind(conn, crawl.id)),
-            error_pages=list(error_pages(conn, crawl.id)),
+            errors_by_kind=list(errors_by_kind(reader, crawl.id)),
+            error_pages=list(error_pages(reader, crawl.id)),
         )
     out.write(page)
     return stats
@@ -88,29 +87,19 @@ def _template() -> jinja2.Template:
 
 def _div(figure: go.Figure, name: str) -> str:
     figure.update_layout(template="plotly_white", margin={"l": 60, "r": 20, "t": 50, "b": 50})
-    return figure.to_html(
+    html: str = figure.to_html(
         full_html=False, include_plotlyjs=False, div_id=f"chart-{name}", config=CHART_CONFIG
     )
+    return html
 
 
-def throughput_chart(conn: sqlite3.Connection, crawl: CrawlRow) -> tuple[str, go.Figure]:
-    first, last = conn.execute(
-        "SELECT min(julianday(fetched_at)), max(julianday(fetched_at)) FROM pages "
-        "WHERE crawl_id = ?",
-        (crawl.id,),
-    ).fetchone()
+def throughput_chart(reader: ResultsReader, crawl_id: int) -> tuple[str, go.Figure]:
+    span = reader.fetch_span(crawl_id)
     xs: list[float] = []
     ys: list[float] = []
-    if first is not None:
-        span = (last - first) * 86400
+    if span is not None:
         width = max(span / TIME_BUCKETS, 0.1)
-        counts = dict(
-            conn.execute(
-                "SELECT CAST((julianday(fetched_at) - ?) * 86400 / ? AS INTEGER), count(*) "
-                "FROM pages WHERE crawl_id = ? GROUP BY 1",
-                (first, width, crawl.id),
-            ).fetchall()
-        )
+        counts = reader.pages_per_bucket(crawl_id, width)
         for bucket in range(max(counts) + 1):  # empty buckets are 0 pages/s, not a gap
             xs.append(round((bucket + 0.5) * width, 2))
             ys.append(round(counts.get(bucket, 0) / width, 2))
@@ -121,12 +110,8 @@ def throughput_chart(conn: sqlite3.Connection, crawl: CrawlRow) -> tuple[str, go
     return "throughput", figure
 
 
-def status_chart(conn: sqlite3.Connection, crawl_id: int) -> tuple[str, go.Figure]:
-    rows = conn.execute(
-        "SELECT coalesce(CAST(status AS TEXT), 'no response'), count(*) FROM pages "
-        "WHERE crawl_id = ? GROUP BY status ORDER BY status IS NULL, status",
-        (crawl_id,),
-    ).fetchall()
+def status_chart(reader: ResultsReader, crawl_id: int) -> tuple[str, go.Figure]:
+    rows = reader.status_counts(crawl_id)
     labels = [label for label, _ in rows]
     colors = [STATUS_COLORS.get(label[0], "#999999") for label in labels]
     figure = go.Figure(go.Bar(x=labels, y=[n for _, n in rows], marker_color=colors, name="pages"))
@@ -134,9 +119,9 @@ def status_chart(conn: sqlite3.Connection, crawl_id: int) -> tuple[str, go.Figur
     return "status", figure
 
 
-def latency_chart(conn: sqlite3.Connection, crawl_id: int) -> tuple[str, go.Figure]:
+def latency_chart(reader: ResultsReader, crawl_id: int) -> tuple[str, go.Figure]:
     """p50/p95/p99 of the response time for the hosts with the most pages."""
-    by_host = latency_by_host(conn, crawl_id)
+    by_host = latency_by_host(reader, crawl_id)
     hosts = list(by_host)
     figure = go.Figure(
         [go.Bar(name=f"p{p}", x=hosts, y=[by_host[h].get(p) for h in hosts]) for p in (50, 95, 99)]
@@ -147,20 +132,8 @@ def latency_chart(conn: sqlite3.Connection, crawl_id: int) -> tuple[str, go.Figu
     return "latency", figure
 
 
-def latency_by_host(conn: sqlite3.Connection, crawl_id: int) -> dict[str, dict[int, float]]:
-    counts = dict(
-        conn.execute(
-            f"SELECT {HOST_SQL} AS host, count(*) FROM pages "
-            "WHERE crawl_id = ? AND elapsed_ms IS NOT NULL "
-            "GROUP BY host ORDER BY 2 DESC, host LIMIT ?",
-            (crawl_id, MAX_HOSTS),
-        ).fetchall()
-    )
-    rows = conn.execute(
-        f"SELECT {HOST_SQL} AS host, elapsed_ms FROM pages "
-        "WHERE crawl_id = ? AND elapsed_ms IS NOT NULL ORDER BY host, elapsed_ms",
-        (crawl_id,),
-    )
+def latency_by_host(reader: ResultsReader, crawl_id: int) -> dict[str, dict[int, float]]:
+    counts, rows = reader.host_latencies(crawl_id, MAX_HOSTS)
     found = {
         host: percentiles((ms for _, ms in group), counts[host])
         for host, group in itertools.groupby(rows, key=lambda row: row[0])
@@ -169,11 +142,8 @@ def latency_by_host(conn: sqlite3.Connection, crawl_id: int) -> dict[str, dict[i
     return {host: found[host] for host in counts}  # busiest first
 
 
-def depth_chart(conn: sqlite3.Connection, crawl_id: int) -> tuple[str, go.Figure]:
-    rows = conn.execute(
-        "SELECT depth, count(*) FROM pages WHERE crawl_id = ? GROUP BY depth ORDER BY depth",
-        (crawl_id,),
-    ).fetchall()
+def depth_chart(reader: ResultsReader, crawl_id: int) -> tuple[str, go.Figure]:
+    rows = reader.depth_counts(crawl_id)
     figure = go.Figure(go.Bar(x=[d for d, _ in rows], y=[n for _, n in rows], name="pages"))
     figure.update_layout(
         title="Pages by depth", xaxis_title="links from a seed", yaxis_title="pages"
@@ -181,20 +151,9 @@ def depth_chart(conn: sqlite3.Connection, crawl_id: int) -> tuple[str, go.Figure
     return "depth", figure
 
 
-def errors_by_kind(conn: sqlite3.Connection, crawl_id: int) -> Iterator[ErrorKind]:
-    # A bare column beside max() comes from the row holding the max: SQLite's documented rule.
-    rows = conn.execute(
-        "SELECT error_kind, count(*), max(url), error FROM pages "
-        "WHERE crawl_id = ? AND error_kind IS NOT NULL GROUP BY error_kind ORDER BY 2 DESC, 1",
-        (crawl_id,),
-    )
-    return (ErrorKind(*row) for row in rows)
+def errors_by_kind(reader: ResultsReader, crawl_id: int) -> Iterator[ErrorKind]:
+    return (ErrorKind(*row) for row in reader.errors_by_kind(crawl_id))
 
 
-def error_pages(conn: sqlite3.Connection, crawl_id: int) -> Iterator[ErrorPage]:
-    rows = conn.execute(
-        "SELECT url, status, error_kind, error, referrer FROM pages "
-        "WHERE crawl_id = ? AND error_kind IS NOT NULL ORDER BY error_kind, url LIMIT ?",
-        (crawl_id, MAX_ERROR_ROWS),
-    )
-    return (ErrorPage(*row) for row in rows)
+def error_pages(reader: ResultsReader, crawl_id: int) -> Iterator[ErrorPage]:
+    return (ErrorPage(*row) for row in reader.error_pages(crawl_id, MAX_ERROR_ROWS))

@@ -1,6 +1,7 @@
 """A crawl's summary, computed from the database: the end of `scraper crawl` and `scraper stats`.
 
-Everything comes from the pages table (status, error_kind, bytes, elapsed_ms, url), so the summary
+Everything comes from the pages table (status, error_kind, bytes, elapsed_ms, url) through the
+backend's ResultsReader (whose counts are the ones the crawl writes at its end), so the summary
 agrees with what `scraper query` shows and works as well for a crawl still running. A page that a
 later crawl fetched again belongs to that later crawl.
 """
@@ -10,27 +11,15 @@ from __future__ import annotations
 import json
 import math
 import shlex
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from scraper.store.sqlite.reads import CrawlRow
+from scraper.store.base import CrawlRow, HostCount, ResultsReader
+from scraper.terminal import visible
 
 PERCENTILES = (50, 95, 99)
 TOP_HOSTS = 5
-
-# The URL's authority (host, and port if any). Canonical URLs always have a path, so the authority
-# ends at the first "/" after "://". Plain SQL, so it streams over any number of rows.
-HOST_SQL = "substr(url, instr(url, '://') + 3, instr(substr(url, instr(url, '://') + 3), '/') - 1)"
-STATUS_CLASS_SQL = "CASE WHEN status IS NULL THEN 'none' ELSE (status / 100) || 'xx' END"
-
-
-@dataclass(frozen=True, slots=True)
-class HostCount:
-    host: str
-    pages: int
-    errors: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,37 +44,22 @@ class CrawlStats:
         return self.pages / self.duration_s if self.duration_s > 0 else 0.0
 
 
-def crawl_stats(conn: sqlite3.Connection, crawl: CrawlRow, db: str) -> CrawlStats:
+def crawl_stats(reader: ResultsReader, crawl: CrawlRow) -> CrawlStats:
     counters = json.loads(crawl.counters) if crawl.counters else {}
-    by_status = dict(
-        conn.execute(
-            f"SELECT {STATUS_CLASS_SQL}, count(*) FROM pages WHERE crawl_id = ? "
-            "GROUP BY 1 ORDER BY 1",
-            (crawl.id,),
-        )
-    )
-    by_error = dict(
-        conn.execute(
-            "SELECT error_kind, count(*) FROM pages WHERE crawl_id = ? AND error_kind IS NOT NULL "
-            "GROUP BY 1 ORDER BY 2 DESC, 1",
-            (crawl.id,),
-        )
-    )
-    (size,) = conn.execute(
-        "SELECT coalesce(sum(bytes), 0) FROM pages WHERE crawl_id = ?", (crawl.id,)
-    ).fetchone()
+    counts = reader.counts(crawl.id)
+    measured, latencies = reader.latencies(crawl.id)
     return CrawlStats(
         crawl_id=crawl.id,
         status=crawl.status,
-        db=db,
+        db=reader.location,
         duration_s=duration(crawl),
-        pages=sum(by_status.values()),
-        errors=sum(by_error.values()),
-        bytes=size,
-        by_status=by_status,
-        by_error=by_error,
-        top_hosts=top_hosts(conn, crawl.id),
-        latency_ms=latency(conn, crawl.id),
+        pages=counts.pages,
+        errors=counts.errors,
+        bytes=counts.bytes,
+        by_status=counts.by_status,
+        by_error=counts.by_error,
+        top_hosts=tuple(reader.top_hosts(crawl.id, TOP_HOSTS)),
+        latency_ms=percentiles(latencies, measured),
         loop_lag_ms=counters.get("loop_lag_ms", {}),
         stages=counters.get("stages", {}),
         host_settings=counters.get("hosts", {}),
@@ -100,22 +74,6 @@ def duration(crawl: CrawlRow) -> float:
     started = datetime.fromisoformat(crawl.started_at)
     ended = datetime.fromisoformat(crawl.finished_at) if crawl.finished_at else datetime.now(UTC)
     return max(0.0, (ended - started).total_seconds())
-
-
-def top_hosts(conn: sqlite3.Connection, crawl_id: int, limit: int = TOP_HOSTS) -> tuple[HostCount]:
-    rows = conn.execute(
-        f"SELECT {HOST_SQL} AS host, count(*), count(error_kind) FROM pages WHERE crawl_id = ? "
-        "GROUP BY host ORDER BY 2 DESC, host LIMIT ?",
-        (crawl_id, limit),
-    )
-    return tuple(HostCount(*row) for row in rows)
-
-
-def latency(conn: sqlite3.Connection, crawl_id: int) -> dict[int, float]:
-    where = "FROM pages WHERE crawl_id = ? AND elapsed_ms IS NOT NULL"
-    (count,) = conn.execute(f"SELECT count(*) {where}", (crawl_id,)).fetchone()
-    values = conn.execute(f"SELECT elapsed_ms {where} ORDER BY elapsed_ms", (crawl_id,))
-    return percentiles((v for (v,) in values), count)
 
 
 def percentiles(
@@ -156,18 +114,18 @@ def format_stats(s: CrawlStats) -> str:
         f"{host} ×{h.get('concurrency')} every {h.get('delay_s', 0):.2f} s"
         for host, h in list(s.host_settings.items())[:TOP_HOSTS]
     )
-    return "\n".join(
-        [
-            f"Crawl {s.crawl_id} {s.status}: {s.pages} pages in {s.duration_s:.1f} s "
-            f"({s.pages_per_second:.1f} pages/s), {s.bytes / 1e6:.1f} MB",
-            f"  by status: {counts(s.by_status)}",
-            f"  errors:    {counts(s.by_error)}",
-            f"  top hosts: {hosts or 'none'}",
-            f"  latency:   {latency or 'none'}",
-            f"  loop lag:  {lag or 'not measured'}",
-            f"  stages:    {stages or 'not measured'} (mean load: the one near 100% limits)",
-            f"  per host:  {settings or 'none'} (concurrency and delay at the end)",
-            f"  results:   {s.db}  (scraper query --db {shlex.quote(s.db)} "
-            '"SELECT url, status, title FROM pages LIMIT 10")',
-        ]
-    )
+    lines = [
+        f"Crawl {s.crawl_id} {s.status}: {s.pages} pages in {s.duration_s:.1f} s "
+        f"({s.pages_per_second:.1f} pages/s), {s.bytes / 1e6:.1f} MB",
+        f"  by status: {counts(s.by_status)}",
+        f"  errors:    {counts(s.by_error)}",
+        f"  top hosts: {hosts or 'none'}",
+        f"  latency:   {latency or 'none'}",
+        f"  loop lag:  {lag or 'not measured'}",
+        f"  stages:    {stages or 'not measured'} (mean load: the one near 100% limits)",
+        f"  per host:  {settings or 'none'} (concurrency and delay at the end)",
+        f"  results:   {s.db}  (scraper query --db {shlex.quote(s.db)} "
+        '"SELECT url, status, title FROM pages LIMIT 10")',
+    ]
+    # Host names, error kinds and the settings come from the web or were shaped by it.
+    return "\n".join(visible(line) for line in lines)

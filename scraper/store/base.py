@@ -80,6 +80,18 @@ class CrawlSummary:
         return self.counts.errors
 
     @property
+    def bytes(self) -> int:
+        return self.counts.bytes
+
+    @property
+    def by_status(self) -> dict[str, int]:
+        return self.counts.by_status
+
+    @property
+    def by_error(self) -> dict[str, int]:
+        return self.counts.by_error
+
+    @property
     def pages_per_second(self) -> float:
         return self.pages / self.duration_s if self.duration_s > 0 else 0.0
 
@@ -220,12 +232,19 @@ class ResultsReader(Protocol):
         """How many pages have a latency, and their latencies in ascending order (streamed)."""
         ...
 
-    def latencies_by_host(self, crawl_id: int, hosts: int) -> dict[str, list[float]]:
-        """The latencies of the `hosts` hosts with most pages, each list ascending."""
+    def host_latencies(
+        self, crawl_id: int, hosts: int
+    ) -> tuple[dict[str, int], Iterator[tuple[str, float]]]:
+        """The `hosts` hosts with most latencies measured (busiest first, with how many), and
+        every (host, latency) of the crawl, ordered by host and then latency (streamed)."""
         ...
 
-    def fetch_times(self, crawl_id: int, buckets: int) -> tuple[float, list[tuple[int, int]]]:
-        """Pages stored over time: the bucket width in seconds, and (bucket, pages) pairs."""
+    def fetch_span(self, crawl_id: int) -> float | None:
+        """Seconds from the crawl's first stored fetch to its last (None: no pages)."""
+        ...
+
+    def pages_per_bucket(self, crawl_id: int, width: float) -> dict[int, int]:
+        """Pages stored per `width` seconds since the first fetch (bucket number -> pages)."""
         ...
 
     def status_counts(self, crawl_id: int) -> list[tuple[str, int]]: ...
@@ -252,9 +271,10 @@ class ResultsReader(Protocol):
         """The seeds of every crawl, as stored (JSON lists)."""
         ...
 
-    def run_query(self, sql: str) -> Rows:
+    def run_query(self, sql: str, *, timeout: float | None = None) -> Rows:
         """One statement of the user's, read-only: a statement that writes is refused
-        (QueryError), as is bad SQL."""
+        (QueryError), as is bad SQL, and one running past `timeout` seconds is stopped
+        (QueryError). Ctrl-C interrupts it (KeyboardInterrupt)."""
         ...
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from helpers import base_url, rows, served
+from helpers import base_url, new_database, rows, served
 from scraper.demosite import SiteSpec, make_app
 
 SCRAPER = [sys.executable, "-m", "scraper"]
@@ -91,6 +91,25 @@ def test_help_everywhere(tmp_path: Path) -> None:
         result = run(*command, "--help", cwd=tmp_path)
         assert result.returncode == 0
         assert "usage: scraper" in result.stdout
+
+
+@pytest.mark.parametrize("command", [["query", "SELECT 1"], ["stats"], ["export"], ["crawls"]])
+def test_reading_results_leaves_the_crawl_and_report_stacks_unimported(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """The commands that read results start in a fraction of a crawl's time: aiohttp and rich
+    (the crawl's) and plotly and jinja2 (the report's) are imported only by the commands that
+    use them."""
+    new_database(tmp_path / "results.db").close()
+    script = (
+        "import json, sys; from scraper.cli.main import main; "
+        f"code = main({[*command, '--db', 'results.db']!r}); "
+        "heavy = {m.partition('.')[0] for m in sys.modules} & {'aiohttp', 'rich', 'plotly', "
+        "'jinja2'}; print(json.dumps([code, sorted(heavy)]), file=sys.stderr)"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60, check=False)  # fmt: skip
+    assert json.loads(result.stderr.splitlines()[-1]) == [0, []], result.stderr
 
 
 def test_a_foreign_database_is_refused_and_left_alone(tmp_path: Path) -> None:

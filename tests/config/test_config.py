@@ -17,6 +17,7 @@ from scraper.config import (
     auto_workers,
     build_config,
     load_config,
+    quota_cpus,
     usable_cpus,
 )
 from scraper.errors import ConfigError
@@ -75,8 +76,6 @@ def test_auto_workers_leave_the_loop_a_cpu_from_three_up() -> None:
 
 
 def test_a_cgroup_cpu_quota_caps_the_usable_cpus(tmp_path: Path) -> None:
-    from scraper.config import quota_cpus
-
     texts = ["max 100000\n", "200000 100000\n", "150000 100000", "50000 100000", "", "x y"]
     assert [quota_cpus(text) for text in texts] == [None, 2, 2, 1, None, None]
     cpu_max = tmp_path / "cpu.max"

@@ -16,12 +16,8 @@ from aiohttp import web
 
 from helpers import base_url, crawl, rows
 from scraper.demosite import STATE, SiteSpec, make_app
-from scraper.store.sqlite.database import (
-    APPLICATION_ID,
-    SCHEMA_V1,
-    SCHEMA_VERSION,
-    crawl_in_progress,
-)
+from scraper.store.sqlite.database import crawl_in_progress
+from scraper.store.sqlite.schema import APPLICATION_ID, SCHEMA_V1, SCHEMA_VERSION
 
 SCRAPER = [sys.executable, "-m", "scraper"]
 SPEC = SiteSpec(

@@ -12,7 +12,7 @@ from helpers import base_url, crawl, rows
 from scraper.crawl.crawler import Crawler
 from scraper.demosite import STATE, SiteSpec, make_app
 from scraper.errors import StorageError
-from scraper.store.sqlite.database import SCHEMA_VERSION
+from scraper.store.sqlite.schema import SCHEMA_VERSION
 
 
 async def slow_site(aiohttp_server, reached: asyncio.Event, after: int):

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from helpers import SCRAPER, base_url, new_database, rows, scraper_cli
-from scraper.crawl.sink import PAGE_COLUMNS
 from scraper.demosite import SiteSpec, make_app
 from scraper.results.export import export
+from scraper.store.sqlite.writer import PAGE_COLUMNS
 
 SITE = SiteSpec(pages=30, page_bytes=2000, error_rate=0.1, extras=False)
 RULES = [
@@ -156,3 +156,25 @@ def test_a_reader_that_stops_early_is_no_error(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert json.loads(result.stdout)["url"] == "http://x.test/0"
+
+
+def test_csv_export_neutralises_formulas_unless_asked(tmp_path: Path) -> None:
+    db = tmp_path / "f.db"
+    conn = new_database(db)
+    conn.execute(
+        "INSERT INTO pages (url, crawl_id, depth, fetched_at, attempts, title, fields) VALUES "
+        "('http://127.0.0.1/', 1, 0, '2024-01-01T00:00:00+00:00', 1, '@SUM(A1)', ?)",
+        (json.dumps({"price": "-1+1", "note": "+cmd|' /C calc'!A0"}),),
+    )
+    conn.close()
+    safe, raw = io.StringIO(), io.StringIO()
+    export(db, safe, "csv")
+    export(db, raw, "csv", formulas=True)
+    (row,) = csv.DictReader(io.StringIO(safe.getvalue()))
+    assert (row["title"], row["fields.price"], row["fields.note"]) == (
+        "'@SUM(A1)",
+        "'-1+1",
+        "'+cmd|' /C calc'!A0",
+    )
+    (row,) = csv.DictReader(io.StringIO(raw.getvalue()))
+    assert (row["title"], row["fields.price"]) == ("@SUM(A1)", "-1+1")

@@ -12,7 +12,8 @@ from aiohttp import web
 
 from helpers import SCRAPER, base_url, rows, scraper_cli
 from scraper.demosite import STATE, SiteSpec, make_app
-from scraper.results.stats import percentiles
+from scraper.results.stats import CrawlStats, format_stats, percentiles
+from scraper.store.base import HostCount
 
 SITE = SiteSpec(pages=40, page_bytes=2000, error_rate=0.2, extras=False)
 WORKING = next(i for i in range(SITE.pages) if not SITE.fails(i))
@@ -117,3 +118,22 @@ def test_nearest_rank_percentiles() -> None:
     assert percentiles(iter([7.0]), 1) == {50: 7.0, 95: 7.0, 99: 7.0}
     assert percentiles(iter([1.0, 2.0, 3.0]), 3, (1, 50, 100)) == {1: 1.0, 50: 2.0, 100: 3.0}
     assert percentiles(iter([]), 0) == {}
+
+
+def test_the_summary_shows_what_a_site_sent_as_escapes() -> None:
+    """Error kinds and host names end up in the summary; none of their bytes act on a terminal."""
+    stats = CrawlStats(
+        crawl_id=1,
+        status="finished",
+        db="data/x.db",
+        duration_s=1.0,
+        pages=2,
+        errors=1,
+        bytes=10,
+        by_error={"http\x1b[2J": 1},
+        top_hosts=(HostCount("evil\x1b]8;;http://127.0.0.1/\x07x", 2, 1),),
+        host_settings={"a\u202eb": {"concurrency": 1, "delay_s": 0.0}},
+    )
+    text = format_stats(stats)
+    assert not re.search("[\x00-\x09\x0b-\x1f\x7f\u202e]", text)
+    assert "http\\x1b[2J 1" in text and "evil\\x1b]8;;" in text and "a\\u202eb" in text

@@ -12,7 +12,7 @@ import aiosqlite
 from aiohttp import web
 
 from helpers import base_url, crawl, rows
-from scraper.store.sqlite.database import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
+from scraper.store.sqlite.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
 OLD = "0123456789abcdef0123456789abcdef"  # a BLAKE2b-128 hex digest, as v4 stored them
 

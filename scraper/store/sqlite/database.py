@@ -22,117 +22,9 @@ from typing import IO, Any, Self
 
 import aiosqlite
 
-from scraper.errors import StorageError, explain_sqlite
-
-APPLICATION_ID = 0x53435250  # "SCRP"
-
-SCHEMA_V1 = """
-CREATE TABLE crawls (
-    id          INTEGER PRIMARY KEY,
-    started_at  TEXT NOT NULL,
-    finished_at TEXT,
-    status      TEXT NOT NULL,
-    seeds       TEXT NOT NULL,
-    config      TEXT NOT NULL,
-    pages       INTEGER NOT NULL DEFAULT 0,
-    errors      INTEGER NOT NULL DEFAULT 0,
-    bytes       INTEGER NOT NULL DEFAULT 0,
-    duration_s  REAL,
-    counters    TEXT
-);
-CREATE TABLE pages (
-    id           INTEGER PRIMARY KEY,
-    url          TEXT NOT NULL UNIQUE,
-    crawl_id     INTEGER NOT NULL REFERENCES crawls(id),
-    depth        INTEGER NOT NULL,
-    referrer     TEXT,
-    status       INTEGER,
-    final_url    TEXT,
-    redirects    TEXT,
-    content_type TEXT,
-    fetched_at   TEXT NOT NULL,
-    elapsed_ms   REAL,
-    bytes        INTEGER,
-    attempts     INTEGER NOT NULL,
-    encoding     TEXT,
-    title        TEXT,
-    description  TEXT,
-    canonical    TEXT,
-    text_length  INTEGER,
-    text_hash    TEXT,
-    text         TEXT,
-    fields       TEXT,
-    error_kind   TEXT,
-    error        TEXT
-);
-CREATE INDEX pages_crawl ON pages(crawl_id);
-CREATE INDEX pages_text_hash ON pages(text_hash);
-CREATE TABLE links (
-    from_url TEXT NOT NULL,
-    to_url   TEXT NOT NULL,
-    PRIMARY KEY (from_url, to_url)
-) WITHOUT ROWID;
-CREATE INDEX links_to ON links(to_url);
-"""
-
-# v2: the frontier lives in the database (resumable crawls), and pages keep their validators
-# for conditional re-crawls. A v1 crawl still marked running died without a frontier to resume.
-SCHEMA_V2 = """
-CREATE TABLE frontier (
-    seq       INTEGER PRIMARY KEY,      -- discovery order
-    crawl_id  INTEGER NOT NULL REFERENCES crawls(id),
-    url       TEXT NOT NULL,
-    host      TEXT NOT NULL,
-    depth     INTEGER NOT NULL,
-    referrer  TEXT,
-    state     INTEGER NOT NULL DEFAULT 0,   -- 0 pending, 1 leased (in flight), 2 done
-    UNIQUE (crawl_id, url)
-);
-CREATE INDEX frontier_pending ON frontier(crawl_id, host, state, seq);
-ALTER TABLE pages ADD COLUMN etag TEXT;
-ALTER TABLE pages ADD COLUMN last_modified TEXT;
-UPDATE crawls SET status = 'interrupted' WHERE status = 'running';
-"""
-
-# v3: a redirect is a row of its own (its target in final_url, its chain length in the frontier's
-# hops), so the hop list goes; and a view
-# names pages whose content another page already has, or that point to a canonical elsewhere.
-SCHEMA_V3 = """
-ALTER TABLE pages DROP COLUMN redirects;
-ALTER TABLE frontier ADD COLUMN hops INTEGER NOT NULL DEFAULT 0;
-CREATE VIEW duplicates AS
-SELECT p.url AS url, o.url AS duplicate_of, 'same text' AS why
-FROM pages p JOIN pages o ON o.id = (SELECT min(id) FROM pages WHERE text_hash = p.text_hash)
-WHERE p.text_hash IS NOT NULL AND p.text_length > 0 AND o.id <> p.id
-UNION ALL
-SELECT url, canonical, 'rel=canonical' FROM pages
-WHERE canonical IS NOT NULL AND canonical <> url;
-"""
-
-# v4: a page's outgoing links are a JSON array in its own row (`pages.links`), and `links` is a
-# view of the same two columns as the table it replaces. The table cost two B-tree inserts per link
-# (its key and the to_url index), ~45 per page: most of the sink's time and of the file's size.
-SCHEMA_V4 = """
-ALTER TABLE pages ADD COLUMN links TEXT;
-UPDATE pages SET links = (SELECT json_group_array(to_url) FROM links WHERE from_url = pages.url)
-WHERE url IN (SELECT from_url FROM links);
-DROP TABLE links;
-CREATE VIEW links AS
-SELECT p.url AS from_url, j.value AS to_url FROM pages p, json_each(p.links) j
-WHERE p.links IS NOT NULL;
-"""
-
-# v5: the visible text's hash changes definition (scraper/parse/text.py): XXH3-128 of the text
-# nodes stripped and joined by one space, where it was BLAKE2b-128 of the text with every
-# whitespace run collapsed. Both are 32 hex digits, and the old ones cannot be recomputed (the text
-# is seldom stored), so they are marked: an old hash never equals a new one, while pages stored
-# before the upgrade still match each other in `duplicates`. A page fetched again gets a new hash.
-SCHEMA_V5_TEXT_HASH = """
-UPDATE pages SET text_hash = 'blake2b:' || text_hash WHERE text_hash IS NOT NULL;
-"""
-
-MIGRATIONS: Sequence[str] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5_TEXT_HASH)
-SCHEMA_VERSION = len(MIGRATIONS)
+from scraper.errors import StorageError
+from scraper.store.sqlite.errors import explain_sqlite
+from scraper.store.sqlite.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
 
 class Database:
@@ -148,7 +40,7 @@ class Database:
         try:
             await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
         except OSError as exc:
-            raise StorageError(f"{self.path}: cannot create its folder: {exc.strerror}") from None
+            raise StorageError(f"{self.path}: cannot create its folder: {exc.strerror}") from exc
         self._lock_file = await asyncio.to_thread(_lock_for_writing, self.path)
         try:
             self._conn = await aiosqlite.connect(self.path, isolation_level=None)
@@ -157,7 +49,7 @@ class Database:
             await self.close()
             raise StorageError(
                 f"{self.path}: cannot open the database: {explain_sqlite(exc)}"
-            ) from None
+            ) from exc
         except BaseException:
             await self.close()
             raise
@@ -227,9 +119,7 @@ class Database:
                     await rollback
                     raise
                 if isinstance(exc, sqlite3.Error):
-                    raise StorageError(
-                        f"{self.path}: cannot write: {explain_sqlite(exc)}"
-                    ) from None
+                    raise StorageError(f"{self.path}: cannot write: {explain_sqlite(exc)}") from exc
                 raise
 
     async def _rollback(self) -> None:
@@ -241,7 +131,7 @@ class Database:
             try:
                 return list(await self.conn.execute_fetchall(sql, params))
             except sqlite3.Error as exc:
-                raise StorageError(f"{self.path}: cannot read: {explain_sqlite(exc)}") from None
+                raise StorageError(f"{self.path}: cannot read: {explain_sqlite(exc)}") from exc
 
     async def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         rows = await self.fetchall(sql, params)
@@ -259,14 +149,14 @@ def _lock_for_writing(path: Path) -> IO[str]:
         raise StorageError(
             f"{path}: cannot write: the file or its folder is read-only "
             f"({exc.strerror} creating {lock_path.name})"
-        ) from None
+        ) from exc
     if not _take(handle, fcntl.LOCK_EX, patience=LOCK_PATIENCE):
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
         raise StorageError(
             f"{path}: another crawl is writing to it (pid {holder}); wait for it or stop it"
-        ) from None
+        )
     handle.seek(0)
     handle.truncate()
     handle.write(str(os.getpid()))

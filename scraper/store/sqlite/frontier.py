@@ -1,27 +1,25 @@
-"""The frontier: every URL a crawl has discovered, in the database, with its state.
+"""The frontier in SQLite: every URL a crawl has discovered, a row with its state.
 
-A row is pending (0), leased to this process (1) or done (2). Discovered URLs are inserted by the
-sink in the same transaction as the page that found them, and a URL becomes done in the same
+A row is pending, leased to this process or done (`FrontierState`). Discovered URLs are inserted
+by the sink in the same transaction as the page that found them, and a URL becomes done in the same
 transaction as its own page, so a crash at any instant loses nothing and stores nothing twice:
 on resume, leased rows go back to pending and are fetched again. Memory holds only what the
 scheduler has leased (bounded by `crawl.queue_size`) and a bounded cache of recently seen URLs.
-
-`FrontierStore` is the seam where another backend (a shared Redis or PostgreSQL frontier) stands in.
 """
 
 from __future__ import annotations
 
 import collections
 from collections.abc import Iterable, Sequence
-from typing import Protocol
 
 import aiosqlite
 
 from scraper.models import CrawlRequest
+from scraper.store.base import FrontierState
 from scraper.store.sqlite.database import Database
 from scraper.urls import host_key
 
-PENDING, LEASED, DONE = 0, 1, 2
+PENDING, LEASED, DONE = (int(state) for state in FrontierState)
 
 INSERT_DISCOVERED = (
     "INSERT OR IGNORE INTO frontier (crawl_id, url, host, depth, referrer, hops) "
@@ -30,19 +28,9 @@ INSERT_DISCOVERED = (
 MARK_DONE = f"UPDATE frontier SET state = {DONE} WHERE crawl_id = ? AND url = ?"
 
 
-class FrontierStore(Protocol):
-    async def seed(self, requests: Sequence[CrawlRequest]) -> None: ...
-
-    async def reset_leases(self) -> int: ...
-
-    async def lease(self, host: str, limit: int) -> list[CrawlRequest]: ...
-
-    async def pending_hosts(self, limit: int) -> list[str]: ...
-
-    async def count(self, state: int) -> int: ...
-
-
 class SqliteFrontier:
+    """`Frontier` (store/base.py) on the crawl's shared connection."""
+
     def __init__(self, db: Database, crawl_id: int, recrawl_after: float = 0.0) -> None:
         self._db = db
         self._crawl_id = crawl_id
@@ -101,11 +89,11 @@ class SqliteFrontier:
         )
         return [host for (host,) in rows]
 
-    async def count(self, state: int) -> int:
+    async def count(self, state: FrontierState) -> int:
         return int(
             await self._db.scalar(
                 "SELECT count(*) FROM frontier WHERE crawl_id = ? AND state = ?",
-                (self._crawl_id, state),
+                (self._crawl_id, int(state)),
             )
         )
 

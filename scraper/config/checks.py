@@ -1,0 +1,141 @@
+"""The checks one config value goes through, and the words of the error when it fails.
+
+A check takes the value as TOML gave it and returns it typed (and normalised), or raises Invalid
+saying what is allowed; the loader adds the key and the value to make it one ConfigError line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Callable, Collection
+from typing import Any, TypeVar
+
+from scraper.config.cpus import auto_workers, usable_cpus
+from scraper.urls import canonicalize
+
+
+class Invalid(Exception):
+    """A value failed its check; the message says what is allowed."""
+
+
+T = TypeVar("T")
+# A value straight from TOML (tomllib's Any) in, the section field's type out.
+Check = Callable[[Any], object]
+
+
+def integer(minimum: int | None = None) -> Callable[[Any], int]:
+    def check(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise Invalid("must be an integer")
+        if minimum is not None and value < minimum:
+            raise Invalid(f"must be an integer ≥ {minimum}")
+        return value
+
+    return check
+
+
+def number(minimum: float = 0.0, *, exclusive: bool = False) -> Callable[[Any], float]:
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise Invalid("must be a number (seconds)")
+        if value < minimum or (exclusive and value == minimum):
+            raise Invalid(f"must be a number {'>' if exclusive else '≥'} {minimum:g}")
+        return float(value)
+
+    return check
+
+
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise Invalid("must be true or false")
+    return value
+
+
+def text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise Invalid("must be a non-empty string")
+    return value
+
+
+def list_of(item: Callable[[Any], T]) -> Callable[[Any], tuple[T, ...]]:
+    def check(value: Any) -> tuple[T, ...]:
+        if not isinstance(value, list):
+            raise Invalid('must be a list, e.g. ["..."]')
+        return tuple(item(v) for v in value)
+
+    return check
+
+
+def seed(value: Any) -> str:
+    url = canonicalize(value) if isinstance(value, str) else None
+    if url is None or "://" not in value:
+        raise Invalid(f"{json.dumps(value)} is not an http(s) URL")
+    return url
+
+
+def domain(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or "/" in value or " " in value:
+        raise Invalid(f"{json.dumps(value)} is not a host name (like example.com)")
+    return value.strip().lower().lstrip(".")
+
+
+def worker_count(value: Any) -> int:
+    """Parser processes; 0 parses on the event-loop thread (see ParsePool)."""
+    if value == "auto":
+        return auto_workers(usable_cpus())
+    try:
+        return integer(0)(value)
+    except Invalid:
+        raise Invalid('must be "auto", 0 (parse inline, no processes) or an integer ≥ 1') from None
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(value: Any) -> float:
+    """Seconds, as a number or a string such as "90s", "30m", "12h", "7d"."""
+    if isinstance(value, str) and value[-1:] in _UNITS and value[:-1].replace(".", "", 1).isdigit():
+        return float(value[:-1]) * _UNITS[value[-1]]
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    raise Invalid('must be a duration: seconds, or a string like "30m", "12h", "7d"')
+
+
+def regex(value: Any) -> str:
+    pattern = text(value)
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise Invalid(f"{json.dumps(pattern)} is not a valid regex: {exc}") from None
+    return pattern
+
+
+def file_extension(value: Any) -> str:
+    return text(value).strip().lstrip(".").lower()
+
+
+def choice(*choices: str) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if value not in choices:
+            raise Invalid(f"must be one of {', '.join(json.dumps(c) for c in choices)}")
+        return str(value)
+
+    return check
+
+
+def suggest(word: str, choices: Collection[str], prefix: str = "") -> str:
+    """The hint after an unknown name: " (did you mean PREFIX.NAME?)", or the known names."""
+    match = difflib.get_close_matches(word, list(choices), n=1)
+    if not match:
+        return f" (known: {', '.join(choices)})"
+    return f" (did you mean {prefix + '.' if prefix else ''}{match[0]}?)"
+
+
+def show(value: Any) -> str:
+    """A value as it was written (JSON is near enough to TOML for one line)."""
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)

@@ -1,0 +1,48 @@
+"""The SQLite backend: one file, one crawl process at a time (it holds `<db>.lock`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from scraper.store.sqlite.crawls import SqliteCrawlLog
+from scraper.store.sqlite.database import Database
+from scraper.store.sqlite.frontier import SqliteFrontier
+from scraper.store.sqlite.writer import SqlitePageWriter
+
+
+class SqliteBackend:
+    """`Backend` (store/base.py): the frontier, the page writer and the crawl log share one
+    connection, so a page writer's transaction covers the frontier rows too."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._location = str(path)
+        self._db = Database(path)
+        self._crawls = SqliteCrawlLog(self._db, self._location)
+
+    @property
+    def location(self) -> str:
+        return self._location
+
+    @property
+    def crawls(self) -> SqliteCrawlLog:
+        return self._crawls
+
+    def frontier(self, crawl_id: int, recrawl_after: float = 0.0) -> SqliteFrontier:
+        return SqliteFrontier(self._db, crawl_id, recrawl_after)
+
+    def pages(self, crawl_id: int) -> SqlitePageWriter:
+        return SqlitePageWriter(self._db, crawl_id)
+
+    async def __aenter__(self) -> Self:
+        await self._db.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._db.__aexit__(exc_type, exc, tb)
