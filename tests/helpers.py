@@ -1,4 +1,5 @@
-"""Helpers the tests share (conftest.py keeps the fixtures): crawl, read rows, run the CLI."""
+"""Helpers the tests share (conftest.py keeps the fixtures): crawl, read rows, run the CLI, and
+a small site of linked pages that records when each request came."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +77,44 @@ def new_database(path: Path) -> sqlite3.Connection:
         "VALUES ('2024-01-01T00:00:00+00:00', 'finished', '[]', '{}', 1.0)"
     )
     return conn
+
+
+class Site:
+    """A small site: /, /p/0 … /p/{n-1} all linked from /, optional robots.txt and latency."""
+
+    def __init__(self, pages: int = 10, *, robots: Any = None, latency: float = 0.0) -> None:
+        self.pages = pages
+        self.robots = robots  # str body, int status, or None for 404
+        self.latency = latency
+        self.starts: list[tuple[str, float]] = []
+        self.active = 0
+        self.most_active = 0
+        self.all_fetched = asyncio.Event()  # set once / and every /p/N were requested
+        self.app = web.Application()
+        self.app.router.add_get("/robots.txt", self.robots_txt)
+        self.app.router.add_get("/", self.page)
+        self.app.router.add_get("/{path:.+}", self.page)
+
+    async def robots_txt(self, request: web.Request) -> web.Response:
+        self.starts.append((request.path, time.monotonic()))
+        if isinstance(self.robots, str):
+            return web.Response(text=self.robots)
+        return web.Response(status=self.robots if isinstance(self.robots, int) else 404)
+
+    async def page(self, request: web.Request) -> web.Response:
+        self.starts.append((request.path_qs, time.monotonic()))
+        if len(self.fetched()) == self.pages + 1:
+            self.all_fetched.set()
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        try:
+            await asyncio.sleep(self.latency)
+            links = "".join(f'<a href="/p/{i}">{i}</a>' for i in range(self.pages))
+            return web.Response(
+                text=f"<title>{request.path}</title>{links}", content_type="text/html"
+            )
+        finally:
+            self.active -= 1
+
+    def fetched(self) -> list[str]:
+        return [path for path, _ in self.starts if path != "/robots.txt"]

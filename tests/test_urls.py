@@ -272,16 +272,3 @@ def test_joining_agrees_with_urljoin() -> None:
             links = (expected,) if expected else ()
             for spelled in (href, f" {href}", href):
                 assert resolve_links([spelled], base) == (links, links), (base, spelled)
-
-
-def test_the_seen_cache_forgets_the_oldest_and_stays_bounded() -> None:
-    from scraper.store.sqlite.frontier import SeenCache
-
-    seen = SeenCache(3)
-    assert seen.admit(["a", "b", "a"]) == ["a", "b"]
-    assert seen.admit(["c", "d", "b"]) == ["c", "d"]
-    assert len(seen) == 3
-    assert seen.admit(["a"]) == ["a"]  # the oldest, "a", was forgotten when "d" came
-    assert seen.admit(["d", "c"]) == []
-    seen.admit(str(n) for n in range(1000))
-    assert len(seen) == 3

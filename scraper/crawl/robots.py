@@ -11,14 +11,23 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Protocol
 
 from protego import Protego
 
-from scraper.crawl.fetch import Fetcher
-from scraper.models import CrawlRequest
+from scraper.models import CrawlRequest, FetchResult
 from scraper.urls import origin
 
 MAX_ROBOTS_BYTES = 500 * 1024  # Google's limit; the rest of a larger file is ignored
+
+
+class FetchStage(Protocol):
+    """What robots.txt needs of the fetch stage (`crawl/fetch.py`'s Fetcher, passed in): this
+    module does not import another stage."""
+
+    async def fetch(
+        self, request: CrawlRequest, *, any_type: bool, time_limit: float | None
+    ) -> FetchResult: ...
 
 
 class RobotsRules:
@@ -65,7 +74,7 @@ class RobotsGate:
 
     def __init__(
         self,
-        fetcher: Fetcher,
+        fetcher: FetchStage,
         user_agent: str,
         *,
         timeout: float,

@@ -1,97 +1,31 @@
 """Sitemaps: the URLs a site lists in `Sitemap:` lines of robots.txt and at /sitemap.xml.
 
-`parse_sitemap` is pure (it runs in the parse pool): it un-gzips with a size cap, then reads the
-XML incrementally with lxml, entities and network access off, taking `<loc>` from `<url>` (pages)
-and `<sitemap>` (child sitemaps of an index). `SitemapReader` fetches a site's sitemaps,
-follows indexes a few levels deep, and hands each sitemap's in-scope URLs to the frontier as the
-children of a page row for the sitemap itself, so each is recorded and nothing is lost.
+`SitemapReader` fetches a site's sitemaps, follows indexes a few levels deep, and hands each
+sitemap's in-scope URLs to the frontier as the children of a page row for the sitemap itself, so
+each is recorded and nothing is lost. Parsing one sitemap is pure and runs in the parse pool
+(`parse/sitemap.py`): the reader is given a function that does it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
-import logging
-import zlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from typing import Protocol
 
-from lxml import etree
-
-from scraper.crawl.fetch import Fetcher
-from scraper.models import CrawlRequest, PageRecord
+from scraper.models import CrawlRequest, FetchResult, PageRecord
 from scraper.parse.procpool import WorkerDied
+from scraper.parse.sitemap import Sitemap, SitemapJob
 from scraper.urls import Scope, UrlPolicy, canonicalize
-
-log = logging.getLogger(__name__)
 
 MAX_SITEMAPS_PER_SITE = 100  # sitemaps read per site, indexes included
 MAX_INDEX_DEPTH = 3
 
 
-@dataclass(frozen=True, slots=True)
-class SitemapJob:
-    url: str
-    body: bytes
-    max_bytes: int
-    policy: UrlPolicy
-    scope: Scope
+class FetchStage(Protocol):
+    """What the reader needs of the fetch stage (`crawl/fetch.py`'s Fetcher, passed in): this
+    module does not import another stage."""
 
-
-@dataclass(frozen=True, slots=True)
-class Sitemap:
-    pages: tuple[str, ...] = ()
-    sitemaps: tuple[str, ...] = ()
-    error: str | None = None
-
-
-def parse_sitemap(job: SitemapJob) -> Sitemap:
-    """The page URLs (canonical, in scope) and child sitemap URLs (canonical) of one sitemap,
-    plain or gzipped XML; never raises."""
-    try:
-        xml = _gunzip(job.body, job.max_bytes) if job.body[:2] == b"\x1f\x8b" else job.body
-    except (zlib.error, ValueError) as exc:
-        return Sitemap(error=f"not a readable gzip file: {exc}")
-    pages: list[str] = []
-    sitemaps: list[str] = []
-    try:
-        for _, element in etree.iterparse(
-            io.BytesIO(xml), events=("end",), resolve_entities=False, no_network=True,
-            huge_tree=False, load_dtd=False,
-        ):  # fmt: skip
-            if _local(element.tag) == "loc" and element.text:
-                parent = element.getparent()
-                kind = _local(parent.tag) if parent is not None else ""
-                (sitemaps if kind == "sitemap" else pages).append(element.text.strip())
-            if _local(element.tag) in ("url", "sitemap"):
-                element.clear()  # constant memory for any size
-    except etree.XMLSyntaxError as exc:
-        return Sitemap(*_canonical(job, pages, sitemaps), error=f"invalid XML: {exc}")
-    return Sitemap(*_canonical(job, pages, sitemaps))
-
-
-def _canonical(
-    job: SitemapJob, pages: list[str], sitemaps: list[str]
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    found: dict[str, None] = {}
-    for raw in pages:
-        url = canonicalize(raw, job.url, job.policy)
-        if url is not None and job.scope.allows(url):
-            found[url] = None
-    children = (canonicalize(raw, job.url, job.policy) for raw in sitemaps)
-    return tuple(found), tuple(dict.fromkeys(u for u in children if u))
-
-
-def _gunzip(data: bytes, limit: int) -> bytes:
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    out = inflater.decompress(data, limit + 1)
-    if len(out) > limit:
-        raise ValueError(f"larger than {limit} bytes once decompressed")
-    return out
-
-
-def _local(tag: object) -> str:
-    return tag.rpartition("}")[2] if isinstance(tag, str) else ""
+    async def fetch(self, request: CrawlRequest, *, any_type: bool) -> FetchResult: ...
 
 
 class SitemapReader:
@@ -99,7 +33,7 @@ class SitemapReader:
 
     def __init__(
         self,
-        fetcher: Fetcher,
+        fetcher: FetchStage,
         parse: Callable[[SitemapJob], Awaitable[Sitemap]],
         emit: Callable[[PageRecord], Awaitable[None]],
         *,

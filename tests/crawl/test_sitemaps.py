@@ -1,4 +1,4 @@
-"""Sitemaps: from robots.txt or /sitemap.xml, indexes, gzip, hostile ones."""
+"""Reading sitemaps in a crawl: from robots.txt or /sitemap.xml, indexes, gzip, broken ones."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pytest
 from aiohttp import web
 
 from helpers import base_url, crawl, rows
-from scraper.crawl.sitemaps import SitemapJob, parse_sitemap
 from scraper.urls import KEEP_QUERY, Scope
 
 NS = 'xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"'
@@ -109,34 +108,6 @@ async def test_a_sitemap_with_100000_urls(aiohttp_server, make_config):
     assert summary.status == "finished"
     ((discovered,),) = await rows(config.storage.db, "SELECT count(*) FROM frontier")
     assert discovered == 100_001  # the seed and every listed URL, on disk not in memory
-
-
-def job(body: bytes) -> SitemapJob:
-    scope = Scope(allowed_domains=("example.com",))
-    return SitemapJob("http://example.com/sitemap.xml", body, 1_000_000, KEEP_QUERY, scope)
-
-
-def test_a_gzip_bomb_is_refused() -> None:
-    bomb = gzip.compress(b"<urlset>" + b" " * 5_000_000 + b"</urlset>")
-    assert "larger than" in (parse_sitemap(job(bomb)).error or "")
-
-
-def test_entities_are_not_expanded() -> None:
-    laughs = (
-        b'<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">'
-        b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]>'
-        b"<urlset><url><loc>http://example.com/&b;</loc></url></urlset>"
-    )
-    result = parse_sitemap(job(laughs))
-    assert all("aaaaaaaaaa" not in url for url in result.pages)
-
-
-def test_relative_and_odd_locs() -> None:
-    body = urlset(["/relative", "  http://EXAMPLE.com/padded  ", "mailto:x@example.com", ""])
-    assert parse_sitemap(job(body)).pages == (
-        "http://example.com/relative",
-        "http://example.com/padded",
-    )
 
 
 async def test_a_parse_worker_dying_on_a_sitemap_is_recorded(aiohttp_server, make_config):

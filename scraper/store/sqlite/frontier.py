@@ -9,7 +9,6 @@ scheduler has leased (bounded by `crawl.queue_size`) and a bounded cache of rece
 
 from __future__ import annotations
 
-import collections
 from collections.abc import Iterable, Sequence
 
 import aiosqlite
@@ -106,33 +105,3 @@ async def insert_discovered(
         INSERT_DISCOVERED,
         [(crawl_id, r.url, host_key(r.url), r.depth, r.referrer, r.hops) for r in requests],
     )
-
-
-class SeenCache:
-    """The most recently seen URLs, to spare the database most duplicate inserts.
-
-    Bounded, so memory does not grow with the crawl; the frontier's unique key stays the truth.
-    """
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        # An OrderedDict, not a dict: evicting a dict's oldest key with next(iter(d)) walks over
-        # every key deleted before it, ~40 µs per new URL once 100,000 are cached (0.6 µs here).
-        self._urls: collections.OrderedDict[str, None] = collections.OrderedDict()
-
-    def admit(self, urls: Iterable[str]) -> list[str]:
-        """The URLs not in the cache, in order, each once, now added to it (when that overflows
-        the cache, the oldest go, which may be some of these). One call per page, not per link:
-        a page has ~50 links, and most were seen before."""
-        cache = self._urls
-        fresh = []
-        for url in urls:
-            if url not in cache:
-                cache[url] = None
-                fresh.append(url)
-        for _ in range(len(cache) - self._size):
-            cache.popitem(last=False)
-        return fresh
-
-    def __len__(self) -> int:
-        return len(self._urls)

@@ -1,0 +1,136 @@
+"""robots.txt in whole crawls: disallowed URLs recorded, RFC 9309's 4xx and 5xx, Crawl-delay."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+from aiohttp import web
+
+from helpers import Site, base_url, crawl, rows
+
+
+async def stored(db: str) -> dict[str, tuple[Any, ...]]:
+    return {
+        url: tuple(rest)
+        for url, *rest in await rows(db, "SELECT url, status, error_kind, error FROM pages")
+    }
+
+
+ROBOTS = """
+User-agent: otherbot
+Disallow: /
+
+User-agent: *
+Disallow: /p/1
+Disallow: /p/2
+"""
+
+
+async def test_robots_disallowed_urls_are_skipped_and_recorded(aiohttp_server, make_config):
+    site = Site(3, robots=ROBOTS)
+    server = await aiohttp_server(site.app)
+    root = base_url(server)
+    config = make_config([root])
+    await crawl(config)
+    pages = await stored(config.storage.db)
+    assert sorted(site.fetched()) == ["/", "/p/0"]
+    assert pages[root + "p/1"] == (None, "robots", "disallowed by robots.txt")
+    assert pages[root + "p/2"][1] == "robots"
+    assert [p for p, _ in site.starts].count("/robots.txt") == 1  # fetched once per host
+
+
+async def test_robots_wildcards(aiohttp_server, make_config):
+    async def index(request: web.Request) -> web.Response:
+        links = '<a href="/a.pdf">a</a><a href="/a.pdf?x=1">b</a><a href="/doc/a.html">c</a>'
+        return web.Response(text=links, content_type="text/html")
+
+    async def robots(request: web.Request) -> web.Response:
+        return web.Response(text="User-agent: *\nDisallow: /*.pdf$\nDisallow: /doc/*.html\n")
+
+    async def anything(request: web.Request) -> web.Response:
+        return web.Response(text="ok", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/", index)
+    app.router.add_get("/robots.txt", robots)
+    app.router.add_get("/{p:.+}", anything)
+    server = await aiohttp_server(app)
+    root = base_url(server)
+    config = make_config([root], crawl__skip_extensions=[])
+    await crawl(config)
+    kinds = {url: kind for url, (_, kind, _) in (await stored(config.storage.db)).items()}
+    assert kinds == {root: None, root + "a.pdf": "robots", root + "a.pdf?x=1": None,
+                     root + "doc/a.html": "robots"}  # fmt: skip
+
+
+async def test_robots_404_allows_everything(aiohttp_server, make_config):
+    site = Site(3, robots=404)
+    server = await aiohttp_server(site.app)
+    config = make_config([base_url(server)])
+    summary = await crawl(config)
+    assert summary.pages == 4
+    assert summary.by_error == {}
+
+
+async def test_robots_500_disallows_the_host_and_is_asked_again_later(aiohttp_server, make_config):
+    site = Site(3, robots=500)
+    server = await aiohttp_server(site.app)
+    config = make_config([base_url(server)], fetch__retries=1, fetch__retry_backoff_max=0.3)
+    summary = await crawl(config)
+    assert site.fetched() == []
+    assert summary.by_error == {"robots": 1}
+    ((error,),) = await rows(config.storage.db, "SELECT error FROM pages")
+    assert error.startswith("robots.txt unavailable")
+    asked = [t for p, t in site.starts if p == "/robots.txt"]
+    assert len(asked) == 3 * 2  # three rounds, each an attempt and its retry
+    assert asked[2] - asked[1] >= 0.29  # a round waits fetch.retry_backoff_max
+
+
+async def test_robots_back_after_an_outage_lets_the_crawl_go_on(aiohttp_server, make_config):
+    site = Site(3, robots=503)
+    calls = 0
+
+    async def flaky_robots(request: web.Request) -> web.Response:
+        nonlocal calls
+        calls += 1
+        site.starts.append((request.path, time.monotonic()))
+        if calls <= 2:  # the first round fails, attempt and retry
+            return web.Response(status=503)
+        return web.Response(text="User-agent: *\nDisallow: /p/1\n")
+
+    app = web.Application()
+    app.router.add_get("/robots.txt", flaky_robots)
+    app.router.add_get("/", site.page)
+    app.router.add_get("/{path:.+}", site.page)
+    server = await aiohttp_server(app)
+    config = make_config([base_url(server)], fetch__retries=1, fetch__retry_backoff_max=0.2)
+    summary = await crawl(config)
+    assert sorted(site.fetched()) == ["/", "/p/0", "/p/2"]
+    assert summary.by_error == {"robots": 1}  # /p/1, disallowed once robots.txt answered
+
+
+async def test_malformed_robots_txt_does_not_crash(aiohttp_server, make_config):
+    site = Site(2, robots="\x00\xff garbage\nDisallow\nUser-agent\n:::\nCrawl-delay: soon\n" * 50)
+    server = await aiohttp_server(site.app)
+    summary = await crawl(make_config([base_url(server)]))
+    assert summary.pages == 3
+
+
+async def test_obey_robots_false_ignores_it(aiohttp_server, make_config):
+    site = Site(2, robots="User-agent: *\nDisallow: /\n")
+    server = await aiohttp_server(site.app)
+    summary = await crawl(make_config([base_url(server)], crawl__obey_robots=False))
+    assert summary.pages == 3
+    assert all(path != "/robots.txt" for path, _ in site.starts)
+
+
+async def test_crawl_delay_spaces_the_requests(aiohttp_server, make_config):
+    site = Site(4, robots="User-agent: *\nCrawl-delay: 0.2\n")
+    server = await aiohttp_server(site.app)
+    await crawl(make_config([base_url(server)], fetch__per_host_concurrency=4))
+    starts = [t for path, t in site.starts if path != "/robots.txt"]
+    assert len(starts) == 5
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert min(gaps) >= 0.18
