@@ -18,20 +18,18 @@ from aiohttp.abc import AbstractResolver
 
 from scraper.config import Config
 from scraper.crawl.admit import Admission
-from scraper.crawl.dns import address_of
 from scraper.crawl.fetch import Fetcher
 from scraper.crawl.health import LoopLagMonitor, StageSampler
-from scraper.crawl.hosts import Limits
+from scraper.crawl.hosts import Limits, politeness_keys
 from scraper.crawl.pipeline import Pipeline
 from scraper.crawl.robots import RobotsGate
-from scraper.crawl.scheduler import KeyOf, ResolveKey, Scheduler
+from scraper.crawl.scheduler import PoliteFetch, Scheduler
 from scraper.crawl.seeds import SeedFile, digest_of
 from scraper.crawl.sink import Sink
 from scraper.crawl.sitemaps import SitemapReader
 from scraper.crawl.sockets import raise_open_files_limit, socket_budget
-from scraper.domains import registrable_domain
 from scraper.errors import ConfigError, ScraperError
-from scraper.models import CrawlRequest, CrawlSnapshot, FetchResult, PageRecord, SeedList
+from scraper.models import CrawlRequest, CrawlSnapshot, PageRecord, SeedList
 from scraper.parse.pool import ParsePool
 from scraper.parse.sitemap import parse_sitemap
 from scraper.store import open_backend
@@ -230,7 +228,8 @@ class Crawler:
                     obey=config.crawl.obey_robots,
                     on_sitemaps=lambda site, urls: self._read_sitemaps(site, urls),
                 )
-            key_of, resolve_key = _politeness_keys(config.fetch.politeness_key, fetcher)
+            assert fetcher.resolver is not None  # (made when the fetcher opens)
+            key_of, resolve_key = politeness_keys(config.fetch.politeness_key, fetcher.resolver)
             scheduler = Scheduler(
                 frontier,
                 _limits(config),
@@ -290,48 +289,6 @@ class Crawler:
                 failure = group.exceptions[0] if len(group.exceptions) == 1 else group
                 raise _user_error_in(group) or failure from None
             return "interrupted" if self._stopping else "finished"
-
-
-class PoliteFetch:
-    """The fetch stage as robots.txt and sitemaps see it: each request waits for its turn on
-    its host's slot (the scheduler's `turn`), counts in its concurrency and starts its delay,
-    as a page would."""
-
-    def __init__(self, fetcher: Fetcher) -> None:
-        self._fetcher = fetcher
-        self.scheduler: Scheduler | None = None
-
-    async def fetch(
-        self, request: CrawlRequest, *, any_type: bool, time_limit: float | None = None
-    ) -> FetchResult:
-        assert self.scheduler is not None, "PoliteFetch used before the scheduler was made"
-        async with self.scheduler.turn(request.url):
-            result = await self._fetcher.fetch(request, any_type=any_type, time_limit=time_limit)
-            self.scheduler.observe(request.url, result)
-            return result
-
-
-def _politeness_keys(kind: str, fetcher: Fetcher) -> tuple[KeyOf | None, ResolveKey | None]:
-    """What a host's slot is keyed on (fetch.politeness_key): the host itself, its registrable
-    domain, or its IP address (looked up through the fetch stage's resolver, and its cache)."""
-    if kind == "domain":
-        return (lambda host: registrable_domain(_host_name(host))), None
-    if kind == "ip":
-        resolver = fetcher.resolver
-        assert resolver is not None, "the fetcher's resolver is made when it opens"
-
-        async def address(host: str) -> str:
-            return await address_of(resolver, _host_name(host)) or host
-
-        return None, address
-    return None, None
-
-
-def _host_name(key: str) -> str:
-    """The host name of a host key ("example.com:8080" -> "example.com"; IPv6 kept bracketed)."""
-    if key.startswith("["):
-        return key[: key.index("]") + 1]
-    return key.partition(":")[0]
 
 
 def _limits(config: Config) -> Limits:

@@ -20,9 +20,14 @@ import asyncio
 import heapq
 import itertools
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from aiohttp.abc import AbstractResolver
+
+from scraper.crawl.dns import address_of
+from scraper.domains import registrable_domain
 from scraper.models import CrawlRequest, FetchResult
 
 KEEP_RELEASED = 20  # released slots whose last settings the stats still show
@@ -33,6 +38,8 @@ BACKOFF_MAX = 60.0  # seconds: the longest pause a run of 429/503 without Retry-
 THROTTLE_MEMORY = 300.0
 
 HostSettings = dict[str, float | int]  # a slot's settings as the stats show them (snapshot())
+KeyOf = Callable[[str], str]  # host key -> politeness key, when it needs no look-up
+ResolveKey = Callable[[str], Awaitable[str]]  # host key -> politeness key, after DNS
 
 
 class HostRules(Protocol):
@@ -301,3 +308,26 @@ def throttle(slot: Slot, result: FetchResult, limits: Limits, now: float) -> Non
         slot.ok_streak = 0
         if slot.concurrency < limits.per_host_concurrency:
             slot.concurrency += 1
+
+
+def politeness_keys(
+    kind: str, resolver: AbstractResolver
+) -> tuple[KeyOf | None, ResolveKey | None]:
+    """What a host's slot is keyed on (fetch.politeness_key): the host itself, its registrable
+    domain, or its IP address (looked up through `resolver`: the fetch stage's, and its cache)."""
+    if kind == "domain":
+        return (lambda host: registrable_domain(_host_name(host))), None
+    if kind == "ip":
+
+        async def address(host: str) -> str:
+            return await address_of(resolver, _host_name(host)) or host
+
+        return None, address
+    return None, None
+
+
+def _host_name(key: str) -> str:
+    """The host name of a host key ("example.com:8080" -> "example.com"; IPv6 kept bracketed)."""
+    if key.startswith("["):
+        return key[: key.index("]") + 1]
+    return key.partition(":")[0]

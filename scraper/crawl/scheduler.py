@@ -31,7 +31,7 @@ import heapq
 import itertools
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -41,7 +41,9 @@ from scraper.crawl.hosts import (
     HostSettings,
     HostState,
     HostTable,
+    KeyOf,
     Limits,
+    ResolveKey,
     Slot,
     throttle,
 )
@@ -94,8 +96,12 @@ class Wire(Protocol):
         ...
 
 
-KeyOf = Callable[[str], str]  # host key -> politeness key, when it needs no look-up
-ResolveKey = Callable[[str], Awaitable[str]]  # host key -> politeness key, after DNS
+class FetchStage(Protocol):
+    """What PoliteFetch needs of the fetch stage (`crawl/fetch.py`'s Fetcher, passed in)."""
+
+    async def fetch(
+        self, request: CrawlRequest, *, any_type: bool, time_limit: float | None
+    ) -> FetchResult: ...
 
 
 class Scheduler:
@@ -666,3 +672,22 @@ class Scheduler:
         if self._clock is None:  # the loop's clock, which timeouts use; looked up once
             self._clock = asyncio.get_running_loop().time
         return self._clock()
+
+
+class PoliteFetch:
+    """The fetch stage as robots.txt and sitemaps see it: each request waits for its turn on
+    its host's slot (the scheduler's `turn`), counts in its concurrency and starts its delay,
+    as a page would."""
+
+    def __init__(self, fetcher: FetchStage) -> None:
+        self._fetcher = fetcher
+        self.scheduler: Scheduler | None = None
+
+    async def fetch(
+        self, request: CrawlRequest, *, any_type: bool, time_limit: float | None = None
+    ) -> FetchResult:
+        assert self.scheduler is not None, "PoliteFetch used before the scheduler was made"
+        async with self.scheduler.turn(request.url):
+            result = await self._fetcher.fetch(request, any_type=any_type, time_limit=time_limit)
+            self.scheduler.observe(request.url, result)
+            return result
