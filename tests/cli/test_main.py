@@ -326,3 +326,37 @@ async def test_debug_loop_runs_the_crawl_in_asyncio_debug_mode(aiohttp_server, t
     assert "Crawl 1 finished" in out
     code, _, err = await run_async("crawl", base_url(server), "--db", str(db), cwd=tmp_path)
     assert code == 0 and "debug mode" not in err  # off unless asked for
+
+
+def test_deeply_nested_toml_is_one_line_not_a_recursion_error(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.toml"
+    deep.write_text("[crawl]\nseeds = " + "[" * 50_000 + "]" * 50_000 + "\n")
+    assert_one_line_error(
+        run("crawl", "--config", str(deep), cwd=tmp_path), "deep.toml: not valid TOML", "nested"
+    )
+    assert_one_line_error(
+        run("crawl", "--set", "crawl.seeds=" + "[" * 50_000 + "]" * 50_000, cwd=tmp_path),
+        "--set crawl.seeds=...: arrays or tables nested too deeply",
+    )
+
+
+def test_a_huge_bad_value_is_shown_shortened(tmp_path: Path) -> None:
+    huge = "x" * 100_000
+    result = run("crawl", "--set", f'crawl.seeds=["{huge}"]', cwd=tmp_path)
+    assert_one_line_error(result, "crawl.seeds = ", "is not an http(s) URL", "characters)")
+    assert len(result.stderr) < 400
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        ("[1979-05-27]", 'crawl.seeds = ["1979-05-27"]: "1979-05-27" is not an http(s) URL'),
+        ("[07:32:00]", '"07:32:00" is not an http(s) URL'),
+        ('["http://127.0.0.1:9/\x1b]0;x\x07"]', "\\u001b]0;x\\u0007"),  # not TOML: a string
+        ("['ftp://127.0.0.1:9/\u202e']", "\\u202e"),
+    ],
+)
+def test_a_value_of_any_toml_type_is_one_line(tmp_path: Path, value: str, needle: str) -> None:
+    result = run("crawl", "--set", f"crawl.seeds={value}", cwd=tmp_path)
+    assert_one_line_error(result, needle)
+    assert "\x1b" not in result.stderr and "\u202e" not in result.stderr

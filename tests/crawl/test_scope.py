@@ -126,3 +126,53 @@ async def test_hostile_urls_do_not_crash_the_crawl(aiohttp_server, make_config, 
     assert summary.status == "finished"
     urls = {u for (u,) in await rows(config.storage.db, "SELECT url FROM pages")}
     assert base_url(server) + "fine" in urls
+
+
+async def test_numeric_spellings_of_a_denied_address_are_denied(aiohttp_server, make_config):
+    """ "127.1", "2130706433", "0x7f.1" are all 127.0.0.1 to the resolver: the deny rule sees
+    that too. (Before, "2130706433" was a host of its own, allowed by the rule naming it.)"""
+    hits: Counter[str] = Counter()
+
+    async def page(request: web.Request) -> web.Response:
+        hits[request.path] += 1
+        port = request.url.port
+        spellings = ("127.1", "2130706433", "0x7f.1", "0177.0.0.1", "127.0.0.1.")
+        links = "".join(f'<a href="http://{h}:{port}/secret">x</a>' for h in spellings)
+        return web.Response(text=links, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    server = await aiohttp_server(app)
+    config = make_config(
+        [f"http://localhost:{server.port}/"], crawl__obey_robots=False,
+        crawl__allowed_domains=["localhost", "2130706433"], crawl__denied_domains=["127.0.0.1"],
+    )  # fmt: skip
+    await crawl(config)
+    assert dict(hits) == {"/": 1}
+    links = await rows(config.storage.db, "SELECT to_url FROM links")
+    assert links == [(f"http://127.0.0.1:{server.port}/secret",)]
+    assert await rows(config.storage.db, "SELECT count(*) FROM pages") == [(1,)]
+
+
+async def test_credentials_in_links_are_never_sent_nor_kept(aiohttp_server, make_config):
+    seen: list[str | None] = []
+
+    async def page(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        port = request.url.port
+        href = f"http://admin:hunter2@127.0.0.1:{port}/private"
+        return web.Response(text=f'<a href="{href}">x</a>', content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    server = await aiohttp_server(app)
+    seed = f"http://admin:hunter2@127.0.0.1:{server.port}/"
+    config = make_config([seed], crawl__obey_robots=False)
+    assert config.crawl.seeds == (base_url(server),)
+    summary = await crawl(config)
+    assert seen == [None, None]  # the seed and /private, both without the credentials
+    dump = await rows(config.storage.db, "SELECT * FROM pages")
+    dump += await rows(config.storage.db, "SELECT * FROM crawls")
+    dump += await rows(config.storage.db, "SELECT * FROM frontier")
+    assert "hunter2" not in str(dump) and "admin" not in str(dump)
+    assert summary.pages == 2
