@@ -30,6 +30,7 @@ from scraper.parse.pool import ParsePool
 from scraper.parse.sitemap import parse_sitemap
 from scraper.store import open_backend
 from scraper.store.base import Backend, CrawlSummary, Frontier, FrontierState
+from scraper.urls import host_of
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +174,13 @@ class Crawler:
         self, backend: Backend, crawl_id: int, frontier: Frontier, done: int
     ) -> str:
         config = self._config
-        async with Fetcher(config.fetch) as fetcher, ParsePool(config.parse) as parser:
+        scope = config.crawl.scope()
+        fetcher = Fetcher(
+            config.fetch,
+            outside=scope.outside,  # the boundary of every request: pages, robots.txt, sitemaps
+            trusted_hosts=(host_of(seed) for seed in config.crawl.seeds),
+        )
+        async with fetcher, ParsePool(config.parse) as parser:
             sink_queue: asyncio.Queue[object] = asyncio.Queue(2 * config.storage.batch_size)
             gate = None
             if config.crawl.obey_robots or config.crawl.sitemaps:
@@ -182,6 +189,7 @@ class Crawler:
                     config.fetch.user_agent,
                     timeout=config.fetch.robots_timeout,
                     obey=config.crawl.obey_robots,
+                    max_crawl_delay=config.fetch.max_crawl_delay,
                     on_sitemaps=lambda site, urls: self._read_sitemaps(site, urls),
                 )
             scheduler = Scheduler(
@@ -201,12 +209,12 @@ class Crawler:
                 fetcher,
                 lambda job: parser.run(parse_sitemap, job),
                 emit,
-                scope=config.crawl.scope(),
+                scope=scope,
                 policy=config.crawl.url_policy(),
                 max_bytes=config.fetch.max_bytes,
             )
             admission = Admission(
-                scope=config.crawl.scope(),
+                scope=scope,
                 policy=config.crawl.url_policy(),
                 max_depth=config.crawl.max_depth,
                 max_redirects=config.fetch.max_redirects,

@@ -21,7 +21,9 @@ HostSettings = dict[str, float | int]  # a host's settings as the stats show the
 
 
 class HostRules(Protocol):
-    """What robots.txt says about one host."""
+    """What robots.txt says about one host (and `skip_kind`: the error kind of a URL it skips)."""
+
+    skip_kind: str
 
     @property
     def delay(self) -> float | None: ...

@@ -168,7 +168,11 @@ class Pipeline:
         request, skip = assignment.request, assignment.skip_reason
         if skip is not None:
             result = FetchResult(
-                request=request, fetched_at=utc_now(), attempts=0, error_kind="robots", error=skip
+                request=request,
+                fetched_at=utc_now(),
+                attempts=0,
+                error_kind=assignment.skip_kind,
+                error=skip,
             )
         elif request.fresh:
             result = FetchResult(request=request, fetched_at=utc_now(), attempts=0)

@@ -41,10 +41,12 @@ class _DispatchEnded(Exception):
 @dataclass(frozen=True, slots=True)
 class Assignment:
     """A request handed to a fetch worker. With a `skip_reason` (robots.txt disallows it, or
-    cannot be read) it is recorded with that reason instead of fetched."""
+    cannot be read, or the host is refused) it is recorded with that reason, and the error kind
+    `skip_kind`, instead of fetched."""
 
     request: CrawlRequest
     skip_reason: str | None = None
+    skip_kind: str = "robots"
 
 
 class HostGate(Protocol):
@@ -257,6 +259,8 @@ class Scheduler:
             host.next_start = now + host.delay
         if host.maybe_pending and len(host.queue) < self._host_buffer // 2:
             self._to_refill.add(host.name)
+        if skip is not None and host.rules is not None:
+            return Assignment(request, skip, host.rules.skip_kind)
         return Assignment(request, skip)
 
     def _skip_reason(self, host: HostState, request: CrawlRequest) -> str | None:

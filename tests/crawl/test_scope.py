@@ -96,7 +96,7 @@ async def test_denied_domains_and_subdomains(aiohttp_server, make_config):
     config = make_config(
         [f"http://127.0.0.1:{port}/"], crawl__obey_robots=False,
         crawl__allowed_domains=["127.0.0.1", "127.0.0.2", "localhost"],
-        crawl__denied_domains=["localhost"],
+        crawl__denied_domains=["localhost"], fetch__block_private=False,
     )  # fmt: skip
     await crawl(config)
     assert dict(hits) == {"127.0.0.1": 1, "127.0.0.2": 1}
