@@ -445,6 +445,14 @@ class Scope:
         return not any(p.search(url) for p in self.exclude)
 
 
+def in_scope(job: tuple[Scope, tuple[str, ...]]) -> tuple[str, ...]:
+    """The URLs of `(scope, urls)` that the scope allows (depth aside), in order: a top-level
+    function for a parse worker, so that crawl.include and crawl.exclude, a user's regexes, never
+    run on the event loop (`admit.py`)."""
+    scope, urls = job
+    return tuple(url for url in urls if scope.allows(url))
+
+
 def _split_host_key(key: str, scheme: str) -> tuple[str, str]:
     """("example.com", "8080") from "example.com:8080"; the scheme's port when none is given.
     An IPv6 host keeps its brackets ("[::1]"), as domain entries write it."""

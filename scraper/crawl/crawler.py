@@ -30,7 +30,7 @@ from scraper.parse.pool import ParsePool
 from scraper.parse.sitemap import parse_sitemap
 from scraper.store import open_backend
 from scraper.store.base import Backend, CrawlSummary, Frontier, FrontierState
-from scraper.urls import host_of
+from scraper.urls import host_of, in_scope
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +219,7 @@ class Crawler:
                 max_depth=config.crawl.max_depth,
                 max_redirects=config.fetch.max_redirects,
                 links_from=sink.links_from,
+                select=lambda urls: parser.run(in_scope, (scope, urls)),
             )
             pipeline = Pipeline(config, scheduler, fetcher, parser, sink, sink_queue, admission)
             self._scheduler, self._pipeline, self._stored_before = scheduler, pipeline, done

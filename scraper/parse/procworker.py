@@ -1,10 +1,17 @@
 """The worker's side of `procpool.py`: read a request from stdin, run it, write the reply.
 
-    python -m scraper.parse.procworker
+    python -m scraper.parse.procworker PARENT_PID
 
 It imports no more than it needs (not asyncio, nor the crawler's modules): each worker pays its
 imports once at start, and a function's module (`scraper.parse.page`) is imported when the first
 request for it is unpickled.
+
+Two things end a worker without its cooperation, since a worker stuck in C code (a regular
+expression backtracking, say) runs no Python signal handler and reads no stdin:
+- its parent's death: the kernel sends it SIGKILL (Linux's PR_SET_PDEATHSIG), kill -9 of the
+  crawler included;
+- a call over its time (`within`, `each_within`): a CPU timer whose signal's default action
+  ends the process, which the pool sees as a worker that ran out of time (TIMEOUT_SIGNAL).
 """
 
 from __future__ import annotations
@@ -14,9 +21,39 @@ import pickle
 import signal
 import struct
 import sys
-from typing import Any, BinaryIO
+from collections.abc import Callable
+from typing import Any, BinaryIO, TypeVar
 
 HEADER = struct.Struct("!I")  # each message: its length, then a pickle
+# Sent by the kernel when a call has had its CPU seconds (ITIMER_PROF: user and system time, so a
+# busy machine does not end a worker that was only waiting for a CPU). Its default action ends
+# the process, even in the middle of C code.
+TIMEOUT_SIGNAL = signal.SIGPROF
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+A = TypeVar("A")
+R = TypeVar("R")
+
+
+def within(call: tuple[float, Callable[[A], R], A]) -> R:
+    """`function(argument)` from `(seconds, function, argument)`, with `seconds` of CPU time:
+    past them the kernel ends this worker, whatever the call is doing."""
+    seconds, function, argument = call
+    signal.setitimer(signal.ITIMER_PROF, seconds)
+    try:
+        return function(argument)
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+
+
+def each_within(call: tuple[float, Callable[[list[A]], list[R]], list[A]]) -> list[R]:
+    """`function([item])` for each item of `(seconds, function, items)`, each with `seconds` of
+    CPU time (so a batch of pages gets the time limit per page, at ~2 µs a page)."""
+    seconds, function, items = call
+    results: list[R] = []
+    for item in items:
+        results += within((seconds, function, [item]))
+    return results
 
 
 def serve(requests: BinaryIO, replies: BinaryIO) -> None:
@@ -43,8 +80,24 @@ def serve(requests: BinaryIO, replies: BinaryIO) -> None:
         replies.flush()
 
 
+def die_with(parent: int) -> None:
+    """Have the kernel kill this process when `parent` dies (Linux). A worker that finds its
+    parent already gone (it died before this ran) exits at once. Elsewhere, a worker ends when
+    its stdin closes, which a worker stuck in a call does not see."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(0)
+
+
 def main() -> None:
+    if len(sys.argv) > 1:
+        die_with(int(sys.argv[1]))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(TIMEOUT_SIGNAL, signal.SIG_DFL)  # its default action ends a call over its time
     # Replies get their own copy of stdout; fd 1 then points at stderr, so a stray print (here or
     # in a C library) cannot corrupt the stream of replies.
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "wb")

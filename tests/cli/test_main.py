@@ -12,10 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 from aiohttp import web
 
-from helpers import base_url, new_database, rows, served
+from helpers import BACKTRACKING, backtracking_site, base_url, new_database, rows, served
 from scraper.demosite import SiteSpec, make_app
 
 SCRAPER = [sys.executable, "-m", "scraper"]
@@ -360,3 +361,31 @@ def test_a_value_of_any_toml_type_is_one_line(tmp_path: Path, value: str, needle
     result = run("crawl", "--set", f"crawl.seeds={value}", cwd=tmp_path)
     assert_one_line_error(result, needle)
     assert "\x1b" not in result.stderr and "\u202e" not in result.stderr
+
+
+async def test_a_second_ctrl_c_ends_the_crawl_even_when_the_loop_is_stuck(aiohttp_server, tmp_path):
+    """Parsing on the loop itself (parse.workers = 0), a backtracking regex holds it in C code
+    for years: no handler of ours can run. The first Ctrl-C cannot be acted on; the second ends
+    the process all the same (by the signal's default action, as a shell expects)."""
+    evil = asyncio.Event()
+    server = await aiohttp_server(backtracking_site(served_evil=evil))
+    process = await asyncio.create_subprocess_exec(
+        *SCRAPER, "crawl", base_url(server), "--db", str(tmp_path / "stuck.db"),
+        "--set", "parse.workers=0", "--set", f"extract.h={{css = 'h1', regex = '{BACKTRACKING}'}}",
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await asyncio.wait_for(evil.wait(), 60)
+        for _ in range(600):  # until the loop spins on it (2 s of CPU, start-up included)
+            if await asyncio.to_thread(lambda: psutil.Process(process.pid).cpu_times().user > 2):
+                break
+            await asyncio.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        await asyncio.sleep(0.5)
+        assert process.returncode is None  # the first one is only noted: the loop is stuck
+        process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(process.communicate(), 20)
+        assert process.returncode == -signal.SIGINT
+    finally:
+        if process.returncode is None:
+            process.kill()

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 from aiohttp import web
 
-from helpers import base_url, crawl, rows
+from helpers import BACKTRACKING, base_url, crawl, rows
 from scraper.urls import UrlPolicy, canonicalize
 
 
@@ -176,3 +176,34 @@ async def test_credentials_in_links_are_never_sent_nor_kept(aiohttp_server, make
     dump += await rows(config.storage.db, "SELECT * FROM frontier")
     assert "hunter2" not in str(dump) and "admin" not in str(dump)
     assert summary.pages == 2
+
+
+async def test_scope_regexes_never_run_on_the_event_loop(aiohttp_server, make_config):
+    """crawl.exclude with a backtracking pattern, and a redirect to a URL it spins on for years:
+    deciding whether to follow the redirect costs a parse worker (parse.timeout), not the event
+    loop, which goes on crawling (before, it froze there, deaf to Ctrl-C)."""
+    evil = "/" + "a" * 40 + "b"
+    hits: Counter[str] = Counter()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        hits[request.path] += 1
+        if request.path == "/go":
+            raise web.HTTPFound(evil)
+        links = '<a href="/go">go</a><a href="/fine">fine</a>'
+        return web.Response(text=f"<title>t</title>{links}", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    server = await aiohttp_server(app)
+    config = make_config(
+        [base_url(server)], crawl__obey_robots=False, crawl__exclude=[BACKTRACKING],
+        parse__timeout=1.0,
+    )  # fmt: skip
+    summary = await crawl(config)
+    assert summary.status == "finished"
+    assert hits == Counter({"/": 1, "/go": 1, "/fine": 1})
+    found = dict(await rows(config.storage.db, "SELECT url, error FROM pages"))
+    assert found[base_url(server) + "go"] == (
+        "deciding whether to follow it took over parse.timeout (1 s of CPU); its worker was ended"
+    )
+    assert found[base_url(server) + "fine"] is None
