@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import itertools
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
@@ -57,12 +58,14 @@ def canonicalize(url: str, base: str | None = None, policy: UrlPolicy = KEEP_QUE
 
 def resolve_links(
     hrefs: Iterable[str], base: str, policy: UrlPolicy = KEEP_QUERY, scope: Scope | None = None
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(links, follow) of a page: its hrefs canonical (`canonicalize` against `base`), without
-    the uncrawlable ones, each once, in document order; and those of them `scope` allows (depth
-    aside; all of them with no scope). `base` must be canonical, as page URLs and resolved
-    `<base href>`s are: with a base that is not (tabs, dot segments), what `canonicalize` gives
-    may depend on an href's fragment, which the memo's keys leave out.
+) -> tuple[tuple[str, ...], tuple[str, ...], int]:
+    """(links, follow, cut) of a page: its hrefs canonical (`canonicalize` against `base`),
+    without the uncrawlable ones, each once, in document order; those of them `scope` allows
+    (depth aside; all of them with no scope); and how many were cut: longer than the scope's
+    max_url_length, or past its max_links (neither kept as links nor followed). `base` must be
+    canonical, as page URLs and resolved `<base href>`s are: with a base that is not (tabs, dot
+    segments), what `canonicalize` gives may depend on an href's fragment, which the memo's keys
+    leave out.
 
     A site's pages repeat their links (menus, footers), and canonicalising and scoping one
     costs a few µs where looking it up costs a tenth of one, so each answer is remembered for
@@ -86,7 +89,21 @@ def resolve_links(
         url, allowed = answer
         if url is not None:
             found[url] = allowed
-    return tuple(found), tuple(url for url, allowed in found.items() if allowed)
+    cut = 0
+    if scope is not None and (scope.max_links or scope.max_url_length):
+        found, cut = _bounded(found, scope.max_links, scope.max_url_length)
+    return tuple(found), tuple(url for url, allowed in found.items() if allowed), cut
+
+
+def _bounded(found: dict[str, bool], most: int, longest: int) -> tuple[dict[str, bool], int]:
+    """`found` without URLs over `longest` characters, and then its first `most`; and how many
+    were dropped. (Checked first without building anything: most pages lose none.)"""
+    kept = found
+    if longest and max(map(len, found), default=0) > longest:
+        kept = {url: allowed for url, allowed in found.items() if len(url) <= longest}
+    if most and len(kept) > most:
+        kept = dict(itertools.islice(kept.items(), most))
+    return kept, len(found) - len(kept)
 
 
 def _rememberable(key: str) -> bool:

@@ -86,14 +86,15 @@ def test_resolved_links_follow_what_allows_allows() -> None:
              "http://www.example.com/doc.pdf", "/private/x", "mailto:x@example.com",
              "http://www.example.com/d", "http://EXAMPLE.com:81/e", "/a#again"]  # fmt: skip
     for _ in range(2):  # the second time from what was remembered
-        links, follow = resolve_links(hrefs, "http://example.com/p", scope=scope)
+        links, follow, cut = resolve_links(hrefs, "http://example.com/p", scope=scope)
+        assert cut == 0
         assert links == ("http://example.com/a", "http://ads.example.com/b", "http://other.org/c",
                          "http://www.example.com/doc.pdf", "http://example.com/private/x",
                          "http://www.example.com/d", "http://example.com:81/e")  # fmt: skip
         assert follow == tuple(url for url in links if scope.allows(url))
         assert follow == ("http://example.com/a", "http://www.example.com/d",
                           "http://example.com:81/e")  # fmt: skip
-    assert resolve_links(hrefs[:3], "http://example.com/p") == (tuple(hrefs[:3]),) * 2
+    assert resolve_links(hrefs[:3], "http://example.com/p") == (*(tuple(hrefs[:3]),) * 2, 0)
 
 
 def test_the_link_memo_stays_bounded() -> None:
@@ -147,7 +148,7 @@ def test_remembered_links_agree_with_canonicalize_whatever_page_came_first() -> 
                     url = canonicalize(href, base, policy)
                     if url is not None:
                         links[url] = within is None or within.allows(url)
-                expected = (tuple(links), tuple(u for u, ok in links.items() if ok))
+                expected = (tuple(links), tuple(u for u, ok in links.items() if ok), 0)
                 assert resolve_links(hrefs, base, policy, within) == expected, (order, base)
 
 
@@ -282,7 +283,7 @@ def test_joining_agrees_with_urljoin() -> None:
             # Remembered per origin or folder: bases of one folder share them.
             links = (expected,) if expected else ()
             for spelled in (href, f" {href}", href):
-                assert resolve_links([spelled], base) == (links, links), (base, spelled)
+                assert resolve_links([spelled], base) == (links, links, 0), (base, spelled)
 
 
 @pytest.mark.parametrize(
@@ -376,3 +377,12 @@ def test_long_urls_are_not_followed() -> None:
     scope = Scope(("example.com",), max_url_length=40)
     assert scope.allows("http://example.com/" + "a" * 21)
     assert not scope.allows("http://example.com/" + "a" * 22)
+
+
+def test_links_past_the_limits_are_cut_and_counted() -> None:
+    scope = Scope(("example.com",), max_links=3, max_url_length=30)
+    hrefs = ["/a", "/a", "/" + "x" * 20, "http://other.org/b", "/c", "/d", "/e", "mailto:x@y"]
+    links, follow, cut = resolve_links(hrefs, "http://example.com/", scope=scope)
+    assert links == ("http://example.com/a", "http://other.org/b", "http://example.com/c")
+    assert follow == ("http://example.com/a", "http://example.com/c")
+    assert cut == 3  # the long one, /d and /e (repeats and uncrawlable links are no links)

@@ -207,3 +207,34 @@ async def test_scope_regexes_never_run_on_the_event_loop(aiohttp_server, make_co
         "deciding whether to follow it took over parse.timeout (1 s of CPU); its worker was ended"
     )
     assert found[base_url(server) + "fine"] is None
+
+
+async def test_a_flood_of_links_is_cut_and_counted(aiohttp_server, make_config):
+    """A page of 100,000 links (and some of 3,000 characters): the first
+    crawl.max_links_per_page are kept and followed, URLs over crawl.max_url_length nowhere, and
+    the page's row counts what it lost."""
+    long_hrefs = "".join(f'<a href="/long/{i}/{"x" * 3000}">l</a>' for i in range(10))
+    flood = "".join(f'<a href="/p/{i}">{i}</a>' for i in range(100_000))
+
+    async def handler(request: web.Request) -> web.Response:
+        body = f"<title>t</title>{long_hrefs}{flood}" if request.path == "/" else "<title>t</title>"
+        return web.Response(text=body, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    server = await aiohttp_server(app)
+    config = make_config(
+        [base_url(server)], crawl__obey_robots=False, crawl__max_links_per_page=300,
+        crawl__max_pages=20,
+    )  # fmt: skip
+    summary = await crawl(config)
+    assert summary.status == "finished"
+    db = config.storage.db
+    ((cut, links),) = await rows(
+        db, "SELECT links_cut, json_array_length(links) FROM pages WHERE url = ?", base_url(server)
+    )
+    assert (cut, links) == (100_010 - 300, 300)
+    assert await rows(db, "SELECT count(*) FROM frontier") == [(301,)]  # the seed and its 300
+    assert await rows(db, "SELECT max(length(to_url)) < 2083 FROM links") == [(1,)]
+    others = await rows(db, "SELECT DISTINCT links_cut FROM pages WHERE url <> ?", base_url(server))
+    assert others == [(0,)]

@@ -103,5 +103,11 @@ SELECT p.url AS from_url, j.value AS to_url FROM pages p, json_each(p.links) j
 WHERE p.links IS NOT NULL;
 """
 
-MIGRATIONS: Sequence[str] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4)
+# v5: how many of a page's links were dropped (crawl.max_links_per_page, crawl.max_url_length):
+# NULL for pages stored before, or not parsed.
+SCHEMA_V5_LINKS_CUT = """
+ALTER TABLE pages ADD COLUMN links_cut INTEGER;
+"""
+
+MIGRATIONS: Sequence[str] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5_LINKS_CUT)
 SCHEMA_VERSION = len(MIGRATIONS)
