@@ -10,10 +10,13 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
-from scraper.picklable import pickled_as_arguments
+from scraper.picklable import out_of_band, pickled_as_arguments
 from scraper.urls import KEEP_QUERY, Scope, UrlPolicy
 
 Take = Literal["text", "html", "attr"]
+# parse.text: what the parser computes of the visible text: its length and hash, those and the
+# text itself, or nothing (no text pass at all).
+TextMode = Literal["hash", "store", "off"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +100,7 @@ class Extraction:
         return tuple(rules.values())
 
 
+@out_of_band("body")  # through the parse pool's shared memory, not its pipe
 @pickled_as_arguments
 @dataclass(frozen=True, slots=True)
 class ParseJob:
@@ -106,7 +110,7 @@ class ParseJob:
     body: bytes
     content_type: str | None
     rules: Extraction = Extraction()
-    store_text: bool = False
+    text: TextMode = "hash"  # parse.text
     policy: UrlPolicy = KEEP_QUERY  # how links are canonicalised
     scope: Scope | None = None  # which links to follow (None: all)
 
@@ -123,9 +127,9 @@ class ParseResult:
     title: str | None = None
     description: str | None = None
     canonical: str | None = None
-    text_length: int = 0
+    text_length: int | None = None  # the visible text's (scraper.parse.text); None: parse.text off
     text_hash: str | None = None
-    text: str | None = None
+    text: str | None = None  # only with parse.text = "store"
     links_json: str = "[]"  # every outgoing link, in document order, each once
     follow: tuple[str, ...] = ()  # the links within the crawl's scope (depth aside)
     fields_json: str | None = None  # the [extract] values; None when there are no rules

@@ -27,7 +27,8 @@ from scraper.config.checks import (
     worker_count,
 )
 from scraper.config.cpus import auto_workers, usable_cpus
-from scraper.models import Extraction
+from scraper.errors import ConfigError
+from scraper.models import Extraction, TextMode
 from scraper.urls import Scope, UrlPolicy, canonicalize, domain_entry, host_of
 
 # Skipped before fetching: images, archives, media, office documents, fonts, binaries.
@@ -193,10 +194,25 @@ class ParseConfig:
     workers: int = field(
         default_factory=lambda: auto_workers(usable_cpus()), metadata=_opt(worker_count, "")
     )
-    store_text: bool = field(default=False, metadata=_opt(boolean, "keep the visible text"))
+    text: TextMode = field(
+        default="hash",
+        metadata=_opt(choice("hash", "store", "off"), "the visible text: its hash, kept, or none"),
+    )
+    # The key before `text`: true means text = "store", and stays true exactly then.
+    store_text: bool = field(default=False, metadata=_opt(boolean, 'the same as text = "store"'))
     timeout: float = field(
         default=30.0, metadata=_opt(number(0, exclusive=True), "seconds per page in a worker")
     )
+
+    def __post_init__(self) -> None:
+        if self.store_text:
+            if self.text == "off":
+                raise ConfigError(
+                    'parse.store_text = true contradicts parse.text = "off"; '
+                    'keep parse.text = "store" alone'
+                )
+            object.__setattr__(self, "text", "store")
+        object.__setattr__(self, "store_text", self.text == "store")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -268,7 +268,7 @@ class Pipeline:
             body=result.body,
             content_type=result.content_type,
             rules=self._config.extract,
-            store_text=self._config.parse.store_text,
+            text=self._config.parse.text,
             policy=self._policy,
             scope=self._scope,  # so the parser's process filters the links, not the loop
         )
