@@ -137,8 +137,10 @@ class RobotsGate:
         status = result.status or 0
         if result.error_kind == "blocked":  # the host's address: no request will reach it
             return RobotsRules(None, self._agent, refused=result.error, skip_kind="blocked")
-        if result.error_kind in ("out_of_scope", "redirects"):
-            return RobotsRules(None, self._agent)  # as if there were none (RFC 9309: as a 4xx)
+        if result.error_kind in ("out_of_scope", "redirects") or 300 <= status < 400:
+            # A redirect not followed (outside the scope, too many, or to no crawlable URL):
+            # as if there were none (RFC 9309: as a 4xx).
+            return RobotsRules(None, self._agent)
         if 200 <= status < 300 and result.body is not None:
             parser = await asyncio.to_thread(_parse, result.body)  # big files take a while
             delay = parser.crawl_delay(self._agent)

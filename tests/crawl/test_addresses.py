@@ -224,15 +224,20 @@ async def test_sitemaps_stay_within_the_scope(aiohttp_server, make_config):
     assert summary.counts.by_error == {"out_of_scope": 3}
 
 
+@pytest.mark.parametrize("where", ["outside", "no host"])
 async def test_a_robots_txt_redirecting_outside_the_scope_counts_as_none(
-    aiohttp_server, make_config
+    aiohttp_server, make_config, where
 ):
     outside_hits: Counter[str] = Counter()
     outside = await aiohttp_server(counting_app(outside_hits), host="127.0.0.1")
+    location = {
+        "outside": f"http://localhost:{outside.port}/robots.txt",
+        "no host": "http://local<host>/robots.txt",
+    }[where]
 
     async def handler(request: web.Request) -> web.StreamResponse:
         if request.path == "/robots.txt":
-            raise web.HTTPMovedPermanently(f"http://localhost:{outside.port}/robots.txt")
+            raise web.HTTPMovedPermanently(location)
         return web.Response(text='<a href="/next">n</a>', content_type="text/html")
 
     app = web.Application()
