@@ -238,3 +238,18 @@ async def test_a_flood_of_links_is_cut_and_counted(aiohttp_server, make_config):
     assert await rows(db, "SELECT max(length(to_url)) < 2083 FROM links") == [(1,)]
     others = await rows(db, "SELECT DISTINCT links_cut FROM pages WHERE url <> ?", base_url(server))
     assert others == [(0,)]
+
+
+async def test_host_names_with_control_characters_are_no_links(aiohttp_server, make_config):
+    """A link's host with an escape sequence, a bell or <>" is no host name: not a link, not a
+    frontier row, so never shown (as a host of the summary, say) nor requested."""
+    hosts = ["a\x1b]0;pwned\x07b.test", "a<b>.test", "a&quot;b.test", "a\x1b[2Jb.test"]
+    app, hits = link_site([f"http://{host}/x" for host in hosts] + ["/fine"])
+    server = await aiohttp_server(app)
+    config = make_config([base_url(server)], crawl__obey_robots=False)
+    await crawl(config)
+    links = await rows(config.storage.db, "SELECT to_url FROM links")
+    assert links == [(base_url(server) + "fine",)]
+    hosts_seen = await rows(config.storage.db, "SELECT DISTINCT host FROM frontier")
+    assert hosts_seen == [(f"127.0.0.1:{server.port}",)]
+    assert dict(hits) == {"/fine": 1}
