@@ -133,6 +133,7 @@ class ParseResult:
     links_json: str = "[]"  # every outgoing link, in document order, each once
     follow: tuple[str, ...] = ()  # the links within the crawl's scope (depth aside)
     fields_json: str | None = None  # the [extract] values; None when there are no rules
+    links_cut: int = 0  # links dropped: past crawl.max_links_per_page, or over max_url_length
 
     @property
     def links(self) -> tuple[str, ...]:

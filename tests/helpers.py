@@ -129,3 +129,26 @@ class Site:
 
     def starts_before(self, moment: float) -> list[str]:
         return [path for path, at in self.starts if at < moment]
+
+
+# A regex that backtracks for ever (2^n steps) on "a" * n + "b", and a site with such a page.
+BACKTRACKING = "(a+)+$"
+
+
+def backtracking_site(pages: int = 5, served_evil: asyncio.Event | None = None) -> web.Application:
+    """/ links to /p/0 … /p/{pages-1} and /evil; every page's <h1> is "ok", but /evil's is 40
+    "a"s and a "b": an [extract] rule with BACKTRACKING on h1 would take years on it."""
+
+    async def page(request: web.Request) -> web.Response:
+        if request.path in ("/robots.txt", "/sitemap.xml"):
+            raise web.HTTPNotFound()
+        links = "".join(f'<a href="/p/{i}">{i}</a>' for i in range(pages))
+        heading = "a" * 40 + "b" if request.path == "/evil" else "ok"
+        if request.path == "/evil" and served_evil is not None:
+            served_evil.set()
+        body = f'<title>{request.path}</title><h1>{heading}</h1>{links}<a href="/evil">e</a>'
+        return web.Response(text=body, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    return app

@@ -31,7 +31,7 @@ from scraper.config.checks import (
 from scraper.config.cpus import auto_workers, usable_cpus
 from scraper.errors import ConfigError
 from scraper.models import Extraction, TextMode
-from scraper.urls import Scope, UrlPolicy, canonicalize, host_of
+from scraper.urls import Scope, UrlPolicy, canonicalize, domain_entry, host_of
 
 # Skipped before fetching: images, archives, media, office documents, fonts, binaries.
 SKIP_EXTENSIONS = tuple(
@@ -139,13 +139,20 @@ class CrawlConfig:
     drop_params: tuple[str, ...] = field(
         default=("utm_*", "fbclid", "gclid"), metadata=_opt(list_of(text), "globs")
     )
+    max_links_per_page: int = field(
+        default=5000, metadata=_opt(integer(0), "links kept per page; 0 = all")
+    )
+    max_url_length: int = field(
+        default=2083, metadata=_opt(integer(0), "longer URLs are dropped; 0 = any length")
+    )
 
     def __post_init__(self) -> None:
         policy = self.url_policy()
         seeds = tuple(canonicalize(seed, policy=policy) or seed for seed in self.seeds)
         object.__setattr__(self, "seeds", seeds)
         if not self.allowed_domains and self.seeds and not self.seeds_file:
-            domains = tuple(dict.fromkeys(host_of(seed) for seed in self.seeds))
+            hosts = (host_of(seed) for seed in self.seeds)
+            domains = tuple(dict.fromkeys(domain_entry(host) or host for host in hosts))
             object.__setattr__(self, "allowed_domains", domains)
 
     def url_policy(self) -> UrlPolicy:
@@ -160,6 +167,8 @@ class CrawlConfig:
             exclude=tuple(re.compile(p) for p in self.exclude),
             skip_extensions=frozenset(self.skip_extensions),
             max_depth=self.max_depth,
+            max_url_length=self.max_url_length,
+            max_links=self.max_links_per_page,
             same_site=bool(self.seeds_file) and not self.allowed_domains,
         )
 
@@ -191,6 +200,12 @@ class FetchConfig:
     resolve: tuple[tuple[str, str], ...] = field(
         default=(), metadata=_opt(addresses, "host names answered without DNS")
     )
+    max_crawl_delay: float = field(
+        default=30.0, metadata=_opt(number(0), "hosts asking a longer Crawl-delay are skipped")
+    )
+    block_private: bool = field(
+        default=True, metadata=_opt(boolean, "no requests to private addresses but the seeds'")
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,6 +219,9 @@ class ParseConfig:
     )
     # The key before `text`: true means text = "store", and stays true exactly then.
     store_text: bool = field(default=False, metadata=_opt(boolean, 'the same as text = "store"'))
+    timeout: float = field(
+        default=30.0, metadata=_opt(number(0, exclusive=True), "seconds per page in a worker")
+    )
 
     def __post_init__(self) -> None:
         if self.store_text:

@@ -34,6 +34,7 @@ from scraper.parse.pool import ParsePool
 from scraper.parse.sitemap import parse_sitemap
 from scraper.store import open_backend
 from scraper.store.base import Backend, CrawlSummary, Frontier, FrontierState
+from scraper.urls import host_of, in_scope
 
 log = logging.getLogger(__name__)
 
@@ -214,8 +215,16 @@ class Crawler:
         self, backend: Backend, crawl_id: int, frontier: Frontier, done: int
     ) -> str:
         config = self._config
+        scope = config.crawl.scope()
         budget = socket_budget(config.fetch.concurrency, config.parse.workers, self._open_files)
-        fetcher = Fetcher(config.fetch, concurrency=budget.wire, resolver=self._resolver)
+        fetcher = Fetcher(
+            config.fetch,
+            outside=scope.outside,  # the boundary of every request: pages, robots.txt, sitemaps
+            # (a seeds file's hosts are not trusted: a list of thousands is not read by hand)
+            trusted_hosts=(host_of(seed) for seed in config.crawl.seeds),
+            resolver=self._resolver,
+            concurrency=budget.wire,
+        )
         async with fetcher, ParsePool(config.parse) as parser:
             sink_queue: asyncio.Queue[object] = asyncio.Queue(2 * config.storage.batch_size)
             polite = PoliteFetch(fetcher)  # robots.txt and sitemaps take their turn on the slot
@@ -226,6 +235,7 @@ class Crawler:
                     config.fetch.user_agent,
                     timeout=config.fetch.robots_timeout,
                     obey=config.crawl.obey_robots,
+                    max_crawl_delay=config.fetch.max_crawl_delay,
                     on_sitemaps=lambda site, urls: self._read_sitemaps(site, urls),
                 )
             assert fetcher.resolver is not None  # (made when the fetcher opens)
@@ -253,16 +263,17 @@ class Crawler:
                 polite,
                 lambda job: parser.run(parse_sitemap, job),
                 emit,
-                scope=config.crawl.scope(),
+                scope=scope,
                 policy=config.crawl.url_policy(),
                 max_bytes=config.fetch.max_bytes,
             )
             admission = Admission(
-                scope=config.crawl.scope(),
+                scope=scope,
                 policy=config.crawl.url_policy(),
                 max_depth=config.crawl.max_depth,
                 max_redirects=config.fetch.max_redirects,
                 links_from=sink.links_from,
+                select=lambda urls, base: parser.run(in_scope, (scope, urls, base)),
             )
             pipeline = Pipeline(config, scheduler, fetcher, parser, sink, sink_queue, admission)
             self._scheduler, self._pipeline, self._stored_before = scheduler, pipeline, done

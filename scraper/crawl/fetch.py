@@ -5,11 +5,15 @@ never as an exception. Connection errors, timeouts, 429 and 5xx are retried with
 (exponential backoff with jitter, Retry-After honoured); a connection slot is held only while a
 request is on the wire, so a request waiting out its backoff leaves its slot to others.
 
+Every request the crawl makes comes through here, and so through its boundary: the crawl's scope
+(`outside`, asked before each request and each redirect hop) and, where the connection is made,
+the address guard (`addresses.py`, fetch.block_private). aiohttp follows no redirect by itself.
+
 Sockets are the process's own resource, not the site's: running out of them ("Too many open
 files") is never a page's error. The request waits and tries again, and the number of connection
 slots drops to what the process could open, climbing back as connections succeed. Connections
-and names are made by `make_connector` and `dns.make_resolver`, kept apart so that a resolver
-can be layered in.
+and names are made by `make_connector` and `dns.make_resolver` (the address guard wraps the
+latter), kept apart so that resolvers layer.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import logging
 import socket
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -38,15 +43,26 @@ from tenacity import (
 )
 
 from scraper.config import FetchConfig
+from scraper.crawl.addresses import AddressBlocked, AddressGuard, GuardedResolver
 from scraper.crawl.dns import make_resolver
 from scraper.models import CrawlRequest, FetchResult
 from scraper.store.base import utc_now
+from scraper.terminal import visible
 from scraper.urls import canonicalize
 
 log = logging.getLogger(__name__)
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 READ_CHUNK = 64 * 1024
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+WEB_TEXT_LIMIT = 200  # characters of a reason phrase or a server's error message kept
+
+
+def everywhere(url: str) -> str | None:
+    """The boundary of a Fetcher given none: every URL may be requested."""
+    return None
+
+
 # The process is out of a resource of its own (file descriptors, ephemeral ports, buffers): the
 # request waits and tries again; the site is not at fault.
 OUT_OF_SOCKETS = frozenset(
@@ -161,26 +177,34 @@ class _Retryable(Exception):
 
 
 class Fetcher:
-    """Owns the aiohttp session and the global concurrency cap."""
+    """Owns the aiohttp session and the global concurrency cap.
+
+    `outside` is the crawl's boundary (`Scope.outside`): why no request may go to a URL, None
+    when one may. `trusted_hosts` are the seeds' hosts, whatever addresses they are on
+    (fetch.block_private). `concurrency`: connection slots, if fewer than fetch.concurrency
+    (what the process's open-files limit allows, `sockets.socket_budget`); `resolver`: instead
+    of the one `fetch.resolve` and the system give (the guard still wraps it)."""
 
     def __init__(
         self,
         config: FetchConfig,
         *,
+        outside: Callable[[str], str | None] = everywhere,
+        trusted_hosts: Iterable[str] = (),
         resolver: AbstractResolver | None = None,
         concurrency: int | None = None,
     ) -> None:
-        """`concurrency`: connection slots, if fewer than fetch.concurrency (what the process's
-        open-files limit allows, `sockets.socket_budget`); `resolver`: instead of the one
-        `fetch.resolve` and the system give."""
         self._config = config
+        self._outside = outside
+        self._guard = AddressGuard(block=config.block_private, trusted_hosts=trusted_hosts)
         self._wire = WireSlots(concurrency or config.concurrency)
         self._backoff = wait_exponential(
             multiplier=config.retry_backoff, max=config.retry_backoff_max
         ) + wait_random(0, config.retry_backoff)
         self._session: aiohttp.ClientSession | None = None
+        self._connector_resolver: AbstractResolver | None = None
         self._listener: WireListener = _Everyone()
-        self.resolver = resolver
+        self.resolver = resolver  # names, cached (what the dispatcher asks for IP keys)
         self.in_flight = 0
 
     @property
@@ -195,7 +219,12 @@ class Fetcher:
         config = self._config
         if self.resolver is None:
             self.resolver = make_resolver(dict(config.resolve), config.dns_ttl)
-        connector = make_connector(self._wire.configured, self.resolver)
+        resolver, socket_factory = self.resolver, None
+        if self._guard.block:
+            resolver = GuardedResolver(self.resolver, self._guard)
+            socket_factory = self._guard.socket_factory
+        self._connector_resolver = resolver
+        connector = make_connector(self._wire.configured, resolver, socket_factory)
         self._session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(
@@ -216,16 +245,63 @@ class Fetcher:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._connector_resolver is not None:  # passed to the connector, not its to close
+            await self._connector_resolver.close()
+            self._connector_resolver = None
 
     async def fetch(
-        self, request: CrawlRequest, *, any_type: bool = False, time_limit: float | None = None
+        self,
+        request: CrawlRequest,
+        *,
+        any_type: bool = False,
+        time_limit: float | None = None,
+        body_limit: int | None = None,
     ) -> FetchResult:
-        """Fetch with retries. A redirect is not followed: it comes back with its target in
-        `final_url`, for the crawl to treat as a URL of its own. `any_type` (robots.txt,
-        sitemaps): read the body whatever its type, and follow redirects here;
-        `time_limit`: a shorter total timeout than fetch.total_timeout."""
+        """Fetch with retries, if the boundary allows the URL. A redirect is not followed: it
+        comes back with its target in `final_url`, for the crawl to treat as a URL of its own.
+        `any_type` (robots.txt, sitemaps): read the body whatever its type, and follow redirects
+        here, each hop within the boundary, up to fetch.max_redirects; `time_limit`: a shorter
+        total timeout than fetch.total_timeout; `body_limit`: read at most this many bytes and
+        keep them (robots.txt), where a body over fetch.max_bytes is abandoned."""
+        result = await self._fetch_one(request, any_type, time_limit, body_limit)
+        if not any_type:
+            return result
+        hops = 0
+        seen = {request.url}
+        while result.status in REDIRECTS and result.final_url and result.error_kind is None:
+            target = result.final_url
+            if target in seen or hops >= self._config.max_redirects:
+                why = "a redirect loop" if target in seen else "too many redirects"
+                limit = self._config.max_redirects
+                return dataclasses.replace(
+                    result, error_kind="redirects", error=f"{why} (fetch.max_redirects = {limit})"
+                )
+            hops += 1
+            seen.add(target)
+            hop = await self._fetch_one(CrawlRequest(url=target), True, time_limit, body_limit)
+            if hop.error_kind == "out_of_scope":
+                hop = dataclasses.replace(hop, error=f"redirected to {target}: {hop.error}")
+            result = dataclasses.replace(hop, request=request, final_url=target)
+        return result
+
+    async def _fetch_one(
+        self,
+        request: CrawlRequest,
+        any_type: bool,
+        time_limit: float | None,
+        body_limit: int | None,
+    ) -> FetchResult:
+        why = self._outside(request.url)
+        if why is not None:
+            return FetchResult(
+                request=request,
+                fetched_at=utc_now(),
+                attempts=0,
+                error_kind="out_of_scope",
+                error=f"outside the crawl's scope: {why}",
+            )
         try:  # the first attempt without tenacity's set-up, which costs ~5% of the loop
-            return await self._attempt(request, 1, any_type, time_limit)
+            return await self._attempt(request, 1, any_type, time_limit, body_limit)
         except _Retryable as exc:
             first = exc
         throttles: list[float] = []  # Retry-After of each 429/503 (0 when absent)
@@ -242,7 +318,9 @@ class Fetcher:
                         number = attempt.retry_state.attempt_number
                         if number == 1:
                             raise first  # already made: tenacity waits, then tries again
-                        result = await self._attempt(request, number, any_type, time_limit)
+                        result = await self._attempt(
+                            request, number, any_type, time_limit, body_limit
+                        )
                     except _Retryable as exc:
                         if exc.result.status in (429, 503):
                             throttles.append(exc.retry_after or 0.0)
@@ -263,7 +341,12 @@ class Fetcher:
         return max(pause, self._listener.not_before(request))
 
     async def _attempt(
-        self, request: CrawlRequest, attempt: int, any_type: bool, time_limit: float | None
+        self,
+        request: CrawlRequest,
+        attempt: int,
+        any_type: bool,
+        time_limit: float | None,
+        body_limit: int | None,
     ) -> FetchResult:
         """One attempt; while the process is out of sockets, the same attempt again (after a
         pause that grows), never a failure of the site's."""
@@ -271,7 +354,9 @@ class Fetcher:
         first = attempt == 1
         while True:
             try:
-                return await self._attempt_once(request, attempt, any_type, time_limit, first)
+                return await self._attempt_once(
+                    request, attempt, any_type, time_limit, body_limit, first
+                )
             except _OutOfSockets as exc:
                 first = False
                 limit = self._wire.shrink()
@@ -293,6 +378,7 @@ class Fetcher:
         attempt: int,
         any_type: bool,
         time_limit: float | None,
+        body_limit: int | None,
         first: bool,
     ) -> FetchResult:
         assert self._session is not None, "Fetcher used outside `async with`"
@@ -321,36 +407,40 @@ class Fetcher:
                     options["timeout"] = aiohttp.ClientTimeout(
                         total=time_limit, connect=self._config.connect_timeout
                     )
-                # A host with nothing more queued, or over the budget of idle connections:
-                # the connection closes after this response instead of idling in the pool
-                # (aiohttp keeps it 15 s), so open sockets stay bounded whatever the hosts.
-                close = any_type or not self._listener.keep_alive(request)
+                # A host with nothing more queued, or over the budget of idle connections: the
+                # connection closes after this response instead of idling in the pool (aiohttp
+                # keeps it 15 s), so open sockets stay bounded whatever the number of hosts.
+                close = not self._listener.keep_alive(request)
                 async with self._session.get(
                     request.url,
-                    allow_redirects=any_type,
-                    max_redirects=self._config.max_redirects + 1,  # aiohttp counts the first
+                    allow_redirects=False,  # each hop is a request of its own, in the boundary
                     headers=_headers(request, close),
                     **options,
                 ) as response:
                     self._wire.connected()
                     return await self._read(
-                        response, request, attempt, fetched_at, started, any_type
+                        response, request, attempt, fetched_at, started, any_type, body_limit
                     )
-            except aiohttp.TooManyRedirects:
-                return failure("redirects", f"more than {self._config.max_redirects} redirects")
             except TimeoutError:
                 raise _Retryable(failure("timeout", "timed out")) from None
             except aiohttp.InvalidURL as exc:
-                return failure("invalid_url", f"invalid URL: {exc}")
+                return failure("invalid_url", f"invalid URL: {web_text(str(exc))}")
             except aiohttp.ClientResponseError as exc:  # malformed response, not an HTTP status
-                raise _Retryable(failure("protocol", f"bad response: {exc.message}")) from None
-            except aiohttp.ClientConnectorDNSError as exc:
+                message = f"bad response: {web_text(exc.message)}"
+                raise _Retryable(failure("protocol", message)) from None
+            except aiohttp.ClientConnectorError as exc:
+                if isinstance(exc.os_error, AddressBlocked):  # refused before a packet was sent
+                    return dataclasses.replace(
+                        failure("blocked", f"refused: {exc.os_error}"), attempts=0
+                    )
                 if _out_of_sockets(exc):
                     raise _OutOfSockets(_describe(exc)) from exc
-                found = failure("dns", f"cannot resolve {exc.host}: {_reason(exc.os_error)}")
-                if exc.os_error.errno == socket.EAI_AGAIN:  # the resolver's failure, for now
-                    raise _Retryable(found) from None
-                return found  # the name does not exist: asking again will not help
+                if isinstance(exc, aiohttp.ClientConnectorDNSError):
+                    found = failure("dns", f"cannot resolve {exc.host}: {_reason(exc.os_error)}")
+                    if exc.os_error.errno == socket.EAI_AGAIN:  # the resolver's failure, for now
+                        raise _Retryable(found) from None
+                    return found  # the name does not exist: asking again will not help
+                raise _Retryable(failure("connection", _describe(exc))) from None
             except (aiohttp.ClientError, OSError) as exc:
                 if _out_of_sockets(exc):
                     raise _OutOfSockets(_describe(exc)) from exc
@@ -369,6 +459,7 @@ class Fetcher:
         fetched_at: str,
         started: float,
         any_type: bool = False,
+        body_limit: int | None = None,
     ) -> FetchResult:
         content_type = response.headers.get("Content-Type")
         mime = content_type.split(";", 1)[0].strip().lower() if content_type else None
@@ -390,12 +481,9 @@ class Fetcher:
         status = response.status
         if status == 429 or status >= 500:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            failed = result(
-                error_kind="http", error=f"HTTP {status} {response.reason or ''}".strip()
-            )
-            raise _Retryable(failed, retry_after)
+            raise _Retryable(result(error_kind="http", error=_http_error(response)), retry_after)
         if status >= 400:
-            return result(error_kind="http", error=f"HTTP {status} {response.reason or ''}".strip())
+            return result(error_kind="http", error=_http_error(response))
         if status >= 300:  # a redirect (its target is the next hop), or 304 Not Modified
             location = response.headers.get("Location")
             target = canonicalize(location, request.url) if location else None
@@ -403,11 +491,12 @@ class Fetcher:
             return result()
         if mime is not None and mime not in HTML_TYPES and not any_type:
             return result(bytes=response.content_length)  # recorded, not downloaded nor parsed
-        limit = self._config.max_bytes
+        limit = body_limit or self._config.max_bytes
         declared = response.content_length
-        if declared is not None and declared > limit and "Content-Encoding" not in response.headers:
+        plain = "Content-Encoding" not in response.headers
+        if declared is not None and declared > limit and plain and body_limit is None:
             return result(bytes=declared, error_kind="too_large", error=_too_large(limit))
-        if declared is not None and "Content-Encoding" not in response.headers:
+        if declared is not None and declared <= limit and plain:
             whole = await response.read()  # one await: its size is declared, within the limit
             return result(bytes=len(whole), body=whole)
         body = bytearray()
@@ -415,6 +504,8 @@ class Fetcher:
         async for chunk in response.content.iter_chunked(READ_CHUNK):
             body += chunk
             if len(body) > limit:
+                if body_limit is not None:  # the first body_limit bytes are what is wanted
+                    return result(bytes=limit, body=bytes(body[:limit]))
                 return result(bytes=len(body), error_kind="too_large", error=_too_large(limit))
         return result(bytes=len(body), body=bytes(body))
 
@@ -435,36 +526,39 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def make_connector(limit: int, resolver: AbstractResolver) -> aiohttp.TCPConnector:
+def make_connector(
+    limit: int, resolver: AbstractResolver, socket_factory: Any = None
+) -> aiohttp.TCPConnector:
     """The connection pool: at most `limit` connections in use (fetch.concurrency, or what the
     open-files limit allows); idle ones are the dispatcher's to keep or close (`keep_alive`).
-    Names go through `resolver`, which caches them (aiohttp's own cache is off)."""
+    Names go through `resolver`, which caches them (aiohttp's own cache is off); a
+    `socket_factory` (the address guard's) makes the sockets."""
+    extra: dict[str, Any] = {"socket_factory": socket_factory} if socket_factory else {}
     return aiohttp.TCPConnector(
         limit=limit,
         limit_per_host=0,
         resolver=resolver,
         use_dns_cache=False,
         keepalive_timeout=KEEPALIVE_TIMEOUT,
+        **extra,
     )
 
 
 def _out_of_sockets(exc: BaseException) -> bool:
-    cause = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         # getaddrinfo's "system error": in a crawl, a thread that could not open a socket
         return exc.os_error.errno == socket.EAI_SYSTEM
+    cause = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
     return isinstance(cause, OSError) and cause.errno in OUT_OF_SOCKETS
 
 
 def _reason(error: OSError) -> str:
-    return error.strerror or str(error) or type(error).__name__
+    return web_text(error.strerror or str(error) or type(error).__name__)
 
 
 def _headers(request: CrawlRequest, close: bool) -> dict[str, str] | None:
     headers = {}
     if close:
-        # (robots.txt and sitemaps always: they follow redirects inside aiohttp, which would
-        # leave each hop's connection idle in the pool, out of the dispatcher's budget.)
         headers["Connection"] = "close"
     if request.etag:
         headers["If-None-Match"] = request.etag
@@ -479,12 +573,24 @@ def _with_throttles(result: FetchResult, throttles: list[float]) -> FetchResult:
     return dataclasses.replace(result, throttled=True, retry_after=max(throttles) or None)
 
 
+def web_text(text: str) -> str:
+    """Text a server chose (a reason phrase, a header in an error), fit for a stored error
+    message that may reach a terminal: control characters shown as escapes, and shortened."""
+    text = visible(text)
+    return text if len(text) <= WEB_TEXT_LIMIT else text[:WEB_TEXT_LIMIT] + "…"
+
+
+def _http_error(response: aiohttp.ClientResponse) -> str:
+    return f"HTTP {response.status} {web_text(response.reason or '')}".strip()
+
+
 def _too_large(limit: int) -> str:
     return f"body larger than fetch.max_bytes ({limit} bytes); abandoned"
 
 
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}"
+        why = exc.os_error.strerror or str(exc.os_error)
+        return f"cannot connect to {exc.host}:{exc.port}: {web_text(why)}"
     text = str(exc) or type(exc).__name__
-    return text.splitlines()[0]
+    return web_text(text.splitlines()[0])

@@ -43,7 +43,9 @@ ResolveKey = Callable[[str], Awaitable[str]]  # host key -> politeness key, afte
 
 
 class HostRules(Protocol):
-    """What robots.txt says about one host."""
+    """What robots.txt says about one host (and `skip_kind`: the error kind of a URL it skips)."""
+
+    skip_kind: str
 
     @property
     def delay(self) -> float | None: ...
@@ -59,6 +61,7 @@ class _AllowAll:
 
     delay: float | None = None
     unavailable = False
+    skip_kind = "robots"
 
     def skip_reason(self, url: str) -> str | None:
         return None

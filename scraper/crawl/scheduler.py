@@ -68,10 +68,12 @@ class _DispatchEnded(Exception):
 @dataclass(frozen=True, slots=True)
 class Assignment:
     """A request handed to a fetch worker. With a `skip_reason` (robots.txt disallows it, or
-    cannot be read) it is recorded with that reason instead of fetched."""
+    cannot be read, or the host is refused) it is recorded with that reason, and the error kind
+    `skip_kind`, instead of fetched."""
 
     request: CrawlRequest
     skip_reason: str | None = None
+    skip_kind: str = "robots"
 
 
 class HostGate(Protocol):
@@ -100,7 +102,12 @@ class FetchStage(Protocol):
     """What PoliteFetch needs of the fetch stage (`crawl/fetch.py`'s Fetcher, passed in)."""
 
     async def fetch(
-        self, request: CrawlRequest, *, any_type: bool, time_limit: float | None
+        self,
+        request: CrawlRequest,
+        *,
+        any_type: bool,
+        time_limit: float | None,
+        body_limit: int | None,
     ) -> FetchResult: ...
 
 
@@ -581,9 +588,11 @@ class Scheduler:
         if request.fresh:
             self._free.append((host, Assignment(request)))
             return
-        skip = host.rules.skip_reason(request.url) if host.rules is not None else None
+        rules = host.rules
+        skip = rules.skip_reason(request.url) if rules is not None else None
         if skip is not None:
-            self._free.append((host, Assignment(request, skip)))
+            assert rules is not None
+            self._free.append((host, Assignment(request, skip, rules.skip_kind)))
         else:
             host.queue.append(request)
 
@@ -684,10 +693,17 @@ class PoliteFetch:
         self.scheduler: Scheduler | None = None
 
     async def fetch(
-        self, request: CrawlRequest, *, any_type: bool, time_limit: float | None = None
+        self,
+        request: CrawlRequest,
+        *,
+        any_type: bool,
+        time_limit: float | None = None,
+        body_limit: int | None = None,
     ) -> FetchResult:
         assert self.scheduler is not None, "PoliteFetch used before the scheduler was made"
         async with self.scheduler.turn(request.url):
-            result = await self._fetcher.fetch(request, any_type=any_type, time_limit=time_limit)
+            result = await self._fetcher.fetch(
+                request, any_type=any_type, time_limit=time_limit, body_limit=body_limit
+            )
             self.scheduler.observe(request.url, result)
             return result

@@ -30,7 +30,7 @@ def parse_page(job: ParseJob) -> ParseResult:
     title_node = tree.css_first("title")
     canonical = _attr(tree.css_first('link[rel~="canonical" i][href]'), "href")
     hrefs = [node.attributes.get("href") or "" for node in tree.css("a[href], area[href]")]
-    links, follow = resolve_links(hrefs, base, job.policy, job.scope)
+    links, follow, cut = resolve_links(hrefs, base, job.policy, job.scope)
     tree.strip_tags(INVISIBLE)  # before the description too, as ever: one in <noscript> is not
     description = _attr(tree.css_first('meta[name="description" i][content]'), "content")
     text = visible_text(tree) if job.text != "off" else None
@@ -45,6 +45,7 @@ def parse_page(job: ParseJob) -> ParseResult:
         links_json=json.dumps(links, ensure_ascii=False),
         follow=follow,
         fields_json=json.dumps(fields, ensure_ascii=False) if fields else None,
+        links_cut=cut,
     )
 
 

@@ -13,8 +13,11 @@ worker's side is `procworker.py`, which imports nothing of asyncio's.
 
 - A worker's replies come in the order of its requests, so each keeps a FIFO of futures.
 - A call goes to the worker with the fewest calls outstanding.
-- A worker ends when its stdin closes: when the pool closes, and when the crawler dies, kill -9
-  included (the kernel closes the crawler's end), so no worker outlives the crawl.
+- A worker ends when its stdin closes (when the pool closes), and when the crawler dies, kill -9
+  included, even in the middle of a call: the kernel kills it (PR_SET_PDEATHSIG, on Linux). So no
+  worker outlives the crawl.
+- A call may carry a CPU time limit (`procworker.within`): a worker over it is ended by the
+  kernel, and its calls fail with `WorkerDied` whose `timed_out` is true.
 - A worker that dies (a crash in a C extension, say, or the OOM killer) fails its outstanding
   calls (the one it was running and any queued behind it) with `WorkerDied` and is replaced; the
   other workers go on. So does one whose reply cannot be unpickled: it is killed.
@@ -123,7 +126,14 @@ def _make_ring() -> _Ring | None:
 
 
 class WorkerDied(RuntimeError):
-    """The worker process running a call ended before replying."""
+    """The worker process running a call ended before replying. `started`: the call was the
+    one it was running (else it was queued behind that one, and never ran); `timed_out`: it
+    ran past its time limit (`procworker.within`)."""
+
+    def __init__(self, message: str, *, started: bool = True, timed_out: bool = False) -> None:
+        super().__init__(message)
+        self.started = started
+        self.timed_out = timed_out
 
 
 class _Worker:
@@ -185,16 +195,25 @@ class _Worker:
                 else:
                     future.set_exception(value)
         except asyncio.IncompleteReadError:  # the worker is gone
-            why = f"parse worker {self.number} exited (code {await self.process.wait()})"
+            code = await self.process.wait()
+            timed_out = code == -procworker.TIMEOUT_SIGNAL
+            if timed_out:
+                why = f"parse worker {self.number} ran out of time on a call and was ended"
+            else:
+                why = f"parse worker {self.number} exited (code {code})"
         except Exception as exc:  # a reply that cannot be read: the stream is lost
             with contextlib.suppress(ProcessLookupError):
                 self.process.kill()
             await self.process.wait()
             why = f"parse worker {self.number} sent a reply that cannot be read ({exc!r})"
+            timed_out = False
+        started = True  # the oldest call is the one it was running; the others waited
         while self.pending:
             future, _ = self.pending.popleft()
             if not future.done():
-                future.set_exception(WorkerDied(why))
+                died = WorkerDied(why, started=started, timed_out=timed_out and started)
+                future.set_exception(died)
+            started = False
 
     async def stop(self) -> None:
         stdin = self.process.stdin
@@ -277,6 +296,7 @@ class ProcessPool:
                 sys.executable,
                 "-m",
                 procworker.__name__,
+                str(os.getpid()),  # its parent: the worker dies with it
                 *ring_args,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,

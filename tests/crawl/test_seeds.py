@@ -24,7 +24,8 @@ async def test_a_seeds_file_is_crawled_and_its_bad_lines_reported(aiohttp_server
     db = tmp_path / "crawl.db"
     code, _, err = await scraper_cli(
         "crawl", "--seeds-file", "seeds.txt", "--db", str(db), "-q",
-        "--set", "parse.workers=0", "--set", "crawl.sitemaps=false", cwd=tmp_path,
+        "--set", "parse.workers=0", "--set", "crawl.sitemaps=false",
+        "--set", "fetch.block_private=false", cwd=tmp_path,
     )  # fmt: skip
     assert code == 0, err
     assert "3 seeds from seeds.txt; 2 lines skipped: line 5: 'not a url'" in err
@@ -46,7 +47,8 @@ async def test_seeds_from_standard_input(aiohttp_server, tmp_path):
     with seeds.open("rb") as stdin:  # (opening is not reading: no blocking I/O on the loop)
         code, _, err = await scraper_cli(
             "crawl", "--seeds-file", "-", "--db", str(db), "-q", "--set", "parse.workers=0",
-            "--set", "crawl.sitemaps=false", cwd=tmp_path, stdin=stdin,
+            "--set", "crawl.sitemaps=false", "--set", "fetch.block_private=false",
+            cwd=tmp_path, stdin=stdin,
         )  # fmt: skip
     assert code == 0, err
     assert len(site.fetched()) == 3
@@ -60,7 +62,9 @@ async def test_a_crawl_from_a_seeds_file_resumes_on_its_digest(
     server = await aiohttp_server(site.app)
     seeds = tmp_path / "seeds.txt"
     await asyncio.to_thread(seeds.write_text, f"# one site\n{base_url(server)}\n")
-    config = make_config([], crawl__seeds_file=str(seeds), fetch__per_host_concurrency=1)
+    config = make_config(
+        [], crawl__seeds_file=str(seeds), fetch__per_host_concurrency=1, fetch__block_private=False
+    )
     crawler = Crawler(config)
     run = asyncio.create_task(crawler.run())
     await asyncio.wait_for(under_way.wait(), 60)
@@ -123,7 +127,9 @@ async def test_scraper_crawls_says_how_many_seeds_a_file_had(aiohttp_server, mak
     seeds = tmp_path / "seeds.txt"
     lines = "".join(f"http://{name}:{server.port}/\n" for name in names)
     await asyncio.to_thread(seeds.write_text, lines)
-    config = make_config([], crawl__seeds_file=str(seeds), fetch__resolve=names)
+    config = make_config(
+        [], crawl__seeds_file=str(seeds), fetch__resolve=names, fetch__block_private=False
+    )
     assert (await Crawler(config).run()).pages == 12
 
     def listed() -> str:

@@ -7,7 +7,9 @@ import importlib
 import os
 import pickle
 import random
+import re
 import signal
+import time
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 from scraper.models import ParseJob, ParseResult
 from scraper.parse.page import parse_pages
 from scraper.parse.procpool import RING_BYTES, ProcessPool, WorkerDied, _Ring
+from scraper.parse.procworker import each_within, within
 
 # The functions run in the workers must be importable there: builtins and the standard library.
 
@@ -136,6 +139,39 @@ def _workers_alive() -> list[psutil.Process]:
 def test_a_pool_needs_a_worker() -> None:
     with pytest.raises(ValueError, match="at least one worker"):
         ProcessPool(0)
+
+
+async def test_a_call_over_its_time_ends_its_worker_whatever_it_is_doing() -> None:
+    """A regex backtracking in C code runs no Python signal handler: the CPU timer's default
+    action ends the worker all the same. The call queued behind it never started, and says so;
+    a new worker takes over."""
+    spin = re.compile("(a+)+$").findall  # years on "a" * 40 + "b"
+    async with ProcessPool(1) as pool:
+        old = pool.pids[0]
+        stuck = asyncio.ensure_future(pool.run(within, (0.5, spin, "a" * 40 + "b")))
+        behind = asyncio.ensure_future(pool.run(within, (5.0, abs, -1)))
+        with pytest.raises(WorkerDied, match="ran out of time") as first:
+            await stuck
+        assert first.value.timed_out and first.value.started
+        with pytest.raises(WorkerDied) as second:
+            await behind
+        assert not second.value.timed_out and not second.value.started
+        assert await pool.run(within, (5.0, spin, "aaa")) == ["aaa"]  # in time: its answer
+        assert pool.pids[0] != old
+
+
+def burn_cpu(seconds: list[float]) -> list[float]:
+    """Spend `seconds[0]` of CPU time (as `each_within` calls it: with a list of one item)."""
+    start = time.process_time()
+    while time.process_time() - start < seconds[0]:
+        pass
+    return seconds
+
+
+async def test_each_page_of_a_batch_gets_its_own_time(importable_here) -> None:
+    async with ProcessPool(1) as pool:
+        # Three calls of 0.3 s of CPU each, with 0.5 s each: over 0.5 s together, each within.
+        assert await pool.run(each_within, (0.5, burn_cpu, [0.3, 0.3, 0.3])) == [0.3, 0.3, 0.3]
 
 
 async def test_big_bytes_go_through_the_shared_ring_and_come_back_intact() -> None:
