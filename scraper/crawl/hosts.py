@@ -158,7 +158,8 @@ class HostState:
         self.name = name
         self.slot: Slot | None = None  # None while its key is being worked out (an IP)
         self.queue: deque[CrawlRequest] = deque()  # leased requests to fetch
-        self.jobs: deque[asyncio.Future[None]] = deque()  # robots.txt and sitemaps, waiting
+        # robots.txt and sitemaps waiting for their turn: (URL, set when it is granted)
+        self.jobs: deque[tuple[str, asyncio.Future[None]]] = deque()
         self.maybe_pending = False  # the frontier may hold pending URLs of this host
         self.refilling = False
         self.refill_queued = False

@@ -157,7 +157,10 @@ class Scheduler:
         self._capped: set[str] = set()
         self._stopping = False
         self._queued = 0  # requests leased into memory, not yet handed out
-        self._unstarted = 0  # handed out (pages and jobs) and not yet on the wire
+        # Handed out (pages and jobs) and not yet on the wire, by URL: one that never gets there
+        # (outside the boundary, say) is forgotten when it is done.
+        self._unstarted: dict[str, int] = {}
+        self._unstarted_total = 0
         self._kept = 0  # idle connections we let stay open (≤ keep_alive_budget)
         self._keep_budget = keep_alive_budget
         self.in_flight = 0  # handed out and not yet stored
@@ -190,8 +193,8 @@ class Scheduler:
     def started(self, request: CrawlRequest, first: bool) -> None:
         """The fetch stage put a request on the wire: its slot's delay counts from now (a
         request may wait for a connection slot, or retry, after it was handed out)."""
-        if first and self._unstarted:
-            self._unstarted -= 1
+        if first:
+            self._forget_unstarted(request.url)
         host = self._hosts.get(host_key(request.url))
         if host is not None and host.slot is not None:
             slot = host.slot
@@ -226,6 +229,7 @@ class Scheduler:
 
     def fetched(self, request: CrawlRequest, result: FetchResult) -> None:
         """A fetch finished: free the slot and let its outcome tune it."""
+        self._forget_unstarted(request.url)  # (if it never went on the wire)
         host = self._hosts.get(host_key(request.url))
         if host is not None:
             self._done_with(host, result)
@@ -246,24 +250,24 @@ class Scheduler:
         and starts its delay."""
         host = self._hold(host_key(url))
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        host.jobs.append(granted)
+        host.jobs.append((url, granted))
         self._became_ready(host)
         self._changed.set()
         try:
             await granted
         except asyncio.CancelledError:
             if granted.done() and not granted.cancelled():
-                if self._wire is not None:
-                    self._unstarted -= 1  # granted just as it was cancelled: it never starts
+                self._forget_unstarted(url)  # granted just as it was cancelled: never started
                 self._done_with(host, None)
             else:
                 with contextlib.suppress(ValueError):
-                    host.jobs.remove(granted)
+                    host.jobs.remove((url, granted))
                 self._release_if_idle(host)
             raise
         try:
             yield
         finally:
+            self._forget_unstarted(url)  # (if its fetch never went on the wire)
             self._done_with(host, None)
             self._changed.set()
 
@@ -361,7 +365,7 @@ class Scheduler:
         """Is there a free connection slot for one more request? Handing out more would make a
         request wait for one, and start later than the moment its slot's delay was set for."""
         wire = self._wire
-        return wire is None or wire.in_flight + self._unstarted < wire.wire_limit
+        return wire is None or wire.in_flight + self._unstarted_total < wire.wire_limit
 
     def _pick(self, now: float) -> tuple[Slot | None, HostState | None, float | None]:
         """The slot that may start now and its next host in turn; or None and the moment the
@@ -405,21 +409,22 @@ class Scheduler:
         slot.heap_at = None
 
     def _grant(self, slot: Slot, host: HostState, now: float) -> None:
-        granted = host.jobs.popleft()
+        url, granted = host.jobs.popleft()
         self._rotate(slot, host)
         if granted.done():  # its waiter was cancelled
             self._sync(slot)
             return
-        self._start_request(slot, host, now)
+        self._start_request(slot, host, now, url)
         granted.set_result(None)
         self._sync(slot)
 
-    def _start_request(self, slot: Slot, host: HostState, now: float) -> None:
+    def _start_request(self, slot: Slot, host: HostState, now: float, url: str) -> None:
         host.in_flight += 1
         slot.in_flight += 1
         slot.next_start = max(slot.next_start, now + slot.delay)
         if self._wire is not None:  # (the fetch stage tells when it starts: `started`)
-            self._unstarted += 1
+            self._unstarted[url] = self._unstarted.get(url, 0) + 1
+            self._unstarted_total += 1
         if host.idle_kept:  # it will reuse the connection kept open for it
             host.idle_kept -= 1
             self._kept -= 1
@@ -430,7 +435,7 @@ class Scheduler:
         self._rotate(slot, host)
         self.in_flight += 1
         self.handed += 1
-        self._start_request(slot, host, now)
+        self._start_request(slot, host, now, request.url)
         self._count_for_host(host)
         self._sync(slot)
         self._want_refill(host)
@@ -468,9 +473,18 @@ class Scheduler:
             return False
         if self._limit_reached():
             return True  # the tasks still running (robots.txt, sitemaps) are cancelled
-        if self._tasks_running or self._queued or self._unstarted:
+        if self._tasks_running or self._queued or self._unstarted_total:
             return False
         return not self._pending_hosts and not self._more_hosts
+
+    def _forget_unstarted(self, url: str) -> None:
+        count = self._unstarted.get(url)
+        if count:
+            self._unstarted_total -= 1
+            if count == 1:
+                del self._unstarted[url]
+            else:
+                self._unstarted[url] = count - 1
 
     def _set_starved(self, starved: bool) -> None:
         if starved != self._starved:
