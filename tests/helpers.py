@@ -25,6 +25,11 @@ async def crawl(config: Config) -> CrawlSummary:
     return await Crawler(config).run()
 
 
+async def crawl_with(config: Config, **options: Any) -> CrawlSummary:
+    """A crawl with Crawler options (a resolver, say)."""
+    return await Crawler(config, **options).run()
+
+
 async def rows(db: str | Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     async with aiosqlite.connect(db) as conn:
         return [tuple(r) for r in await conn.execute_fetchall(sql, params)]

@@ -8,6 +8,7 @@ import socket
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from helpers import crawl_with, rows
 from scraper.crawl.dns import CachingResolver, StaticResolver, address_of
 
 
@@ -59,3 +60,14 @@ async def test_the_address_of_a_host() -> None:
     assert await address_of(cache, "127.0.0.9") == "127.0.0.9"  # a literal is its own
     assert await address_of(cache, "[::1]") == "::1"
     assert await address_of(cache, "nowhere.test") is None
+
+
+async def test_a_host_whose_name_does_not_resolve_is_recorded_as_dns_at_once(make_config):
+    """Its robots.txt cannot be asked for: its URLs are stored with error_kind 'dns' at once,
+    not after rounds of asking again (as for a host that answers 5xx)."""
+    config = make_config(["http://nowhere.test/", "http://nowhere.test/a"])
+    summary = await crawl_with(config, resolver=StaticResolver({}, None))
+    assert summary.by_error == {"dns": 2}
+    stored = await rows(config.storage.db, "SELECT attempts, error FROM pages")
+    assert {attempts for attempts, _ in stored} == {0}
+    assert all("cannot resolve nowhere.test" in error for _, error in stored)
