@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import fnmatch
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
-from scraper.picklable import pickled_as_arguments
+from scraper.picklable import out_of_band, pickled_as_arguments
 from scraper.urls import KEEP_QUERY, Scope, UrlPolicy
 
 Take = Literal["text", "html", "attr"]
+# parse.text: what the parser computes of the visible text: its length and hash, those and the
+# text itself, or nothing (no text pass at all).
+TextMode = Literal["hash", "store", "off"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +100,7 @@ class Extraction:
         return tuple(rules.values())
 
 
+@out_of_band("body")  # through the parse pool's shared memory, not its pipe
 @pickled_as_arguments
 @dataclass(frozen=True, slots=True)
 class ParseJob:
@@ -106,7 +110,7 @@ class ParseJob:
     body: bytes
     content_type: str | None
     rules: Extraction = Extraction()
-    store_text: bool = False
+    text: TextMode = "hash"  # parse.text
     policy: UrlPolicy = KEEP_QUERY  # how links are canonicalised
     scope: Scope | None = None  # which links to follow (None: all)
 
@@ -123,12 +127,13 @@ class ParseResult:
     title: str | None = None
     description: str | None = None
     canonical: str | None = None
-    text_length: int = 0
+    text_length: int | None = None  # the visible text's (scraper.parse.text); None: parse.text off
     text_hash: str | None = None
-    text: str | None = None
+    text: str | None = None  # only with parse.text = "store"
     links_json: str = "[]"  # every outgoing link, in document order, each once
     follow: tuple[str, ...] = ()  # the links within the crawl's scope (depth aside)
     fields_json: str | None = None  # the [extract] values; None when there are no rules
+    links_cut: int = 0  # links dropped: past crawl.max_links_per_page, or over max_url_length
 
     @property
     def links(self) -> tuple[str, ...]:
@@ -170,3 +175,15 @@ class CrawlSnapshot:
     loop_lag_p50_ms: float = 0.0  # how late the event loop wakes tasks, so far (p50, p99, max)
     loop_lag_p99_ms: float = 0.0
     loop_lag_max_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class SeedList:
+    """What names a crawl's list of seeds (crawl/seeds.py): its digest, its size, a sample;
+    and the lines of a seeds file that were refused."""
+
+    digest: str  # "sha256:<hex>" of the canonical seeds, one a line, in order
+    count: int
+    sample: tuple[str, ...]
+    bad: int = 0
+    bad_lines: tuple[str, ...] = field(default=())  # the first few, as "line N: why"

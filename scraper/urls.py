@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
+import itertools
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from urllib.parse import urljoin
 
 from yarl import URL
 
+from scraper.domains import registrable_domain
 from scraper.picklable import pickled_as_arguments
 
 CRAWLABLE_SCHEMES = frozenset({"http", "https"})
@@ -56,12 +59,14 @@ def canonicalize(url: str, base: str | None = None, policy: UrlPolicy = KEEP_QUE
 
 def resolve_links(
     hrefs: Iterable[str], base: str, policy: UrlPolicy = KEEP_QUERY, scope: Scope | None = None
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(links, follow) of a page: its hrefs canonical (`canonicalize` against `base`), without
-    the uncrawlable ones, each once, in document order; and those of them `scope` allows (depth
-    aside; all of them with no scope). `base` must be canonical, as page URLs and resolved
-    `<base href>`s are: with a base that is not (tabs, dot segments), what `canonicalize` gives
-    may depend on an href's fragment, which the memo's keys leave out.
+) -> tuple[tuple[str, ...], tuple[str, ...], int]:
+    """(links, follow, cut) of a page: its hrefs canonical (`canonicalize` against `base`),
+    without the uncrawlable ones, each once, in document order; those of them `scope` allows
+    (depth aside; all of them with no scope); and how many were cut: longer than the scope's
+    max_url_length, or past its max_links (neither kept as links nor followed). `base` must be
+    canonical, as page URLs and resolved `<base href>`s are: with a base that is not (tabs, dot
+    segments), what `canonicalize` gives may depend on an href's fragment, which the memo's keys
+    leave out.
 
     A site's pages repeat their links (menus, footers), and canonicalising and scoping one
     costs a few µs where looking it up costs a tenth of one, so each answer is remembered for
@@ -85,7 +90,21 @@ def resolve_links(
         url, allowed = answer
         if url is not None:
             found[url] = allowed
-    return tuple(found), tuple(url for url, allowed in found.items() if allowed)
+    cut = 0
+    if scope is not None and (scope.max_links or scope.max_url_length):
+        found, cut = _bounded(found, scope.max_links, scope.max_url_length)
+    return tuple(found), tuple(url for url, allowed in found.items() if allowed), cut
+
+
+def _bounded(found: dict[str, bool], most: int, longest: int) -> tuple[dict[str, bool], int]:
+    """`found` without URLs over `longest` characters, and then its first `most`; and how many
+    were dropped. (Checked first without building anything: most pages lose none.)"""
+    kept = found
+    if longest and max(map(len, found), default=0) > longest:
+        kept = {url: allowed for url, allowed in found.items() if len(url) <= longest}
+    if most and len(kept) > most:
+        kept = dict(itertools.islice(kept.items(), most))
+    return kept, len(found) - len(kept)
 
 
 def _rememberable(key: str) -> bool:
@@ -120,7 +139,7 @@ _Table = dict[str, _Answer]
 
 def _resolve(href: str, base: str, policy: UrlPolicy, scope: Scope | None) -> _Answer:
     url = canonicalize(href, base, policy)
-    return url, url is not None and (scope is None or scope.allows(url))
+    return url, url is not None and (scope is None or scope.allows(url, base=base))
 
 
 class _LinkMemo:
@@ -240,7 +259,7 @@ _UNUSUAL = re.compile(r"[\\\s]")  # backslashes and whitespace: urljoin cleans o
 # needing no escape and no "." or ".." segment, and a non-empty query of the same characters.
 _SAFE = r"[A-Za-z0-9\-._~!$&'()*+,;=:@]"
 _CANONICAL_SHAPE = re.compile(
-    r"(https?)://[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*"
+    r"(https?)://([a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*)"
     r"(?::([1-9][0-9]{0,4}))?"
     rf"(?:/(?!\.\.?(?:/|\?|$)){_SAFE}*)+"
     rf"(\?(?:{_SAFE}|[/?])+)?"
@@ -252,9 +271,11 @@ def _already_canonical(raw: str, policy: UrlPolicy) -> bool:
     match = _CANONICAL_SHAPE.fullmatch(raw)
     if match is None:
         return False
-    scheme, port, query = match.groups()
+    scheme, host, port, query = match.groups()
     if port is not None and (port == _DEFAULT_PORTS[scheme] or int(port) > 65535):
         return False
+    if host[host.rfind(".") + 1].isdigit() and _canonical_host(host) != host:
+        return False  # "127.1", "2130706433": an address spelt otherwise, or no address at all
     return query is None or (policy.query == "keep" and not policy.drop_params)
 
 
@@ -262,8 +283,15 @@ def _already_canonical(raw: str, policy: UrlPolicy) -> bool:
 def _canonicalize_slow(raw: str, policy: UrlPolicy) -> str | None:
     try:
         parsed = URL(raw)
-        if parsed.scheme not in CRAWLABLE_SCHEMES or not parsed.host:
+        if parsed.scheme not in CRAWLABLE_SCHEMES or not parsed.raw_host:
             return None
+        host = _canonical_host(parsed.raw_host)
+        if host is None:
+            return None
+        if host != parsed.raw_host:
+            parsed = parsed.with_host(host)
+        if parsed.raw_user is not None or parsed.raw_password is not None:
+            parsed = parsed.with_user(None)  # never sent, stored or shown: see _canonical_host
         parsed = _apply_query_policy(parsed.with_fragment(None), policy)
         text = str(parsed)
     except Exception:  # not just ValueError: yarl raises IndexError on "http://[::1]@"
@@ -272,6 +300,65 @@ def _canonicalize_slow(raw: str, policy: UrlPolicy) -> str | None:
     if parsed.raw_path == "/" and not parsed.raw_query_string and not text.endswith("/"):
         text += "/"
     return text
+
+
+# A host name as DNS and the resolver take it, once yarl has lower-cased it and turned an IDN into
+# punycode: letters, digits, "-" and "_" (which some real hosts have), in non-empty labels.
+_HOST_NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
+
+
+def _canonical_host(raw_host: str) -> str | None:
+    """The host as the crawl's rules and the resolver should both see it, or None if it is none.
+
+    yarl keeps whatever it is given as a host, control characters, spaces, `<>"` and escapes
+    included: such a host is no host, and the URL is not crawlable. A trailing dot is dropped
+    ("example.com." is "example.com", which crawl.denied_domains names), and a number in any
+    spelling the resolver accepts ("2130706433", "127.1", "0x7f.1", "0177.0.0.1") becomes the
+    dotted address it means, so allow and deny rules see what the connection will reach.
+    IPv6 literals come checked and compressed by yarl. User names and passwords are no part of
+    the host: `_canonicalize_slow` drops them, so a link's credentials are never sent."""
+    if ":" in raw_host:
+        return raw_host
+    host = raw_host[:-1] if raw_host.endswith(".") else raw_host
+    if not _HOST_NAME.fullmatch(host):
+        return None
+    try:
+        return _ipv4(host) or host
+    except ValueError:
+        return None  # ends in a number, yet is no address ("1.2.3.4.5", "example.0x7f")
+
+
+def _ipv4(host: str) -> str | None:
+    """The dotted address a host that ends in a number stands for, as browsers read it (the
+    WHATWG URL standard's IPv4 parser, which is inet_aton's): 1 to 4 parts, each decimal, octal
+    (a leading 0) or hex (0x), the last filling the bytes left. None for a name; ValueError for
+    a host that ends in a number and is no address."""
+    labels = host.split(".")
+    if _ip_number(labels[-1]) is None:
+        return None
+    numbers = [_ip_number(label) for label in labels]
+    if len(labels) > 4 or any(n is None for n in numbers):
+        raise ValueError(f"not an IPv4 address: {host}")
+    *high, last = [n for n in numbers if n is not None]
+    if any(n > 255 for n in high) or last >= 256 ** (5 - len(numbers)):
+        raise ValueError(f"not an IPv4 address: {host}")
+    value = last + sum(n << (8 * (3 - i)) for i, n in enumerate(high))
+    return str(ipaddress.IPv4Address(value))
+
+
+def _ip_number(label: str) -> int | None:
+    if label[:2] in ("0x", "0X"):
+        digits, base = label[2:] or "0", 16
+    elif len(label) > 1 and label[0] == "0":
+        digits, base = label[1:], 8
+    else:
+        digits, base = label, 10
+    if not digits.isascii() or not digits.isalnum():
+        return None
+    try:
+        return int(digits, base)
+    except ValueError:
+        return None
 
 
 def _apply_query_policy(parsed: URL, policy: UrlPolicy) -> URL:
@@ -315,30 +402,73 @@ def origin(url: str) -> str:
 @pickled_as_arguments
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """Which canonical URLs a crawl follows: domains, URL patterns, file extensions, depth.
+    """Which canonical URLs a crawl may request, and which links it follows.
+
+    The boundary (`outside`): the hosts of crawl.allowed_domains and not of denied_domains, each
+    entry with its subdomains (include_subdomains) and, if it names one, only on its port. It
+    holds for every request the crawl makes: pages, robots.txt, sitemaps, every redirect hop
+    (the fetch stage asks it; `crawl/addresses.py` guards the addresses behind the names).
+    Within it, `allows` chooses the links to follow: depth, file extensions, include and
+    exclude regexes, URL length.
 
     Picklable: it travels with each parse job, so links are filtered in the parser's process.
     """
 
-    allowed_domains: tuple[str, ...] = ()
-    denied_domains: tuple[str, ...] = ()
+    allowed_domains: frozenset[str] | tuple[str, ...] = ()
+    denied_domains: frozenset[str] | tuple[str, ...] = ()
     include_subdomains: bool = True
     include: tuple[re.Pattern[str], ...] = ()
     exclude: tuple[re.Pattern[str], ...] = ()
     skip_extensions: frozenset[str] = field(default_factory=frozenset)
     max_depth: int = 0
+    max_url_length: int = 0  # longer URLs are not followed (nor kept as links); 0: any length
+    max_links: int = 0  # a page's links past this many are dropped (resolve_links); 0: all
+    # No allowed_domains, and seeds too many to list (a seeds file): requests may go to any host
+    # (but denied_domains, and fetch.block_private's guard), and a link is followed when it
+    # stays on the site of the page it is on (its registrable domain; its host, without
+    # include_subdomains). Links are resolved in the parse workers, which then load the Public
+    # Suffix List once (~50 ms).
+    same_site: bool = False
+
+    def __post_init__(self) -> None:
+        # Sets: a lookup per label of a host, whatever the number of domains. (frozenset() of a
+        # frozenset is that same object, so a Scope unpickled in a worker costs no copy.)
+        object.__setattr__(self, "allowed_domains", frozenset(self.allowed_domains))
+        object.__setattr__(self, "denied_domains", frozenset(self.denied_domains))
+
+    def outside(self, url: str) -> str | None:
+        """Why the crawl may send no request to the canonical `url`; None when it may. The one
+        decision on where requests go (see the class's docstring)."""
+        scheme = url[: url.index(":")]
+        key = host_key(url)
+        host, port = _split_host_key(key, scheme)
+        subdomains = self.include_subdomains
+        if self.denied_domains and _matches(host, port, self.denied_domains, subdomains):
+            return f"{key} is in crawl.denied_domains"
+        if self.same_site and not self.allowed_domains:
+            return None  # a crawl of a seeds file's sites: `allows` keeps links on their own
+        if not _matches(host, port, self.allowed_domains, subdomains):
+            return f"{key} is not in crawl.allowed_domains"
+        return None
 
     def allows_host(self, host: str) -> bool:
-        host = host.lower()
-        if self.denied_domains and _matches(host, self.denied_domains, self.include_subdomains):
-            return False
-        return _matches(host, self.allowed_domains, self.include_subdomains)
+        """Whether requests may go to `host` (a host key: host[:port]) over http."""
+        return self.outside(f"http://{host.lower()}/") is None
 
-    def allows(self, url: str, depth: int = 0) -> bool:
-        """May the crawl follow a link to `url` found at `depth`?"""
+    def allows(self, url: str, depth: int = 0, *, base: str | None = None) -> bool:
+        """May the crawl follow a link to `url` found at `depth` on the page `base`?"""
         if self.max_depth and depth > self.max_depth:
             return False
-        return self.allows_host(host_of(url)) and self._allows_path(url)
+        if self.max_url_length and len(url) > self.max_url_length:
+            return False
+        if self.outside(url) is not None or not self._allows_path(url):
+            return False
+        if self.same_site and not self.allowed_domains and base is not None:
+            return self._site(host_of(url)) == self._site(host_of(base))
+        return True
+
+    def _site(self, host: str) -> str:
+        return registrable_domain(host) if self.include_subdomains else host
 
     def _allows_path(self, url: str) -> bool:
         if self.skip_extensions and _extension(url) in self.skip_extensions:
@@ -348,8 +478,67 @@ class Scope:
         return not any(p.search(url) for p in self.exclude)
 
 
-def _matches(host: str, domains: tuple[str, ...], subdomains: bool) -> bool:
-    return any(host == d or (subdomains and host.endswith("." + d)) for d in domains)
+def in_scope(job: tuple[Scope, tuple[str, ...], str | None]) -> tuple[str, ...]:
+    """The URLs of `(scope, urls, base)` that the scope allows (depth aside) as links of the page
+    `base`, in order: a top-level function for a parse worker, so that crawl.include and
+    crawl.exclude, a user's regexes, never run on the event loop (`admit.py`)."""
+    scope, urls, base = job
+    return tuple(url for url in urls if scope.allows(url, base=base))
+
+
+def _split_host_key(key: str, scheme: str) -> tuple[str, str]:
+    """("example.com", "8080") from "example.com:8080"; the scheme's port when none is given.
+    An IPv6 host keeps its brackets ("[::1]"), as domain entries write it."""
+    if key.startswith("["):
+        host, _, port = key.partition("]")
+        return host + "]", port[1:] or _DEFAULT_PORTS.get(scheme, "")
+    host, _, port = key.partition(":")
+    return host, port or _DEFAULT_PORTS.get(scheme, "")
+
+
+def _matches(host: str, port: str, domains: Collection[str], subdomains: bool) -> bool:
+    """Is `host` (on `port`) one of `domains` ("example.com", or "example.com:8080" for that
+    port only), or with `subdomains` below one? A lookup per label: "a.b.example.com" asks for
+    itself, "b.example.com" and "example.com", never "com" alone unless a domain is "com"."""
+    name = host
+    # An address has no parent domains: "0.0.1" is no domain of "127.0.0.1".
+    walk = subdomains and host[-1:] != "]" and not _DOTTED_QUAD.fullmatch(host)
+    while True:
+        if name in domains or f"{name}:{port}" in domains:
+            return True
+        dot = name.find(".")
+        if not walk or dot < 0:
+            return False
+        name = name[dot + 1 :]
+
+
+_DOTTED_QUAD = re.compile(r"[0-9]{1,3}(?:\.[0-9]{1,3}){3}")
+
+
+def domain_entry(value: str) -> str | None:
+    """A crawl.allowed_domains / denied_domains entry in the form `Scope` compares hosts with:
+    lower case, punycode, numbers as dotted addresses, an IPv6 address in brackets, and the port
+    if one is given ("Example.COM:8080" -> "example.com:8080"). None if it is no host."""
+    text = value.strip().lstrip(".")
+    if text.count(":") > 1 and not text.startswith("["):
+        text = f"[{text}]"  # a bare IPv6 address
+    host, port = text, ""
+    if text.startswith("["):
+        host, _, rest = text.partition("]")
+        host += "]"
+        if rest[:1] == ":":
+            port = rest[1:]
+        elif rest:
+            return None
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        return None
+    url = canonicalize(f"http://{host}/") if host and "/" not in host and "@" not in host else None
+    if url is None:
+        return None
+    name = host_key(url)
+    return f"{name}:{int(port)}" if port else name
 
 
 def _extension(url: str) -> str:

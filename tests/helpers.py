@@ -25,6 +25,11 @@ async def crawl(config: Config) -> CrawlSummary:
     return await Crawler(config).run()
 
 
+async def crawl_with(config: Config, **options: Any) -> CrawlSummary:
+    """A crawl with Crawler options (a resolver, say)."""
+    return await Crawler(config, **options).run()
+
+
 async def rows(db: str | Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     async with aiosqlite.connect(db) as conn:
         return [tuple(r) for r in await conn.execute_fetchall(sql, params)]
@@ -90,6 +95,7 @@ class Site:
         self.active = 0
         self.most_active = 0
         self.all_fetched = asyncio.Event()  # set once / and every /p/N were requested
+        self._reached: dict[int, asyncio.Event] = {}
         self.app = web.Application()
         self.app.router.add_get("/robots.txt", self.robots_txt)
         self.app.router.add_get("/", self.page)
@@ -105,6 +111,9 @@ class Site:
         self.starts.append((request.path_qs, time.monotonic()))
         if len(self.fetched()) == self.pages + 1:
             self.all_fetched.set()
+        for count, event in self._reached.items():
+            if len(self.starts) >= count:
+                event.set()
         self.active += 1
         self.most_active = max(self.most_active, self.active)
         try:
@@ -118,3 +127,33 @@ class Site:
 
     def fetched(self) -> list[str]:
         return [path for path, _ in self.starts if path != "/robots.txt"]
+
+    def reached(self, requests: int) -> asyncio.Event:
+        """An event set once the site has served this many requests."""
+        return self._reached.setdefault(requests, asyncio.Event())
+
+    def starts_before(self, moment: float) -> list[str]:
+        return [path for path, at in self.starts if at < moment]
+
+
+# A regex that backtracks for ever (2^n steps) on "a" * n + "b", and a site with such a page.
+BACKTRACKING = "(a+)+$"
+
+
+def backtracking_site(pages: int = 5, served_evil: asyncio.Event | None = None) -> web.Application:
+    """/ links to /p/0 … /p/{pages-1} and /evil; every page's <h1> is "ok", but /evil's is 40
+    "a"s and a "b": an [extract] rule with BACKTRACKING on h1 would take years on it."""
+
+    async def page(request: web.Request) -> web.Response:
+        if request.path in ("/robots.txt", "/sitemap.xml"):
+            raise web.HTTPNotFound()
+        links = "".join(f'<a href="/p/{i}">{i}</a>' for i in range(pages))
+        heading = "a" * 40 + "b" if request.path == "/evil" else "ok"
+        if request.path == "/evil" and served_evil is not None:
+            served_evil.set()
+        body = f'<title>{request.path}</title><h1>{heading}</h1>{links}<a href="/evil">e</a>'
+        return web.Response(text=body, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    return app

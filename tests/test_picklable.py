@@ -21,7 +21,7 @@ def test_what_crosses_to_the_workers_pickles_back_equal() -> None:
         body=b"<title>t</title><a href='/x'>x</a>",
         content_type="text/html",
         rules=Extraction(every=(rule,), sets=(RuleSet(urls=("*/dir/*",), rules=(rule,)),)),
-        store_text=True,
+        text="store",
         policy=UrlPolicy(query="sort", drop_params=("utm_*",)),
         scope=Scope(
             ("example.com",), include=(re.compile("/dir/"),), skip_extensions=frozenset({"pdf"})
@@ -61,3 +61,16 @@ def test_a_subclass_comes_back_as_itself() -> None:
     for value in (_Point(1, 2), _Named(3, 4)):
         back = pickle.loads(pickle.dumps(value))
         assert back == value and type(back) is type(value)
+
+
+def test_a_parse_job_s_body_can_travel_out_of_band() -> None:
+    """At protocol 5 the body is a PickleBuffer: the parse pool takes it out of the pickle (to
+    its shared memory) and hands it back as bytes; any other pickling keeps it inside."""
+    job = ParseJob(url=URL, body=b"<p>big</p>" * 1000, content_type="text/html")
+    buffers: list[pickle.PickleBuffer] = []
+    payload = pickle.dumps(job, protocol=5, buffer_callback=buffers.append)
+    assert len(payload) < 500 and [bytes(b.raw()) for b in buffers] == [job.body]
+    again = pickle.loads(payload, buffers=[bytes(b.raw()) for b in buffers])
+    assert again == job and type(again.body) is bytes
+    for protocol in (2, 4, 5):
+        assert pickle.loads(pickle.dumps(job, protocol=protocol)) == job

@@ -8,6 +8,7 @@ from scraper.urls import (
     UrlPolicy,
     _canonicalize_slow,
     canonicalize,
+    domain_entry,
     host_key,
     host_of,
     resolve_links,
@@ -85,14 +86,15 @@ def test_resolved_links_follow_what_allows_allows() -> None:
              "http://www.example.com/doc.pdf", "/private/x", "mailto:x@example.com",
              "http://www.example.com/d", "http://EXAMPLE.com:81/e", "/a#again"]  # fmt: skip
     for _ in range(2):  # the second time from what was remembered
-        links, follow = resolve_links(hrefs, "http://example.com/p", scope=scope)
+        links, follow, cut = resolve_links(hrefs, "http://example.com/p", scope=scope)
+        assert cut == 0
         assert links == ("http://example.com/a", "http://ads.example.com/b", "http://other.org/c",
                          "http://www.example.com/doc.pdf", "http://example.com/private/x",
                          "http://www.example.com/d", "http://example.com:81/e")  # fmt: skip
         assert follow == tuple(url for url in links if scope.allows(url))
         assert follow == ("http://example.com/a", "http://www.example.com/d",
                           "http://example.com:81/e")  # fmt: skip
-    assert resolve_links(hrefs[:3], "http://example.com/p") == (tuple(hrefs[:3]),) * 2
+    assert resolve_links(hrefs[:3], "http://example.com/p") == (*(tuple(hrefs[:3]),) * 2, 0)
 
 
 def test_the_link_memo_stays_bounded() -> None:
@@ -146,7 +148,7 @@ def test_remembered_links_agree_with_canonicalize_whatever_page_came_first() -> 
                     url = canonicalize(href, base, policy)
                     if url is not None:
                         links[url] = within is None or within.allows(url)
-                expected = (tuple(links), tuple(u for u, ok in links.items() if ok))
+                expected = (tuple(links), tuple(u for u, ok in links.items() if ok), 0)
                 assert resolve_links(hrefs, base, policy, within) == expected, (order, base)
 
 
@@ -181,6 +183,16 @@ def test_the_fast_path_agrees_with_yarl() -> None:
         "a.com:99999",
         "a.com:%38%30",
         "%61.com",
+        "127.1",
+        "2130706433",
+        "0x7f.1",
+        "0177.0.0.1",
+        "127.0.0.1",
+        "1.2.3.4.5",
+        "a.0x7f",
+        "a.com.",
+        "user:pw@a.com",
+        "a_b.com",
         "A.com",
         "a..com",
         "-a.com",
@@ -271,4 +283,106 @@ def test_joining_agrees_with_urljoin() -> None:
             # Remembered per origin or folder: bases of one folder share them.
             links = (expected,) if expected else ()
             for spelled in (href, f" {href}", href):
-                assert resolve_links([spelled], base) == (links, links), (base, spelled)
+                assert resolve_links([spelled], base) == (links, links, 0), (base, spelled)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        # Numbers in every spelling the resolver (inet_aton) and browsers (WHATWG) accept.
+        ("http://2130706433/", "http://127.0.0.1/"),
+        ("http://127.1/x", "http://127.0.0.1/x"),
+        ("http://0x7f.1:8080/", "http://127.0.0.1:8080/"),
+        ("http://0177.0.0.1/", "http://127.0.0.1/"),
+        ("http://0x7F000001/", "http://127.0.0.1/"),
+        ("http://169.254.43518/", "http://169.254.169.254/"),
+        ("http://0/", "http://0.0.0.0/"),
+        ("http://10.0.0.1/", "http://10.0.0.1/"),
+        # A name ending in a dot is that name; credentials are dropped.
+        ("http://Example.COM./a", "http://example.com/a"),
+        ("http://user:secret@example.com/a", "http://example.com/a"),
+        ("https://user@example.com:8443/", "https://example.com:8443/"),
+        ("http://:secret@example.com/", "http://example.com/"),
+        ("http://[::ffff:127.0.0.1]/", "http://[::ffff:7f00:1]/"),
+        ("http://a_b.example.com/", "http://a_b.example.com/"),
+    ],
+)
+def test_hosts_as_the_resolver_will_see_them(url: str, expected: str) -> None:
+    assert canonicalize(url) == expected
+    assert _canonicalize_slow(url, KEEP_QUERY) == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://a\x1bb.com/", "http://a\x1b]0;title\x07.com/", "http://a<b>.com/",
+        'http://a"b.com/', "http://a b.com/", "http://a\x00.com/", "http://a\x7f.com/",
+        "http://a|b.com/", "http://%41.com/", "http://a..com/", "http://1.2.3.4.5/",
+        "http://256.0.0.1/", "http://1.16777216/", "http://08.0.0.1/", "http://example.0x7f/",
+        "http://a.b.c.123/", "http://a\u202eb.com/",
+    ],
+)  # fmt: skip
+def test_hosts_that_are_no_host_names_are_refused(url: str) -> None:
+    assert canonicalize(url) is None
+    assert canonicalize("/x", url) is None  # as a base too (a page's own URL never is one)
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("Example.COM", "example.com"),
+        (".example.com", "example.com"),
+        ("example.com:8080", "example.com:8080"),
+        ("example.com:80", "example.com:80"),
+        ("Bücher.example:443", "xn--bcher-kva.example:443"),
+        ("127.1", "127.0.0.1"),
+        ("2130706433:8080", "127.0.0.1:8080"),
+        ("::1", "[::1]"),
+        ("[::1]:8080", "[::1]:8080"),
+        ("http://example.com/", None),
+        ("example.com:99999", None),
+        ("example.com:x", None),
+        ("user@example.com", None),
+        ("a b", None),
+        ("a\x1bb", None),
+    ],
+)
+def test_domain_entries(entry: str, expected: str | None) -> None:
+    assert domain_entry(entry) == expected
+
+
+def test_domains_with_a_port_admit_that_port_only() -> None:
+    scope = Scope(("example.com:8080", "127.0.0.1:8000", "[::1]:81", "plain.org"))
+    assert scope.outside("http://example.com:8080/") is None
+    assert scope.outside("http://www.example.com:8080/x") is None
+    assert scope.outside("http://example.com/") == "example.com is not in crawl.allowed_domains"
+    assert scope.outside("https://example.com:8080/") is None  # the port, whatever the scheme
+    assert scope.outside("http://127.0.0.1:8000/") is None
+    assert scope.outside("http://127.0.0.1:8001/") is not None
+    assert scope.outside("http://[::1]:81/") is None
+    assert scope.outside("http://[::1]/") is not None
+    assert scope.outside("http://plain.org:1234/") is None
+    assert scope.outside("http://0.0.1:8000/") is not None  # no parent domains of an address
+    default_port = Scope(("example.com:443",))
+    assert default_port.outside("https://example.com/") is None
+    assert default_port.outside("http://example.com/") is not None
+    denied = Scope(("example.com",), denied_domains=("example.com:8080",))
+    assert denied.outside("http://example.com/") is None
+    assert denied.outside("http://a.example.com:8080/") == (
+        "a.example.com:8080 is in crawl.denied_domains"
+    )
+
+
+def test_long_urls_are_not_followed() -> None:
+    scope = Scope(("example.com",), max_url_length=40)
+    assert scope.allows("http://example.com/" + "a" * 21)
+    assert not scope.allows("http://example.com/" + "a" * 22)
+
+
+def test_links_past_the_limits_are_cut_and_counted() -> None:
+    scope = Scope(("example.com",), max_links=3, max_url_length=30)
+    hrefs = ["/a", "/a", "/" + "x" * 20, "http://other.org/b", "/c", "/d", "/e", "mailto:x@y"]
+    links, follow, cut = resolve_links(hrefs, "http://example.com/", scope=scope)
+    assert links == ("http://example.com/a", "http://other.org/b", "http://example.com/c")
+    assert follow == ("http://example.com/a", "http://example.com/c")
+    assert cut == 3  # the long one, /d and /e (repeats and uncrawlable links are no links)

@@ -43,7 +43,8 @@ from .server import lua_modules, nginx_binary, serve
 from .site import cached_site, default_cache
 
 DEFAULT_CRAWLERS = ("ours", "scrapy", "bare", "bare-inline")
-CASES = ("cpu", "latency", "heavy")
+CASES = ("cpu", "latency", "heavy", "broad")
+DEFAULT_CASES = ("cpu", "latency", "heavy")  # broad (~4 min, ours only): --cases broad
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +269,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--pages", type=int, default=10_000, help="pages of the cpu/latency site")
     parser.add_argument("--heavy-pages", type=int, default=300, help="pages of ~1.5 MB")
-    parser.add_argument("--cases", default=",".join(CASES), help=f"of {', '.join(CASES)}")
+    parser.add_argument("--cases", default=",".join(DEFAULT_CASES), help=f"of {', '.join(CASES)}")
+    parser.add_argument(
+        "--broad-hosts", default="500,5000", help="broad case: sites, one run each (comma list)"
+    )
     parser.add_argument(
         "--crawlers", default=",".join(DEFAULT_CRAWLERS), help=f"of {', '.join(CRAWLERS)}"
     )
@@ -326,6 +330,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     report: dict[str, Any] = {}
     for name in args.cases:
+        if name == "broad":
+            from .broad import main as broad
+
+            print("\n## broad: thousands of small sites, each treated politely\n", file=out)
+            out.flush()
+            broad(["run", "--hosts", args.broad_hosts, "--timeout", str(args.timeout)])
+            continue
         rounds = run_case(cases[name], args, out)
         report[name] = [
             {

@@ -16,10 +16,11 @@ import contextlib
 import gc
 import json
 import os
+import platform
 import signal
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from scraper.cli.common import EXIT_INTERRUPTED, load
 from scraper.cli.results import print_stats
@@ -42,6 +43,11 @@ def add_parsers(commands: Commands, common: argparse.ArgumentParser) -> None:
         description="Crawl from the seeds (or crawl.seeds) into SQLite.",
     )
     crawl.add_argument("seeds", nargs="*", metavar="SEED", help="start URLs (replace crawl.seeds)")
+    crawl.add_argument(
+        "--seeds-file",
+        metavar="FILE",
+        help='start URLs, one a line (# comments; "-": standard input): crawl.seeds_file',
+    )
     crawl.add_argument("--concurrency", type=int, help="fetch.concurrency")
     crawl.add_argument("--max-pages", type=int, help="crawl.max_pages")
     crawl.add_argument("-q", "--quiet", action="store_true", help="no progress, only the summary")
@@ -88,6 +94,8 @@ def _crawl_command(args: argparse.Namespace) -> int:
     values: dict[str, Any] = {}
     if args.seeds:
         values["crawl.seeds"] = list(args.seeds)
+    if args.seeds_file is not None:
+        values["crawl.seeds_file"] = args.seeds_file
     if args.concurrency is not None:
         values["fetch.concurrency"] = args.concurrency
     if args.max_pages is not None:
@@ -236,7 +244,14 @@ def _say(message: str) -> None:
 @contextlib.contextmanager
 def _stop_on_signals(crawler: Crawler) -> Iterator[None]:
     """First SIGINT/SIGTERM: stop gracefully (store what was parsed). Second: quit at once;
-    SQLite's transactions keep the database consistent either way."""
+    SQLite's transactions keep the database consistent either way.
+
+    The second must work even when the event loop is stuck (in C code that runs no Python
+    signal handler: a hostile page parsed inline, say), when no handler of ours can run. So the
+    kernel is asked to restore the signal's default action as it delivers the first one
+    (SA_RESETHAND): the second ends the process by itself, as a shell expects of Ctrl-C (the
+    shell reports 130 or 143). Where that cannot be asked, the second signal the loop sees
+    exits with 130."""
     loop = asyncio.get_running_loop()
     stopping = False
 
@@ -253,8 +268,37 @@ def _stop_on_signals(crawler: Crawler) -> Iterator[None]:
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
+        _default_after_first(signum)
     try:
         yield
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+
+
+_SA_RESETHAND = 0x80000000  # <asm-generic/signal-defs.h>
+
+
+def _default_after_first(signum: int) -> bool:
+    """Have the kernel restore `signum`'s default action once it has delivered it (keeping the
+    handler in place for that first delivery). False where this is not known to work."""
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "aarch64", "arm64"):
+        return False
+    import ctypes  # here: only a crawl needs it
+
+    class SigAction(ctypes.Structure):
+        """glibc's and musl's `struct sigaction` on Linux (x86-64 and arm64 alike)."""
+
+        _fields_: ClassVar[list[tuple[str, Any]]] = [
+            ("handler", ctypes.c_void_p),
+            ("mask", ctypes.c_ulong * 16),
+            ("flags", ctypes.c_uint),
+            ("restorer", ctypes.c_void_p),
+        ]
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    action = SigAction()
+    if libc.sigaction(signum, None, ctypes.byref(action)) != 0:
+        return False
+    action.flags |= _SA_RESETHAND
+    return bool(libc.sigaction(signum, ctypes.byref(action), None) == 0)

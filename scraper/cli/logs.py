@@ -17,6 +17,7 @@ from typing import Literal, TextIO
 from pythonjsonlogger.json import JsonFormatter
 
 from scraper.errors import OutputError
+from scraper.terminal import visible
 
 LogFormat = Literal["text", "json"]
 FORMATS: tuple[LogFormat, ...] = ("text", "json")
@@ -40,15 +41,24 @@ class _CurrentStderr(logging.StreamHandler[TextIO]):
         pass
 
 
+class VisibleFormatter(logging.Formatter):
+    """The text format, with what would act on a terminal shown as escapes (`terminal.visible`):
+    a log line carries URLs, host names and servers' words. A traceback after it keeps its line
+    breaks (it is ours)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return visible(super().formatMessage(record))
+
+
 def formatter(fmt: LogFormat) -> logging.Formatter:
-    if fmt == "json":
+    if fmt == "json":  # JSON escapes control characters by itself
         return JsonFormatter(
             "%(levelname)s %(name)s %(message)s",
             timestamp="time",  # ISO 8601, UTC
             rename_fields={"levelname": "level", "name": "logger"},
             json_ensure_ascii=False,
         )
-    return logging.Formatter(TEXT_FORMAT)
+    return VisibleFormatter(TEXT_FORMAT)
 
 
 def open_log_file(path: Path) -> logging.FileHandler:

@@ -31,6 +31,7 @@ from rich.progress import (
 from rich.text import Text
 
 from scraper.models import CrawlSnapshot
+from scraper.terminal import visible
 
 log = logging.getLogger("scraper.progress")
 
@@ -121,7 +122,7 @@ def format_line(s: CrawlSnapshot, rate: float, elapsed: float) -> str:
     )
     if s.max_pages and rate > 0:
         line += f", ETA {max(0, s.max_pages - s.pages) / rate:.0f} s"
-    return line
+    return visible(line)  # counters only today; whatever a line gains, it shows no escape codes
 
 
 def _lag(s: CrawlSnapshot) -> str:
@@ -199,17 +200,20 @@ class LiveView:
     def _update(self, s: CrawlSnapshot) -> None:
         self._progress.update(self._task, completed=s.pages, total=s.max_pages or None)
         elapsed = self._progress.tasks[0].elapsed or 0.0
-        self._progress.details = Text.assemble(
+        pieces = [
             ("queued ", "dim"),
-            str(s.queued),
+            (str(s.queued), ""),
             ("  in flight ", "dim"),
-            str(s.in_flight),
+            (str(s.in_flight), ""),
             ("  errors ", "dim"),
             (str(s.errors), "red" if s.errors else ""),
             ("  ", ""),
-            decimal(s.bytes),
+            (decimal(s.bytes), ""),
             ("  loop lag p50/p99/max ", "dim"),
-            f"{_lag(s)} ms",
+            (f"{_lag(s)} ms", ""),
             ("  elapsed ", "dim"),
-            f"{elapsed:.0f} s",
-        )
+            (f"{elapsed:.0f} s", ""),
+        ]
+        # rich passes ESC and most control characters through to the terminal: each piece goes
+        # through `visible` (counters only today, but a host name may join them).
+        self._progress.details = Text.assemble(*((visible(t), style) for t, style in pieces))

@@ -7,13 +7,15 @@ saying what is allowed; the loader adds the key and the value to make it one Con
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import re
 from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 from scraper.config.cpus import auto_workers, usable_cpus
-from scraper.urls import canonicalize
+from scraper.terminal import visible
+from scraper.urls import canonicalize, domain_entry
 
 
 class Invalid(Exception):
@@ -71,14 +73,35 @@ def list_of(item: Callable[[Any], T]) -> Callable[[Any], tuple[T, ...]]:
 def seed(value: Any) -> str:
     url = canonicalize(value) if isinstance(value, str) else None
     if url is None or "://" not in value:
-        raise Invalid(f"{json.dumps(value)} is not an http(s) URL")
+        raise Invalid(f"{show(value)} is not an http(s) URL")
     return url
 
 
 def domain(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip() or "/" in value or " " in value:
-        raise Invalid(f"{json.dumps(value)} is not a host name (like example.com)")
-    return value.strip().lower().lstrip(".")
+    """A host name, with a port or not ("example.com", "example.com:8080"), as Scope compares
+    hosts: lower case, punycode, an address spelt as a number in its dotted form."""
+    entry = domain_entry(value) if isinstance(value, str) else None
+    if entry is None:
+        raise Invalid(f"{show(value)} is not a host name (like example.com or example.com:8080)")
+    return entry
+
+
+def addresses(value: Any) -> tuple[tuple[str, str], ...]:
+    """A table of host names and the IP address each resolves to (fetch.resolve)."""
+    if not isinstance(value, dict):
+        raise Invalid(
+            'must be a table of host names and addresses, e.g. {"example.com" = "127.0.0.1"}'
+        )
+    pairs = []
+    for name, address in value.items():
+        try:
+            ip = ipaddress.ip_address(address) if isinstance(address, str) else None
+        except ValueError:
+            ip = None
+        if ip is None:
+            raise Invalid(f"{json.dumps(name)} = {show(address)}: not an IP address")
+        pairs.append((domain(name), str(ip)))
+    return tuple(pairs)
 
 
 def worker_count(value: Any) -> int:
@@ -108,7 +131,7 @@ def regex(value: Any) -> str:
     try:
         re.compile(pattern)
     except re.error as exc:
-        raise Invalid(f"{json.dumps(pattern)} is not a valid regex: {exc}") from None
+        raise Invalid(f"{show(pattern)} is not a valid regex: {exc}") from exc
     return pattern
 
 
@@ -119,7 +142,7 @@ def file_extension(value: Any) -> str:
 def choice(*choices: str) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if value not in choices:
-            raise Invalid(f"must be one of {', '.join(json.dumps(c) for c in choices)}")
+            raise Invalid(f"must be one of {', '.join(show(c) for c in choices)}")
         return str(value)
 
     return check
@@ -127,15 +150,29 @@ def choice(*choices: str) -> Callable[[Any], str]:
 
 def suggest(word: str, choices: Collection[str], prefix: str = "") -> str:
     """The hint after an unknown name: " (did you mean PREFIX.NAME?)", or the known names."""
-    match = difflib.get_close_matches(word, list(choices), n=1)
+    match = difflib.get_close_matches(word[:SHOW_AT_MOST], list(choices), n=1)
     if not match:
         return f" (known: {', '.join(choices)})"
     return f" (did you mean {prefix + '.' if prefix else ''}{match[0]}?)"
 
 
+SHOW_AT_MOST = 80  # characters of a value an error message shows
+
+
 def show(value: Any) -> str:
-    """A value as it was written (JSON is near enough to TOML for one line)."""
+    """A value as it was written, on one line and shortened to SHOW_AT_MOST characters (JSON is
+    near enough to TOML; dates and times as TOML writes them)."""
     try:
-        return json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
-        return repr(value)
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError, RecursionError):  # nested deeper than json recurses
+        text = f"<a {type(value).__name__} nested too deeply to show>"
+    return shorten(text)
+
+
+def shorten(text: str) -> str:
+    """`text` (a value, a key) fit for a one-line error: control characters shown as escapes,
+    and at most about SHOW_AT_MOST characters."""
+    text = visible(text)
+    if len(text) > SHOW_AT_MOST:
+        text = f"{text[: SHOW_AT_MOST - 12]}… ({len(text):,} characters)"
+    return text

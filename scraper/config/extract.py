@@ -9,7 +9,7 @@ from typing import Any
 
 from selectolax.lexbor import LexborHTMLParser, SelectolaxError
 
-from scraper.config.checks import show, suggest
+from scraper.config.checks import shorten, show, suggest
 from scraper.errors import ConfigError
 from scraper.models import Extraction, ExtractRule, RuleSet
 
@@ -27,7 +27,7 @@ def build_extraction(table: Mapping[str, Any]) -> Extraction:
         if name == RULE_SETS and isinstance(spec, list):
             sets = [_build_rule_set(f"extract.for[{n}]", item) for n, item in enumerate(spec, 1)]
         else:
-            every.append(_build_rule(f"extract.{name}", name, spec))
+            every.append(_build_rule(f"extract.{shorten(name)}", name, spec))
     return Extraction(every=tuple(every), sets=tuple(sets))
 
 
@@ -42,7 +42,9 @@ def _build_rule_set(where: str, spec: Any) -> RuleSet:
             f'{where}: needs url = "<glob>" (or a list of them), e.g. url = "*/product/*"'
         )
     rules = tuple(
-        _build_rule(f"{where}.{name}", name, rule) for name, rule in spec.items() if name != "url"
+        _build_rule(f"{where}.{shorten(name)}", name, rule)
+        for name, rule in spec.items()
+        if name != "url"
     )
     if not rules:
         raise ConfigError(f'{where}: has no fields; add some, e.g. price = "p.price"')
@@ -56,7 +58,9 @@ def _build_rule(where: str, name: str, spec: Any) -> ExtractRule:
         raise ConfigError(f'{where}: must be a CSS selector string or a table {{ css = "..." }}')
     for key in spec:
         if key not in EXTRACT_KEYS:
-            raise ConfigError(f"{where}.{key}: unknown key{suggest(key, EXTRACT_KEYS, where)}")
+            raise ConfigError(
+                f"{where}.{shorten(key)}: unknown key{suggest(key, EXTRACT_KEYS, where)}"
+            )
     css = spec.get("css")
     if not isinstance(css, str) or not css.strip():
         raise ConfigError(f'{where}: needs css = "<selector>"')
@@ -82,10 +86,10 @@ def _check_regex(where: str, regex: Any) -> None:
     try:
         compiled = re.compile(regex)
     except re.error as exc:
-        raise ConfigError(f"{where}: regex {regex!r} does not compile: {exc}") from None
+        raise ConfigError(f"{where}: regex {shorten(repr(regex))} does not compile: {exc}") from exc
     if compiled.groups > 1:
         raise ConfigError(
-            f"{where}: regex {regex!r} has {compiled.groups} groups; use at most one "
+            f"{where}: regex {shorten(repr(regex))} has {compiled.groups} groups; use at most one "
             "(its match is the value), or (?:...) for the others"
         )
 
@@ -94,4 +98,5 @@ def _check_selector(where: str, css: str) -> None:
     try:
         LexborHTMLParser("<html></html>").css(css)
     except (SelectolaxError, ValueError) as exc:
-        raise ConfigError(f"{where}: CSS selector {css!r} does not compile: {exc}") from None
+        selector = shorten(repr(css))
+        raise ConfigError(f"{where}: CSS selector {selector} does not compile: {exc}") from exc

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from scraper.config.checks import Invalid, show, suggest
+from scraper.config.checks import Invalid, shorten, show, suggest
 from scraper.config.extract import build_extraction
 from scraper.config.sections import SECTIONS, Config
 from scraper.errors import ConfigError
@@ -36,7 +36,7 @@ def build_config(raw: Mapping[str, Any]) -> Config:
     known = [*SECTIONS, "extract"]
     for name, table in raw.items():
         if name not in known:
-            raise ConfigError(f"[{name}]: unknown section{suggest(name, known)}")
+            raise ConfigError(f"[{shorten(name)}]: unknown section{suggest(name, known)}")
         if not isinstance(table, dict):
             raise ConfigError(f"{name}: must be a table ([{name}])")
     sections = {
@@ -49,23 +49,32 @@ def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as f:
             return tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such config file") from exc
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except RecursionError as exc:  # tomllib recurses once per level of nested arrays or tables
+        raise ConfigError(f"{path}: not valid TOML: {_TOO_DEEP}") from exc
+
+
+_TOO_DEEP = "arrays or tables nested too deeply"
 
 
 def _parse_override(item: str) -> tuple[str, Any]:
     key, sep, text = item.partition("=")
     key = key.strip()
     if not sep or "." not in key:
-        raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. fetch.concurrency=32")
+        raise ConfigError(
+            f"--set {show(item)}: expected section.key=value, e.g. fetch.concurrency=32"
+        )
     try:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
         value = text  # a bare word such as data/x.db: take it as the string it obviously is
+    except RecursionError as exc:
+        raise ConfigError(f"--set {shorten(key)}=...: {_TOO_DEEP}") from exc
     return key, value
 
 
@@ -81,9 +90,11 @@ def _build_section(name: str, cls: type, table: Mapping[str, Any]) -> Any:
     kwargs: dict[str, Any] = {}
     for key, value in table.items():
         if key not in fields:
-            raise ConfigError(f"{name}.{key}: unknown key{suggest(key, fields, prefix=name)}")
+            raise ConfigError(
+                f"{name}.{shorten(key)}: unknown key{suggest(key, fields, prefix=name)}"
+            )
         try:
             kwargs[key] = fields[key].metadata["check"](value)
         except Invalid as exc:
-            raise ConfigError(f"{name}.{key} = {show(value)}: {exc}") from None
+            raise ConfigError(f"{name}.{key} = {show(value)}: {exc}") from exc
     return cls(**kwargs)

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 from scraper.config.checks import (
     Check,
+    Invalid,
+    addresses,
     boolean,
     choice,
     domain,
@@ -27,8 +29,9 @@ from scraper.config.checks import (
     worker_count,
 )
 from scraper.config.cpus import auto_workers, usable_cpus
-from scraper.models import Extraction
-from scraper.urls import Scope, UrlPolicy, canonicalize, host_of
+from scraper.errors import ConfigError
+from scraper.models import Extraction, TextMode
+from scraper.urls import Scope, UrlPolicy, canonicalize, domain_entry, host_of
 
 # Skipped before fetching: images, archives, media, office documents, fonts, binaries.
 SKIP_EXTENSIONS = tuple(
@@ -98,6 +101,12 @@ SKIP_EXTENSIONS = tuple(
 )
 
 
+def str_or_empty(value: object) -> str:
+    if not isinstance(value, str):
+        raise Invalid("must be a string (a file's path)")
+    return value
+
+
 def _opt(check: Check, doc: str) -> dict[str, object]:
     return {"check": check, "doc": doc}
 
@@ -105,6 +114,9 @@ def _opt(check: Check, doc: str) -> dict[str, object]:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CrawlConfig:
     seeds: tuple[str, ...] = field(default=(), metadata=_opt(list_of(seed), "start URLs"))
+    seeds_file: str = field(
+        default="", metadata=_opt(str_or_empty, 'a file of start URLs, one a line ("-": stdin)')
+    )
     allowed_domains: tuple[str, ...] = field(
         default=(), metadata=_opt(list_of(domain), "hosts to stay on; [] = the seeds' hosts")
     )
@@ -127,13 +139,20 @@ class CrawlConfig:
     drop_params: tuple[str, ...] = field(
         default=("utm_*", "fbclid", "gclid"), metadata=_opt(list_of(text), "globs")
     )
+    max_links_per_page: int = field(
+        default=5000, metadata=_opt(integer(0), "links kept per page; 0 = all")
+    )
+    max_url_length: int = field(
+        default=2083, metadata=_opt(integer(0), "longer URLs are dropped; 0 = any length")
+    )
 
     def __post_init__(self) -> None:
         policy = self.url_policy()
         seeds = tuple(canonicalize(seed, policy=policy) or seed for seed in self.seeds)
         object.__setattr__(self, "seeds", seeds)
-        if not self.allowed_domains and self.seeds:
-            domains = tuple(dict.fromkeys(host_of(seed) for seed in self.seeds))
+        if not self.allowed_domains and self.seeds and not self.seeds_file:
+            hosts = (host_of(seed) for seed in self.seeds)
+            domains = tuple(dict.fromkeys(domain_entry(host) or host for host in hosts))
             object.__setattr__(self, "allowed_domains", domains)
 
     def url_policy(self) -> UrlPolicy:
@@ -148,6 +167,9 @@ class CrawlConfig:
             exclude=tuple(re.compile(p) for p in self.exclude),
             skip_extensions=frozenset(self.skip_extensions),
             max_depth=self.max_depth,
+            max_url_length=self.max_url_length,
+            max_links=self.max_links_per_page,
+            same_site=bool(self.seeds_file) and not self.allowed_domains,
         )
 
 
@@ -171,6 +193,19 @@ class FetchConfig:
     retry_backoff: float = field(default=0.5, metadata=_opt(number(0), "first backoff"))
     retry_backoff_max: float = field(default=30.0, metadata=_opt(number(0), "backoff cap"))
     max_retry_after: float = field(default=60.0, metadata=_opt(number(0), "Retry-After cap"))
+    politeness_key: str = field(
+        default="host", metadata=_opt(choice("host", "domain", "ip"), "what limits apply to")
+    )
+    dns_ttl: float = field(default=300.0, metadata=_opt(number(0), "seconds a name is cached"))
+    resolve: tuple[tuple[str, str], ...] = field(
+        default=(), metadata=_opt(addresses, "host names answered without DNS")
+    )
+    max_crawl_delay: float = field(
+        default=30.0, metadata=_opt(number(0), "hosts asking a longer Crawl-delay are skipped")
+    )
+    block_private: bool = field(
+        default=True, metadata=_opt(boolean, "no requests to private addresses but the seeds'")
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -178,7 +213,25 @@ class ParseConfig:
     workers: int = field(
         default_factory=lambda: auto_workers(usable_cpus()), metadata=_opt(worker_count, "")
     )
-    store_text: bool = field(default=False, metadata=_opt(boolean, "keep the visible text"))
+    text: TextMode = field(
+        default="hash",
+        metadata=_opt(choice("hash", "store", "off"), "the visible text: its hash, kept, or none"),
+    )
+    # The key before `text`: true means text = "store", and stays true exactly then.
+    store_text: bool = field(default=False, metadata=_opt(boolean, 'the same as text = "store"'))
+    timeout: float = field(
+        default=30.0, metadata=_opt(number(0, exclusive=True), "seconds per page in a worker")
+    )
+
+    def __post_init__(self) -> None:
+        if self.store_text:
+            if self.text == "off":
+                raise ConfigError(
+                    'parse.store_text = true contradicts parse.text = "off"; '
+                    'keep parse.text = "store" alone'
+                )
+            object.__setattr__(self, "text", "store")
+        object.__setattr__(self, "store_text", self.text == "store")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

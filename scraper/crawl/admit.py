@@ -8,6 +8,10 @@
 - A page kept as stored (a 304, or fresher than `crawl.recrawl_after`) is not parsed again: its
   stored links are admitted as if it had been.
 
+Whether a redirect target or a stored link is in scope is decided here without a user's regex
+on the event loop: with crawl.include or crawl.exclude set, by `select` (a parse worker, within
+parse.timeout: a hostile URL against a backtracking pattern costs a worker, not the crawl).
+
 The frontier's unique key is the truth about which URLs are known; this only spares it repeats.
 """
 
@@ -15,10 +19,14 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from scraper.models import CrawlRequest, FetchResult, PageRecord
+from scraper.parse.procpool import WorkerDied
 from scraper.urls import Scope, UrlPolicy, canonicalize
+
+log = logging.getLogger(__name__)
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 SEEN_CACHE_SIZE = 100_000
@@ -65,9 +73,13 @@ class Admission:
         max_depth: int,
         max_redirects: int,
         links_from: Callable[[str], Awaitable[list[str]]],
+        select: Callable[[tuple[str, ...], str], Awaitable[tuple[str, ...]]] | None = None,
         seen_cache_size: int = SEEN_CACHE_SIZE,
     ) -> None:
         self._scope = scope
+        # The scope's regexes run in `select` (urls.in_scope in a worker); without any, the
+        # scope is decided here, at a few µs per URL.
+        self._select = select if scope.include or scope.exclude else None
         self._policy = policy
         self._max_depth = max_depth  # 0: no limit
         self._max_redirects = max_redirects  # 0: redirects are stored, never followed
@@ -85,7 +97,14 @@ class Admission:
             for url in self._seen.admit(follow)
         )
 
-    def redirect(self, result: FetchResult, target: str) -> PageRecord:
+    async def in_scope(self, urls: Sequence[str], *, base: str) -> tuple[str, ...]:
+        """Those of `urls` the scope allows (depth aside) as links of the page `base`. Raises
+        WorkerDied if deciding it took a worker past parse.timeout."""
+        if self._select is None:
+            return tuple(url for url in urls if self._scope.allows(url, base=base))
+        return await self._select(tuple(urls), base)
+
+    async def redirect(self, result: FetchResult, target: str) -> PageRecord:
         """The record of a redirect to `target`: its child is the target, if it is followed."""
         request = result.request
         target = canonicalize(target, policy=self._policy) or target
@@ -100,7 +119,12 @@ class Admission:
                     result, error_kind="redirects", error=f"{why} (fetch.max_redirects = {limit})"
                 )
             )
-        if not self._scope.allows(target):
+        try:
+            followed = await self.in_scope([target], base=request.url)
+        except WorkerDied as exc:
+            why = f"deciding whether to follow it{' ' if exc.timed_out else ': '}{exc}"
+            return PageRecord(fetch=result, parse_error=why)
+        if not followed:
             return PageRecord(fetch=result)  # out of scope: recorded, not followed
         child = CrawlRequest(url=target, depth=request.depth, referrer=request.url, hops=hops)
         return PageRecord(fetch=result, children=(child,))
@@ -110,5 +134,9 @@ class Admission:
         and so do its links, which are admitted as a parsed page's would be."""
         request = result.request
         links = await self._links_from(request.url)
-        follow = [url for url in links if self._scope.allows(url)]
+        try:
+            follow = await self.in_scope(links, base=request.url)
+        except WorkerDied as exc:  # the stored row stands; its links are not followed this time
+            log.warning("%s: its stored links were not followed: %s", request.url, exc)
+            follow = ()
         return PageRecord(fetch=result, children=self.links(request, follow))

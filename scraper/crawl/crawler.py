@@ -16,23 +16,28 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from aiohttp.abc import AbstractResolver
+
 from scraper.config import Config
 from scraper.crawl.admit import Admission
 from scraper.crawl.fetch import Fetcher
 from scraper.crawl.health import LoopLagMonitor, StageSampler
-from scraper.crawl.hosts import Limits
+from scraper.crawl.hosts import Limits, politeness_keys
 from scraper.crawl.leases import request_margin
 from scraper.crawl.pipeline import Pipeline
 from scraper.crawl.robots import RobotsGate
-from scraper.crawl.scheduler import Scheduler
+from scraper.crawl.scheduler import PoliteFetch, Scheduler
+from scraper.crawl.seeds import SeedFile, digest_of
 from scraper.crawl.sink import Sink
 from scraper.crawl.sitemaps import SitemapReader
+from scraper.crawl.sockets import raise_open_files_limit, socket_budget
 from scraper.errors import ConfigError, ScraperError
-from scraper.models import CrawlRequest, CrawlSnapshot, PageRecord
+from scraper.models import CrawlRequest, CrawlSnapshot, PageRecord, SeedList
 from scraper.parse.pool import ParsePool
 from scraper.parse.sitemap import parse_sitemap
 from scraper.store import open_backend
 from scraper.store.base import Backend, CrawlSummary, Frontier, FrontierState, HostLeases
+from scraper.urls import host_of, in_scope
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +53,19 @@ class Crawler:
         *,
         fresh: bool = False,
         announce: Callable[[str], None] = log.info,
+        resolver: AbstractResolver | None = None,
         join: int | None = None,
     ) -> None:
-        if not config.crawl.seeds and join is None:
+        """`resolver`: how host names are resolved, instead of fetch.resolve and the system's
+        (tests, and a layer such as a filter of private addresses). `join`: work on that
+        running crawl beside the processes already on it (a worker; PostgreSQL)."""
+        if not config.crawl.seeds and not config.crawl.seeds_file and join is None:
             raise ConfigError(
-                "no seeds: give start URLs on the command line or set crawl.seeds in config.toml"
+                "no seeds: give start URLs on the command line (or --seeds-file), or set "
+                "crawl.seeds in config.toml"
             )
         self._config = config
         self._fresh = fresh
-        self._join = join  # a crawl to work on beside the processes already on it (a worker)
-        self.crawl_id: int | None = None
-        self.began = asyncio.Event()  # set once crawl_id is known (its row exists, it runs)
-        self.stopped = asyncio.Event()  # set by stop()
         self._announce = announce
         self._pipeline_task: asyncio.Task[None] | None = None
         self._scheduler: Scheduler | None = None
@@ -69,6 +75,12 @@ class Crawler:
         self._pipeline: Pipeline | None = None
         self._stored_before = 0  # pages a resumed crawl had already stored
         self._stopping = False
+        self._resolver = resolver
+        self._open_files = 0
+        self._join = join
+        self.crawl_id: int | None = None
+        self.began = asyncio.Event()  # set once crawl_id is known (its row exists, it runs)
+        self.stopped = asyncio.Event()  # set by stop()
 
     def snapshot(self) -> CrawlSnapshot:
         """The crawl's counters now (all zero before it starts), for a progress display."""
@@ -88,10 +100,6 @@ class Crawler:
             loop_lag_max_ms=lag.max,
         )
 
-    @property
-    def stopping(self) -> bool:
-        return self._stopping
-
     def stop(self) -> None:
         """Take no new work; give requests in flight crawl.shutdown_grace seconds, then cancel.
         Everything parsed by then is stored, and the crawl is marked interrupted."""
@@ -100,6 +108,10 @@ class Crawler:
         self._stopping = True
         self.stopped.set()
         self._begin_stop()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
 
     def _begin_stop(self) -> None:
         if self._scheduler is None or self._pipeline_task is None:
@@ -112,52 +124,82 @@ class Crawler:
         config = self._config
         loop = asyncio.get_running_loop()
         started = loop.time()
-        async with open_backend(config.storage) as backend:
-            crawls = backend.crawls
-            if self._join is not None:
-                crawl_id, resumed, again = self._join, False, 0
-                await backend.join(crawl_id)
-                frontier = backend.frontier(crawl_id, config.crawl.recrawl_after)
-            else:
-                to_resume = await self._crawl_to_resume(backend)
-                resumed = to_resume is not None
-                if to_resume is None:
-                    seeds = config.crawl.seeds
-                    crawl_id = await crawls.start(seeds, _stored_config(config, backend))
-                else:
-                    crawl_id = to_resume
-                    await crawls.reopen(crawl_id)
-                frontier = backend.frontier(crawl_id, config.crawl.recrawl_after)
-                again = await frontier.reset_leases()
-                await frontier.seed([CrawlRequest(url=seed) for seed in config.crawl.seeds])
-            self.crawl_id = crawl_id
-            self.began.set()
-            leases = _leases(backend, crawl_id, config)
-            done = await frontier.count(FrontierState.DONE)
-            if resumed:
-                self._announce(
-                    f"resuming crawl {crawl_id}: {done} pages already stored, "
-                    f"{again} in flight when it stopped will be fetched again (--fresh starts anew)"
-                )
-            try:
-                status = await self._run_pipeline(backend, crawl_id, frontier, done, leases)
-            except BaseException as exc:
-                status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "failed"
-                with contextlib.suppress(ScraperError):  # the first error is the one to report
-                    await leases.close(status)
-                    await crawls.finish(
-                        crawl_id, status, loop.time() - started, extra=self._health()
-                    )
-                raise
-            await leases.close(status)
-            return await crawls.finish(
-                crawl_id, status, loop.time() - started, resumed=resumed, extra=self._health()
-            )
+        self._open_files = raise_open_files_limit()
+        seed_file = None
+        if config.crawl.seeds_file:
+            seed_file = SeedFile(config.crawl.seeds_file, config.crawl.url_policy())
+        try:
+            seeds = await seed_file.scan() if seed_file else digest_of(config.crawl.seeds)
+            if seed_file is not None:
+                self._announce_seeds(seeds)
+            async with open_backend(config.storage) as backend:
+                return await self._run(backend, seeds, seed_file, started)
+        finally:
+            if seed_file is not None:
+                await seed_file.close()
 
-    async def _crawl_to_resume(self, backend: Backend) -> int | None:
+    def _announce_seeds(self, seeds: SeedList) -> None:
+        if not seeds.count:
+            raise ConfigError(
+                f"crawl.seeds_file = {self._config.crawl.seeds_file!r}: no http(s) URL in it"
+                + (f" ({seeds.bad_lines[0]})" if seeds.bad_lines else "")
+            )
+        message = f"{seeds.count} seeds from {self._config.crawl.seeds_file}"
+        if seeds.bad:
+            more = f"; and {seeds.bad - len(seeds.bad_lines)} more" if seeds.bad > 5 else ""
+            message += f"; {seeds.bad} lines skipped: " + "; ".join(seeds.bad_lines) + more
+        self._announce(message)
+
+    async def _run(
+        self, backend: Backend, seeds: SeedList, seed_file: SeedFile | None, started: float
+    ) -> CrawlSummary:
+        config = self._config
+        loop = asyncio.get_running_loop()
+        crawls = backend.crawls
+        if self._join is not None:
+            crawl_id, resumed, again = self._join, False, 0
+            await backend.join(crawl_id)
+            frontier = backend.frontier(crawl_id, config.crawl.recrawl_after)
+        else:
+            to_resume = await self._crawl_to_resume(backend, seeds)
+            resumed = to_resume is not None
+            if to_resume is None:
+                crawl_id = await crawls.start(seeds, _stored_config(config, backend))
+            else:
+                crawl_id = to_resume
+                await crawls.reopen(crawl_id)
+            frontier = backend.frontier(crawl_id, config.crawl.recrawl_after)
+            again = await frontier.reset_leases()
+            await frontier.seed([CrawlRequest(url=seed) for seed in config.crawl.seeds])
+            if seed_file is not None:
+                async for batch in seed_file.batches():
+                    await frontier.seed(batch)
+        self.crawl_id = crawl_id
+        self.began.set()
+        leases = _leases(backend, crawl_id, config)
+        done = await frontier.count(FrontierState.DONE)
+        if resumed:
+            self._announce(
+                f"resuming crawl {crawl_id}: {done} pages already stored, "
+                f"{again} in flight when it stopped will be fetched again (--fresh starts anew)"
+            )
+        try:
+            status = await self._run_pipeline(backend, crawl_id, frontier, done, leases)
+        except BaseException as exc:
+            status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "failed"
+            with contextlib.suppress(ScraperError):  # the first error is the one to report
+                await leases.close(status)
+                await crawls.finish(crawl_id, status, loop.time() - started, extra=self._health())
+            raise
+        await leases.close(status)
+        return await crawls.finish(
+            crawl_id, status, loop.time() - started, resumed=resumed, extra=self._health()
+        )
+
+    async def _crawl_to_resume(self, backend: Backend, seeds: SeedList) -> int | None:
         if self._fresh:
             return None
-        mine, other = await backend.crawls.unfinished(self._config.crawl.seeds)
+        mine, other = await backend.crawls.unfinished(seeds)
         if not mine and other:
             self._announce(
                 f"crawl {other} did not finish but had other seeds; starting a new crawl "
@@ -202,28 +244,47 @@ class Crawler:
         self, backend: Backend, crawl_id: int, frontier: Frontier, done: int, leases: HostLeases
     ) -> str:
         config = self._config
-        async with Fetcher(config.fetch) as fetcher, ParsePool(config.parse) as parser:
+        scope = config.crawl.scope()
+        budget = socket_budget(config.fetch.concurrency, config.parse.workers, self._open_files)
+        fetcher = Fetcher(
+            config.fetch,
+            outside=scope.outside,  # the boundary of every request: pages, robots.txt, sitemaps
+            # (a seeds file's hosts are not trusted: a list of thousands is not read by hand)
+            trusted_hosts=(host_of(seed) for seed in config.crawl.seeds),
+            resolver=self._resolver,
+            concurrency=budget.wire,
+        )
+        async with fetcher, ParsePool(config.parse) as parser:
             sink_queue: asyncio.Queue[object] = asyncio.Queue(2 * config.storage.batch_size)
+            polite = PoliteFetch(fetcher)  # robots.txt and sitemaps take their turn on the slot
             gate = None
             if config.crawl.obey_robots or config.crawl.sitemaps:
                 gate = RobotsGate(
-                    fetcher,
+                    polite,
                     config.fetch.user_agent,
                     timeout=config.fetch.robots_timeout,
                     obey=config.crawl.obey_robots,
+                    max_crawl_delay=config.fetch.max_crawl_delay,
                     on_sitemaps=lambda site, urls: self._read_sitemaps(site, urls),
                     on_fetched=lambda site, record: self._remember_robots(site, record),
                 )
+            assert fetcher.resolver is not None  # (made when the fetcher opens)
+            key_of, resolve_key = politeness_keys(config.fetch.politeness_key, fetcher.resolver)
             scheduler = Scheduler(
                 frontier,
                 _limits(config),
                 gate=gate,
+                wire=fetcher,
+                key_of=key_of,
+                resolve_key=resolve_key,
+                keep_alive_budget=budget.idle,
                 on_starved=lambda starved: sink.set_eager(starved, sink_queue),
                 handed=0 if leases.shared else done,  # crawl.max_pages counts per process
                 leases=leases,
                 concurrency=config.fetch.concurrency,
             )
-            fetcher.on_start = scheduler.started
+            polite.scheduler = scheduler
+            fetcher.attach(scheduler)
             sink = Sink(backend.pages(crawl_id), config.storage, on_stored=scheduler.stored)
 
             async def emit(record: PageRecord) -> None:
@@ -231,19 +292,20 @@ class Crawler:
                 await sink_queue.put(record)
 
             self._sitemaps = SitemapReader(
-                fetcher,
+                polite,
                 lambda job: parser.run(parse_sitemap, job),
                 emit,
-                scope=config.crawl.scope(),
+                scope=scope,
                 policy=config.crawl.url_policy(),
                 max_bytes=config.fetch.max_bytes,
             )
             admission = Admission(
-                scope=config.crawl.scope(),
+                scope=scope,
                 policy=config.crawl.url_policy(),
                 max_depth=config.crawl.max_depth,
                 max_redirects=config.fetch.max_redirects,
                 links_from=sink.links_from,
+                select=lambda urls, base: parser.run(in_scope, (scope, urls, base)),
             )
             pipeline = Pipeline(config, scheduler, fetcher, parser, sink, sink_queue, admission)
             self._scheduler, self._pipeline, self._stored_before = scheduler, pipeline, done
@@ -272,18 +334,6 @@ class Crawler:
             return "interrupted" if self._stopping else "finished"
 
 
-def _limits(config: Config) -> Limits:
-    return Limits(
-        per_host_concurrency=config.fetch.per_host_concurrency,
-        per_host_delay=config.fetch.per_host_delay,
-        queue_size=config.crawl.queue_size,
-        max_pages=config.crawl.max_pages,
-        max_pages_per_host=config.crawl.max_pages_per_host,
-        autothrottle=config.fetch.autothrottle,
-        robots_retry=config.fetch.retry_backoff_max,
-    )
-
-
 def _leases(backend: Backend, crawl_id: int, config: Config) -> HostLeases:
     """This process's host leases; with shared ones, the lease must outlast a request."""
     margin = request_margin(config.fetch)
@@ -303,6 +353,19 @@ def _stored_config(config: Config, backend: Backend) -> str:
     PostgreSQL URL without its password)."""
     storage = dataclasses.replace(config.storage, db=backend.location)
     return dataclasses.replace(config, storage=storage).to_json()
+
+
+def _limits(config: Config) -> Limits:
+    return Limits(
+        per_host_concurrency=config.fetch.per_host_concurrency,
+        per_host_delay=config.fetch.per_host_delay,
+        queue_size=config.crawl.queue_size,
+        max_pages=config.crawl.max_pages,
+        max_pages_per_host=config.crawl.max_pages_per_host,
+        autothrottle=config.fetch.autothrottle,
+        robots_retry=config.fetch.retry_backoff_max,
+        max_retry_after=config.fetch.max_retry_after,
+    )
 
 
 def _user_error_in(group: BaseExceptionGroup[BaseException]) -> ScraperError | None:

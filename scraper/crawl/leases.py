@@ -17,7 +17,7 @@ from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from scraper.config import FetchConfig
-from scraper.crawl.hosts import HostState, Limits
+from scraper.crawl.hosts import HostState, Limits, Slot
 from scraper.store.base import Frontier, HostLeases, HostPoliteness
 
 
@@ -68,38 +68,40 @@ def hosts_wanted(limits: Limits, concurrency: int, held: list[HostState]) -> int
     starts per delay, each lasts its latency), once its latency is known."""
     useful = 0
     for host in held:
-        if host.queue or host.maybe_pending:
-            slots = host.concurrency
-            if host.delay > 0 and host.latency > 0:  # known once it has answered
-                slots = min(slots, max(1, math.ceil(host.latency / host.delay)))
-            useful += slots
+        slot = host.slot
+        if slot is None or not (host.queue or host.maybe_pending):
+            continue
+        slots = slot.concurrency
+        if slot.delay > 0 and slot.latency > 0:  # known once it has answered
+            slots = min(slots, max(1, math.ceil(slot.latency / slot.delay)))
+        useful += slots
     missing = concurrency - useful
     return max(0, math.ceil(missing / max(1, limits.per_host_concurrency)))
 
 
-def politeness_of(host: HostState, now: float) -> HostPoliteness:
-    """What a released host leaves for its next owner."""
+def politeness_of(host: str, slot: Slot, now: float) -> HostPoliteness:
+    """What a released host leaves for its next owner: its slot's state."""
     return HostPoliteness(
-        host=host.name,
-        wait=min(max(0.0, host.next_start - now), host.delay + host.backoff + 60.0),
-        delay=host.delay,
-        concurrency=host.concurrency,
-        crawl_delay=host.min_delay,
-        backoff=host.backoff,
+        host=host,
+        wait=min(max(0.0, slot.next_start - now), slot.delay + slot.backoff + 60.0),
+        delay=slot.delay,
+        concurrency=slot.concurrency,
+        crawl_delay=slot.min_delay,
+        backoff=slot.backoff,
     )
 
 
-def adopt(host: HostState, grant: HostPoliteness, now: float) -> None:
+def adopt(slot: Slot, grant: HostPoliteness, now: float) -> None:
     """Continue from the state the host's last owner left (None: the config's)."""
-    host.next_start = max(host.next_start, now + grant.wait)
+    slot.next_start = max(slot.next_start, now + grant.wait)
     if grant.crawl_delay is not None:
-        host.min_delay = max(host.min_delay, grant.crawl_delay)
+        slot.min_delay = max(slot.min_delay, grant.crawl_delay)
     if grant.delay is not None:
-        host.delay = max(grant.delay, host.min_delay)
+        slot.delay = max(grant.delay, slot.min_delay)
     if grant.concurrency is not None:
-        host.concurrency = max(1, min(grant.concurrency, host.concurrency))
+        slot.concurrency = max(1, min(grant.concurrency, slot.concurrency))
     if grant.backoff is not None:
-        host.backoff = grant.backoff
+        slot.backoff = grant.backoff
 
 
 class LeaseHolder(Protocol):

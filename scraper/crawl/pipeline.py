@@ -168,7 +168,11 @@ class Pipeline:
         request, skip = assignment.request, assignment.skip_reason
         if skip is not None:
             result = FetchResult(
-                request=request, fetched_at=utc_now(), attempts=0, error_kind="robots", error=skip
+                request=request,
+                fetched_at=utc_now(),
+                attempts=0,
+                error_kind=assignment.skip_kind,
+                error=skip,
             )
         elif request.fresh:
             result = FetchResult(request=request, fetched_at=utc_now(), attempts=0)
@@ -228,22 +232,31 @@ class Pipeline:
             jobs = [self._job(result) for _, result in to_parse]
             self._in_pool += 1
             try:
-                outcomes = await self._parser.parse_many(jobs)
-            except WorkerDied as exc:  # a crash in the parser's process: record, and go on
-                failure = ParseFailure(f"{exc}, while parsing a batch of {len(jobs)} pages")
-                outcomes = [failure] * len(jobs)
+                outcomes = await self._parse(jobs)
             finally:
                 self._in_pool -= 1
             for (i, result), outcome in zip(to_parse, outcomes, strict=True):
                 records[i] = self._parsed(result, outcome)
         return [record for record in records if record is not None]
 
+    async def _parse(self, jobs: list[ParseJob]) -> list[ParseResult | ParseFailure]:
+        """The batch's outcomes. If its worker dies (a crash, or a page over parse.timeout), the
+        batch's pages are parsed again one by one, so only the page that kills a worker is
+        recorded as failed (with `error_kind = 'parse'`), and the crawl goes on."""
+        try:
+            return await self._parser.parse_many(jobs)
+        except WorkerDied as exc:
+            if len(jobs) == 1:
+                return [ParseFailure(f"parsing {exc}" if exc.timed_out else str(exc))]
+        outcomes = await asyncio.gather(*(self._parse([job]) for job in jobs))
+        return [outcome for (outcome,) in outcomes]
+
     async def _record_without_parsing(self, result: FetchResult) -> PageRecord | None:
         """The record of a result that needs no parsing; None for an HTML page to parse."""
         if result.status == 304 or result.request.fresh:  # the stored page stands
             return await self._admission.kept_page(result)
         if result.status in REDIRECTS and result.final_url:
-            return self._admission.redirect(result, result.final_url)
+            return await self._admission.redirect(result, result.final_url)
         if not result.parsable or result.body is None:
             return PageRecord(fetch=result)
         return None
@@ -255,7 +268,7 @@ class Pipeline:
             body=result.body,
             content_type=result.content_type,
             rules=self._config.extract,
-            store_text=self._config.parse.store_text,
+            text=self._config.parse.text,
             policy=self._policy,
             scope=self._scope,  # so the parser's process filters the links, not the loop
         )

@@ -2,8 +2,12 @@
 
 RFC 9309's odd cases: a 4xx robots.txt means everything is allowed; a 5xx or an unreachable host
 means nothing is for now: the scheduler holds the host and asks again later (each time after the
-fetch stage's own retries), and only after a few rounds records its URLs as skipped.
-Crawl-delay becomes the host's minimum delay, and its Sitemap: lines go to the sitemap stage.
+fetch stage's own retries), and only after a few rounds records its URLs as skipped. Only the
+first 500 KiB are read and parsed (a larger file is cut at its last whole line there); a robots.txt
+that redirects outside the crawl's scope, or too many times, counts as none (as a 4xx).
+Crawl-delay becomes the host's minimum delay, unless it is over fetch.max_crawl_delay: then the
+host is skipped, as is one whose address fetch.block_private refuses. Its Sitemap: lines go to the
+sitemap stage.
 """
 
 from __future__ import annotations
@@ -27,12 +31,19 @@ class FetchStage(Protocol):
     module does not import another stage."""
 
     async def fetch(
-        self, request: CrawlRequest, *, any_type: bool, time_limit: float | None
+        self,
+        request: CrawlRequest,
+        *,
+        any_type: bool,
+        time_limit: float | None,
+        body_limit: int | None,
     ) -> FetchResult: ...
 
 
 class RobotsRules:
-    """What one host's robots.txt allows our user agent."""
+    """What one host's robots.txt allows our user agent. `unavailable`: robots.txt could not be
+    read (ask again later); `refused`: the host is skipped for the crawl, with this reason, and
+    its URLs are recorded with error_kind `skip_kind`."""
 
     def __init__(
         self,
@@ -40,11 +51,15 @@ class RobotsRules:
         user_agent: str,
         *,
         unavailable: str | None = None,
+        refused: str | None = None,
+        skip_kind: str = "robots",
         sitemaps: tuple[str, ...] = (),
     ) -> None:
         self._parser = parser
         self._agent = user_agent
         self._unavailable = unavailable
+        self.refused = refused
+        self.skip_kind = skip_kind
         self.sitemaps = sitemaps
 
     @property
@@ -59,6 +74,8 @@ class RobotsRules:
         return float(delay) if delay is not None else None
 
     def skip_reason(self, url: str) -> str | None:
+        if self.refused is not None:
+            return self.refused
         if self._unavailable is not None:
             return self._unavailable
         if self._parser is not None and not self._parser.can_fetch(url, self._agent):
@@ -80,6 +97,7 @@ class RobotsGate:
         *,
         timeout: float,
         obey: bool = True,
+        max_crawl_delay: float = float("inf"),
         on_sitemaps: Callable[[str, tuple[str, ...]], None] = lambda origin, urls: None,
         on_fetched: Callable[[str, str], None] = lambda origin, record: None,
         cache_size: int = 10_000,
@@ -88,9 +106,10 @@ class RobotsGate:
         self._obey = obey  # False: robots.txt is not read; every host allows everything
         self._agent = user_agent
         self._timeout = timeout
+        self._max_delay = max_crawl_delay
         self._on_sitemaps = on_sitemaps
-        # Told of each robots.txt fetched (its site, and a record `adopt` reads back): with
-        # several processes on a crawl, the host's next owner takes the rules from it.
+        # Told of each robots.txt read (its site, and a record `adopt` takes back): with several
+        # processes on a crawl, the host's next owner takes its rules from it.
         self._on_fetched = on_fetched
         self._cache: OrderedDict[str, RobotsRules] = OrderedDict()
         self._cache_size = cache_size
@@ -105,23 +124,22 @@ class RobotsGate:
         self._cache[site] = rules
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-        if not rules.unavailable:  # while robots.txt disallows everything, sitemaps wait too
-            self._on_sitemaps(site, rules.sitemaps)
+        if not rules.unavailable and rules.refused is None:
+            self._on_sitemaps(site, rules.sitemaps)  # (a host not crawled has none to read)
         return rules
 
     async def adopt(self, record: str) -> None:
-        """Take a site's rules as another process fetched them (a `on_fetched` record): its
+        """Take a site's rules as another process read them (an `on_fetched` record): its
         robots.txt is not asked for again, and its sitemaps were read already."""
         fetched = json.loads(record)
-        site, status, text = fetched["site"], int(fetched["status"]), fetched.get("body")
+        site = str(fetched["site"])
         if site in self._cache or not self._obey:
             return
-        if 200 <= status < 300 and text is not None:
-            parser = await asyncio.to_thread(Protego.parse, text)
-            rules = RobotsRules(parser, self._agent, sitemaps=tuple(parser.sitemaps))
+        body = fetched.get("body")
+        if body is not None:
+            self._cache[site] = await self._rules_of(body.encode())
         else:
-            rules = RobotsRules(None, self._agent)
-        self._cache[site] = rules
+            self._cache[site] = RobotsRules(None, self._agent)  # a 3xx or 4xx: allow all
 
     def forget(self, sample_url: str) -> None:
         """Drop a host's cached rules, so the next `rules()` fetches robots.txt again."""
@@ -129,16 +147,46 @@ class RobotsGate:
 
     async def _load(self, site: str) -> RobotsRules:
         result = await self._fetcher.fetch(
-            CrawlRequest(url=f"{site}/robots.txt"), any_type=True, time_limit=self._timeout
+            CrawlRequest(url=f"{site}/robots.txt"),
+            any_type=True,
+            time_limit=self._timeout,
+            body_limit=MAX_ROBOTS_BYTES,
         )
         status = result.status or 0
+        if result.error_kind in ("blocked", "dns"):
+            # The host's address is refused, or its name does not resolve: no request will
+            # reach it, so its URLs are recorded so at once (not after rounds of asking).
+            return RobotsRules(None, self._agent, refused=result.error, skip_kind=result.error_kind)
+        if result.error_kind in ("out_of_scope", "redirects") or 300 <= status < 400:
+            # A redirect not followed (outside the scope, too many, or to no crawlable URL):
+            # as if there were none (RFC 9309: as a 4xx).
+            self._on_fetched(site, json.dumps({"site": site, "status": status}))
+            return RobotsRules(None, self._agent)
         if 200 <= status < 300 and result.body is not None:
             text = result.body[:MAX_ROBOTS_BYTES].decode("utf-8", errors="replace")
             self._on_fetched(site, json.dumps({"site": site, "status": status, "body": text}))
-            parser = await asyncio.to_thread(Protego.parse, text)  # big files take a while
-            return RobotsRules(parser, self._agent, sitemaps=tuple(parser.sitemaps))
+            return await self._rules_of(result.body)
         if 400 <= status < 500:
             self._on_fetched(site, json.dumps({"site": site, "status": status}))
             return RobotsRules(None, self._agent)
         why = result.error or f"HTTP {status}"
         return RobotsRules(None, self._agent, unavailable=f"robots.txt unavailable: {why}")
+
+    async def _rules_of(self, body: bytes) -> RobotsRules:
+        """The rules of a robots.txt answered 2xx."""
+        parser = await asyncio.to_thread(_parse, body)  # big files take a while
+        delay = parser.crawl_delay(self._agent)
+        if delay is not None and delay > self._max_delay:
+            refused = (
+                f"robots.txt asks for a Crawl-delay of {delay:.3g} s, over "
+                f"fetch.max_crawl_delay ({self._max_delay:g} s): host skipped"
+            )
+            return RobotsRules(None, self._agent, refused=refused)
+        return RobotsRules(parser, self._agent, sitemaps=tuple(parser.sitemaps))
+
+
+def _parse(body: bytes) -> Protego:
+    """The rules of a robots.txt's first MAX_ROBOTS_BYTES; a line cut there is left out."""
+    if len(body) >= MAX_ROBOTS_BYTES:
+        body = body[:MAX_ROBOTS_BYTES].rpartition(b"\n")[0]
+    return Protego.parse(body.decode("utf-8", errors="replace"))

@@ -1,36 +1,60 @@
 """The dispatcher: which request a fetch worker gets next, and when the crawl is over.
 
-It keeps, per host (`hosts.py`), a small queue leased from the frontier, the requests in flight,
-the earliest moment the next request may start (per-host delay, Crawl-delay, backoff) and the
-host's robots.txt rules. One dispatcher task hands a request to a worker only when that worker is
-idle and the request's host is ready now, so a slow, throttled or backing-off host never holds up
-the others.
+Politeness is kept per **slot** (`hosts.py`): a host, a registrable domain or an IP address, as
+`fetch.politeness_key` says. A slot may start a request when fewer than its concurrency are in
+flight and its delay (per-host delay, Crawl-delay, backoff, Retry-After) has passed since its last
+start. Slots that have work sit in a heap keyed on the moment each may start next, so a hand-out
+costs O(log slots) whatever the number of hosts: no scan over hosts per hand-out, per wake-up or
+at the end check (`scraper.bench.dispatch` measures it). A slow, throttled or backing-off host
+never holds up the others.
 
-Which hosts it may work on comes from a `HostLeases` (`leases.py`): every host with pending URLs
-when the process is alone on its crawl; with several processes on one crawl (PostgreSQL), the
-hosts leased to this one, each dispatched to only while its lease outlives the request, and
-handed back with its politeness state once it has nothing in flight or unstored.
+Every request to a host takes its turn on the slot, robots.txt and sitemaps included: they are
+**jobs** (`turn()`), granted by the dispatcher like a page is handed out, counted in the slot's
+requests in flight, and starting its delay. A request starts the delay when it goes on the wire
+(`started()`), not when it is handed out, and nothing is handed out while the fetch stage has no
+free connection slot, so the gap between two starts at one server is never under the delay.
 
-Refills from the frontier, robots.txt loads and the crawl's other work (reading sitemaps) run as
-tasks of the dispatcher's TaskGroup: one that fails fails the crawl, and none outlives it. The
-crawl is over when nothing is leased-but-unstored, no such task runs, no host has pending URLs and
-the frontier confirms it: exact accounting, never a timeout.
+Which hosts it may work on comes from a `HostLeases` (`leases.py`): with one process on a crawl,
+every host (the frontier's pending hosts, taken as below); with several on one crawl
+(PostgreSQL), the hosts leased to this one, each dispatched to only while its lease outlives a
+request, and handed back with its slot's politeness state once it has nothing in flight or
+unstored.
+
+Hosts are held in memory only while they have work, at most `crawl.queue_size` of them: hosts
+with pending URLs beyond that stay in the frontier table and are taken, a batch at a time, as
+others finish. Refills from the frontier, robots.txt loads, IP look-ups and the crawl's other
+work (reading sitemaps) run as tasks of the dispatcher's TaskGroup: one that fails fails the
+crawl, and none outlives it. The crawl is over when nothing is leased-but-unstored, no such task
+runs, no held host has pending URLs and the frontier confirms it: exact accounting, never a
+timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import heapq
+import itertools
 import logging
-import math
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from scraper.crawl.hosts import HostRules, HostSettings, HostState, HostTable, Limits, throttle
+from scraper.crawl.hosts import (
+    ALLOW_ALL,
+    HostRules,
+    HostSettings,
+    HostState,
+    HostTable,
+    KeyOf,
+    Limits,
+    ResolveKey,
+    Slot,
+    throttle,
+)
 from scraper.crawl.leases import (
     CLAIM_EVERY,
-    OwnEveryHost,
     adopt,
     hosts_wanted,
     keep_leases,
@@ -42,8 +66,10 @@ from scraper.urls import host_key
 
 log = logging.getLogger(__name__)
 
-SWEEP_EVERY = 1000  # requests between two sweeps of idle hosts
 ROBOTS_TRIES = 3  # rounds of fetching an unavailable robots.txt before its host is given up
+# A connection to a host whose next request may start within this many seconds is kept open;
+# others are closed at once (under aiohttp's 15 s keep-alive, after which it closes them anyway).
+KEEP_HORIZON = 10.0
 
 
 class _DispatchEnded(Exception):
@@ -55,10 +81,12 @@ class _DispatchEnded(Exception):
 @dataclass(frozen=True, slots=True)
 class Assignment:
     """A request handed to a fetch worker. With a `skip_reason` (robots.txt disallows it, or
-    cannot be read) it is recorded with that reason instead of fetched."""
+    cannot be read, or the host is refused) it is recorded with that reason, and the error kind
+    `skip_kind`, instead of fetched."""
 
     request: CrawlRequest
     skip_reason: str | None = None
+    skip_kind: str = "robots"
 
 
 class HostGate(Protocol):
@@ -66,9 +94,36 @@ class HostGate(Protocol):
 
     async def rules(self, host: str, sample_url: str) -> HostRules: ...
 
+    def forget(self, sample_url: str) -> None: ...
+
     async def adopt(self, record: str) -> None: ...
 
-    def forget(self, sample_url: str) -> None: ...
+
+class Wire(Protocol):
+    """What the dispatcher needs to know of the fetch stage's connection slots (`Fetcher`)."""
+
+    @property
+    def in_flight(self) -> int:
+        """Requests on the wire now."""
+        ...
+
+    @property
+    def wire_limit(self) -> int:
+        """How many may be (fetch.concurrency, lowered while the process is out of sockets)."""
+        ...
+
+
+class FetchStage(Protocol):
+    """What PoliteFetch needs of the fetch stage (`crawl/fetch.py`'s Fetcher, passed in)."""
+
+    async def fetch(
+        self,
+        request: CrawlRequest,
+        *,
+        any_type: bool,
+        time_limit: float | None,
+        body_limit: int | None,
+    ) -> FetchResult: ...
 
 
 class Scheduler:
@@ -80,14 +135,18 @@ class Scheduler:
         limits: Limits,
         *,
         gate: HostGate | None = None,
+        wire: Wire | None = None,
+        key_of: KeyOf | None = None,
+        resolve_key: ResolveKey | None = None,
+        keep_alive_budget: int = 0,
         on_starved: Callable[[bool], None] = lambda starved: None,
         handed: int = 0,
         leases: HostLeases | None = None,
         concurrency: int = 16,
     ) -> None:
         self._frontier = frontier
-        self._leases = leases if leases is not None else OwnEveryHost(frontier)
-        self._shared = self._leases.shared
+        # Shared leases (several processes on the crawl): the hosts this one may work on.
+        self._leases = leases if leases is not None and leases.shared else None
         self._concurrency = concurrency  # fetch.concurrency: how many hosts' slots to fill
         # Shared leases only: requests handed out and not yet stored, by URL (a host is handed
         # back only when none of its pages is still on its way to the sink).
@@ -95,14 +154,25 @@ class Scheduler:
         self._unstored_per_host: dict[str, int] = {}
         self._limits = limits
         self._gate = gate
-        # Told when only uncommitted pages can bring new work, so the sink commits at once.
+        self._wire = wire
+        self._key_of = key_of
+        self._resolve_key = resolve_key  # set: the key needs a look-up (an IP), in a task
+        # Told when a worker idles while only pages not yet committed can bring it work, so the
+        # sink commits at once instead of batching.
         self._on_starved = on_starved
         self._starved = False
-        self._hosts = HostTable(
-            limits, keep=self._unstored_pages, on_release=self._hand_back, handed_on=self._shared
-        )
-        self._ring: deque[HostState] = deque()  # hosts with queued requests, in turn
-        self._to_refill: set[str] = set()
+        self._hosts = HostTable(limits)
+        self._window = limits.host_window
+        # Slots that have work, keyed on the moment each may start next (lazily: an entry may
+        # be early, never late; `_pick` puts it back at the right time).
+        self._ready: list[tuple[float, int, Slot]] = []
+        self._order = itertools.count()
+        self._free: deque[tuple[HostState, Assignment]] = deque()  # needing no fetch: at once
+        self._refills: deque[HostState] = deque()
+        self._pending_hosts = 0  # held hosts whose maybe_pending is set
+        self._more_hosts = False  # the frontier may hold pending hosts that are not held
+        self._cursor = ""  # where the next look for such hosts starts (host keys, in order)
+        self._discovering = False
         self._changed = asyncio.Event()
         self._idle_workers = asyncio.Semaphore(0)
         self._tasks: asyncio.TaskGroup | None = None  # the dispatcher's, while it runs
@@ -110,10 +180,16 @@ class Scheduler:
         self._taken_per_host: dict[str, int] = {}  # only with crawl.max_pages_per_host
         self._capped: set[str] = set()
         self._stopping = False
-        self._queued = 0
+        self._queued = 0  # requests leased into memory, not yet handed out
+        # Handed out (pages and jobs) and not yet on the wire, by URL: one that never gets there
+        # (outside the boundary, say) is forgotten when it is done.
+        self._unstarted: dict[str, int] = {}
+        self._unstarted_total = 0
+        self._kept = 0  # idle connections we let stay open (≤ keep_alive_budget)
+        self._keep_budget = keep_alive_budget
         self.in_flight = 0  # handed out and not yet stored
         self.handed = handed
-        self._host_buffer = max(4, 2 * limits.per_host_concurrency)
+        self._clock: Callable[[], float] | None = None
 
     # The workers' side --------------------------------------------------------------------
 
@@ -138,37 +214,60 @@ class Scheduler:
         self._stopping = True
         self._changed.set()
 
-    def fetched(self, request: CrawlRequest, result: FetchResult) -> None:
-        """A fetch finished: free the host's slot and let its outcome tune the host."""
+    def started(self, request: CrawlRequest, first: bool) -> None:
+        """The fetch stage put a request on the wire: its slot's delay counts from now (a
+        request may wait for a connection slot, or retry, after it was handed out)."""
+        if first:
+            self._forget_unstarted(request.url)
         host = self._hosts.get(host_key(request.url))
-        if host is not None:
-            host.in_flight -= 1
-            if self._limits.autothrottle:
-                throttle(host, result, self._limits, asyncio.get_running_loop().time())
-            self._release_if_idle(host)
+        if host is not None and host.slot is not None:
+            slot = host.slot
+            slot.next_start = max(slot.next_start, self._now() + slot.delay)
+
+    def ended(self) -> None:
+        """A request left the wire (done, or waiting out a retry's backoff): room for another."""
         self._changed.set()
 
-    def started(self, url: str) -> None:
-        """A request (or robots.txt's, or a retry) to `url` has just been sent: the host's next
-        request waits its delay from here."""
-        host = self._hosts.get(host_key(url))
-        if host is not None and host.delay:
-            now = asyncio.get_running_loop().time()
-            host.next_start = (
-                now + host.delay
-                if host.next_start == math.inf
-                else max(host.next_start, now + host.delay)
-            )
-            self._changed.set()
+    def keep_alive(self, request: CrawlRequest) -> bool:
+        """May the connection of `request`, about to go out, stay open after it? Only if its host
+        has work queued that may start soon, and within the budget of kept connections: so open
+        sockets stay under fetch.concurrency plus that budget, whatever the number of hosts."""
+        host = self._hosts.get(host_key(request.url))
+        if host is None or host.slot is None or not (host.queue or host.jobs):
+            return False
+        if self._kept >= self._keep_budget:
+            return False
+        if host.slot.next_start - self._now() > KEEP_HORIZON:
+            return False
+        host.idle_kept += 1
+        self._kept += 1
+        return True
+
+    def not_before(self, request: CrawlRequest) -> float:
+        """Seconds until the request's slot allows another start: a retry waits for it too, so
+        the delay holds between an attempt and its retry."""
+        host = self._hosts.get(host_key(request.url))
+        if host is None or host.slot is None:
+            return 0.0
+        return max(0.0, host.slot.next_start - self._now())
+
+    def fetched(self, request: CrawlRequest, result: FetchResult) -> None:
+        """A fetch finished: free the slot and let its outcome tune it."""
+        self._forget_unstarted(request.url)  # (if it never went on the wire)
+        host = self._hosts.get(host_key(request.url))
+        if host is not None:
+            self._done_with(host, result)
+        self._changed.set()
 
     def stored(self, records: list[PageRecord]) -> None:
         """The sink committed these pages (and the URLs they discovered)."""
         self.in_flight -= len(records)
+        leases = self._leases
         for record in records:
             for child_host in {host_key(child.url) for child in record.children}:
-                if not self._shared or self._leases.valid(child_host, 0.0):  # held at all
+                if leases is None or leases.valid(child_host, 0.0):  # held at all
                     self._note_pending(child_host)  # another's host: its owner finds them
-        if self._shared:
+        if leases is not None:
             for record in records:
                 name = self._unstored.pop(record.fetch.request.url, None)
                 if name is not None:
@@ -182,12 +281,12 @@ class Scheduler:
 
     def granted(self, grants: list[HostPoliteness]) -> None:
         """These hosts are ours now: crawl on from the state their last owner left."""
-        now = asyncio.get_running_loop().time()
+        now = self._now()
         for grant in grants:
-            self._note_pending(grant.host)
+            self._note_pending(grant.host, force=True)
             host = self._hosts.get(grant.host)
-            if host is not None and self._shared:
-                adopt(host, grant, now)
+            if host is not None and host.slot is not None and self._leases is not None:
+                adopt(host.slot, grant, now)
                 if grant.robots and self._gate is not None and host.rules is None:
                     host.gating = True  # its rules come from the record, not a fetch
                     self._start(self._adopt_rules(host, self._gate, grant.robots), "robots")
@@ -198,13 +297,15 @@ class Scheduler:
         URLs are the new owner's now (its claim gave them back to pending)."""
         for name in names:
             host = self._hosts.get(name)
-            if host is None:
-                continue
-            self._queued -= len(host.queue)
-            host.queue.clear()
-            host.maybe_pending = False
-            self._hosts.forget(host)
+            if host is not None:
+                self._drop(host)
         self._changed.set()
+
+    def _drop(self, host: HostState) -> None:
+        self._queued -= len(host.queue)
+        host.queue.clear()
+        self._set_maybe_pending(host, False)
+        self._release_if_idle(host)
 
     @property
     def hosts_held(self) -> int:
@@ -213,19 +314,14 @@ class Scheduler:
     def give_back(self, count: int) -> None:
         """Hand back up to `count` hosts (others joined the crawl and have none): those with
         nothing in flight or unstored; their queued URLs go back to pending with them."""
-        now = asyncio.get_running_loop().time()
         idle = [
             host
             for host in self._hosts.held()
-            if not host.in_flight and not host.refilling and not host.gating
+            if not host.in_flight and not host.refilling and not host.gating and not host.jobs
             and not self._unstored_per_host.get(host.name)
         ]  # fmt: skip
         for host in idle[:count]:
-            self._queued -= len(host.queue)
-            host.queue.clear()
-            host.maybe_pending = False
-            self._hosts.forget(host)
-            self._hand_back(host, now)
+            self._drop(host)
         self._changed.set()
 
     def hosts_wanted(self) -> int:
@@ -234,31 +330,84 @@ class Scheduler:
             return 0
         return hosts_wanted(self._limits, self._concurrency, self._hosts.held())
 
+    def remember_robots(self, site: str, record: str) -> None:
+        """robots.txt of `site` was fetched here: with shared leases, the host's next owners
+        take it from its row instead of asking again."""
+        if self._leases is not None and self._tasks is not None:
+            host = host_key(site + "/")
+            self._start(self._leases.remember_robots(host, record), f"robots {host}")
+
+    async def _adopt_rules(self, host: HostState, gate: HostGate, record: str) -> None:
+        try:
+            await gate.adopt(record)
+        finally:
+            host.gating = False
+        if host.queue:  # its rules are in the gate's cache now: no request to read them
+            self._start_gate(host, host.queue[0].url)
+
+    @contextlib.asynccontextmanager
+    async def turn(self, url: str) -> AsyncIterator[None]:
+        """Wait for a turn on the slot of `url`'s host, as a request handed out would, and hold
+        it for the block (robots.txt, a sitemap): the request counts in the slot's concurrency,
+        and starts its delay."""
+        host = self._hold(host_key(url))
+        granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        host.jobs.append((url, granted))
+        self._became_ready(host)
+        self._changed.set()
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                self._forget_unstarted(url)  # granted just as it was cancelled: never started
+                self._done_with(host, None)
+            else:
+                with contextlib.suppress(ValueError):
+                    host.jobs.remove((url, granted))
+                self._release_if_idle(host)
+            raise
+        try:
+            yield
+        finally:
+            self._forget_unstarted(url)  # (if its fetch never went on the wire)
+            self._done_with(host, None)
+            self._changed.set()
+
+    def observe(self, url: str, result: FetchResult) -> None:
+        """A job's outcome (robots.txt answering 429, say) tunes the slot as a page's would."""
+        host = self._hosts.get(host_key(url))
+        if host is not None and host.slot is not None and self._limits.autothrottle:
+            throttle(host.slot, result, self._limits, self._now())
+
     # State for progress displays -------------------------------------------------------------
 
     def queued(self) -> int:
         return self._queued
 
     def hosts(self) -> dict[str, HostSettings]:
-        """Each host's settings now; for hosts already released, as they were then."""
+        """Each slot's settings now; for slots already released, as they were then."""
         return self._hosts.snapshot()
 
     def held_hosts(self) -> int:
         """Hosts whose state is in memory now (a host with nothing left to do is released)."""
         return len(self._hosts)
 
+    def held_slots(self) -> int:
+        return self._hosts.slots()
+
     # The dispatcher -------------------------------------------------------------------------
 
     async def run(self, handoff: asyncio.Queue[Assignment | None], workers: int) -> None:
         """Hand requests to idle workers until the crawl is over (or stopped), then one None to
         each. A task of the crawl that fails ends this with its error (in an ExceptionGroup)."""
-        self.granted(await self._leases.claim(self._first_claim()))
         try:
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
-                if self._shared:  # not a crawl task: the end does not wait for it
-                    renew = keep_leases(self._leases, self)
-                    tasks.create_task(renew, name="host leases")
+                if self._leases is None:
+                    self._more_hosts = True  # the seeds: taken from the frontier like any host
+                else:  # hosts come from claims: now, and in a task that is not the crawl's
+                    self.granted(await self._leases.claim(max(1, self.hosts_wanted())))
+                    tasks.create_task(keep_leases(self._leases, self), name="host leases")
                 await self._dispatch(handoff)
                 raise _DispatchEnded
         except* _DispatchEnded:
@@ -267,9 +416,6 @@ class Scheduler:
             self._tasks = None
         for _ in range(workers):
             handoff.put_nowait(None)
-
-    def _first_claim(self) -> int:
-        return max(1, self.hosts_wanted()) if self._shared else 10_000
 
     async def _dispatch(self, handoff: asyncio.Queue[Assignment | None]) -> None:
         while True:
@@ -280,140 +426,286 @@ class Scheduler:
             handoff.put_nowait(assignment)
 
     async def _next_assignment(self) -> Assignment | None:
-        loop = asyncio.get_running_loop()
         while True:
             if self._stopping:
                 return None
             self._changed.clear()
+            now = self._now()
+            self._hosts.cool(now)
             self._start_refills()
-            now = loop.time()
-            host, wake_at = self._pick(now)
-            if host is not None:
-                return self._take(host, now)
-            if self._over():
-                # The table is the truth: make sure no pending URL escaped the bookkeeping.
-                claim = 100 if not self._shared else max(1, self.hosts_wanted())
-                pending = [] if self._limit_reached() else await self._leases.claim(claim)
-                missed = [grant for grant in pending if grant.host not in self._capped]
-                if missed:
-                    self.granted(missed)
+            self._start_discovery()
+            if self._free and not self._limit_reached():
+                self._set_starved(False)
+                return self._take_free()
+            wake_at: float | None = None
+            if self._wire_room() and not self._limit_reached():
+                slot, host, wake_at = self._pick(now)
+                if host is not None and self._leases and not self._leases.valid(host.name, now):
+                    self.lost([host.name])  # the lease would not outlive a request
                     continue
-                if not self._shared or self._limit_reached() or await self._leases.over():
+                if slot is not None and host is not None:
+                    if host.jobs:
+                        self._grant(slot, host, now)
+                        continue
+                    self._set_starved(False)
+                    return self._take(slot, host, now)
+            if self._over() and self._leases is not None:
+                grants = (
+                    []
+                    if self._limit_reached()
+                    else await self._leases.claim(max(1, self.hosts_wanted()))
+                )
+                if grants:
+                    self.granted(grants)
+                    continue
+                if self._limit_reached() or await self._leases.over():
                     return None
                 # Others hold hosts that may still bring work: ask again in a while.
-                wake_at = now + min(CLAIM_EVERY, self._leases.renew_every)
-            self._set_starved(
-                bool(self.in_flight)
-                and not self._queued
-                and not self._tasks_running
-                and not self._hosts.any_pending()
-            )
+                wake_at = now + CLAIM_EVERY
+            elif self._over():
+                # The table is the truth: make sure no pending URL escaped the bookkeeping.
+                pending = [] if self._limit_reached() else await self._frontier.pending_hosts(100)
+                missed = [name for name in pending if name not in self._capped]
+                if not missed:
+                    return None
+                for name in missed:
+                    self._note_pending(name, force=True)
+                continue
+            # A worker is idle and nothing may start now: if pages not yet committed may hold
+            # links it could fetch, have the sink commit them at once.
+            self._set_starved(bool(self.in_flight) and self._wire_room())
+            cooling = self._hosts.next_cooling()
+            if cooling is not None:
+                wake_at = cooling if wake_at is None else min(wake_at, cooling)
             try:
                 async with asyncio.timeout_at(wake_at):
                     await self._changed.wait()
             except TimeoutError:
                 pass
 
-    def _pick(self, now: float) -> tuple[HostState | None, float | None]:
-        """The next ready host in turn, or None and the moment the earliest one will be."""
-        wake_at: float | None = None
+    def _wire_room(self) -> bool:
+        """Is there a free connection slot for one more request? Handing out more would make a
+        request wait for one, and start later than the moment its slot's delay was set for."""
+        wire = self._wire
+        return wire is None or wire.in_flight + self._unstarted_total < wire.wire_limit
+
+    def _pick(self, now: float) -> tuple[Slot | None, HostState | None, float | None]:
+        """The slot that may start now and its next host in turn; or None and the moment the
+        earliest slot will be ready."""
+        ready = self._ready
+        while ready:
+            at, _, slot = ready[0]
+            if slot.heap_at != at:  # a stale entry: the slot was put back at another time
+                heapq.heappop(ready)
+                continue
+            if slot.in_flight >= slot.concurrency or not slot.ring:
+                heapq.heappop(ready)
+                slot.heap_at = None  # back in when a request ends or work comes
+                continue
+            if slot.next_start > at:  # its delay moved on (a start, a throttle): later
+                slot.heap_at = slot.next_start
+                heapq.heapreplace(ready, (slot.next_start, next(self._order), slot))
+                continue
+            if at > now:
+                return None, None, at
+            ring = slot.ring
+            while ring and not ring[0].has_work():
+                ring.popleft().in_ring = False
+            if not ring:
+                heapq.heappop(ready)
+                slot.heap_at = None
+                continue
+            return slot, ring[0], None
+        return None, None, None
+
+    def _rotate(self, slot: Slot, host: HostState) -> None:
+        """After a hand-out from `host` (at the front of its slot's ring): its turn goes to the
+        next host; it keeps a place at the back if it has more."""
+        ring = slot.ring
+        ring.popleft()
+        if host.has_work():
+            ring.append(host)
+        else:
+            host.in_ring = False
+        heapq.heappop(self._ready)
+        slot.heap_at = None
+
+    def _grant(self, slot: Slot, host: HostState, now: float) -> None:
+        url, granted = host.jobs.popleft()
+        self._rotate(slot, host)
+        if granted.done():  # its waiter was cancelled
+            self._sync(slot)
+            return
+        self._start_request(slot, host, now, url)
+        granted.set_result(None)
+        self._sync(slot)
+
+    def _start_request(self, slot: Slot, host: HostState, now: float, url: str) -> None:
+        host.in_flight += 1
+        slot.in_flight += 1
+        slot.next_start = max(slot.next_start, now + slot.delay)
+        if self._wire is not None:  # (the fetch stage tells when it starts: `started`)
+            self._unstarted[url] = self._unstarted.get(url, 0) + 1
+            self._unstarted_total += 1
+        if host.idle_kept:  # it will reuse the connection kept open for it
+            host.idle_kept -= 1
+            self._kept -= 1
+
+    def _take(self, slot: Slot, host: HostState, now: float) -> Assignment:
+        request = host.queue.popleft()
+        self._queued -= 1
+        self._rotate(slot, host)
+        self.in_flight += 1
+        self.handed += 1
+        self._start_request(slot, host, now, request.url)
+        if self._leases is not None:
+            self._unstored[request.url] = host.name
+            self._unstored_per_host[host.name] = self._unstored_per_host.get(host.name, 0) + 1
+        self._count_for_host(host)
+        self._sync(slot)
+        self._want_refill(host)
+        return Assignment(request)
+
+    def _take_free(self) -> Assignment:
+        host, assignment = self._free.popleft()
+        self._queued -= 1
+        self.in_flight += 1
+        self.handed += 1
+        if self._leases is not None:
+            self._unstored[assignment.request.url] = host.name
+            self._unstored_per_host[host.name] = self._unstored_per_host.get(host.name, 0) + 1
+        self._count_for_host(host)
+        self._want_refill(host)
+        self._release_if_idle(host)
+        return assignment
+
+    def _count_for_host(self, host: HostState) -> None:
+        per_host = self._limits.max_pages_per_host
+        if not per_host:
+            return
+        taken = self._taken_per_host[host.name] = self._taken_per_host.get(host.name, 0) + 1
+        if taken >= per_host:
+            self._capped.add(host.name)  # the rest stay in the table; not for this crawl
+            self._queued -= len(host.queue)
+            host.queue.clear()
+            kept = len(self._free)
+            self._free = deque(item for item in self._free if item[0] is not host)
+            self._queued -= kept - len(self._free)  # (a cap is rare: one pass is fine)
+            self._set_maybe_pending(host, False)
+
+    def _limit_reached(self) -> bool:
+        return bool(self._limits.max_pages) and self.handed >= self._limits.max_pages
+
+    def _over(self) -> bool:
+        if self.in_flight:
+            return False
         if self._limit_reached():
-            return None, None
-        for _ in range(len(self._ring)):
-            host = self._ring.popleft()
-            if not host.queue:
-                host.in_ring = False
-                self._release_if_idle(host)
-                continue
-            self._ring.append(host)
-            if self._shared and not self._leases.valid(host.name, now):
-                continue  # the lease would not outlive a request: none starts there
-            if host.rules is None and self._gate is not None:
-                if host.next_start > now:  # robots.txt was unavailable: try it again later
-                    wake_at = host.next_start if wake_at is None else min(wake_at, host.next_start)
-                else:
-                    self._start_gate(host)
-                continue
-            head = host.queue[0]
-            if head.fresh or self._skip_reason(host, head) is not None:
-                return host, None  # handed out without a request, so no slot or delay applies
-            if host.in_flight >= host.concurrency:
-                continue
-            if host.next_start > now:
-                wake_at = host.next_start if wake_at is None else min(wake_at, host.next_start)
-                continue
-            return host, None
-        return None, wake_at
+            return True  # the tasks still running (robots.txt, sitemaps) are cancelled
+        if self._tasks_running or self._queued or self._unstarted_total:
+            return False
+        return not self._pending_hosts and not self._more_hosts
+
+    def _forget_unstarted(self, url: str) -> None:
+        count = self._unstarted.get(url)
+        if count:
+            self._unstarted_total -= 1
+            if count == 1:
+                del self._unstarted[url]
+            else:
+                self._unstarted[url] = count - 1
 
     def _set_starved(self, starved: bool) -> None:
         if starved != self._starved:
             self._starved = starved
             self._on_starved(starved)
 
-    def _take(self, host: HostState, now: float) -> Assignment:
-        self._set_starved(False)
-        request = host.queue.popleft()
-        self._queued -= 1
-        self.in_flight += 1
-        self.handed += 1
-        if self.handed % SWEEP_EVERY == 0:
-            self._hosts.sweep(now)
-        per_host = self._limits.max_pages_per_host
-        if per_host:
-            taken = self._taken_per_host[host.name] = self._taken_per_host.get(host.name, 0) + 1
-            if taken >= per_host:
-                self._capped.add(host.name)  # the rest stay in the table; not for this crawl
-                self._queued -= len(host.queue)
-                host.queue.clear()
-                host.maybe_pending = False
-        skip = self._skip_reason(host, request)
-        if self._shared:
-            self._unstored[request.url] = host.name
-            self._unstored_per_host[host.name] = self._unstored_per_host.get(host.name, 0) + 1
-        if skip is None and not request.fresh:
-            host.in_flight += 1
-            # With a delay, it counts from when the request is actually sent (`started`): it may
-            # wait for a fetch slot or a connection first, and the next must not overtake it.
-            host.next_start = now + host.delay if not host.delay else math.inf
-        if host.maybe_pending and len(host.queue) < self._host_buffer // 2:
-            self._to_refill.add(host.name)
-        return Assignment(request, skip)
+    # Slots in the ready heap ------------------------------------------------------------------
 
-    def _skip_reason(self, host: HostState, request: CrawlRequest) -> str | None:
-        return host.rules.skip_reason(request.url) if host.rules is not None else None
+    def _became_ready(self, host: HostState) -> None:
+        """The host may have work now: give it a place in its slot's ring, and the slot one in
+        the heap."""
+        slot = host.slot
+        if slot is None or not host.has_work():
+            return
+        if not host.in_ring:
+            host.in_ring = True
+            slot.ring.append(host)
+        self._sync(slot)
 
-    def _limit_reached(self) -> bool:
-        return bool(self._limits.max_pages) and self.handed >= self._limits.max_pages
+    def _sync(self, slot: Slot) -> None:
+        if slot.heap_at is None and slot.ring and slot.in_flight < slot.concurrency:
+            slot.heap_at = slot.next_start
+            heapq.heappush(self._ready, (slot.next_start, next(self._order), slot))
 
-    def _over(self) -> bool:
-        if self.in_flight or self._tasks_running:
-            return False
-        if self._limit_reached():
-            return True
-        return not self._queued and not self._hosts.any_pending()
+    def _done_with(self, host: HostState, result: FetchResult | None) -> None:
+        host.in_flight -= 1
+        slot = host.slot
+        if slot is not None:
+            slot.in_flight -= 1
+            if result is not None and self._limits.autothrottle:
+                throttle(slot, result, self._limits, self._now())
+            self._sync(slot)
+        self._release_if_idle(host)
 
     # Hosts, refills and robots.txt ----------------------------------------------------------
 
-    def _note_pending(self, name: str) -> None:
+    def _hold(self, name: str) -> HostState:
+        host, new = self._hosts.hold(name)
+        if not new:
+            return host
+        if self._gate is None:
+            host.rules = ALLOW_ALL
+        if self._resolve_key is not None:
+            self._start(self._find_key(host, self._resolve_key), f"key {name}")
+        else:
+            self._hosts.join(host, self._key_of(name) if self._key_of else name)
+        return host
+
+    async def _find_key(self, host: HostState, resolve: ResolveKey) -> None:
+        # (The host is not released meanwhile: HostState.busy() while it has no slot.)
+        key = await resolve(host.name)
+        self._hosts.join(host, key)
+        self._became_ready(host)
+        self._release_if_idle(host)
+
+    def _note_pending(self, name: str, *, force: bool = False) -> None:
         if name in self._capped:
             return
-        host = self._hosts.hold(name)
-        host.maybe_pending = True
-        if len(host.queue) < self._host_buffer // 2:
-            self._to_refill.add(name)
+        host = self._hosts.get(name)
+        if host is None:
+            if len(self._hosts) >= self._window and not force:
+                self._more_hosts = True  # it waits in the table for room
+                return
+            host = self._hold(name)
+        self._set_maybe_pending(host, True)
+        self._want_refill(host)
+
+    def _set_maybe_pending(self, host: HostState, value: bool) -> None:
+        if host.maybe_pending != value:
+            host.maybe_pending = value
+            self._pending_hosts += 1 if value else -1
+
+    def _want_refill(self, host: HostState) -> None:
+        buffer = max(4, 2 * self._limits.per_host_concurrency)
+        if host.maybe_pending and not host.refill_queued and len(host.queue) < buffer // 2:
+            host.refill_queued = True
+            self._refills.append(host)
 
     def _start_refills(self) -> None:
-        for name in list(self._to_refill):
-            host = self._hosts.get(name)
-            room = self._limits.queue_size - self._queued
-            if host is None or not host.maybe_pending or host.refilling:
-                self._to_refill.discard(name)
+        buffer = max(4, 2 * self._limits.per_host_concurrency)
+        while self._refills:
+            host = self._refills[0]
+            if self._hosts.get(host.name) is not host or not host.maybe_pending or host.refilling:
+                self._refills.popleft()
+                host.refill_queued = False
                 continue
+            room = self._limits.queue_size - self._queued
             if room <= 0:
                 return  # memory is full; refills resume as requests are taken
-            self._to_refill.discard(name)
+            self._refills.popleft()
+            host.refill_queued = False
             host.refilling = True
-            want = min(self._host_buffer - len(host.queue), room)
+            want = min(buffer - len(host.queue), room)
             self._start(self._refill(host, want), f"refill {host.name}")
 
     async def _refill(self, host: HostState, want: int) -> None:
@@ -422,58 +714,93 @@ class Scheduler:
         finally:
             host.refilling = False
         if len(leased) < want:
-            host.maybe_pending = False
-        if host.name in self._capped:
-            return
-        host.queue.extend(leased)
-        self._queued += len(leased)
-        if host.queue and not host.in_ring:
-            host.in_ring = True
-            self._ring.append(host)
+            self._set_maybe_pending(host, False)
+        if host.name not in self._capped:
+            for request in leased:
+                self._admit(host, request)
+            if host.rules is None and not host.gating and host.queue:
+                self._start_gate(host, host.queue[0].url)
+            self._became_ready(host)
         self._release_if_idle(host)
 
-    def remember_robots(self, site: str, record: str) -> None:
-        """robots.txt of `site` was fetched here: with shared leases, the host's next owners
-        take it from its row instead of asking again."""
-        if self._shared and self._tasks is not None:
-            host = host_key(site + "/")
-            self._start(self._leases.remember_robots(host, record), f"robots {host}")
+    def _admit(self, host: HostState, request: CrawlRequest) -> None:
+        """A leased request: to the host's queue, or, if it needs no fetch (fresh, or robots.txt
+        rules it out), to the free queue, handed out at once."""
+        self._queued += 1
+        if request.fresh:
+            self._free.append((host, Assignment(request)))
+            return
+        rules = host.rules
+        skip = rules.skip_reason(request.url) if rules is not None else None
+        if skip is not None:
+            assert rules is not None
+            self._free.append((host, Assignment(request, skip, rules.skip_kind)))
+        else:
+            host.queue.append(request)
 
-    async def _adopt_rules(self, host: HostState, gate: HostGate, record: str) -> None:
+    def _start_discovery(self) -> None:
+        room = self._window - len(self._hosts)
+        if not self._more_hosts or self._discovering or self._limit_reached():
+            return
+        if room < max(1, self._window // 10):
+            return
+        self._discovering = True
+        self._start(self._discover(room), "hosts")
+
+    async def _discover(self, room: int) -> None:
+        """Take hosts with pending URLs from the frontier, in host order from the cursor."""
         try:
-            await gate.adopt(record)
+            names = await self._frontier.pending_hosts(room, after=self._cursor)
         finally:
-            host.gating = False  # the next look at its rules finds them in the gate's cache
+            self._discovering = False
+        fresh = [name for name in names if self._hosts.get(name) is None]
+        if len(names) < room:
+            # The end of the table: start again from its beginning; a pass that finds nothing
+            # new means every pending host is held.
+            if not fresh and not self._cursor:
+                self._more_hosts = False
+            self._cursor = ""
+        else:
+            self._cursor = names[-1]
+        for name in fresh:
+            self._note_pending(name, force=True)
 
-    def _start_gate(self, host: HostState) -> None:
-        if host.gating or self._gate is None:
+    def _start_gate(self, host: HostState, sample_url: str) -> None:
+        if self._gate is None:
             return
         host.gating = True
-        self._start(self._load_rules(host, self._gate), f"robots {host.name}")
+        self._start(self._load_rules(host, self._gate, sample_url), f"robots {host.name}")
 
-    async def _load_rules(self, host: HostState, gate: HostGate) -> None:
+    async def _load_rules(self, host: HostState, gate: HostGate, sample_url: str) -> None:
         try:
-            rules = await gate.rules(host.name, host.queue[0].url if host.queue else "")
+            for round_ in range(1, ROBOTS_TRIES + 1):
+                rules = await gate.rules(host.name, sample_url)
+                if not rules.unavailable or round_ == ROBOTS_TRIES:
+                    break
+                # RFC 9309: disallow everything for now, and ask again later.
+                log.warning(
+                    "%s: %s; asking again in %.0f s (round %d of %d)",
+                    host.name,
+                    rules.skip_reason(""),
+                    self._limits.robots_retry,
+                    round_,
+                    ROBOTS_TRIES,
+                )
+                gate.forget(sample_url)
+                await asyncio.sleep(self._limits.robots_retry)
         finally:
             host.gating = False
-        if rules.unavailable and host.robots_tries < ROBOTS_TRIES:
-            # RFC 9309: disallow everything for now, and ask again later.
-            log.warning(
-                "%s: %s; asking again in %.0f s (round %d of %d)",
-                host.name,
-                rules.skip_reason(""),
-                self._limits.robots_retry,
-                host.robots_tries,
-                ROBOTS_TRIES,
-            )
-            host.robots_tries += 1
-            host.next_start = asyncio.get_running_loop().time() + self._limits.robots_retry
-            gate.forget(host.queue[0].url if host.queue else "")
-            return
         host.rules = rules
-        if rules.delay:
-            host.min_delay = max(host.min_delay, rules.delay)  # robots.txt Crawl-delay
-            host.delay = max(host.delay, host.min_delay)
+        if rules.delay and host.slot is not None:
+            slot = host.slot
+            slot.min_delay = max(slot.min_delay, rules.delay)  # robots.txt Crawl-delay
+            slot.delay = max(slot.delay, slot.min_delay)
+        queued, host.queue = host.queue, deque()
+        self._queued -= len(queued)
+        for request in queued:
+            self._admit(host, request)
+        self._became_ready(host)
+        self._release_if_idle(host)
 
     def _start(self, work: Coroutine[Any, Any, None], name: str) -> None:
         assert self._tasks is not None, "tasks start from the dispatcher's own run()"
@@ -486,17 +813,47 @@ class Scheduler:
         self._changed.set()  # the dispatcher may be waiting for it: leases, rules, the end
 
     def _release_if_idle(self, host: HostState) -> None:
-        self._hosts.release_if_idle(host, asyncio.get_running_loop().time())
+        if self._leases is not None and self._unstored_per_host.get(host.name):
+            return  # its pages are on their way to the sink: its lease stays ours till then
+        state = None
+        if self._leases is not None and not host.busy() and host.slot is not None:
+            state = politeness_of(host.name, host.slot, self._now())
+        if not host.busy() and self._hosts.release_if_idle(host, self._now()):
+            if self._leases is not None and self._tasks is not None and state is not None:
+                self._unstored_per_host.pop(host.name, None)
+                self._start(self._leases.release(state), f"release {host.name}")
+            self._kept -= host.idle_kept  # closed by aiohttp's keep-alive timeout, at worst
+            host.idle_kept = 0
+            if self._more_hosts:
+                self._changed.set()  # room for a host from the table
 
-    def _unstored_pages(self, host: HostState) -> bool:
-        return bool(self._unstored_per_host.get(host.name))
+    def _now(self) -> float:
+        if self._clock is None:  # the loop's clock, which timeouts use; looked up once
+            self._clock = asyncio.get_running_loop().time
+        return self._clock()
 
-    def _hand_back(self, host: HostState, now: float) -> None:
-        """A host this process let go of: with shared leases, its lease goes back with its
-        politeness state (a crawl task: the end waits for it)."""
-        if not self._shared:
-            return
-        self._unstored_per_host.pop(host.name, None)
-        state = politeness_of(host, now)
-        if self._tasks is not None:
-            self._start(self._leases.release(state), f"release {host.name}")
+
+class PoliteFetch:
+    """The fetch stage as robots.txt and sitemaps see it: each request waits for its turn on
+    its host's slot (the scheduler's `turn`), counts in its concurrency and starts its delay,
+    as a page would."""
+
+    def __init__(self, fetcher: FetchStage) -> None:
+        self._fetcher = fetcher
+        self.scheduler: Scheduler | None = None
+
+    async def fetch(
+        self,
+        request: CrawlRequest,
+        *,
+        any_type: bool,
+        time_limit: float | None = None,
+        body_limit: int | None = None,
+    ) -> FetchResult:
+        assert self.scheduler is not None, "PoliteFetch used before the scheduler was made"
+        async with self.scheduler.turn(request.url):
+            result = await self._fetcher.fetch(
+                request, any_type=any_type, time_limit=time_limit, body_limit=body_limit
+            )
+            self.scheduler.observe(request.url, result)
+            return result

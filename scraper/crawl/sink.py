@@ -4,9 +4,10 @@ Each batch is one transaction of the writer (store/base.py `PageWriter`): the pa
 its links), the URLs they discovered (into the frontier) and the batch's own URLs marked done, so
 a crash at any instant loses nothing and repeats nothing.
 
-A batch commits per `storage.batch_size` records, per `storage.flush_interval` seconds, or at
-one by one while the scheduler has nothing else to hand out (`set_eager`). A batch interrupted by
-cancellation is finished before the task gives up.
+A batch commits per `storage.batch_size` records, per `storage.flush_interval` seconds, or one
+by one while a fetch worker idles for want of a request that may start and pages are not yet
+committed (`set_eager`: their links may be its next work; the scheduler says when). A batch
+interrupted by cancellation is finished before the task gives up.
 """
 
 from __future__ import annotations

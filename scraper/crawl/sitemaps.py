@@ -75,7 +75,8 @@ class SitemapReader:
         try:
             sitemap = await self._parse(job)
         except WorkerDied as exc:  # the parser's process died on it: record it, crawl on
-            await self._emit(PageRecord(fetch=stored, parse_error=str(exc)))
+            why = f"parsing it {exc}" if exc.timed_out else str(exc)
+            await self._emit(PageRecord(fetch=stored, parse_error=why))
             return ()
         pages = tuple(CrawlRequest(url=page, depth=1, referrer=url) for page in sitemap.pages)
         if sitemap.error is not None:

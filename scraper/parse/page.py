@@ -4,52 +4,48 @@
 knows nothing of asyncio, sessions or the database, and this module imports none of them (a
 worker starts sooner). Its answer depends on its job alone; the one state it keeps is a memo of
 resolved links (`urls.resolve_links`), which changes how fast it answers, never what.
-`ParsePool` (`parsepool.py`) is the loop-side handle on the workers.
+`ParsePool` (`pool.py`) is the loop-side handle on the workers; `source.py` picks the encoding and
+what Lexbor reads, `text.py` defines the visible text and its hash.
 """
 
 from __future__ import annotations
 
-import codecs
-import hashlib
 import json
 import re
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
-from w3lib.encoding import html_to_unicode
 
 from scraper.models import ExtractRule, ParseFailure, ParseJob, ParseResult
+from scraper.parse.source import lexbor_source
+from scraper.parse.text import INVISIBLE, text_hash, visible_text
 from scraper.urls import UrlPolicy, canonicalize, resolve_links
-
-_INVISIBLE = ["script", "style", "noscript", "template"]
 
 
 def parse_page(job: ParseJob) -> ParseResult:
     """Decode and parse one HTML page; never raises on hostile markup."""
-    encoding, html = decode_html(job.body, job.content_type)
-    tree = LexborHTMLParser(_utf8_source(job.body, encoding, html))
+    encoding, source = lexbor_source(job.body, job.content_type)
+    tree = LexborHTMLParser(source)
     base = _base_url(tree, job.url, job.policy)
     fields = {rule.name: _extract(tree, rule) for rule in job.rules.rules_for(job.url)}
     title_node = tree.css_first("title")
     canonical = _attr(tree.css_first('link[rel~="canonical" i][href]'), "href")
     hrefs = [node.attributes.get("href") or "" for node in tree.css("a[href], area[href]")]
-    links, follow = resolve_links(hrefs, base, job.policy, job.scope)
-    tree.strip_tags(_INVISIBLE)
-    body = tree.body
-    # skip_empty drops the whitespace-only text nodes between tags, which collapsing would
-    # fold into the separators anyway: the same text, with fewer runs to find.
-    data = _collapse(body.text(separator=" ", skip_empty=True)) if body is not None else b""
-    text = data.decode("utf-8", "surrogatepass")
+    links, follow, cut = resolve_links(hrefs, base, job.policy, job.scope)
+    tree.strip_tags(INVISIBLE)  # before the description too, as ever: one in <noscript> is not
+    description = _attr(tree.css_first('meta[name="description" i][content]'), "content")
+    text = visible_text(tree) if job.text != "off" else None
     return ParseResult(
         encoding=encoding,
         title=_clean(title_node.text()) or None if title_node is not None else None,
-        description=_attr(tree.css_first('meta[name="description" i][content]'), "content"),
+        description=description,
         canonical=canonicalize(canonical, base, job.policy) if canonical else None,
-        text_length=len(text),
-        text_hash=hashlib.blake2b(data, digest_size=16).hexdigest(),
-        text=text if job.store_text else None,
+        text_length=len(text) if text is not None else None,
+        text_hash=text_hash(text) if text is not None else None,
+        text=text if job.text == "store" else None,
         links_json=json.dumps(links, ensure_ascii=False),
         follow=follow,
         fields_json=json.dumps(fields, ensure_ascii=False) if fields else None,
+        links_cut=cut,
     )
 
 
@@ -63,37 +59,6 @@ def parse_pages(jobs: list[ParseJob]) -> list[ParseResult | ParseFailure]:
         except Exception as exc:  # whatever one page did, the batch goes on
             outcomes.append(ParseFailure(f"{type(exc).__name__}: {exc}"))
     return outcomes
-
-
-def decode_html(body: bytes, content_type: str | None) -> tuple[str, str]:
-    """(encoding, text): BOM, then the HTTP charset, then <meta charset>, then detection."""
-    return html_to_unicode(content_type, body, auto_detect_fun=_detect_encoding)
-
-
-def _utf8_source(body: bytes, encoding: str, html: str) -> bytes | str:
-    """What to give Lexbor: the body's own bytes when they are the page's UTF-8 (or ASCII in an
-    encoding that reads ASCII as ASCII), so Lexbor need not re-encode the decoded text (~40% of
-    its parse time on a 40 KB page); otherwise the decoded text. A U+FFFD in the text may be an
-    invalid byte that Lexbor would read its own way, so such a page goes as text too."""
-    name = codecs.lookup(encoding).name
-    if (name == "utf-8" and "\ufffd" not in html) or (name in _ASCII_READERS and body.isascii()):
-        return body.removeprefix(codecs.BOM_UTF8)
-    return html
-
-
-_ASCII_READERS = frozenset({"ascii", "cp1252", "iso8859-1", "iso8859-15", "cp1250", "cp1251"})
-
-
-def _detect_encoding(body: bytes) -> str | None:
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError:
-        # chardet, not charset-normalizer: the latter reads plain French latin-1 as cp1257.
-        # Imported here: most pages declare their encoding, and a worker starts sooner without.
-        import chardet
-
-        return chardet.detect(body[:65536]).get("encoding")
-    return "utf-8"
 
 
 def _base_url(tree: LexborHTMLParser, page_url: str, policy: UrlPolicy) -> str:
@@ -141,7 +106,7 @@ def _clean(text: str) -> str:
 
 
 def _collapse(text: str) -> bytes:
-    """`_clean`, as UTF-8 bytes (what the text's hash is taken of).
+    """`_clean`, as UTF-8 bytes (titles and fields; until schema v5, the visible text too).
 
     The same as `b" ".join(data.split())`, at half its cost on a 40 KB page and a third on a
     1.5 MB one: split makes an object of every word, while here every kind of whitespace becomes

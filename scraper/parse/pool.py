@@ -14,7 +14,8 @@ from typing import Self, TypeVar
 from scraper.config import ParseConfig
 from scraper.models import ParseFailure, ParseJob, ParseResult
 from scraper.parse.page import parse_pages, warm_up
-from scraper.parse.procpool import ProcessPool
+from scraper.parse.procpool import ProcessPool, WorkerDied
+from scraper.parse.procworker import each_within, within
 
 J = TypeVar("J")
 R = TypeVar("R")
@@ -26,12 +27,14 @@ class ParsePool:
 
     With no workers, `run` calls the function right there, on the event-loop thread: no process
     to start, no pickling, no pipe, but nothing else on the loop runs while it parses (about 0.5 ms
-    per 40 KB page, a batch at a time; a large sitemap takes longer). A thread would not help:
-    parsing holds the GIL. So 0 is for tiny sites, tests and one-CPU machines, never the default.
+    per 40 KB page, a batch at a time; a large sitemap takes longer), and no time limit applies
+    (nothing can stop the loop's own thread). A thread would not help: parsing holds the GIL. So
+    0 is for tiny sites, tests and one-CPU machines, never the default.
     """
 
     def __init__(self, config: ParseConfig) -> None:
         self._pool = ProcessPool(config.workers) if config.workers else None
+        self._timeout = config.timeout  # CPU seconds per page, or per call of `run`
         self._open = False
 
     @property
@@ -47,16 +50,36 @@ class ParsePool:
         return self
 
     async def parse_many(self, jobs: list[ParseJob]) -> list[ParseResult | ParseFailure]:
-        return await self.run(parse_pages, jobs)
-
-    async def run(self, function: Callable[[J], R], job: J) -> R:
-        """Run a pure top-level function of picklable values in a worker process (or inline)."""
+        """Parse a batch of pages in one round trip, each page within parse.timeout; a worker
+        over it is ended and the call raises WorkerDied (`timed_out`)."""
         assert self._open, "ParsePool used outside `async with`"
         if self._pool is None:
-            # Yield first, so between two inline batches the fetchers and timers get a turn.
+            await asyncio.sleep(0)  # between two inline batches the fetchers and timers get a turn
+            return parse_pages(jobs)
+        return await self._in_time(each_within, (self._timeout, parse_pages, jobs))
+
+    async def run(self, function: Callable[[J], R], job: J) -> R:
+        """Run a pure top-level function of picklable values in a worker process (or inline),
+        within parse.timeout."""
+        assert self._open, "ParsePool used outside `async with`"
+        if self._pool is None:
             await asyncio.sleep(0)
             return function(job)
-        return await self._pool.run(function, job)
+        return await self._in_time(within, (self._timeout, function, job))
+
+    async def _in_time(self, function: Callable[[J], R], call: J) -> R:
+        """The call in a worker; sent again once if it died unstarted, queued behind a call
+        that killed its worker (a page over its time, a crash)."""
+        assert self._pool is not None
+        try:
+            return await self._pool.run(function, call)
+        except WorkerDied as exc:
+            if not exc.started:
+                return await self._pool.run(function, call)
+            if not exc.timed_out:
+                raise
+            why = f"took over parse.timeout ({self._timeout:g} s of CPU); its worker was ended"
+            raise WorkerDied(why, timed_out=True) from exc
 
     async def __aexit__(
         self,

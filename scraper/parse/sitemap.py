@@ -64,7 +64,7 @@ def _canonical(
     found: dict[str, None] = {}
     for raw in pages:
         url = canonicalize(raw, job.url, job.policy)
-        if url is not None and job.scope.allows(url):
+        if url is not None and job.scope.allows(url, base=job.url):
             found[url] = None
     children = (canonicalize(raw, job.url, job.policy) for raw in sitemaps)
     return tuple(found), tuple(dict.fromkeys(u for u in children if u))

@@ -37,7 +37,7 @@ PRESETS: dict[str, Preset] = {
             "missing-titles",
             "HTML pages fetched fine that have no <title>",
             "SELECT url, depth, referrer FROM pages\n"
-            "WHERE error_kind IS NULL AND text_hash IS NOT NULL AND title IS NULL\n"
+            "WHERE error_kind IS NULL AND encoding IS NOT NULL AND title IS NULL\n"
             "ORDER BY url",
         ),
         Preset(

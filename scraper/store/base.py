@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from scraper.models import CrawlRequest, PageRecord
+from scraper.models import CrawlRequest, PageRecord, SeedList
 
 RESUMABLE = ("running", "interrupted", "failed")  # crawl states a new run may resume
 
@@ -132,8 +132,10 @@ class Frontier(Protocol):
         """Up to `limit` pending URLs of `host` (host_key), oldest first, now leased."""
         ...
 
-    async def pending_hosts(self, limit: int) -> list[str]:
-        """Up to `limit` hosts that have pending URLs."""
+    async def pending_hosts(self, limit: int, after: str = "") -> list[str]:
+        """Up to `limit` hosts that have pending URLs, in order of their host key, from the
+        first after `after` (so a crawl of more hosts than it holds at once can page through
+        them)."""
         ...
 
     async def count(self, state: FrontierState) -> int: ...
@@ -156,12 +158,15 @@ class PageWriter(Protocol):
 class CrawlLog(Protocol):
     """The crawls table, from the crawl's side."""
 
-    async def unfinished(self, seeds: Sequence[str]) -> tuple[int, int | None]:
+    async def unfinished(self, seeds: SeedList) -> tuple[int, int | None]:
         """(the newest crawl of these seeds if it did not finish, else 0; the newest crawl of
-        other seeds if it did not finish, else None)."""
+        other seeds if it did not finish, else None). Seeds are matched on their digest (and,
+        for a crawl recorded without one, on the list itself)."""
         ...
 
-    async def start(self, seeds: Sequence[str], config_json: str) -> int: ...
+    async def start(self, seeds: SeedList, config_json: str) -> int:
+        """A new crawl's row: its seeds as a sample (JSON list), their digest and count."""
+        ...
 
     async def reopen(self, crawl_id: int) -> None: ...
 

@@ -217,3 +217,27 @@ def test_scraper_bench_is_a_subcommand(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "--pages" in result.stdout and "--crawlers" in result.stdout
+
+
+def test_broad_counts_politeness_violations_from_the_servers_log() -> None:
+    from scraper.bench.broad import steady_rate, violations
+
+    log = [
+        ("a", "/robots.txt", 0.0, 0.5),
+        ("a", "/", 1.0, 1.5),  # kept: a second after the last start, the last one over
+        ("a", "/p/0", 1.4, 1.9),  # both: in flight with the last, 0.4 s after its start
+        ("b", "/", 0.0, 0.1),
+        ("b", "/p/0", 0.995, 1.1),  # within the tolerance of the server's own noise
+    ]
+    assert violations(log, delay=1.0) == (1, 1)
+    assert steady_rate([float(n) for n in range(101)]) == 1.0
+
+
+def test_a_small_broad_crawl_stores_every_page_once(tmp_path: Path) -> None:
+    from scraper.bench.broad import run_broad
+
+    result = run_broad(30, pages=2, latency=0.05, delay=0.2, concurrency=8, timeout=120)
+    assert result.pages_stored == result.pages_distinct == result.pages_expected == 60
+    assert result.errors == 0
+    assert result.requests == 30 * (2 + 2)  # robots.txt and the sitemap probe of each site
+    assert result.violations_overlap == 0  # (a request cannot start before the last's answer)

@@ -12,10 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 from aiohttp import web
 
-from helpers import base_url, new_database, rows, served
+from helpers import BACKTRACKING, backtracking_site, base_url, new_database, rows, served
 from scraper.demosite import SiteSpec, make_app
 
 SCRAPER = [sys.executable, "-m", "scraper"]
@@ -326,3 +327,65 @@ async def test_debug_loop_runs_the_crawl_in_asyncio_debug_mode(aiohttp_server, t
     assert "Crawl 1 finished" in out
     code, _, err = await run_async("crawl", base_url(server), "--db", str(db), cwd=tmp_path)
     assert code == 0 and "debug mode" not in err  # off unless asked for
+
+
+def test_deeply_nested_toml_is_one_line_not_a_recursion_error(tmp_path: Path) -> None:
+    deep = tmp_path / "deep.toml"
+    deep.write_text("[crawl]\nseeds = " + "[" * 50_000 + "]" * 50_000 + "\n")
+    assert_one_line_error(
+        run("crawl", "--config", str(deep), cwd=tmp_path), "deep.toml: not valid TOML", "nested"
+    )
+    assert_one_line_error(
+        run("crawl", "--set", "crawl.seeds=" + "[" * 50_000 + "]" * 50_000, cwd=tmp_path),
+        "--set crawl.seeds=...: arrays or tables nested too deeply",
+    )
+
+
+def test_a_huge_bad_value_is_shown_shortened(tmp_path: Path) -> None:
+    huge = "x" * 100_000
+    result = run("crawl", "--set", f'crawl.seeds=["{huge}"]', cwd=tmp_path)
+    assert_one_line_error(result, "crawl.seeds = ", "is not an http(s) URL", "characters)")
+    assert len(result.stderr) < 400
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        ("[1979-05-27]", 'crawl.seeds = ["1979-05-27"]: "1979-05-27" is not an http(s) URL'),
+        ("[07:32:00]", '"07:32:00" is not an http(s) URL'),
+        ('["http://127.0.0.1:9/\x1b]0;x\x07"]', "\\u001b]0;x\\u0007"),  # not TOML: a string
+        ("['ftp://127.0.0.1:9/\u202e']", "\\u202e"),
+    ],
+)
+def test_a_value_of_any_toml_type_is_one_line(tmp_path: Path, value: str, needle: str) -> None:
+    result = run("crawl", "--set", f"crawl.seeds={value}", cwd=tmp_path)
+    assert_one_line_error(result, needle)
+    assert "\x1b" not in result.stderr and "\u202e" not in result.stderr
+
+
+async def test_a_second_ctrl_c_ends_the_crawl_even_when_the_loop_is_stuck(aiohttp_server, tmp_path):
+    """Parsing on the loop itself (parse.workers = 0), a backtracking regex holds it in C code
+    for years: no handler of ours can run. The first Ctrl-C cannot be acted on; the second ends
+    the process all the same (by the signal's default action, as a shell expects)."""
+    evil = asyncio.Event()
+    server = await aiohttp_server(backtracking_site(served_evil=evil))
+    process = await asyncio.create_subprocess_exec(
+        *SCRAPER, "crawl", base_url(server), "--db", str(tmp_path / "stuck.db"),
+        "--set", "parse.workers=0", "--set", f"extract.h={{css = 'h1', regex = '{BACKTRACKING}'}}",
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        await asyncio.wait_for(evil.wait(), 60)
+        for _ in range(600):  # until the loop spins on it (2 s of CPU, start-up included)
+            if await asyncio.to_thread(lambda: psutil.Process(process.pid).cpu_times().user > 2):
+                break
+            await asyncio.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        await asyncio.sleep(0.5)
+        assert process.returncode is None  # the first one is only noted: the loop is stuck
+        process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(process.communicate(), 20)
+        assert process.returncode == -signal.SIGINT
+    finally:
+        if process.returncode is None:
+            process.kill()

@@ -104,6 +104,22 @@ def test_parse_workers_accepts_auto_zero_and_counts(value: object, workers: int)
     assert load_config(None, values={"parse.workers": value}).parse.workers == workers
 
 
+@pytest.mark.parametrize(
+    ("values", "text"),
+    [
+        ({}, "hash"),
+        ({"parse.text": "off"}, "off"),
+        ({"parse.text": "store"}, "store"),
+        ({"parse.store_text": True}, "store"),  # the older key still works
+        ({"parse.store_text": True, "parse.text": "hash"}, "store"),
+        ({"parse.store_text": False, "parse.text": "store"}, "store"),
+    ],
+)
+def test_parse_text_and_its_older_key(values: dict[str, object], text: str) -> None:
+    parse = load_config(None, values=values).parse
+    assert (parse.text, parse.store_text) == (text, text == "store")
+
+
 def test_extract_rules_in_both_forms() -> None:
     config = build_config(
         {
@@ -168,6 +184,11 @@ def test_rule_sets_per_url_pattern() -> None:
             'parse.workers = -1: must be "auto", 0 (parse inline, no processes) or an integer ≥ 1',
         ),
         ({"parse": {"workers": "two"}}, 'parse.workers = "two": must be "auto", 0'),
+        ({"parse": {"text": "yes"}}, 'parse.text = "yes": must be one of "hash", "store", "off"'),
+        (
+            {"parse": {"text": "off", "store_text": True}},
+            'parse.store_text = true contradicts parse.text = "off"',
+        ),
         ({"storage": {"db": ""}}, 'storage.db = "": must be a non-empty string'),
         ({"fecth": {}}, "[fecth]: unknown section (did you mean fetch?)"),
         ({"fetch": 3}, "fetch: must be a table"),

@@ -4,9 +4,11 @@ test_resume.py have the crawls that go through it)."""
 
 from __future__ import annotations
 
+import re
+
 from scraper.crawl.admit import Admission, SeenCache
 from scraper.models import CrawlRequest, FetchResult, PageRecord
-from scraper.urls import KEEP_QUERY, Scope
+from scraper.urls import KEEP_QUERY, Scope, in_scope
 
 SCOPE = Scope(allowed_domains=("example.com",))
 
@@ -26,11 +28,11 @@ def admission(
     )
 
 
-def redirect(admit: Admission, url: str, target: str, hops: int = 0) -> PageRecord:
+async def redirect(admit: Admission, url: str, target: str, hops: int = 0) -> PageRecord:
     """The record of `url` (reached after `hops` redirects) answering 302 to `target`."""
     request = CrawlRequest(url=url, depth=2, hops=hops)
     result = FetchResult(request, fetched_at="", attempts=1, status=302, final_url=target)
-    return admit.redirect(result, target)
+    return await admit.redirect(result, target)
 
 
 def test_links_are_one_level_deeper_within_max_depth_and_each_once() -> None:
@@ -47,8 +49,8 @@ def test_links_are_one_level_deeper_within_max_depth_and_each_once() -> None:
     assert admit.links(deepest, ["http://example.com/c"]) == ()  # one level too deep
 
 
-def test_a_redirect_target_is_a_canonical_child_one_hop_further() -> None:
-    record = redirect(admission(), "http://example.com/a", "http://EXAMPLE.com/b#f")
+async def test_a_redirect_target_is_a_canonical_child_one_hop_further() -> None:
+    record = await redirect(admission(), "http://example.com/a", "http://EXAMPLE.com/b#f")
     (child,) = record.children
     assert (child.url, child.depth, child.referrer, child.hops) == (
         "http://example.com/b", 2, "http://example.com/a", 1,
@@ -56,20 +58,22 @@ def test_a_redirect_target_is_a_canonical_child_one_hop_further() -> None:
     assert record.fetch.error_kind is None
 
 
-def test_redirects_to_itself_or_too_far_are_recorded_as_errors() -> None:
+async def test_redirects_to_itself_or_too_far_are_recorded_as_errors() -> None:
     admit = admission(max_redirects=2)
-    looped = redirect(admit, "http://example.com/a", "http://example.com/a")
+    looped = await redirect(admit, "http://example.com/a", "http://example.com/a")
     assert (looped.fetch.error_kind, looped.fetch.error, looped.children) == (
         "redirects", "redirects to itself (fetch.max_redirects = 2)", (),
     )  # fmt: skip
-    far = redirect(admit, "http://example.com/a", "http://example.com/b", hops=2)
+    far = await redirect(admit, "http://example.com/a", "http://example.com/b", hops=2)
     assert far.fetch.error == "too many redirects (fetch.max_redirects = 2)"
 
 
-def test_redirects_out_of_scope_or_not_followed_are_stored_as_they_are() -> None:
-    away = redirect(admission(), "http://example.com/a", "http://elsewhere.example/")
+async def test_redirects_out_of_scope_or_not_followed_are_stored_as_they_are() -> None:
+    away = await redirect(admission(), "http://example.com/a", "http://elsewhere.example/")
     assert (away.children, away.fetch.error_kind) == ((), None)
-    kept = redirect(admission(max_redirects=0), "http://example.com/a", "http://example.com/b")
+    kept = await redirect(
+        admission(max_redirects=0), "http://example.com/a", "http://example.com/b"
+    )
     assert (kept.children, kept.fetch.error_kind) == ((), None)
 
 
@@ -91,3 +95,28 @@ def test_the_seen_cache_forgets_the_oldest_and_stays_bounded() -> None:
     assert seen.admit(["d", "c"]) == []
     seen.admit(str(n) for n in range(1000))
     assert len(seen) == 3
+
+
+async def test_only_the_scope_s_regexes_go_to_a_worker() -> None:
+    """With crawl.include/exclude, whether a redirect is followed is decided by `select` (in a
+    parse worker, within parse.timeout); without them here, with no user regex to run."""
+    asked: list[tuple[str, ...]] = []
+
+    def admission_with(scope: Scope) -> Admission:
+        async def select(urls: tuple[str, ...], base: str) -> tuple[str, ...]:
+            asked.append(urls)
+            return in_scope((scope, urls, base))
+
+        async def links_from(url: str) -> list[str]:
+            return []
+
+        return Admission(
+            scope=scope, policy=KEEP_QUERY, max_depth=0, max_redirects=5,
+            links_from=links_from, select=select,
+        )  # fmt: skip
+
+    plain = await redirect(admission_with(SCOPE), "http://example.com/a", "http://example.com/b")
+    assert len(plain.children) == 1 and asked == []
+    excluding = Scope(allowed_domains=("example.com",), exclude=(re.compile("/b$"),))
+    away = await redirect(admission_with(excluding), "http://example.com/a", "http://example.com/b")
+    assert away.children == () and asked == [("http://example.com/b",)]

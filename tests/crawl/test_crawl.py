@@ -157,7 +157,10 @@ async def test_allowed_domains(aiohttp_server, make_config):
     stay = make_config([base_url(home_server)])
     assert (await crawl(stay)).pages == 1  # default scope: the seeds' hosts only
 
-    widen = make_config([base_url(home_server)], crawl__allowed_domains=["127.0.0.1", "127.0.0.2"])
+    widen = make_config(
+        [base_url(home_server)], crawl__allowed_domains=["127.0.0.1", "127.0.0.2"],
+        fetch__block_private=False,  # 127.0.0.2 is no seed's (tests/crawl/test_addresses.py)
+    )  # fmt: skip
     assert (await crawl(widen)).pages == 2
     titles = {t for (t,) in await rows(widen.storage.db, "SELECT title FROM pages")}
     assert titles == {"home", "other host"}

@@ -342,3 +342,17 @@ async def test_latency_does_not_count_the_wait_for_a_slot(aiohttp_server, make_c
     ]
     assert len(times) == 4
     assert all(190 <= t < 350 for t in times), times
+
+
+async def test_a_name_that_does_not_resolve_is_a_dns_error(make_config):
+    """Its own error kind, not a connection error; and not asked again (it will not resolve in a
+    second either)."""
+    from scraper.crawl.dns import StaticResolver
+    from scraper.crawl.fetch import Fetcher
+    from scraper.models import CrawlRequest
+
+    config = make_config(["http://nowhere.test/"])
+    async with Fetcher(config.fetch, resolver=StaticResolver({}, None)) as fetcher:
+        result = await fetcher.fetch(CrawlRequest("http://nowhere.test/"))
+    assert (result.error_kind, result.attempts) == ("dns", 1)
+    assert result.error == "cannot resolve nowhere.test: nowhere.test: Name or service not known"

@@ -8,9 +8,10 @@ import os
 import signal
 
 import psutil
+import pytest
 from aiohttp import web
 
-from helpers import base_url, crawl, rows, served
+from helpers import BACKTRACKING, backtracking_site, base_url, crawl, rows, served
 from scraper.crawl.crawler import Crawler
 from scraper.crawl.pipeline import BodyBudget
 from scraper.demosite import SiteSpec, make_app
@@ -79,8 +80,8 @@ async def test_bodiless_responses_do_not_hold_back_the_fetchers(aiohttp_server, 
 
 
 async def test_a_parse_worker_killed_mid_crawl_loses_no_page(aiohttp_server, make_config):
-    """kill -9 of a parser process: its batch is stored with a parse error, a new process takes
-    over, and the crawl finishes with every page stored once."""
+    """kill -9 of a parser process: a new process takes over (and parses the pages of the batches
+    it held again, one by one), and the crawl finishes with every page stored once."""
     spec = SiteSpec(pages=150, page_bytes=20_000, latency=0.02, extras=False)
     app = make_app(spec)
     busy = served(app, 20)
@@ -103,3 +104,31 @@ async def test_a_parse_worker_killed_mid_crawl_loses_no_page(aiohttp_server, mak
     assert all("parse worker" in error for _, error in failed) and len(failed) <= 16
     # Every page is linked from about ten others, so none was reachable only through those.
     assert set(urls) == expected
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_page_over_parse_timeout_costs_a_worker_not_the_crawl(
+    aiohttp_server, make_config, workers
+):
+    """An extraction regex that backtracks for years on one page: that page's worker is ended
+    after parse.timeout, the page is stored with error_kind 'parse', and every other page (its
+    batch-mates included) is parsed as usual."""
+    server = await aiohttp_server(backtracking_site(pages=12))
+    config = make_config(
+        [base_url(server)], parse__workers=workers, parse__timeout=1.0,
+        extract__heading={"css": "h1", "regex": BACKTRACKING}, storage__batch_size=5,
+    )  # fmt: skip
+    summary = await crawl(config)
+    assert summary.status == "finished" and summary.pages == 14
+    found = await rows(
+        config.storage.db, "SELECT url, error_kind, error, fields FROM pages ORDER BY url"
+    )
+    failed = [(url, kind, error) for url, kind, error, _ in found if kind is not None]
+    assert failed == [
+        (
+            base_url(server) + "evil",
+            "parse",
+            "parsing took over parse.timeout (1 s of CPU); its worker was ended",
+        )
+    ]
+    assert all(fields == '{"heading": null}' for url, kind, _, fields in found if kind is None)

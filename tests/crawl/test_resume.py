@@ -6,16 +6,19 @@ Crawls run as real subprocesses against a demo site served from the test's own e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import subprocess
 import sys
 from pathlib import Path
 
 import aiosqlite
+import psutil
 import pytest
 from aiohttp import web
 
-from helpers import base_url, crawl, rows
+from helpers import BACKTRACKING, backtracking_site, base_url, crawl, rows
 from scraper.demosite import STATE, SiteSpec, make_app
+from scraper.parse import procworker
 from scraper.store.sqlite.database import crawl_in_progress
 from scraper.store.sqlite.schema import APPLICATION_ID, SCHEMA_V1, SCHEMA_VERSION
 
@@ -346,3 +349,44 @@ async def test_resume_finds_the_crawl_of_the_same_seeds(aiohttp_server, make_con
     assert (await crawl(config_b)).crawl_id == 2
     resumed = await Crawler(config_a).run()
     assert (resumed.crawl_id, resumed.status, resumed.resumed) == (1, "finished", True)
+
+
+def busy_workers(pid: int) -> list[psutil.Process]:
+    """The parse workers of crawler `pid` that have used a second of CPU: stuck in a call."""
+    workers = []
+    for child in psutil.Process(pid).children():
+        with contextlib.suppress(psutil.Error):
+            if procworker.__name__ in child.cmdline() and child.cpu_times().user > 1.0:
+                workers.append(child)
+    return workers
+
+
+async def test_kill_9_of_a_crawler_with_a_stuck_worker_ends_the_worker_and_resume_ends(
+    aiohttp_server, tmp_path
+):
+    """A parse worker spinning in a backtracking regex is killed with the crawler (kill -9: the
+    crawler has no say, and the worker reads no stdin while it spins). Then the resume, with a
+    parse.timeout, records the page and finishes instead of spinning again."""
+    server = await aiohttp_server(backtracking_site())
+    root, db = base_url(server), tmp_path / "crawl.db"
+    rule = ["--set", f"extract.heading={{css = 'h1', regex = '{BACKTRACKING}'}}"]
+    process = await start(root, db, *rule, "--set", "parse.timeout=100000")
+    stuck: list[psutil.Process] = []
+    for _ in range(600):  # until a worker has spun for a second of CPU (at most a minute)
+        stuck = await asyncio.to_thread(busy_workers, process.pid)
+        if stuck:
+            break
+        await asyncio.sleep(0.1)
+    assert stuck, "no parse worker got stuck"
+    process.kill()
+    gone, alive = await asyncio.to_thread(psutil.wait_procs, stuck, 15)
+    for orphan in alive:  # (a failure must not leave it spinning)
+        orphan.kill()
+    assert alive == [] and len(gone) == len(stuck)
+    await asyncio.wait_for(process.communicate(), 10)
+    code, _, err = await finish(await start(root, db, *rule, "--set", "parse.timeout=1"))
+    assert code == 0, err
+    assert "resuming crawl 1" in err
+    found = dict(await rows(db, "SELECT url, error_kind FROM pages"))
+    assert found[root + "evil"] == "parse"
+    assert len(found) == 7 and list(found.values()).count(None) == 6

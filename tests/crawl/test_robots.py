@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from typing import Any
 
+import pytest
 from aiohttp import web
 
 from helpers import Site, base_url, crawl, rows
@@ -134,3 +136,68 @@ async def test_crawl_delay_spaces_the_requests(aiohttp_server, make_config):
     assert len(starts) == 5
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert min(gaps) >= 0.18
+
+
+@pytest.mark.parametrize("delay", ["100000", "1e308"])
+async def test_a_crawl_delay_over_the_cap_skips_the_host(aiohttp_server, make_config, delay):
+    """Crawl-delay: 100000 would stop the host for a day, 1e308 for ever (and print 300
+    digits): over fetch.max_crawl_delay, the host is skipped with the reason."""
+    site = Site(3, robots=f"User-agent: *\nCrawl-delay: {delay}\nDisallow: /nothing\n")
+    server = await aiohttp_server(site.app)
+    root = base_url(server)
+    config = make_config([root], fetch__max_crawl_delay=30)
+    summary = await crawl(config)
+    assert summary.status == "finished"
+    assert site.fetched() == []
+    ((kind, error),) = await rows(config.storage.db, "SELECT error_kind, error FROM pages")
+    shown = "1e+05" if delay == "100000" else "1e+308"
+    assert kind == "robots"
+    assert error == (
+        f"robots.txt asks for a Crawl-delay of {shown} s, over fetch.max_crawl_delay (30 s): "
+        "host skipped"
+    )
+    hosts = json.loads((await rows(config.storage.db, "SELECT counters FROM crawls"))[0][0])
+    assert len(str(hosts)) < 2000  # no 300-digit delay anywhere
+
+
+async def test_a_crawl_delay_within_the_cap_is_kept(aiohttp_server, make_config):
+    site = Site(1, robots="User-agent: *\nCrawl-delay: 0.2\n")
+    server = await aiohttp_server(site.app)
+    summary = await crawl(make_config([base_url(server)], fetch__max_crawl_delay=0.5))
+    assert summary.pages == 2 and summary.errors == 0
+
+
+async def test_a_robots_txt_over_500_kib_is_read_up_to_there(aiohttp_server, make_config):
+    """RFC 9309: at least the first 500 KiB are parsed, the rest ignored, and no more read. A
+    rule past the limit is not seen; one before it is; the host is not "unreachable"."""
+    filler = "# " + "x" * 97 + "\n"
+    before = "User-agent: *\nDisallow: /p/0\n"
+    after = "Disallow: /p/1\n"
+    body = before + filler * 6000 + after  # ~600 KB, the second rule past 500 KiB
+
+    async def robots(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await response.prepare(request)
+        data = body.encode()
+        try:
+            for start in range(0, len(data), 16384):
+                await response.write(data[start : start + 16384])
+            for _ in range(2000):  # then ~30 MB more: a reader that reads it all would wait
+                await response.write(filler.encode() * 160)
+        except (ConnectionResetError, ConnectionError):
+            pass
+        return response
+
+    site = Site(2)
+    app = web.Application()
+    app.router.add_get("/robots.txt", robots)
+    app.router.add_get("/", site.page)
+    app.router.add_get("/{path:.+}", site.page)
+    server = await aiohttp_server(app)
+    root = base_url(server)
+    config = make_config([root], fetch__max_bytes=100_000)  # robots.txt is not a page
+    summary = await crawl(config)
+    pages = await stored(config.storage.db)
+    assert pages[root + "p/0"] == (None, "robots", "disallowed by robots.txt")
+    assert pages[root + "p/1"][:2] == (200, None)
+    assert summary.counts.by_error == {"robots": 1}

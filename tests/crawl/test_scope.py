@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 from aiohttp import web
 
-from helpers import base_url, crawl, rows
+from helpers import BACKTRACKING, base_url, crawl, rows
 from scraper.urls import UrlPolicy, canonicalize
 
 
@@ -96,7 +96,7 @@ async def test_denied_domains_and_subdomains(aiohttp_server, make_config):
     config = make_config(
         [f"http://127.0.0.1:{port}/"], crawl__obey_robots=False,
         crawl__allowed_domains=["127.0.0.1", "127.0.0.2", "localhost"],
-        crawl__denied_domains=["localhost"],
+        crawl__denied_domains=["localhost"], fetch__block_private=False,
     )  # fmt: skip
     await crawl(config)
     assert dict(hits) == {"127.0.0.1": 1, "127.0.0.2": 1}
@@ -126,3 +126,130 @@ async def test_hostile_urls_do_not_crash_the_crawl(aiohttp_server, make_config, 
     assert summary.status == "finished"
     urls = {u for (u,) in await rows(config.storage.db, "SELECT url FROM pages")}
     assert base_url(server) + "fine" in urls
+
+
+async def test_numeric_spellings_of_a_denied_address_are_denied(aiohttp_server, make_config):
+    """ "127.1", "2130706433", "0x7f.1" are all 127.0.0.1 to the resolver: the deny rule sees
+    that too. (Before, "2130706433" was a host of its own, allowed by the rule naming it.)"""
+    hits: Counter[str] = Counter()
+
+    async def page(request: web.Request) -> web.Response:
+        hits[request.path] += 1
+        port = request.url.port
+        spellings = ("127.1", "2130706433", "0x7f.1", "0177.0.0.1", "127.0.0.1.")
+        links = "".join(f'<a href="http://{h}:{port}/secret">x</a>' for h in spellings)
+        return web.Response(text=links, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    server = await aiohttp_server(app)
+    config = make_config(
+        [f"http://localhost:{server.port}/"], crawl__obey_robots=False,
+        crawl__allowed_domains=["localhost", "2130706433"], crawl__denied_domains=["127.0.0.1"],
+    )  # fmt: skip
+    await crawl(config)
+    assert dict(hits) == {"/": 1}
+    links = await rows(config.storage.db, "SELECT to_url FROM links")
+    assert links == [(f"http://127.0.0.1:{server.port}/secret",)]
+    assert await rows(config.storage.db, "SELECT count(*) FROM pages") == [(1,)]
+
+
+async def test_credentials_in_links_are_never_sent_nor_kept(aiohttp_server, make_config):
+    seen: list[str | None] = []
+
+    async def page(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        port = request.url.port
+        href = f"http://admin:hunter2@127.0.0.1:{port}/private"
+        return web.Response(text=f'<a href="{href}">x</a>', content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", page)
+    server = await aiohttp_server(app)
+    seed = f"http://admin:hunter2@127.0.0.1:{server.port}/"
+    config = make_config([seed], crawl__obey_robots=False)
+    assert config.crawl.seeds == (base_url(server),)
+    summary = await crawl(config)
+    assert seen == [None, None]  # the seed and /private, both without the credentials
+    dump = await rows(config.storage.db, "SELECT * FROM pages")
+    dump += await rows(config.storage.db, "SELECT * FROM crawls")
+    dump += await rows(config.storage.db, "SELECT * FROM frontier")
+    assert "hunter2" not in str(dump) and "admin" not in str(dump)
+    assert summary.pages == 2
+
+
+async def test_scope_regexes_never_run_on_the_event_loop(aiohttp_server, make_config):
+    """crawl.exclude with a backtracking pattern, and a redirect to a URL it spins on for years:
+    deciding whether to follow the redirect costs a parse worker (parse.timeout), not the event
+    loop, which goes on crawling (before, it froze there, deaf to Ctrl-C)."""
+    evil = "/" + "a" * 40 + "b"
+    hits: Counter[str] = Counter()
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        hits[request.path] += 1
+        if request.path == "/go":
+            raise web.HTTPFound(evil)
+        links = '<a href="/go">go</a><a href="/fine">fine</a>'
+        return web.Response(text=f"<title>t</title>{links}", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    server = await aiohttp_server(app)
+    config = make_config(
+        [base_url(server)], crawl__obey_robots=False, crawl__exclude=[BACKTRACKING],
+        parse__timeout=1.0,
+    )  # fmt: skip
+    summary = await crawl(config)
+    assert summary.status == "finished"
+    assert hits == Counter({"/": 1, "/go": 1, "/fine": 1})
+    found = dict(await rows(config.storage.db, "SELECT url, error FROM pages"))
+    assert found[base_url(server) + "go"] == (
+        "deciding whether to follow it took over parse.timeout (1 s of CPU); its worker was ended"
+    )
+    assert found[base_url(server) + "fine"] is None
+
+
+async def test_a_flood_of_links_is_cut_and_counted(aiohttp_server, make_config):
+    """A page of 100,000 links (and some of 3,000 characters): the first
+    crawl.max_links_per_page are kept and followed, URLs over crawl.max_url_length nowhere, and
+    the page's row counts what it lost."""
+    long_hrefs = "".join(f'<a href="/long/{i}/{"x" * 3000}">l</a>' for i in range(10))
+    flood = "".join(f'<a href="/p/{i}">{i}</a>' for i in range(100_000))
+
+    async def handler(request: web.Request) -> web.Response:
+        body = f"<title>t</title>{long_hrefs}{flood}" if request.path == "/" else "<title>t</title>"
+        return web.Response(text=body, content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    server = await aiohttp_server(app)
+    config = make_config(
+        [base_url(server)], crawl__obey_robots=False, crawl__max_links_per_page=300,
+        crawl__max_pages=20,
+    )  # fmt: skip
+    summary = await crawl(config)
+    assert summary.status == "finished"
+    db = config.storage.db
+    ((cut, links),) = await rows(
+        db, "SELECT links_cut, json_array_length(links) FROM pages WHERE url = ?", base_url(server)
+    )
+    assert (cut, links) == (100_010 - 300, 300)
+    assert await rows(db, "SELECT count(*) FROM frontier") == [(301,)]  # the seed and its 300
+    assert await rows(db, "SELECT max(length(to_url)) < 2083 FROM links") == [(1,)]
+    others = await rows(db, "SELECT DISTINCT links_cut FROM pages WHERE url <> ?", base_url(server))
+    assert others == [(0,)]
+
+
+async def test_host_names_with_control_characters_are_no_links(aiohttp_server, make_config):
+    """A link's host with an escape sequence, a bell or <>" is no host name: not a link, not a
+    frontier row, so never shown (as a host of the summary, say) nor requested."""
+    hosts = ["a\x1b]0;pwned\x07b.test", "a<b>.test", "a&quot;b.test", "a\x1b[2Jb.test"]
+    app, hits = link_site([f"http://{host}/x" for host in hosts] + ["/fine"])
+    server = await aiohttp_server(app)
+    config = make_config([base_url(server)], crawl__obey_robots=False)
+    await crawl(config)
+    links = await rows(config.storage.db, "SELECT to_url FROM links")
+    assert links == [(base_url(server) + "fine",)]
+    hosts_seen = await rows(config.storage.db, "SELECT DISTINCT host FROM frontier")
+    assert hosts_seen == [(f"127.0.0.1:{server.port}",)]
+    assert dict(hits) == {"/fine": 1}

@@ -126,7 +126,8 @@ async def test_a_parse_worker_dying_on_a_sitemap_is_recorded(aiohttp_server, mak
     async def emit(record) -> None:
         records.append(record)
 
-    async with Fetcher(FetchConfig()) as fetcher, ProcessPool(1) as pool:
+    fetcher = Fetcher(FetchConfig(), trusted_hosts=["127.0.0.1"])  # the server's own address
+    async with fetcher, ProcessPool(1) as pool:
         reader = SitemapReader(
             fetcher,
             lambda job: pool.run(os._exit, 9),  # stands for a crash while parsing the sitemap

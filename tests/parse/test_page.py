@@ -82,31 +82,72 @@ def test_undeclared_charset_is_detected() -> None:
 
 
 def test_utf8_pages_parse_from_their_bytes_as_from_their_text() -> None:
-    """Lexbor reads UTF-8 (and ASCII) bodies as bytes, skipping a re-encode; every other body
-    goes as decoded text. Both ways must give the same page."""
+    """Lexbor reads valid UTF-8 (and ASCII) bodies as bytes, skipping a decode and a re-encode;
+    every other body goes as decoded text, as w3lib decodes it. Both ways give the same page, and
+    the encoding is the one html_to_unicode names."""
     from selectolax.lexbor import LexborHTMLParser
+    from w3lib.encoding import html_to_unicode
 
-    from scraper.parse.page import _utf8_source, decode_html
+    from scraper.parse.source import _detect_encoding, lexbor_source
 
     page = "<title>Café — 東京</title><p>naïve  text</p><a href='/ü'>x</a>"
     bodies = [
         (page.encode(), "text/html; charset=utf-8"),
         (b"\xef\xbb\xbf" + page.encode(), "text/html"),  # a BOM
         (page.encode() + b"<p>bad \xff\xfe byte</p>", "text/html; charset=utf-8"),
+        (page.encode() + b"<p>\xc3\x00\x80 NUL</p>", "text/html; charset=utf-8"),
         (b"<title>plain</title>", "text/html; charset=utf-16"),  # ASCII read as UTF-16
         (page.encode("utf-8")[:-3] + b"\xe2\x82", None),  # cut mid-character
         ("<title>Caf\xe9</title>".encode("latin-1"), "text/html; charset=iso-8859-1"),
         (b"<title>Ascii only</title>", "text/html; charset=windows-1252"),
         ('<meta charset="cp500"><title>x</title>'.encode("cp500"), None),
+        ("<p>\ufffd is a character too</p>".encode(), None),
+        (b"<p>" + "é".encode() * 20_000 + b"</p>", None),  # pieces cut between characters
     ]
     for body, content_type in bodies:
-        encoding, html = decode_html(body, content_type)
-        from_source = LexborHTMLParser(_utf8_source(body, encoding, html))
-        from_text = LexborHTMLParser(html)
-        assert from_source.html == from_text.html, (body, content_type)
+        encoding, html = html_to_unicode(content_type, body, auto_detect_fun=_detect_encoding)
+        name, source = lexbor_source(body, content_type)
+        assert name == encoding, (body, content_type)
+        assert isinstance(source, bytes) or source == html
+        assert LexborHTMLParser(source).html == LexborHTMLParser(html).html, (body, content_type)
+    assert isinstance(lexbor_source(*bodies[0])[1], bytes)
+    assert isinstance(lexbor_source(*bodies[2])[1], str)  # invalid bytes: Python's reading
     result = parse(bodies[1][0])
     assert result.title == "Café — 東京"
     assert result.links == ("http://example.com/%C3%BC",)
+
+
+def test_utf8_validity_is_decode_s_verdict() -> None:
+    """is_utf8 checks a body piece by piece (16 KB, cut before a byte that starts a character);
+    whatever the cuts, its answer is whether the whole decodes."""
+    import random
+
+    from scraper.parse.source import is_utf8
+
+    rng = random.Random(15)
+    pieces = [b"a", b" ", "é".encode(), "—".encode(), "😀".encode(), b"\x80", b"\xbf"]
+    pieces += [
+        b"\xc3",
+        b"\xe2\x82",
+        b"\xf0\x9f\x98",
+        b"\xed\xa0\x80",
+        b"\xc0\xaf",
+        b"\xff",
+        b"\x00",
+    ]
+    for _ in range(300):
+        around = [rng.choice(pieces) for _ in range(rng.randrange(0, 8))]
+        lead = b"a" * (16_384 - rng.randrange(0, 6))  # something falls on the first cut
+        tail = b"".join(rng.choice(pieces[:5]) for _ in range(rng.randrange(0, 5000)))
+        data = lead + b"".join(around) + tail
+        try:
+            data.decode("utf-8")
+            valid = True
+        except UnicodeDecodeError:
+            valid = False
+        assert is_utf8(data) is valid, data[16_370:16_420]
+    assert is_utf8(b"") and is_utf8("東".encode() * 10_000)
+    assert not is_utf8(b"a" * 16_384 + b"\x80" * 6)  # continuation bytes past any character
 
 
 def test_broken_markup_does_not_crash() -> None:
@@ -127,14 +168,33 @@ def test_binary_garbage_does_not_crash() -> None:
 
 def test_visible_text_excludes_scripts_and_styles() -> None:
     page = (
-        "<style>.x{}</style><script>var secret=1</script><p>Seen   text</p><noscript>n</noscript>"
+        "<style>.x{}</style><script>var secret=1</script><p> Seen  text </p>"
+        "<noscript>n</noscript><template>t</template>"
     )
-    result = parse(page, store_text=True)
-    assert result.text == "Seen text"
-    assert result.text_length == len("Seen text")
-    same_text = parse("<div>Seen text</div>")
+    result = parse(page, text="store")
+    assert result.text == "Seen  text"  # each text node stripped; inside one, kept as it is
+    assert result.text_length == len("Seen  text")
+    same_text = parse("<div>Seen  text</div>")
     assert result.text_hash == same_text.text_hash
-    assert same_text.text is None  # only kept with store_text
+    assert same_text.text is None  # only kept with parse.text = "store"
+    off = parse(page, text="off")
+    assert (off.text, off.text_length, off.text_hash) == (None, None, None)
+    assert off.links == result.links and off.title == result.title
+
+
+def test_visible_text_is_the_stripped_text_nodes_joined_by_one_space() -> None:
+    import xxhash
+
+    result = parse(
+        "<p>\n  One <b>two</b>\tthree </p>\n\n<ul>\n  <li>four\xa0</li>\n</ul><p>&nbsp;</p>"
+        "<p>\u2003five</p>",
+        text="store",
+    )
+    # "four\xa0" is stripped (str.strip: any Unicode space); the &nbsp; alone strips to nothing
+    # but is not HTML whitespace, so it stays an empty part between two spaces.
+    assert result.text == "One two three four  five"
+    assert result.text_hash == xxhash.xxh3_128_hexdigest(result.text.encode())
+    assert result.text_length == 24
 
 
 def test_extraction_rules() -> None:

@@ -5,14 +5,22 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+import pickle
+import random
+import re
 import signal
+import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import psutil
 import pytest
 
-from scraper.parse.procpool import ProcessPool, WorkerDied
+from scraper.models import ParseJob, ParseResult
+from scraper.parse.page import parse_pages
+from scraper.parse.procpool import RING_BYTES, ProcessPool, WorkerDied, _Ring
+from scraper.parse.procworker import each_within, within
 
 # The functions run in the workers must be importable there: builtins and the standard library.
 
@@ -131,3 +139,73 @@ def _workers_alive() -> list[psutil.Process]:
 def test_a_pool_needs_a_worker() -> None:
     with pytest.raises(ValueError, match="at least one worker"):
         ProcessPool(0)
+
+
+async def test_a_call_over_its_time_ends_its_worker_whatever_it_is_doing() -> None:
+    """A regex backtracking in C code runs no Python signal handler: the CPU timer's default
+    action ends the worker all the same. The call queued behind it never started, and says so;
+    a new worker takes over."""
+    spin = re.compile("(a+)+$").findall  # years on "a" * 40 + "b"
+    async with ProcessPool(1) as pool:
+        old = pool.pids[0]
+        stuck = asyncio.ensure_future(pool.run(within, (0.5, spin, "a" * 40 + "b")))
+        behind = asyncio.ensure_future(pool.run(within, (5.0, abs, -1)))
+        with pytest.raises(WorkerDied, match="ran out of time") as first:
+            await stuck
+        assert first.value.timed_out and first.value.started
+        with pytest.raises(WorkerDied) as second:
+            await behind
+        assert not second.value.timed_out and not second.value.started
+        assert await pool.run(within, (5.0, spin, "aaa")) == ["aaa"]  # in time: its answer
+        assert pool.pids[0] != old
+
+
+def burn_cpu(seconds: list[float]) -> list[float]:
+    """Spend `seconds[0]` of CPU time (as `each_within` calls it: with a list of one item)."""
+    start = time.process_time()
+    while time.process_time() - start < seconds[0]:
+        pass
+    return seconds
+
+
+async def test_each_page_of_a_batch_gets_its_own_time(importable_here) -> None:
+    async with ProcessPool(1) as pool:
+        # Three calls of 0.3 s of CPU each, with 0.5 s each: over 0.5 s together, each within.
+        assert await pool.run(each_within, (0.5, burn_cpu, [0.3, 0.3, 0.3])) == [0.3, 0.3, 0.3]
+
+
+async def test_big_bytes_go_through_the_shared_ring_and_come_back_intact() -> None:
+    """Out-of-band buffers (a page's body) travel through each worker's shared-memory ring; more
+    than the ring holds at once falls back to the pipe. Whatever the path, each call sees its
+    own bytes: none is overwritten before its worker copied it out."""
+    rng = random.Random(4)
+    blobs = [rng.randbytes(rng.choice([10, 700_000, 2_500_000, RING_BYTES + 1])) for _ in range(40)]
+    async with ProcessPool(2) as pool:
+        calls = [pool.run(zlib.crc32, pickle.PickleBuffer(blob)) for blob in blobs]
+        assert await asyncio.gather(*calls) == [zlib.crc32(blob) for blob in blobs]
+        job = ParseJob(
+            url="http://a.example/", body=b"<title>t</title>" * 100_000, content_type=None
+        )
+        (result,) = await pool.run(parse_pages, [job])
+        assert isinstance(result, ParseResult) and result.title == "t"
+
+
+def test_the_ring_gives_space_in_call_order_and_takes_it_back_in_reply_order() -> None:
+    ring = _Ring(100)
+    try:
+        assert ring.take(60) == 0
+        assert ring.take(30) == 60
+        assert ring.take(20) is None  # 10 left at the end, and the start is held
+        ring.give_back()  # [0, 60) is free again
+        assert ring.take(20) == 0  # wraps
+        assert ring.take(45) is None  # only [20, 60) between the newest and the oldest
+        assert ring.take(40) == 20
+        ring.give_back()
+        ring.give_back()  # only [20, 60) is held
+        assert ring.take(10) == 0  # it wraps as soon as the start has room: it stays compact
+        ring.give_back()
+        ring.give_back()
+        assert ring.take(100) == 0  # nothing held: from the start, the whole ring
+        assert ring.take(1) is None
+    finally:
+        ring.close()

@@ -2,16 +2,17 @@
 and a failure becomes the caller's exception rather than the worker's end."""
 
 import io
+import mmap
 import pickle
 
-from scraper.parse.procworker import HEADER, serve
+from scraper.parse.procworker import OOB, REPLY, REQUEST, serve
 
 
 def _framed(*messages: object) -> io.BytesIO:
     stream = io.BytesIO()
     for message in messages:
         payload = pickle.dumps(message)
-        stream.write(HEADER.pack(len(payload)) + payload)
+        stream.write(REQUEST.pack(len(payload), 0) + payload)
     stream.seek(0)
     return stream
 
@@ -19,8 +20,8 @@ def _framed(*messages: object) -> io.BytesIO:
 def _replies(stream: io.BytesIO) -> list[tuple[bool, object]]:
     stream.seek(0)
     replies = []
-    while header := stream.read(HEADER.size):
-        (size,) = HEADER.unpack(header)
+    while header := stream.read(REPLY.size):
+        (size,) = REPLY.unpack(header)
         replies.append(pickle.loads(stream.read(size)))
     return replies
 
@@ -50,3 +51,27 @@ def test_a_reply_that_cannot_be_pickled_is_reported() -> None:
 
 def _generator(_: None) -> object:
     return (n for n in range(3))
+
+
+def test_out_of_band_buffers_come_from_the_ring() -> None:
+    """A request's big bytes are not in its pickle: they are in the shared ring, at the offsets
+    its header gives, and the call gets them as bytes."""
+    ring = mmap.mmap(-1, 64)
+    ring[10:15] = b"hello"
+    ring[20:23] = b"abc"
+    buffers: list[pickle.PickleBuffer] = []
+    message = (len, [pickle.PickleBuffer(b"hello"), pickle.PickleBuffer(b"abc")])
+    payload = pickle.dumps(message, protocol=5, buffer_callback=buffers.append)
+    assert len(buffers) == 2 and b"hello" not in payload
+    requests = io.BytesIO(
+        REQUEST.pack(len(payload), 2) + OOB.pack(10, 5) + OOB.pack(20, 3) + payload
+        + REQUEST.pack(len(payload), 2) + OOB.pack(10, 5) + OOB.pack(20, 3) + payload
+    )  # fmt: skip
+    replies = io.BytesIO()
+    serve(requests, replies, ring)
+    assert _replies(replies) == [(True, 2), (True, 2)]
+    unpacked = io.BytesIO()
+    serve(io.BytesIO(REQUEST.pack(len(payload), 2) + OOB.pack(10, 5) + OOB.pack(20, 3) + payload),
+          unpacked, None)  # fmt: skip
+    ((ok, error),) = _replies(unpacked)  # a worker with no ring says so; it does not die
+    assert not ok and "ring" in str(error)

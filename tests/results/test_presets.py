@@ -111,6 +111,28 @@ async def test_every_preset_on_a_known_site(crawled: tuple[Path, str]) -> None:
     ]
 
 
+async def test_with_the_text_pass_off(aiohttp_server, tmp_path: Path) -> None:
+    """parse.text = "off": no text, length or hash is stored, so no duplicates by text; pages
+    without a title are still found (the preset keys on the encoding, set for every parsed page)."""
+    server = await aiohttp_server(site())
+    db, url = tmp_path / "off.db", base_url(server).rstrip("/")
+    code, _, err = await scraper_cli(
+        "crawl", f"{url}/", "--db", str(db), "--quiet", "--set", "fetch.retries=0",
+        "--set", "parse.text=off", cwd=tmp_path,
+    )  # fmt: skip
+    assert code == 0, err
+    assert await preset(db, "missing-titles") == [
+        {"url": f"{url}/notitle", "depth": 1, "referrer": f"{url}/"}
+    ]
+    assert await preset(db, "duplicates") == []
+    code, out, err = await scraper_cli(
+        "query", "SELECT count(*) AS n FROM pages WHERE coalesce(text, text_length, text_hash) "
+        "IS NOT NULL", "--db", str(db), "--format", "json", cwd=tmp_path,
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out) == [{"n": 0}]
+
+
 async def test_the_table_format_too(crawled: tuple[Path, str]) -> None:
     db, _ = crawled
     code, out, _ = await scraper_cli("query", "--preset", "status-summary", "--db", str(db),

@@ -15,6 +15,7 @@ from typing import TypeVar
 import pytest
 
 from scraper.config import StorageConfig
+from scraper.crawl.seeds import digest_of
 from scraper.errors import QueryError, StorageError
 from scraper.models import CrawlRequest, FetchResult, PageRecord, ParseResult
 from scraper.store import open_backend, open_results
@@ -84,7 +85,7 @@ def page(
 
 
 async def new_crawl(b: Backend, seeds: list[str]) -> int:
-    crawl_id = await b.crawls.start(seeds, "{}")
+    crawl_id = await b.crawls.start(digest_of(seeds), "{}")
     await b.frontier(crawl_id).seed([CrawlRequest(url=s) for s in seeds])
     return crawl_id
 
@@ -104,7 +105,11 @@ async def test_seeds_are_leased_per_host_oldest_first_and_once(location: str) ->
         crawl_id = await new_crawl(b, seeds)
         frontier = b.frontier(crawl_id)
         await frontier.seed([CrawlRequest(url=f"{A}/1")])  # seeding again adds nothing
-        assert sorted(await frontier.pending_hosts(10)) == ["127.0.0.1:8001", "127.0.0.2:8002"]
+        assert await frontier.pending_hosts(10) == ["127.0.0.1:8001", "127.0.0.2:8002"]
+        # In host order, from the first after `after`: a crawl of more hosts than it holds
+        # pages through them.
+        assert await frontier.pending_hosts(1) == ["127.0.0.1:8001"]
+        assert await frontier.pending_hosts(10, after="127.0.0.1:8001") == ["127.0.0.2:8002"]
         assert await counts(b, crawl_id) == (4, 0, 0)
         first = await frontier.lease("127.0.0.1:8001", 2)
         assert [r.url for r in first] == [f"{A}/1", f"{A}/2"]
@@ -170,7 +175,7 @@ async def test_a_crawl_resumes_what_a_dead_process_had_leased(location: str) -> 
         await b.pages(crawl_id).write([page(leased[0].url)])
     # the process "died" here: one leased URL was never stored
     async with backend(location) as b:
-        assert await b.crawls.unfinished(seeds) == (crawl_id, None)
+        assert await b.crawls.unfinished(digest_of(seeds)) == (crawl_id, None)
         await b.crawls.reopen(crawl_id)
         frontier = b.frontier(crawl_id)
         assert await frontier.reset_leases() == 1
@@ -185,7 +190,7 @@ async def test_a_304_or_a_fresh_page_keeps_its_stored_row(location: str) -> None
         await b.frontier(first).lease("127.0.0.1:8001", 1)
         await b.pages(first).write([page(url, title="stored", children=(f"{A}/child",))])
         await b.crawls.finish(first, "finished", 1.0)
-        second = await b.crawls.start([url, "again"], "{}")
+        second = await b.crawls.start(digest_of([url, "again"]), "{}")
         await b.frontier(second).seed([CrawlRequest(url=url)])
         await b.frontier(second).lease("127.0.0.1:8001", 1)
         await b.pages(second).write([page(url, status=304, title=None)])
@@ -216,7 +221,7 @@ async def test_the_summary_at_the_end_and_the_reader_count_alike(location: str) 
         assert (summary.pages, summary.errors, summary.bytes) == (3, 2, 300)
         assert summary.by_status == {"2xx": 1, "4xx": 1, "none": 1}
         assert summary.by_error == {"connection": 1, "http": 1}
-        assert await b.crawls.unfinished(seeds) == (0, None)
+        assert await b.crawls.unfinished(digest_of(seeds)) == (0, None)
 
     def the_reader_agrees(r: ResultsReader) -> None:
         assert r.counts(crawl_id) == summary.counts

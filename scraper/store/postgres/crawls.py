@@ -15,10 +15,10 @@ worker that stops while others go on leaves the row `running`, and the last one 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any
 
 from scraper.errors import StorageError
+from scraper.models import SeedList
 from scraper.store.base import RESUMABLE, CrawlSummary, utc_now
 from scraper.store.postgres.database import CRAWL_LOCK, Conn, PgDatabase
 from scraper.store.postgres.dialect import COUNT_QUERIES, counts_from
@@ -48,23 +48,24 @@ class PgCrawlLog:
     def __init__(self, db: PgDatabase) -> None:
         self._db = db
 
-    async def unfinished(self, seeds: Sequence[str]) -> tuple[int, int | None]:
+    async def unfinished(self, seeds: SeedList) -> tuple[int, int | None]:
         same = await self._db.fetchall(
-            "SELECT id, status FROM crawls WHERE seeds = %s ORDER BY id DESC LIMIT 1",
-            (json.dumps(list(seeds)),),
+            "SELECT id, status FROM crawls WHERE seeds_digest = %s "
+            "OR (seeds_digest IS NULL AND seeds = %s) ORDER BY id DESC LIMIT 1",
+            (seeds.digest, json.dumps(list(seeds.sample))),
         )
         mine = int(same[0][0]) if same and same[0][1] in RESUMABLE else 0
         newest = await self._db.fetchall("SELECT id, status FROM crawls ORDER BY id DESC LIMIT 1")
         other = int(newest[0][0]) if newest and newest[0][1] in RESUMABLE else None
         return mine, other if other != mine else None
 
-    async def start(self, seeds: Sequence[str], config_json: str) -> int:
+    async def start(self, seeds: SeedList, config_json: str) -> int:
         async def work(conn: Conn) -> int:
             await conn.execute(_DEAD_ARE_INTERRUPTED)
             cursor = await conn.execute(
-                "INSERT INTO crawls (started_at, status, seeds, config) "
-                "VALUES (%s, 'running', %s, %s) RETURNING id",
-                (utc_now(), json.dumps(list(seeds)), config_json),
+                "INSERT INTO crawls (started_at, status, seeds, config, seeds_digest, "
+                "seeds_count) VALUES (%s, 'running', %s, %s, %s, %s) RETURNING id",
+                (utc_now(), json.dumps(list(seeds.sample)), config_json, seeds.digest, seeds.count),
             )
             row = await cursor.fetchone()
             assert row is not None

@@ -117,11 +117,12 @@ class PgFrontier:
             for url, depth, referrer, hops, etag, modified, fresh in rows
         ]
 
-    async def pending_hosts(self, limit: int) -> list[str]:
+    async def pending_hosts(self, limit: int, after: str = "") -> list[str]:
+        # Walks the frontier_pending index (crawl_id, host, seq) in host order.
         rows = await self._db.fetchall(
-            f"SELECT DISTINCT host FROM frontier WHERE crawl_id = %s AND state = {PENDING} "
-            "LIMIT %s",
-            (self._crawl_id, limit),
+            "SELECT DISTINCT host FROM frontier "
+            f"WHERE crawl_id = %s AND host > %s AND state = {PENDING} ORDER BY host LIMIT %s",
+            (self._crawl_id, after, limit),
         )
         return [host for (host,) in rows]
 

@@ -186,7 +186,9 @@ class PgResults:
             cursor = self._conn.execute(
                 "SELECT c.id, c.status, c.started_at, c.finished_at, c.pages, c.errors, "
                 "  (SELECT count(*) FROM frontier f WHERE f.crawl_id = c.id AND f.state < 2) "
-                "  AS pending, c.duration_s, c.seeds FROM crawls c ORDER BY c.id"
+                "  AS pending, c.duration_s, CASE WHEN c.seeds_count > "
+                "  json_array_length(c.seeds::json) THEN c.seeds || ' (' || c.seeds_count "
+                "  || ' seeds)' ELSE c.seeds END AS seeds FROM crawls c ORDER BY c.id"
             )
             return [d.name for d in cursor.description or ()], cursor.fetchall()
         except psycopg.Error as exc:

@@ -131,5 +131,16 @@ CREATE TABLE workers (
 );
 """
 
-MIGRATIONS: Sequence[str] = (SCHEMA_V1, SCHEMA_V2)
+# v3: as SQLite's v6 and v7: how many of a page's links were dropped (crawl.max_links_per_page,
+# crawl.max_url_length; NULL for pages stored before, or not parsed), and the seed list's digest
+# and size (a crawl from a file of a million seeds keeps a sample in `seeds`; a resumed crawl is
+# matched on the digest).
+SCHEMA_V3 = """
+ALTER TABLE pages ADD COLUMN links_cut integer;
+ALTER TABLE crawls ADD COLUMN seeds_digest text;
+ALTER TABLE crawls ADD COLUMN seeds_count bigint;
+CREATE INDEX crawls_seeds_digest ON crawls (seeds_digest);
+"""
+
+MIGRATIONS: Sequence[str] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3)
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any
 
+from scraper.models import SeedList
 from scraper.store.base import RESUMABLE, CrawlSummary, utc_now
 from scraper.store.dialect import counts_from
 from scraper.store.sqlite.database import Database
@@ -23,23 +23,24 @@ class SqliteCrawlLog:
         self._db = db
         self._location = location
 
-    async def unfinished(self, seeds: Sequence[str]) -> tuple[int, int | None]:
+    async def unfinished(self, seeds: SeedList) -> tuple[int, int | None]:
         same = await self._db.fetchall(
-            "SELECT id, status FROM crawls WHERE seeds = ? ORDER BY id DESC LIMIT 1",
-            (json.dumps(list(seeds)),),
+            "SELECT id, status FROM crawls WHERE seeds_digest = ? "
+            "OR (seeds_digest IS NULL AND seeds = ?) ORDER BY id DESC LIMIT 1",
+            (seeds.digest, json.dumps(list(seeds.sample))),
         )
         mine = int(same[0][0]) if same and same[0][1] in RESUMABLE else 0
         newest = await self._db.fetchall("SELECT id, status FROM crawls ORDER BY id DESC LIMIT 1")
         other = int(newest[0][0]) if newest and newest[0][1] in RESUMABLE else None
         return mine, other if other != mine else None
 
-    async def start(self, seeds: Sequence[str], config_json: str) -> int:
+    async def start(self, seeds: SeedList, config_json: str) -> int:
         async with self._db.transaction() as conn:
             await conn.execute(_DEAD_ARE_INTERRUPTED)
             cursor = await conn.execute(
-                "INSERT INTO crawls (started_at, status, seeds, config) "
-                "VALUES (?, 'running', ?, ?)",
-                (utc_now(), json.dumps(list(seeds)), config_json),
+                "INSERT INTO crawls (started_at, status, seeds, config, seeds_digest, "
+                "seeds_count) VALUES (?, 'running', ?, ?, ?, ?)",
+                (utc_now(), json.dumps(list(seeds.sample)), config_json, seeds.digest, seeds.count),
             )
         assert cursor.lastrowid is not None
         return cursor.lastrowid

@@ -81,10 +81,12 @@ class SqliteFrontier:
             for _, url, depth, referrer, hops, etag, modified, fresh in rows
         ]
 
-    async def pending_hosts(self, limit: int) -> list[str]:
+    async def pending_hosts(self, limit: int, after: str = "") -> list[str]:
+        # Walks the frontier_pending index (crawl_id, host, state, seq) in host order.
         rows = await self._db.fetchall(
-            f"SELECT DISTINCT host FROM frontier WHERE crawl_id = ? AND state = {PENDING} LIMIT ?",
-            (self._crawl_id, limit),
+            "SELECT DISTINCT host FROM frontier "
+            f"WHERE crawl_id = ? AND host > ? AND state = {PENDING} ORDER BY host LIMIT ?",
+            (self._crawl_id, after, limit),
         )
         return [host for (host,) in rows]
 

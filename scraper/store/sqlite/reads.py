@@ -149,10 +149,19 @@ class SqliteResults:
         return Rows(columns, iter(rows))
 
     def _crawl_rows(self) -> tuple[list[str], list[tuple[Any, ...]]]:
+        # A crawl from a seeds file keeps the first ten seeds; say how many there were. (A
+        # database older than schema v5 has no seeds_count, and is read as it is.)
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(crawls)")}
+        seeds = "c.seeds"
+        if "seeds_count" in columns:
+            seeds = (
+                "CASE WHEN c.seeds_count > json_array_length(c.seeds) THEN "
+                "c.seeds || ' (' || c.seeds_count || ' seeds)' ELSE c.seeds END AS seeds"
+            )
         cursor = self._conn.execute(
             "SELECT c.id, c.status, c.started_at, c.finished_at, c.pages, c.errors, "
             "  (SELECT count(*) FROM frontier f WHERE f.crawl_id = c.id AND f.state < 2) "
-            "  AS pending, c.duration_s, c.seeds FROM crawls c ORDER BY c.id"
+            f"  AS pending, c.duration_s, {seeds} FROM crawls c ORDER BY c.id"
         )
         return [d[0] for d in cursor.description], cursor.fetchall()
 

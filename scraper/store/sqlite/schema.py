@@ -103,5 +103,32 @@ SELECT p.url AS from_url, j.value AS to_url FROM pages p, json_each(p.links) j
 WHERE p.links IS NOT NULL;
 """
 
-MIGRATIONS: Sequence[str] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4)
+# v5: the visible text's hash changes definition (scraper/parse/text.py): XXH3-128 of the text
+# nodes stripped and joined by one space, where it was BLAKE2b-128 of the text with every
+# whitespace run collapsed. Both are 32 hex digits, and the old ones cannot be recomputed (the text
+# is seldom stored), so they are marked: an old hash never equals a new one, while pages stored
+# before the upgrade still match each other in `duplicates`. A page fetched again gets a new hash.
+SCHEMA_V5_TEXT_HASH = """
+UPDATE pages SET text_hash = 'blake2b:' || text_hash WHERE text_hash IS NOT NULL;
+"""
+
+# v6: how many of a page's links were dropped (crawl.max_links_per_page, crawl.max_url_length):
+# NULL for pages stored before, or not parsed.
+SCHEMA_V6_LINKS_CUT = """
+ALTER TABLE pages ADD COLUMN links_cut INTEGER;
+"""
+
+# v7: the seed list's digest and size: a crawl from a file of a million seeds keeps only a sample
+# of them in `seeds` (a JSON list still, as before); a resumed crawl is matched on the digest
+# (rows of older crawls have none, and are matched on `seeds`, as before).
+SCHEMA_V7_SEEDS_DIGEST = """
+ALTER TABLE crawls ADD COLUMN seeds_digest TEXT;
+ALTER TABLE crawls ADD COLUMN seeds_count INTEGER;
+CREATE INDEX crawls_seeds_digest ON crawls(seeds_digest);
+"""
+
+MIGRATIONS: Sequence[str] = (
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5_TEXT_HASH, SCHEMA_V6_LINKS_CUT,
+    SCHEMA_V7_SEEDS_DIGEST,
+)  # fmt: skip
 SCHEMA_VERSION = len(MIGRATIONS)
