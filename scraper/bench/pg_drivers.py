@@ -22,7 +22,7 @@ from typing import Any
 import psycopg
 
 from scraper.bench.pgserver import PgServer
-from scraper.store.postgres.schema import SCHEMA_V1
+from scraper.store.postgres.schema import MIGRATIONS
 from scraper.store.rows import PAGE_COLUMNS
 
 PAGES = 200
@@ -30,7 +30,8 @@ LINKS = 10  # new URLs per page sent to the frontier (after the seen-cache)
 HOSTS = 20
 
 UPSERT = (
-    f"INSERT INTO pages ({', '.join(PAGE_COLUMNS)}) VALUES ({', '.join(['%s'] * 24)}) "
+    f"INSERT INTO pages ({', '.join(PAGE_COLUMNS)}) "
+    f"VALUES ({', '.join(['%s'] * len(PAGE_COLUMNS))}) "
     "ON CONFLICT ((md5(url))) DO UPDATE SET "
     + ", ".join(f"{c} = excluded.{c}" for c in PAGE_COLUMNS[1:])
 )
@@ -65,7 +66,7 @@ def batch(n: int) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[st
     pages = [
         (url, 1, 2, own[0], 200, None, "text/html", "2026-01-01T00:00:00.000+00:00", 12.5,
          40_000, 1, "utf-8", "a title " * 5, "a description " * 10, None, 20_000, "ab" * 32,
-         None, "{}", None, None, '"etag"', None, links)
+         None, "{}", None, None, '"etag"', None, links, 0)
         for url in own
     ]  # fmt: skip
     found = [
@@ -220,7 +221,8 @@ async def main_async(batches: int) -> None:
         for i, (name, run) in enumerate(runs):
             url = server.create_database(f"sink{i}")
             with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute(SCHEMA_V1.encode())
+                for script in MIGRATIONS:
+                    conn.execute(script.encode())
                 conn.execute(
                     "INSERT INTO crawls (started_at, status, seeds, config) "
                     "VALUES ('now', 'running', '[]', '{}')"
