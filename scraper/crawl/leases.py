@@ -55,6 +55,9 @@ class OwnEveryHost:
         pass
 
 
+SLOT_SLACK = 1.5  # hosts are claimed for this many times fetch.concurrency's slots
+
+
 def request_margin(fetch: FetchConfig) -> float:
     """The longest a dispatched request can take, retries and their waits included: a lease
     must have this much left for a request to start under it."""
@@ -75,7 +78,10 @@ def hosts_wanted(limits: Limits, concurrency: int, held: list[HostState]) -> int
         if slot.delay > 0 and slot.latency > 0:  # known once it has answered
             slots = min(slots, max(1, math.ceil(slot.latency / slot.delay)))
         useful += slots
-    missing = concurrency - useful
+    # Half as many slots again as fetch.concurrency: a host whose queue runs low while it is
+    # refilled, or that runs dry and is handed back, leaves no fetch slot idle meanwhile. (The
+    # fair share still caps it: others get theirs.)
+    missing = SLOT_SLACK * concurrency - useful
     return max(0, math.ceil(missing / max(1, limits.per_host_concurrency)))
 
 
