@@ -267,14 +267,19 @@ class Scheduler:
             for child_host in {host_key(child.url) for child in record.children}:
                 if leases is None or leases.valid(child_host, 0.0):  # held at all
                     self._note_pending(child_host)  # another's host: its owner finds them
-        if leases is not None:
-            for record in records:
-                name = self._unstored.pop(record.fetch.request.url, None)
-                if name is not None:
-                    self._unstored_per_host[name] = self._unstored_per_host.get(name, 1) - 1
-                    host = self._hosts.get(name)
-                    if host is not None:
-                        self._release_if_idle(host)
+        for record in records:
+            name = self._unstored.pop(record.fetch.request.url, None)
+            if name is None:
+                continue
+            left = self._unstored_per_host.get(name, 1) - 1
+            if left > 0:
+                self._unstored_per_host[name] = left
+            else:
+                self._unstored_per_host.pop(name, None)
+            if leases is not None:
+                host = self._hosts.get(name)
+                if host is not None:
+                    self._release_if_idle(host)
         self._changed.set()
 
     # The host leases' side (shared leases only) ------------------------------------------------
@@ -473,7 +478,7 @@ class Scheduler:
                 continue
             # A worker is idle and nothing may start now: if pages not yet committed may hold
             # links it could fetch, have the sink commit them at once.
-            self._set_starved(bool(self.in_flight) and self._wire_room())
+            self._set_starved(self._wire_room() and self._a_host_waits_for_commits())
             cooling = self._hosts.next_cooling()
             if cooling is not None:
                 wake_at = cooling if wake_at is None else min(wake_at, cooling)
@@ -558,9 +563,8 @@ class Scheduler:
         self.in_flight += 1
         self.handed += 1
         self._start_request(slot, host, now, request.url)
-        if self._leases is not None:
-            self._unstored[request.url] = host.name
-            self._unstored_per_host[host.name] = self._unstored_per_host.get(host.name, 0) + 1
+        self._unstored[request.url] = host.name
+        self._unstored_per_host[host.name] = self._unstored_per_host.get(host.name, 0) + 1
         self._count_for_host(host)
         self._sync(slot)
         self._want_refill(host)
@@ -571,9 +575,8 @@ class Scheduler:
         self._queued -= 1
         self.in_flight += 1
         self.handed += 1
-        if self._leases is not None:
-            self._unstored[assignment.request.url] = host.name
-            self._unstored_per_host[host.name] = self._unstored_per_host.get(host.name, 0) + 1
+        self._unstored[assignment.request.url] = host.name
+        self._unstored_per_host[host.name] = self._unstored_per_host.get(host.name, 0) + 1
         self._count_for_host(host)
         self._want_refill(host)
         self._release_if_idle(host)
@@ -613,6 +616,23 @@ class Scheduler:
                 del self._unstarted[url]
             else:
                 self._unstarted[url] = count - 1
+
+    def _a_host_waits_for_commits(self) -> bool:
+        """Has a host pages not yet stored, no queued request and room in its slot? Its pages'
+        links may be its next requests, so the sink should commit now. A host with a queue
+        needs no commit to go on: with this test a crawl of one busy host commits in batches
+        (in the cpu benchmark every commit was eager before, 8 pages each against 200). Looks
+        only at hosts with unstored pages (bounded by the pages in flight), not at every host."""
+        for name in self._unstored_per_host:
+            host = self._hosts.get(name)
+            if host is None:
+                return True  # released meanwhile: its links would bring it back
+            slot = host.slot
+            if host.queue or host.maybe_pending or host.refilling:
+                continue  # it has work, or the frontier has some for it
+            if slot is None or slot.in_flight < slot.concurrency:
+                return True
+        return False
 
     def _set_starved(self, starved: bool) -> None:
         if starved != self._starved:

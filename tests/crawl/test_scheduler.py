@@ -407,3 +407,39 @@ async def test_a_retry_waits_for_the_hosts_delay_too(aiohttp_server, make_config
     summary = await crawl(config)
     assert summary.by_status == {"2xx": 1}
     assert len(starts) == 2 and starts[1] - starts[0] >= 0.47
+
+
+async def test_the_sink_is_hurried_only_when_a_host_waits_for_its_links() -> None:
+    """While the one host has URLs to fetch, idle workers (its slot is full) are no reason to
+    commit pages one by one: their links are not needed yet. Once it has none left but in
+    unstored pages, they are (the sink is told, `on_starved`)."""
+    frontier = MemoryFrontier([f"http://a.example/{n}" for n in range(40)])
+    left_when_hurried: list[int] = []
+    scheduler: Scheduler
+
+    def on_starved(starved: bool) -> None:
+        if starved:
+            left_when_hurried.append(len(frontier.pending) + scheduler.queued())
+
+    scheduler = Scheduler(frontier, Limits(per_host_concurrency=2), on_starved=on_starved)
+
+    async def slow_sink_worker(handoff: asyncio.Queue[Assignment | None]) -> int:
+        handled = 0
+        while True:
+            scheduler.want_work()
+            assignment = await handoff.get()
+            if assignment is None:
+                return handled
+            request = assignment.request
+            result = FetchResult(request, fetched_at="", attempts=1, status=200, elapsed_ms=1.0)
+            scheduler.fetched(request, result)
+            handled += 1
+            await asyncio.sleep(0.005)  # on its way to the sink
+            scheduler.stored([PageRecord(fetch=result)])
+
+    handoff: asyncio.Queue[Assignment | None] = asyncio.Queue()
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(scheduler.run(handoff, 6))
+        workers = [tasks.create_task(slow_sink_worker(handoff)) for _ in range(6)]
+    assert sum(w.result() for w in workers) == 40
+    assert all(left == 0 for left in left_when_hurried), left_when_hurried

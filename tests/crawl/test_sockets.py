@@ -70,7 +70,7 @@ HOG = textwrap.dedent(
         })
         crawler = Crawler(config)
         run = asyncio.create_task(crawler.run())
-        while crawler.snapshot().pages < 3:
+        while crawler.snapshot().pages < 1:
             await asyncio.sleep(0.01)
         hogs = []
         try:
@@ -79,7 +79,7 @@ HOG = textwrap.dedent(
         except OSError:
             pass
         try:
-            await asyncio.wait_for(seen.event.wait(), 20)
+            await asyncio.wait_for(seen.event.wait(), 60)
             await asyncio.sleep(0.5)
         finally:
             for fd in hogs:
@@ -95,7 +95,7 @@ HOG = textwrap.dedent(
 async def test_running_out_of_sockets_slows_the_crawl_and_records_nothing_of_it(
     aiohttp_server, tmp_path
 ):
-    site = Site(2, latency=0.05)
+    site = Site(2, latency=0.2)  # slow enough that most hosts are met after the hog
     server = await aiohttp_server(site.app)
     db = tmp_path / "crawl.db"
     process = await asyncio.create_subprocess_exec(
