@@ -1,8 +1,8 @@
 """Which hosts this process may crawl: the dispatcher's seam to the backend's host leases.
 
 The dispatcher (`scheduler.py`) asks a `HostLeases` (store/base.py) for hosts to work on and
-tells it when it lets one go. With one process on a crawl (SQLite, or `OwnEveryHost` when none
-is given) every host is its own and the seam costs a call per claim. With several processes on
+tells it when it lets one go. With one process on a crawl (SQLite's leases, or none given) every
+host is its own and the seam costs a call per claim. With several processes on
 PostgreSQL (`HostLeases.shared`), a host is leased to one process at a time: `LeaseKeeper`
 renews the leases and claims more hosts while this process has fetch slots to fill, and a host
 travels from owner to owner with its politeness state, so per-host concurrency, delay,
@@ -13,47 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Coroutine
-from typing import Any, Protocol
+from typing import Protocol
 
 from scraper.config import FetchConfig
 from scraper.crawl.hosts import HostState, Limits, Slot
-from scraper.store.base import Frontier, HostLeases, HostPoliteness
-
-
-class OwnEveryHost:
-    """`HostLeases` of a process alone on its crawl: every host with pending URLs is its own."""
-
-    shared = False
-    renew_every = 3600.0
-
-    def __init__(self, frontier: Frontier) -> None:
-        self._frontier = frontier
-
-    async def claim(self, limit: int) -> list[HostPoliteness]:
-        return [HostPoliteness(host) for host in await self._frontier.pending_hosts(limit)]
-
-    async def fair_share(self) -> int:
-        return 1 << 30  # alone: every host
-
-    def valid(self, host: str, now: float) -> bool:
-        return True
-
-    async def renew(self) -> list[str]:
-        return []
-
-    def release(self, state: HostPoliteness) -> Coroutine[Any, Any, None]:
-        return asyncio.sleep(0)
-
-    def remember_robots(self, host: str, record: str) -> Coroutine[Any, Any, None]:
-        return asyncio.sleep(0)
-
-    async def over(self) -> bool:
-        return True
-
-    async def close(self, status: str) -> None:
-        pass
-
+from scraper.store.base import HostLeases, HostPoliteness
 
 SLOT_SLACK = 1.5  # hosts are claimed for this many times fetch.concurrency's slots
 

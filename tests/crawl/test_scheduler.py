@@ -79,8 +79,11 @@ class Gate:
 URLS = [f"http://{host}.example/{n}" for host in ("a", "b") for n in range(5)]
 
 
-async def work(scheduler: Scheduler, handoff: asyncio.Queue[Assignment | None]) -> list[str]:
-    """A fetch worker that answers at once and has each page stored at once: the URLs it got."""
+async def work(
+    scheduler: Scheduler, handoff: asyncio.Queue[Assignment | None], to_sink: float = 0.0
+) -> list[str]:
+    """A fetch worker that answers at once and has each page stored `to_sink` seconds later (at
+    once by default): the URLs it got."""
     handled = []
     while True:
         scheduler.want_work()
@@ -91,7 +94,7 @@ async def work(scheduler: Scheduler, handoff: asyncio.Queue[Assignment | None]) 
         result = FetchResult(request, fetched_at="", attempts=1, status=200, elapsed_ms=1.0)
         scheduler.fetched(request, result)
         handled.append(request.url)
-        await asyncio.sleep(0)
+        await asyncio.sleep(to_sink)
         scheduler.stored([PageRecord(fetch=result)])
 
 
@@ -423,23 +426,9 @@ async def test_the_sink_is_hurried_only_when_a_host_waits_for_its_links() -> Non
 
     scheduler = Scheduler(frontier, Limits(per_host_concurrency=2), on_starved=on_starved)
 
-    async def slow_sink_worker(handoff: asyncio.Queue[Assignment | None]) -> int:
-        handled = 0
-        while True:
-            scheduler.want_work()
-            assignment = await handoff.get()
-            if assignment is None:
-                return handled
-            request = assignment.request
-            result = FetchResult(request, fetched_at="", attempts=1, status=200, elapsed_ms=1.0)
-            scheduler.fetched(request, result)
-            handled += 1
-            await asyncio.sleep(0.005)  # on its way to the sink
-            scheduler.stored([PageRecord(fetch=result)])
-
     handoff: asyncio.Queue[Assignment | None] = asyncio.Queue()
     async with asyncio.TaskGroup() as tasks:
         tasks.create_task(scheduler.run(handoff, 6))
-        workers = [tasks.create_task(slow_sink_worker(handoff)) for _ in range(6)]
-    assert sum(w.result() for w in workers) == 40
+        workers = [tasks.create_task(work(scheduler, handoff, to_sink=0.005)) for _ in range(6)]
+    assert sum(len(w.result()) for w in workers) == 40
     assert all(left == 0 for left in left_when_hurried), left_when_hurried
