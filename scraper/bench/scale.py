@@ -38,6 +38,7 @@ import psycopg
 from aiohttp import web
 
 from scraper.bench.pgserver import PgServer
+from scraper.bench.timeline import Sample, build, sample_leases
 from scraper.demosite import SiteSpec, make_app
 from scraper.store import open_results
 
@@ -108,7 +109,10 @@ class MultiHostSite:
             finally:
                 self.log.append((request.host, request.path_qs, arrived, time.monotonic()))
 
-        app.middlewares.append(record)
+        # Outermost, so a request's span includes the site's latency (the delay is a middleware
+        # of the app too): appended, it logged spans of ~0 ms, and "over limit" could not see a
+        # request still in flight.
+        app.middlewares.insert(0, record)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.addresses[0], 0).start()
@@ -234,7 +238,8 @@ async def latency_case(args: argparse.Namespace, server: PgServer, folder: Path)
     await site.start()
     runs = []
     try:
-        plan = [("sqlite", 1)] + [("postgresql", n) for n in args.workers]
+        plan = [("sqlite", 1)] if args.sqlite else []
+        plan += [("postgresql", n) for n in args.workers]
         for n, (backend, workers) in enumerate(plan):
             site.log.clear()
             if backend == "sqlite":
@@ -243,9 +248,15 @@ async def latency_case(args: argparse.Namespace, server: PgServer, folder: Path)
                 db = await asyncio.to_thread(server.create_database, f"latency_{n}")
             options = crawl_options(args.concurrency, 1, latency_case=True)
             server_before = server.cpu_seconds()
-            wall, cpu, code, p99 = await run_crawl(
-                "latency", db, site.roots, workers, options, folder
-            )
+            samples: list[Sample] = []
+            async with asyncio.TaskGroup() as tasks:
+                if args.timeline and backend != "sqlite":
+                    sampler = tasks.create_task(sample_leases(db, samples))
+                wall, cpu, code, p99 = await run_crawl(
+                    "latency", db, site.roots, workers, options, folder
+                )
+                if args.timeline and backend != "sqlite":
+                    sampler.cancel()
             server_cpu = server.cpu_seconds() - server_before if backend != "sqlite" else 0.0
             expected = site.expected()
             rows, dups, rate, lost = await asyncio.to_thread(stored, db, expected)
@@ -256,6 +267,8 @@ async def latency_case(args: argparse.Namespace, server: PgServer, folder: Path)
                     dups, twice, over, close, locks, server_cpu, p99, code)
             )  # fmt: skip
             print(_line(runs[-1], runs), flush=True)
+            if samples:
+                print(build(samples, site.log).table(), flush=True)
     finally:
         await site.stop()
     return runs
@@ -335,6 +348,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=16, help="per process")
     parser.add_argument("--cpu-pages", type=int, default=3000, help="0: no cpu case")
     parser.add_argument("--json", type=Path, help="also write the runs here")
+    parser.add_argument(
+        "--no-sqlite", dest="sqlite", action="store_false", help="latency case: PostgreSQL only"
+    )
+    parser.add_argument(
+        "--timeline",
+        action="store_true",
+        help="after each PostgreSQL latency run, each worker's requests, hosts and requests in "
+        "flight, second by second",
+    )
     args = parser.parse_args(argv)
     args.workers = [int(n) for n in args.workers.split(",")]
     runs = asyncio.run(main_async(args))
