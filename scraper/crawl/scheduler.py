@@ -56,6 +56,7 @@ from scraper.crawl.hosts import (
 from scraper.crawl.leases import (
     CLAIM_EVERY,
     adopt,
+    hosts_to_drain,
     hosts_wanted,
     keep_leases,
     politeness_of,
@@ -152,6 +153,8 @@ class Scheduler:
         # back only when none of its pages is still on its way to the sink).
         self._unstored: dict[str, str] = {}
         self._unstored_per_host: dict[str, int] = {}
+        # Shared leases only: hosts being handed back, sent nothing more until released.
+        self._draining: set[str] = set()
         self._limits = limits
         self._gate = gate
         self._wire = wire
@@ -314,20 +317,23 @@ class Scheduler:
 
     @property
     def hosts_held(self) -> int:
-        return len(self._hosts)
+        """Hosts held and not being handed back."""
+        return len(self._hosts) - len(self._draining)
 
     def give_back(self, count: int) -> None:
-        """Hand back up to `count` hosts (others joined the crawl and have none): those with
-        nothing in flight or unstored; their queued URLs go back to pending with them."""
-        idle = [
-            host
-            for host in self._hosts.held()
-            if not host.in_flight and not host.refilling and not host.gating and not host.jobs
-            and not self._unstored_per_host.get(host.name)
-        ]  # fmt: skip
-        for host in idle[:count]:
+        """Hand back up to `count` hosts (over the fair share: others joined the crawl, or ran
+        out of hosts), as long as those left fill this process's fetch slots. Each is drained:
+        its queued URLs go back to pending, nothing more is sent there, and its lease goes back
+        once it has nothing in flight or unstored (waiting for a moment when a busy host has
+        nothing in flight would wait forever: 4 workers on 40 hosts handed none back)."""
+        held = [host for host in self._hosts.held() if host.name not in self._draining]
+        for host in hosts_to_drain(self._concurrency, held, count, self._in_hand):
+            self._draining.add(host.name)
             self._drop(host)
         self._changed.set()
+
+    def _in_hand(self, host: HostState) -> int:
+        return host.in_flight + self._unstored_per_host.get(host.name, 0)
 
     def hosts_wanted(self) -> int:
         """How many more hosts this process has fetch slots for (none once stopping)."""
@@ -689,7 +695,7 @@ class Scheduler:
         self._release_if_idle(host)
 
     def _note_pending(self, name: str, *, force: bool = False) -> None:
-        if name in self._capped:
+        if name in self._capped or name in self._draining:
             return
         host = self._hosts.get(name)
         if host is None:
@@ -733,9 +739,9 @@ class Scheduler:
             leased = await self._frontier.lease(host.name, want)
         finally:
             host.refilling = False
-        if len(leased) < want:
-            self._set_maybe_pending(host, False)
-        if host.name not in self._capped:
+        if len(leased) < want or host.name in self._draining:
+            self._set_maybe_pending(host, False)  # (a drained host's go back with its lease)
+        if host.name not in self._capped and host.name not in self._draining:
             for request in leased:
                 self._admit(host, request)
             if host.rules is None and not host.gating and host.queue:
@@ -839,6 +845,7 @@ class Scheduler:
         if self._leases is not None and not host.busy() and host.slot is not None:
             state = politeness_of(host.name, host.slot, self._now())
         if not host.busy() and self._hosts.release_if_idle(host, self._now()):
+            self._draining.discard(host.name)
             if self._leases is not None and self._tasks is not None and state is not None:
                 self._unstored_per_host.pop(host.name, None)
                 self._start(self._leases.release(state), f"release {host.name}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import pytest
@@ -22,7 +22,7 @@ from scraper.crawl.scheduler import Assignment, Scheduler
 from scraper.domains import registrable_domain
 from scraper.errors import StorageError
 from scraper.models import CrawlRequest, FetchResult, PageRecord
-from scraper.store.base import FrontierState
+from scraper.store.base import FrontierState, HostPoliteness
 from scraper.urls import host_key
 
 
@@ -432,3 +432,110 @@ async def test_the_sink_is_hurried_only_when_a_host_waits_for_its_links() -> Non
         workers = [tasks.create_task(work(scheduler, handoff, to_sink=0.005)) for _ in range(6)]
     assert sum(len(w.result()) for w in workers) == 40
     assert all(left == 0 for left in left_when_hurried), left_when_hurried
+
+
+async def until(condition: Callable[[], bool], within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.01)
+
+
+class MemoryLeases:
+    """Shared HostLeases over a MemoryFrontier, for one process: `share` is what fair_share
+    answers (a test lowers it, as if other processes had joined). A release gives the host's
+    URLs leased and not stored back to pending, as PostgreSQL's does."""
+
+    shared = True
+    renew_every = 3600.0
+
+    def __init__(self, frontier: MemoryFrontier, share: int) -> None:
+        self.frontier = frontier
+        self.share = share
+        self.mine: set[str] = set()
+        self.stored: set[str] = set()
+        self.events: list[tuple[str, str, int]] = []  # ("handed", url, 0), ("released", host, n)
+
+    async def claim(self, limit: int) -> list[HostPoliteness]:
+        free = [h for h in await self.frontier.pending_hosts(1000) if h not in self.mine]
+        taken = free[: max(0, min(limit, self.share - len(self.mine)))]
+        self.mine.update(taken)
+        return [HostPoliteness(host) for host in taken]
+
+    async def fair_share(self) -> int:
+        return self.share
+
+    def valid(self, host: str, now: float) -> bool:
+        return host in self.mine
+
+    async def renew(self) -> list[str]:
+        return []
+
+    def release(self, state: HostPoliteness) -> Coroutine[Any, Any, None]:
+        self.mine.discard(state.host)
+        return self._give_back(state.host)
+
+    async def _give_back(self, host: str) -> None:
+        back = [u for u in self.frontier.leased if host_key(u) == host and u not in self.stored]
+        for url in back:
+            self.frontier.leased.remove(url)
+            self.frontier.pending[url] = CrawlRequest(url)
+        self.events.append(("released", host, len(back)))
+
+    async def remember_robots(self, host: str, record: str) -> None:
+        pass
+
+    async def over(self) -> bool:
+        return not self.frontier.pending and not self.mine
+
+    async def close(self, status: str) -> None:
+        pass
+
+
+async def test_a_busy_host_over_the_fair_share_is_drained_and_handed_back() -> None:
+    """Two hosts, each with a request in flight at every moment, one over the share once
+    another process joins: it is sent nothing more, and goes back (its queued URLs to pending)
+    once its request is stored; this process takes it again when its other host is done."""
+    urls = [f"http://{host}.example/{n}" for host in ("a", "b") for n in range(5)]
+    frontier = MemoryFrontier(urls)
+    leases = MemoryLeases(frontier, share=2)
+    # One fetch slot per host, one host's worth of slots: both hosts claimed (a claim asks for
+    # slack), and one of them is more than this process's slots need once the share is 1.
+    scheduler = Scheduler(frontier, Limits(per_host_concurrency=1), leases=leases, concurrency=1)
+    handed: list[str] = []
+
+    async def worker(handoff: asyncio.Queue[Assignment | None]) -> None:
+        while True:
+            scheduler.want_work()
+            assignment = await handoff.get()
+            if assignment is None:
+                return
+            request = assignment.request
+            assert host_key(request.url) in leases.mine  # never a host that is not ours
+            handed.append(request.url)
+            leases.events.append(("handed", request.url, 0))
+            if len(handed) == 2:  # a request in flight at each host: another process joins
+                leases.share = 1
+            # In flight until one host is being handed back.
+            await until(lambda: len(handed) >= 2 and scheduler.hosts_held == 1)
+            result = FetchResult(request, fetched_at="", attempts=1, status=200, elapsed_ms=1.0)
+            scheduler.fetched(request, result)
+            leases.stored.add(request.url)
+            scheduler.stored([PageRecord(fetch=result)])
+
+    async def crawl_it() -> None:
+        handoff: asyncio.Queue[Assignment | None] = asyncio.Queue()
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(scheduler.run(handoff, 2))
+            for _ in range(2):
+                tasks.create_task(worker(handoff))
+
+    await asyncio.wait_for(crawl_it(), 60)
+    assert sorted(handed) == sorted(urls)  # each once
+    released = [(host, back) for kind, host, back in leases.events if kind == "released"]
+    drained, given_back = released[0]
+    assert given_back > 0  # it still had queued URLs: they went back to pending
+    before = leases.events[: leases.events.index(("released", drained, given_back))]
+    assert [url for kind, url, _ in before if host_key(url) == drained] == [
+        url for url in handed[:2] if host_key(url) == drained
+    ]  # nothing sent there after its first request, until it was released
