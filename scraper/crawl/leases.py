@@ -3,10 +3,10 @@
 The dispatcher (`scheduler.py`) asks a `HostLeases` (store/base.py) for hosts to work on and
 tells it when it lets one go. With one process on a crawl (SQLite's leases, or none given) every
 host is its own and the seam costs a call per claim. With several processes on
-PostgreSQL (`HostLeases.shared`), a host is leased to one process at a time: `LeaseKeeper`
-renews the leases and claims more hosts while this process has fetch slots to fill, and a host
-travels from owner to owner with its politeness state, so per-host concurrency, delay,
-Crawl-delay and backoff hold across all of them.
+PostgreSQL (`HostLeases.shared`), a host is leased to one process at a time: `keep_leases`
+renews the leases, claims hosts up to this process's fair share and hands back those over it
+(`hosts_to_drain`), and a host travels from owner to owner with its politeness state, so
+per-host concurrency, delay, Crawl-delay and backoff hold across all of them.
 """
 
 from __future__ import annotations
@@ -17,10 +17,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 from scraper.config import FetchConfig
-from scraper.crawl.hosts import HostState, Limits, Slot
+from scraper.crawl.hosts import HostState, Slot
 from scraper.store.base import HostLeases, HostPoliteness
-
-SLOT_SLACK = 1.5  # hosts are claimed for this many times fetch.concurrency's slots
 
 
 def request_margin(fetch: FetchConfig) -> float:
@@ -41,17 +39,6 @@ def useful_slots(host: HostState) -> int:
     if slot.delay > 0 and slot.latency > 0:  # known once it has answered
         slots = min(slots, max(1, math.ceil(slot.latency / slot.delay)))
     return slots
-
-
-def hosts_wanted(limits: Limits, concurrency: int, held: list[HostState]) -> int:
-    """How many more hosts to claim: enough for the held ones' useful slots to fill
-    fetch.concurrency."""
-    useful = sum(useful_slots(host) for host in held)
-    # Half as many slots again as fetch.concurrency: a host whose queue runs low while it is
-    # refilled, or that runs dry and is handed back, leaves no fetch slot idle meanwhile. (The
-    # fair share still caps it: others get theirs.)
-    missing = SLOT_SLACK * concurrency - useful
-    return max(0, math.ceil(missing / max(1, limits.per_host_concurrency)))
 
 
 def hosts_to_drain(

@@ -497,8 +497,8 @@ async def test_a_busy_host_over_the_fair_share_is_drained_and_handed_back() -> N
     urls = [f"http://{host}.example/{n}" for host in ("a", "b") for n in range(5)]
     frontier = MemoryFrontier(urls)
     leases = MemoryLeases(frontier, share=2)
-    # One fetch slot per host, one host's worth of slots: both hosts claimed (a claim asks for
-    # slack), and one of them is more than this process's slots need once the share is 1.
+    # One fetch slot per host, one host's worth of slots: both hosts claimed (a claim takes
+    # the share), and one of them is more than this process's slots need once the share is 1.
     scheduler = Scheduler(frontier, Limits(per_host_concurrency=1), leases=leases, concurrency=1)
     handed: list[str] = []
 
