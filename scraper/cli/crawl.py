@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import importlib
 import json
 import os
 import platform
@@ -78,7 +79,13 @@ def add_parsers(commands: Commands, common: argparse.ArgumentParser) -> None:
         "them, and exit when the whole crawl is over. Give it the crawl's config (the same "
         "config.toml and --set).",
     )
-    worker.add_argument("--crawl", type=int, metavar="ID", help="which crawl (default: the latest)")
+    worker.add_argument(
+        "--crawl",
+        type=_crawl_id,
+        metavar="ID",
+        help='which crawl (default: the latest); "-": read its id from standard input once '
+        "the crawl has begun (how `crawl --workers` starts its workers)",
+    )
     worker.add_argument("-q", "--quiet", action="store_true", help="no progress, only the summary")
     worker.set_defaults(command=_worker_command)
 
@@ -88,6 +95,10 @@ def _at_least_one(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
     return value
+
+
+def _crawl_id(text: str) -> int | str:
+    return text if text == "-" else _at_least_one(text)
 
 
 def _crawl_command(args: argparse.Namespace) -> int:
@@ -122,8 +133,13 @@ def _worker_command(args: argparse.Namespace) -> int:
             f"worker: {db} is a SQLite file, which has one crawl process; "
             "workers share a PostgreSQL database (--db postgresql://...)"
         )
+    wanted = args.crawl
+    if wanted == "-":
+        wanted = _crawl_id_from_stdin()
+        if wanted is None:
+            return 0  # the crawl did not begin: its own process says why
     with open_results(db) as reader:
-        crawl = reader.find_crawl(args.crawl)
+        crawl = reader.find_crawl(wanted)
     # The crawl's seeds, as it stored them: they make its scope (crawl.allowed_domains = []).
     config = load(args, {"crawl.seeds": json.loads(crawl.seeds)})
     crawl_id = crawl.id
@@ -135,8 +151,19 @@ def _worker_command(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if summary.status == "interrupted" else 0
 
 
+def _crawl_id_from_stdin() -> int | None:
+    """The id that `crawl --workers` writes once its crawl has begun (None: it ended first).
+    The crawl's stack is imported while the crawl's own process starts it: a worker's imports
+    (~0.65 s of CPU here) used to follow that start, now they overlap it."""
+    for module in ("scraper.cli.progress", "scraper.crawl.crawler"):  # what run_crawl imports
+        importlib.import_module(module)
+
+    line = sys.stdin.readline().strip()
+    return int(line) if line else None
+
+
 def _worker_command_line(args: argparse.Namespace) -> list[str]:
-    """A `scraper worker` with this command's config (its crawl's id is added at the start)."""
+    """A `scraper worker` with this command's config, told its crawl's id on its stdin."""
     line = [sys.executable, "-m", "scraper", "worker", "-q", "--log-level", args.log_level]
     if args.config is not None:
         line += ["--config", str(args.config)]
@@ -150,7 +177,7 @@ def _worker_command_line(args: argparse.Namespace) -> list[str]:
         line += ["--set", f"crawl.max_pages={args.max_pages}"]
     if args.log_file is not None:
         line += ["--log-file", str(args.log_file)]
-    return line
+    return [*line, "--crawl", "-"]
 
 
 async def run_crawl(
@@ -185,22 +212,44 @@ async def _with_workers(crawler: Crawler, count: int, command: list[str]) -> Cra
     """Run the crawl here and `count` workers beside it; they end with the crawl, or when this
     process is stopped (Ctrl-C, SIGTERM: passed on to them). A worker that fails does not stop
     the others: its hosts go to them when its leases expire."""
+    # Started now, and told the crawl's id on their stdin once it has one: their start (a
+    # Python and its imports) overlaps this one's instead of following it. Sessions of their
+    # own: a terminal's Ctrl-C reaches this process only, which passes one SIGTERM on (a second
+    # signal would make them quit at once).
+    processes = [
+        await asyncio.create_subprocess_exec(
+            *command,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        for _ in range(count)
+    ]
+    try:
+        return await _crawl_beside(crawler, processes)
+    except BaseExceptionGroup as group:
+        # The other tasks only wait and pass signals on: the error is the crawl's, raised as
+        # one process raises it (a ScraperError is one line and exit code 2, not a traceback).
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from group
+        raise
+
+
+async def _crawl_beside(
+    crawler: Crawler, processes: list[asyncio.subprocess.Process]
+) -> CrawlSummary:
     async with asyncio.TaskGroup() as tasks:
         crawling = tasks.create_task(crawler.run(), name="crawl")
         began = tasks.create_task(crawler.began.wait(), name="crawl began")
         await asyncio.wait([crawling, began], return_when=asyncio.FIRST_COMPLETED)
         began.cancel()
+        await _tell(processes, crawler.crawl_id)
         if crawler.crawl_id is None:
-            return await crawling  # it failed before its crawl began
-        line = [*command, "--crawl", str(crawler.crawl_id)]
-        # Sessions of their own: a terminal's Ctrl-C reaches this process only, which passes
-        # one SIGTERM on (a second signal would make them quit at once).
-        processes = [
-            await asyncio.create_subprocess_exec(
-                *line, stdout=asyncio.subprocess.DEVNULL, start_new_session=True
-            )
-            for _ in range(count)
-        ]
+            try:
+                return await crawling  # it failed before its crawl began
+            finally:
+                for process in processes:
+                    await process.wait()  # each read nothing, and ended
 
         def pass_on() -> None:
             for process in processes:
@@ -222,8 +271,23 @@ async def _with_workers(crawler: Crawler, count: int, command: list[str]) -> Cra
             relay.cancel()
         failed = [code for code in codes if code not in (0, EXIT_INTERRUPTED)]
         if failed:
-            _say(f"{len(failed)} of {count} workers failed (exit codes {failed}); see above")
+            _say(
+                f"{len(failed)} of {len(processes)} workers failed (exit codes {failed}); see above"
+            )
         return summary
+
+
+async def _tell(processes: list[asyncio.subprocess.Process], crawl_id: int | None) -> None:
+    """Write the crawl's id to each worker's stdin and close it (nothing: the crawl did not
+    begin). A worker that died meanwhile is not told (its exit code says why)."""
+    for process in processes:
+        stdin = process.stdin
+        assert stdin is not None
+        with contextlib.suppress(ConnectionError):
+            if crawl_id is not None:
+                stdin.write(f"{crawl_id}\n".encode())
+                await stdin.drain()
+            stdin.close()
 
 
 def _settle_the_garbage_collector() -> None:

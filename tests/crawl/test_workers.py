@@ -175,6 +175,32 @@ async def test_three_workers_crawl_every_page_once_politely(
     assert "workers:   3:" in out
 
 
+async def test_a_worker_waiting_for_its_crawl_id_ends_when_none_comes(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """`crawl --workers` starts its workers with `--crawl -` before its crawl begins; if it
+    fails first, they read nothing and end without joining anything."""
+    worker = await asyncio.create_subprocess_exec(
+        *SCRAPER, "worker", "--db", pg_url, "--crawl", "-", *OPTIONS, cwd=tmp_path,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(worker.communicate(b""), 60)
+    assert worker.returncode == 0, err
+    assert out == b""
+
+
+async def test_crawl_workers_end_with_a_crawl_that_cannot_begin(
+    pg_url: str, tmp_path: Path
+) -> None:
+    missing = pg_url.replace("/t_", "/no_such_database_", 1)
+    process = await start(
+        "crawl", "http://127.0.0.2/", "--db", missing, "--workers", "3", *OPTIONS, cwd=tmp_path
+    )
+    code, _, err = await finish(process, within=60)  # its workers' stderr is closed too
+    assert code == 2, err
+    assert err.count("scraper: error:") == 1, err  # the crawl's one line; the workers say nothing
+
+
 @pytest.mark.parametrize("victim", ["the crawl's own process", "a worker"])
 @pytest.mark.parametrize("after_hits", [15, 60])
 async def test_kill_9_of_one_worker_the_others_finish(
