@@ -2,6 +2,7 @@
 
     python -m scraper.bench.scale [--hosts 24] [--pages 150] [--latency 0.2] [--workers 1,2,4]
                                   [--concurrency 16] [--cpu-pages 3000] [--json FILE]
+                                  [--no-sqlite] [--timeline]
 
 latency case: a site of `--hosts` hosts (127.0.0.2, .3, ...; one aiohttp server listening on
 each, this process), each the demo site of `--pages` pages answering after `--latency` seconds,
@@ -17,6 +18,8 @@ its limit already in flight; starts at a host where a run of k + 1 spans less th
 an arrival jitter: see tests/crawl/test_workers.py), URLs requested twice, duplicate rows, lost
 URLs, each kind of PostgreSQL transaction's p99 (the worst worker's, from their logs) and the
 deadlocks `pg_stat_database` counted. PostgreSQL runs with its defaults (fsync on).
+`--timeline`: after each PostgreSQL latency run, each worker's requests, hosts held and requests
+in flight, second by second (timeline.py).
 """
 
 from __future__ import annotations
