@@ -114,6 +114,8 @@ class PgFrontier:
                 (crawl,),
             )
             await self._count_done(conn)
+            if self._rules.by_domain:
+                await _record_domains(conn, crawl)
             await conn.execute(
                 "UPDATE hosts SET owner = NULL, lease_until = NULL, pending = NOT capped AND "
                 f"EXISTS (SELECT 1 FROM frontier f WHERE f.crawl_id = hosts.crawl_id "
@@ -256,3 +258,18 @@ async def _taken(conn: Conn, sql: str, *params: Any) -> int:
     cursor = await conn.execute(sql, params)
     row = await cursor.fetchone()
     return int(row[0]) if row else 0
+
+
+async def _record_domains(conn: Conn, crawl_id: int) -> None:
+    """Hosts recorded before their rows had a domain (schema v3) get it, so a crawl resumed
+    with politeness by domain leases them by domain too."""
+    cursor = await conn.execute(
+        "SELECT host FROM hosts WHERE crawl_id = %s AND grp IS NULL", (crawl_id,)
+    )
+    hosts = [host for (host,) in await cursor.fetchall()]
+    if hosts:
+        await conn.execute(
+            "UPDATE hosts h SET grp = u.g FROM unnest(%s::text[], %s::text[]) AS u(host, g) "
+            "WHERE h.crawl_id = %s AND h.host = u.host",
+            (hosts, [domain_of_host_key(host) for host in hosts], crawl_id),
+        )

@@ -87,9 +87,17 @@ CLAIM = CLAIM_HOSTS.format(
 # committed before those locks), the groups no other process holds a live lease in, and their
 # claimable hosts. The next start is the group's latest: the last owner's slot was the group's.
 GROUP_OF = "coalesce({0}.grp, {0}.host)"
+# Another process holds a live lease in group {0} (a host's group: its `grp`, or itself).
+HELD_BY_ANOTHER = """EXISTS (
+    SELECT 1 FROM hosts o WHERE o.crawl_id = %(crawl)s
+    AND (o.grp = {0} OR (o.grp IS NULL AND o.host = {0}))
+    AND o.owner <> %(me)s AND o.lease_until >= now())"""
+# (The scan skips the groups others hold, as this statement's snapshot sees them, so a domain
+# of many ready hosts that another process holds does not fill it; the claim checks again.)
 LOCK_GROUPS = f"""
 SELECT DISTINCT g FROM (
-    SELECT {GROUP_OF.format("hosts")} AS g FROM hosts WHERE {CLAIMABLE}
+    SELECT {GROUP_OF.format("h")} AS g FROM hosts h WHERE {CLAIMABLE}
+    AND NOT {HELD_BY_ANOTHER.format(GROUP_OF.format("h"))}
     ORDER BY next_start LIMIT %(scan)s
 ) ready WHERE pg_try_advisory_xact_lock(%(lock)s, hashtext(g))
 """
@@ -97,10 +105,7 @@ CLAIM_GROUPS = CLAIM_HOSTS.format(
     candidates=f"""
     SELECT host FROM hosts WHERE {CLAIMABLE} AND {GROUP_OF.format("hosts")} IN (
         SELECT g FROM unnest(%(groups)s::text[]) AS u(g)
-        WHERE NOT EXISTS (
-            SELECT 1 FROM hosts o WHERE o.crawl_id = %(crawl)s
-            AND (o.grp = u.g OR (o.grp IS NULL AND o.host = u.g))
-            AND o.owner <> %(me)s AND o.lease_until >= now())
+        WHERE NOT {HELD_BY_ANOTHER.format("u.g")}
         LIMIT %(limit)s
     ) ORDER BY host FOR UPDATE SKIP LOCKED""",
     next_start=f"""(SELECT max(x.next_start) FROM hosts x WHERE x.crawl_id = h.crawl_id
