@@ -199,6 +199,9 @@ class PgHostLeases:
         self._rules = rules
         self._held: dict[str, tuple[int, float]] = {}  # host -> (epoch, valid until, loop time)
         self._registered = False
+        # Released here and not yet written (a release's task runs later): what close() leaves
+        # for these if that task is cancelled first (a stop), so their next start is not lost.
+        self._releasing: dict[str, HostPoliteness] = {}
 
     @property
     def renew_every(self) -> float:
@@ -309,11 +312,20 @@ class PgHostLeases:
         # Not ours from the call on (not from when the coroutine first runs): nothing may be
         # dispatched there meanwhile, nor the host taken up again before the release is done.
         lease = self._held.pop(state.host, None)
+        if lease is not None:
+            self._releasing[state.host] = state
         return self._release(state, lease[0] if lease is not None else None)
 
     async def _release(self, state: HostPoliteness, epoch: int | None) -> None:
         if epoch is None:
             return
+        try:
+            await self._write_release(state, epoch)
+        finally:
+            if self._releasing.get(state.host) is state:
+                del self._releasing[state.host]
+
+    async def _write_release(self, state: HostPoliteness, epoch: int) -> None:
 
         async def work(conn: Conn) -> None:
             cursor = await conn.execute(LOCK_HOST, (self._crawl, state.host))
@@ -353,7 +365,7 @@ class PgHostLeases:
         """Everything this worker still holds goes back (its unstored URLs to pending), each
         host with its politeness state when `left` has it."""
         self._held.clear()
-        states = {state.host: state for state in left}
+        states = {**self._releasing, **{state.host: state for state in left}}
 
         async def work(conn: Conn) -> None:
             cursor = await conn.execute(
