@@ -293,18 +293,22 @@ async def test_ctrl_c_on_one_worker_releases_its_leases_and_others_carry_on(
     await assert_complete(pg_url, site)
 
 
+# A grace of 300 s and a request timeout of 60 s: a process that waited for its requests would
+# still be waiting when the test gives up.
+PATIENT = [*OPTIONS, "--set", "crawl.shutdown_grace=300", "--set", "fetch.total_timeout=60",
+           "--set", "storage.lease_ttl=80"]  # fmt: skip
+
+
 async def test_ctrl_c_cancels_requests_in_flight_and_hands_the_hosts_on_at_once(
     pg_url: str, tmp_path: Path
 ) -> None:
     """A worker stopped while its requests hang: it does not wait for them (a grace of 300 s,
     a timeout of 60 s): it hangs up, and its hosts, with their politeness state, and its URLs
     go to the others, which finish the crawl. Proved by the order of the server's log."""
-    patient = [*OPTIONS, "--set", "crawl.shutdown_grace=300", "--set", "fetch.total_timeout=60",
-               "--set", "storage.lease_ttl=80"]  # fmt: skip
     async with serve(hang=True) as site:
-        first = await start("crawl", *site.roots, "--db", pg_url, *patient, cwd=tmp_path)
+        first = await start("crawl", *site.roots, "--db", pg_url, *PATIENT, cwd=tmp_path)
         await until(lambda: site.hits >= 1)
-        others = [await start("worker", "--db", pg_url, *patient, cwd=tmp_path) for _ in range(2)]
+        others = [await start("worker", "--db", pg_url, *PATIENT, cwd=tmp_path) for _ in range(2)]
         await until(lambda: site.waiting >= 1)  # a request of the hanging host's owner waits
         ((owner,),) = await rows(pg_url, "SELECT owner FROM hosts WHERE host = %s", site.hanging)
         victim = next(p for p in (first, *others) if f":{p.pid}:" in owner)
@@ -320,6 +324,10 @@ async def test_ctrl_c_cancels_requests_in_flight_and_hands_the_hosts_on_at_once(
         assert await rows(pg_url, "SELECT status FROM workers WHERE id = %s", owner) == [
             ("interrupted",)
         ]
+        # It left the host its next start (the epoch: never written).
+        assert await rows(
+            pg_url, "SELECT next_start > 'epoch' FROM hosts WHERE host = %s", site.hanging
+        ) == [(True,)]
         site.gate.set()
         for process in (p for p in (first, *others) if p is not victim):
             code, _, err = await finish(process)
@@ -434,3 +442,26 @@ async def test_politeness_by_ip_is_refused_with_several_processes(
     assert code == 2
     assert err.count("\n") == 1 and 'fetch.politeness_key = "ip" cannot hold' in err, err
     assert await rows(pg_url, written) == before  # not a table made, nor a row written
+
+
+async def test_a_resumed_crawl_counts_what_it_stored_against_max_pages(
+    pg_url: str, tmp_path: Path
+) -> None:
+    limit = 60
+    line = ["crawl", "--db", pg_url, "--workers", "2", "--max-pages", str(limit), *PATIENT]
+    async with serve(hang=True) as site:
+        first = await start(*line, *site.roots, cwd=tmp_path)
+        # Pages fetched, and one hanging: leased, so the crawl cannot end before the signal.
+        await until(lambda: site.waiting >= 1 and len(site.pages()) >= 10)
+        first.send_signal(signal.SIGINT)  # passed on to its worker
+        code, _, err = await finish(first)
+        assert code == 130, err
+        ((stored,),) = await rows(pg_url, "SELECT count(*) FROM pages")
+        assert 0 < stored < limit
+        site.gate.set()
+        code, _, err = await finish(await start(*line, *site.roots, cwd=tmp_path))
+        assert code == 0, err
+        assert "resuming crawl 1" in err
+    assert await rows(pg_url, "SELECT count(*), count(DISTINCT url) FROM pages") == [(limit, limit)]
+    assert await rows(pg_url, "SELECT taken FROM crawl_budget") == [(limit,)]
+    assert await rows(pg_url, "SELECT status FROM crawls") == [("finished",)]

@@ -155,19 +155,28 @@ SELECT ceil(
                    AND classid = %(lock)s AND objid = %(crawl)s AND objsubid = 2))
 )::int
 """
-# Over: nothing leased, no live lease, and nothing left to take: no pending URL but those of
-# hosts capped by crawl.max_pages_per_host, or the crawl's page budget spent.
+# Over: nothing leased, no live lease, and nothing left to take: no pending URL (but those of
+# hosts capped by crawl.max_pages_per_host), or the crawl's page budget spent.
 OVER = """
 SELECT (
     (%(max_pages)s > 0 AND coalesce((SELECT taken FROM crawl_budget
                                     WHERE crawl_id = %(crawl)s), 0) >= %(max_pages)s)
-    OR NOT EXISTS (SELECT 1 FROM frontier f WHERE f.crawl_id = %(crawl)s AND f.state = 0
-                   AND NOT EXISTS (SELECT 1 FROM hosts h WHERE h.crawl_id = %(crawl)s
-                                   AND h.host = f.host AND h.capped)))
+    OR NOT EXISTS ({pending}))
    AND NOT EXISTS (SELECT 1 FROM frontier WHERE crawl_id = %(crawl)s AND state = 1)
    AND NOT EXISTS (SELECT 1 FROM hosts WHERE crawl_id = %(crawl)s AND owner IS NOT NULL
                    AND lease_until > now())
 """
+OVER_UNCAPPED = OVER.format(
+    pending="SELECT 1 FROM frontier WHERE crawl_id = %(crawl)s AND state = 0"
+)
+# With a per-host cap, a capped host's pending URLs stay in the table: the hosts not capped
+# that may have some (`pending`, never false while they do) are asked instead, so the look costs
+# the hosts with work, not every URL the capped ones left.
+OVER_CAPPED = OVER.format(
+    pending="""SELECT 1 FROM hosts h WHERE h.crawl_id = %(crawl)s AND h.pending AND NOT h.capped
+        AND EXISTS (SELECT 1 FROM frontier f WHERE f.crawl_id = %(crawl)s AND f.host = h.host
+                    AND f.state = 0)"""
+)
 
 
 def worker_name() -> str:
@@ -359,7 +368,8 @@ class PgHostLeases:
 
     async def over(self) -> bool:
         params = {"crawl": self._crawl, "max_pages": self._rules.max_pages}
-        return bool(await self._db.scalar(OVER, params, on="hosts"))
+        sql = OVER_CAPPED if self._rules.max_pages_per_host else OVER_UNCAPPED
+        return bool(await self._db.scalar(sql, params, on="hosts"))
 
     async def close(self, status: str, left: Sequence[HostPoliteness] = ()) -> None:
         """Everything this worker still holds goes back (its unstored URLs to pending), each
