@@ -27,12 +27,14 @@ T = TypeVar("T")
 Check = Callable[[Any], object]
 
 
-def integer(minimum: int | None = None) -> Callable[[Any], int]:
+def integer(minimum: int | None = None, maximum: int | None = None) -> Callable[[Any], int]:
     def check(value: object) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise Invalid("must be an integer")
         if minimum is not None and value < minimum:
             raise Invalid(f"must be an integer ≥ {minimum}")
+        if maximum is not None and value > maximum:
+            raise Invalid(f"must be an integer ≤ {maximum}")
         return value
 
     return check

@@ -33,7 +33,7 @@ class ParsePool:
     """
 
     def __init__(self, config: ParseConfig) -> None:
-        self._pool = ProcessPool(config.workers) if config.workers else None
+        self._pool = ProcessPool(config.workers, config.nice) if config.workers else None
         self._timeout = config.timeout  # CPU seconds per page, or per call of `run`
         self._open = False
 

@@ -184,6 +184,8 @@ def test_rule_sets_per_url_pattern() -> None:
             'parse.workers = -1: must be "auto", 0 (parse inline, no processes) or an integer ≥ 1',
         ),
         ({"parse": {"workers": "two"}}, 'parse.workers = "two": must be "auto", 0'),
+        ({"parse": {"nice": 20}}, "parse.nice = 20: must be an integer ≤ 19"),
+        ({"parse": {"nice": -1}}, "parse.nice = -1: must be an integer ≥ 0"),
         ({"parse": {"text": "yes"}}, 'parse.text = "yes": must be one of "hash", "store", "off"'),
         (
             {"parse": {"text": "off", "store_text": True}},

@@ -82,6 +82,19 @@ async def test_workers_ignore_ctrl_c_and_end_with_the_pool() -> None:
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
+async def test_workers_share_the_crawlers_session_and_yield_it_the_cpu() -> None:
+    """In the crawler's session (where the kernel groups CPU time by session, the crawl is one
+    group), not in its process group (Ctrl-C is the crawler's), `nice` below the crawler."""
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    async with ProcessPool(2, nice=7) as pool:
+        for pid in pool.pids:
+            assert os.getsid(pid) == os.getsid(0)
+            assert os.getpgid(pid) == pid != os.getpgid(0)
+            assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, mine + 7)
+    async with ProcessPool(1) as pool:
+        assert os.getpriority(os.PRIO_PROCESS, pool.pids[0]) == mine
+
+
 class TwoArguments(Exception):
     """Raised in a worker, it pickles but cannot be unpickled: its __init__ wants two values."""
 
