@@ -174,7 +174,7 @@ class Crawler:
         crawls = backend.crawls
         if self._join is not None:
             crawl_id, resumed, again = self._join, False, 0
-            await backend.join(crawl_id)
+            await backend.join(crawl_id, _fleet_rules(config))
             frontier = backend.frontier(crawl_id, config.crawl.recrawl_after, _fleet_rules(config))
         else:
             to_resume = await self._crawl_to_resume(backend, seeds)
@@ -378,7 +378,7 @@ def _fleet_rules(config: Config) -> FleetRules:
     return FleetRules(
         max_pages=config.crawl.max_pages,
         max_pages_per_host=config.crawl.max_pages_per_host,
-        by_domain=config.fetch.politeness_key == "domain",
+        politeness_key=config.fetch.politeness_key,
     )
 
 

@@ -200,14 +200,17 @@ class HostPoliteness:
 class FleetRules:
     """What every process on one crawl applies alike, and a backend with several of them
     (`HostLeases.shared`) keeps for the whole crawl rather than per process: the page limits
-    (crawl.max_pages, crawl.max_pages_per_host; 0 = none), counted as URLs are leased, and
-    whether hosts are leased by registrable domain (fetch.politeness_key = "domain"), so a
-    domain's hosts have one owner at a time. One process alone (SQLite) counts in its
-    scheduler instead, and ignores these."""
+    (crawl.max_pages, crawl.max_pages_per_host; 0 = none), counted as URLs are leased, and the
+    politeness key: with "domain" a domain's hosts are leased together, so they have one owner
+    at a time. One process alone (SQLite) counts in its scheduler instead, and ignores these."""
 
     max_pages: int = 0
     max_pages_per_host: int = 0
-    by_domain: bool = False
+    politeness_key: str = "host"  # fetch.politeness_key
+
+    @property
+    def by_domain(self) -> bool:
+        return self.politeness_key == "domain"
 
 
 NO_RULES = FleetRules()
@@ -292,8 +295,9 @@ class Backend(Protocol):
         request starts only while the lease has `margin` seconds left (its longest time)."""
         ...
 
-    async def join(self, crawl_id: int) -> None:
-        """Work on crawl `crawl_id` beside the processes already on it (it must be running)."""
+    async def join(self, crawl_id: int, rules: FleetRules = NO_RULES) -> None:
+        """Work on crawl `crawl_id` beside the processes already on it (it must be running, and
+        run by the same `rules`: a ConfigError says which differs)."""
         ...
 
     async def __aenter__(self) -> Self: ...

@@ -373,7 +373,7 @@ async def test_max_pages_counts_for_the_whole_crawl(
     stored = await rows(pg_url, "SELECT count(*), count(DISTINCT url) FROM pages")
     assert stored == [(limit, limit)]
     assert len(site.pages()) == limit
-    assert await rows(pg_url, "SELECT taken FROM crawl_budget") == [(limit,)]
+    assert await rows(pg_url, "SELECT taken FROM crawl_rules") == [(limit,)]
     assert await rows(pg_url, "SELECT status FROM crawls") == [("finished",)]
     assert await rows(pg_url, "SELECT count(*) FROM frontier WHERE state = 1") == [(0,)]
     workers = await rows(pg_url, "SELECT status FROM workers")
@@ -463,5 +463,34 @@ async def test_a_resumed_crawl_counts_what_it_stored_against_max_pages(
         assert code == 0, err
         assert "resuming crawl 1" in err
     assert await rows(pg_url, "SELECT count(*), count(DISTINCT url) FROM pages") == [(limit, limit)]
-    assert await rows(pg_url, "SELECT taken FROM crawl_budget") == [(limit,)]
+    assert await rows(pg_url, "SELECT taken FROM crawl_rules") == [(limit,)]
     assert await rows(pg_url, "SELECT status FROM crawls") == [("finished",)]
+
+
+@pytest.mark.parametrize(
+    ("crawl_sets", "worker_sets", "message"),
+    [
+        (["fetch.politeness_key=ip"], [], 'runs with fetch.politeness_key = "ip"'),
+        # (110 of 120: the crawl cannot spend it without leasing pages of the hanging host)
+        (["crawl.max_pages=110"], ["crawl.max_pages=500"],
+         "crawl.max_pages = 500 here, but crawl 1 runs with 110"),
+    ],
+)  # fmt: skip
+async def test_a_worker_is_refused_a_crawl_run_by_other_rules(
+    pg_url: str, tmp_path: Path, crawl_sets: list[str], worker_sets: list[str], message: str
+) -> None:
+    """The rules that must hold for the whole crawl are the crawl's (as the process that started
+    it recorded them): a worker given others, or joining a crawl by IP address (begun by one
+    process), is refused in one line before it takes any work."""
+    async with serve(hang=True) as site:  # (the crawl runs until the test stops it)
+        sets = [item for name in crawl_sets for item in ("--set", name)]
+        first = await start("crawl", *site.roots, "--db", pg_url, *PATIENT, *sets, cwd=tmp_path)
+        await until(lambda: site.waiting >= 1)
+        sets = [item for name in worker_sets for item in ("--set", name)]
+        worker = await start("worker", "--db", pg_url, *PATIENT, *sets, cwd=tmp_path)
+        code, _, err = await finish(worker)
+        assert code == 2, err
+        assert err.count("\n") == 1 and message in err, err
+        assert await rows(pg_url, "SELECT count(*) FROM workers") == [(1,)]  # the crawl's own
+        first.send_signal(signal.SIGINT)
+        assert (await finish(first))[0] == 130

@@ -270,7 +270,7 @@ async def test_page_budgets_count_leases_out_and_give_backs_in(pg_url: str) -> N
     async def budget() -> list[tuple[Any, ...]]:
         return await pg_rows(
             pg_url,
-            "SELECT (SELECT taken FROM crawl_budget), host, taken, capped, pending "
+            "SELECT (SELECT taken FROM crawl_rules), host, taken, capped, pending "
             "FROM hosts ORDER BY host",
         )
 

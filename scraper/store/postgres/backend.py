@@ -47,8 +47,9 @@ class PgBackend:
     ) -> PgHostLeases:
         return PgHostLeases(self._db, crawl_id, self.worker, ttl=ttl, margin=margin, rules=rules)
 
-    async def join(self, crawl_id: int) -> None:
+    async def join(self, crawl_id: int, rules: FleetRules = NO_RULES) -> None:
         await self._crawls.join(crawl_id)
+        await self._crawls.check_rules(crawl_id, rules)
 
     async def __aenter__(self) -> Self:
         await self._db.__aenter__()

@@ -73,8 +73,8 @@ LEASE = (
 
 
 HOST_TAKEN = "SELECT taken FROM hosts WHERE crawl_id = %s AND host = %s FOR UPDATE"
-CRAWL_TAKEN = "SELECT taken FROM crawl_budget WHERE crawl_id = %s FOR UPDATE"
-COUNT_CRAWL = "UPDATE crawl_budget SET taken = taken + %s WHERE crawl_id = %s"
+CRAWL_TAKEN = "SELECT taken FROM crawl_rules WHERE crawl_id = %s FOR UPDATE"
+COUNT_CRAWL = "UPDATE crawl_rules SET taken = taken + %s WHERE crawl_id = %s"
 COUNT_HOST = (
     "UPDATE hosts SET taken = taken + %(n)s, capped = taken + %(n)s >= %(cap)s "
     "WHERE crawl_id = %(crawl)s AND host = %(host)s"
@@ -128,8 +128,9 @@ class PgFrontier:
         return await self._db.run(work, on="hosts")
 
     async def _count_done(self, conn: Conn) -> None:
-        """The budgets as this run starts: the done URLs, per crawl and per host (counted only
-        when limited: a pass over the crawl's frontier)."""
+        """The rules of this run (what joining workers must share) and its budgets as it
+        starts: the done URLs, per crawl and per host (counted only when limited: a pass over
+        the crawl's frontier)."""
         crawl, rules = self._crawl_id, self._rules
         done = 0
         if rules.max_pages:
@@ -139,9 +140,11 @@ class PgFrontier:
             row = await cursor.fetchone()
             done = int(row[0]) if row else 0
         await conn.execute(
-            "INSERT INTO crawl_budget (crawl_id, taken) VALUES (%s, %s) "
-            "ON CONFLICT (crawl_id) DO UPDATE SET taken = excluded.taken",
-            (crawl, done),
+            "INSERT INTO crawl_rules (crawl_id, max_pages, max_pages_per_host, politeness_key, "
+            "taken) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (crawl_id) DO UPDATE SET "
+            "max_pages = excluded.max_pages, max_pages_per_host = excluded.max_pages_per_host, "
+            "politeness_key = excluded.politeness_key, taken = excluded.taken",
+            (crawl, rules.max_pages, rules.max_pages_per_host, rules.politeness_key, done),
         )
         await conn.execute(
             "UPDATE hosts SET taken = 0, capped = false WHERE crawl_id = %s AND taken > 0",

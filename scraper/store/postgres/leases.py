@@ -20,7 +20,7 @@ a live lease (CLAIM_GROUPS), so a domain's slot has one owner at a time, and its
 starts from the domain's latest next start.
 
 Page limits (`FleetRules`: crawl.max_pages, crawl.max_pages_per_host) count for the whole crawl:
-frontier.py counts URLs out of `crawl_budget` and `hosts.taken` as it leases them, and every
+frontier.py counts URLs out of `crawl_rules` and `hosts.taken` as it leases them, and every
 give-back here (release, close, the claim of an expired lease) counts them back in, so the
 counts are exactly the URLs leased or done in this run. A host at its cap is `capped` (not
 pending: no claim takes it for its URLs); with the crawl's budget spent, claims take only
@@ -33,7 +33,7 @@ frontier.py `mark_hosts`), and a release takes the row before it looks (a second
 it sees what such a batch committed while it waited).
 
 Deadlocks: every transaction takes rows in one order: hosts rows (in host order; claims skip
-locked ones), then frontier rows, then the crawl's `crawl_budget` row. A counted lease takes
+locked ones), then frontier rows, then the crawl's `crawl_rules` row. A counted lease takes
 the budget row before its frontier rows, but those it takes with SKIP LOCKED, waiting for none
 while it holds the budget. A deadlock the server still detects is retried (database.py).
 """
@@ -57,7 +57,7 @@ CLAIMABLE = """
     crawl_id = %(crawl)s AND (owner IS NULL OR lease_until < now())
     AND (pending OR owner IS NOT NULL)
     AND (owner IS NOT NULL OR %(max_pages)s = 0
-         OR coalesce((SELECT taken FROM crawl_budget WHERE crawl_id = %(crawl)s), 0)
+         OR coalesce((SELECT taken FROM crawl_rules WHERE crawl_id = %(crawl)s), 0)
             < %(max_pages)s)
 """
 # The hosts claimed: taken, their leased URLs given back (counted back into the budgets by
@@ -128,7 +128,7 @@ UPDATE hosts SET taken = greatest(0, taken - %(n)s),
     capped = greatest(0, taken - %(n)s) >= %(cap)s
 WHERE crawl_id = %(crawl)s AND host = %(host)s
 """
-UNCOUNT_CRAWL = "UPDATE crawl_budget SET taken = greatest(0, taken - %s) WHERE crawl_id = %s"
+UNCOUNT_CRAWL = "UPDATE crawl_rules SET taken = greatest(0, taken - %s) WHERE crawl_id = %s"
 HAS_PENDING = """NOT capped AND EXISTS (SELECT 1 FROM frontier
     WHERE crawl_id = %(crawl)s AND host = %(host)s AND state = 0)"""
 RELEASE = f"""
@@ -159,7 +159,7 @@ SELECT ceil(
 # hosts capped by crawl.max_pages_per_host), or the crawl's page budget spent.
 OVER = """
 SELECT (
-    (%(max_pages)s > 0 AND coalesce((SELECT taken FROM crawl_budget
+    (%(max_pages)s > 0 AND coalesce((SELECT taken FROM crawl_rules
                                     WHERE crawl_id = %(crawl)s), 0) >= %(max_pages)s)
     OR NOT EXISTS ({pending}))
    AND NOT EXISTS (SELECT 1 FROM frontier WHERE crawl_id = %(crawl)s AND state = 1)

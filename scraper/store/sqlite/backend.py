@@ -46,7 +46,7 @@ class SqliteBackend:
     ) -> SqliteHostLeases:
         return SqliteHostLeases(SqliteFrontier(self._db, crawl_id))
 
-    async def join(self, crawl_id: int) -> None:
+    async def join(self, crawl_id: int, rules: FleetRules = NO_RULES) -> None:
         raise StorageError(
             f"{self._location}: a SQLite database has one crawl process; several processes on "
             "one crawl need PostgreSQL (storage.db = postgresql://...)"
