@@ -309,6 +309,7 @@ async def test_ctrl_c_cancels_requests_in_flight_and_hands_the_hosts_on_at_once(
         first = await start("crawl", *site.roots, "--db", pg_url, *PATIENT, cwd=tmp_path)
         await until(lambda: site.hits >= 1)
         others = [await start("worker", "--db", pg_url, *PATIENT, cwd=tmp_path) for _ in range(2)]
+        await joined(pg_url, 3)  # (a worker that came after the others stopped would not join)
         await until(lambda: site.waiting >= 1)  # a request of the hanging host's owner waits
         ((owner,),) = await rows(pg_url, "SELECT owner FROM hosts WHERE host = %s", site.hanging)
         victim = next(p for p in (first, *others) if f":{p.pid}:" in owner)
@@ -485,7 +486,8 @@ async def test_a_worker_is_refused_a_crawl_run_by_other_rules(
     async with serve(hang=True) as site:  # (the crawl runs until the test stops it)
         sets = [item for name in crawl_sets for item in ("--set", name)]
         first = await start("crawl", *site.roots, "--db", pg_url, *PATIENT, *sets, cwd=tmp_path)
-        await until(lambda: site.waiting >= 1)
+        await until(lambda: site.hits >= 1)
+        await joined(pg_url, 1)  # it runs (and cannot end: the hanging host's URLs stay leased)
         sets = [item for name in worker_sets for item in ("--set", name)]
         worker = await start("worker", "--db", pg_url, *PATIENT, *sets, cwd=tmp_path)
         code, _, err = await finish(worker)
