@@ -432,8 +432,8 @@ async def test_politeness_by_domain_holds_across_workers(pg_url: str, tmp_path: 
 async def test_politeness_by_ip_is_refused_with_several_processes(
     site: Served, pg_url: str, tmp_path: Path, command: str
 ) -> None:
-    if command == "worker":  # a crawl to join
-        crawl = ["crawl", site.roots[0], "--db", pg_url, *OPTIONS]
+    if command == "worker":  # a crawl to join (one page of it is enough)
+        crawl = ["crawl", site.roots[0], "--db", pg_url, *OPTIONS, "--max-pages", "1"]
         assert (await finish(await start(*crawl, cwd=tmp_path)))[0] == 0
     written = "SELECT count(*), sum(n_tup_ins + n_tup_upd) FROM pg_stat_user_tables"
     before = await rows(pg_url, written)
