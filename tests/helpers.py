@@ -84,6 +84,20 @@ def new_database(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def too_close(starts: list[float], delay: float, jitter: float) -> list[tuple[int, float]]:
+    """The runs of k + 1 request starts (as a server saw them arrive) that span less than k
+    delays, less `jitter`: (k, span) of each. Arrival is not departure: on a busy machine one
+    request can arrive tens of milliseconds late and the next on time, so no single gap is held
+    to the delay alone; a crawler that sends faster than the delay fails over a few requests."""
+    ordered = sorted(starts)
+    return [
+        (k, round(ordered[i + k] - ordered[i], 3))
+        for i in range(len(ordered))
+        for k in range(1, len(ordered) - i)
+        if ordered[i + k] - ordered[i] < k * delay - jitter
+    ]
+
+
 class Site:
     """A small site: /, /p/0 … /p/{n-1} all linked from /, optional robots.txt and latency."""
 
