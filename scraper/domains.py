@@ -2,8 +2,9 @@
 
 The list is the one the `publicsuffixlist` package ships (its own snapshot, updated with each
 release): nothing is downloaded at run time. Loading it costs ~50 ms, once per process, and only
-in processes that ask (a crawl with `fetch.politeness_key = "domain"`, or the parse workers of a
-crawl from a seeds file, whose scope is each page's own site); a look-up then costs ~3 µs.
+in processes that ask (a crawl with `fetch.politeness_key = "domain"`, the parse workers of a
+crawl from a seeds file, whose scope is each page's own site, and a PostgreSQL crawl process,
+which records each new host's domain for the leases); a look-up then costs ~3 µs.
 """
 
 from __future__ import annotations
@@ -34,3 +35,15 @@ def _is_ip(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def domain_of_host_key(key: str) -> str:
+    """The registrable domain of a host key ("www.example.co.uk:8080" -> "example.co.uk")."""
+    return registrable_domain(host_name(key))
+
+
+def host_name(key: str) -> str:
+    """The host name of a host key ("example.com:8080" -> "example.com"; IPv6 kept bracketed)."""
+    if key.startswith("["):
+        return key[: key.index("]") + 1]
+    return key.partition(":")[0]

@@ -117,6 +117,8 @@ def _crawl_command(args: argparse.Namespace) -> int:
             f"--workers {args.workers}: several processes on one crawl need PostgreSQL "
             "(storage.db = postgresql://...); a SQLite file has one"
         )
+    if args.workers > 1:
+        _refuse_politeness_by_ip(config, f"--workers {args.workers}")
     workers = _worker_command_line(args) if args.workers > 1 else None
     summary = asyncio.run(
         run_crawl(config, quiet=args.quiet, fresh=args.fresh, workers=(args.workers - 1, workers)),
@@ -142,6 +144,7 @@ def _worker_command(args: argparse.Namespace) -> int:
         crawl = reader.find_crawl(wanted)
     # The crawl's seeds, as it stored them: they make its scope (crawl.allowed_domains = []).
     config = load(args, {"crawl.seeds": json.loads(crawl.seeds)})
+    _refuse_politeness_by_ip(config, "worker")
     crawl_id = crawl.id
     summary = asyncio.run(run_crawl(config, quiet=args.quiet, join=crawl_id))
     print(
@@ -160,6 +163,17 @@ def _crawl_id_from_stdin() -> int | None:
 
     line = sys.stdin.readline().strip()
     return int(line) if line else None
+
+
+def _refuse_politeness_by_ip(config: Config, what: str) -> None:
+    """Host leases keep a host (or, with "domain", a registrable domain) with one process at a
+    time; an IP address is known only after each process's own DNS look-up, and machines may
+    resolve a name differently, so no lease can hold a slot keyed on it across processes."""
+    if config.fetch.politeness_key == "ip":
+        raise ConfigError(
+            f'{what}: fetch.politeness_key = "ip" cannot hold across processes (each resolves '
+            'names on its own); use "host" or "domain", or crawl in one process'
+        )
 
 
 def _worker_command_line(args: argparse.Namespace) -> list[str]:

@@ -36,7 +36,15 @@ from scraper.models import CrawlRequest, CrawlSnapshot, PageRecord, SeedList
 from scraper.parse.pool import ParsePool
 from scraper.parse.sitemap import parse_sitemap
 from scraper.store import open_backend
-from scraper.store.base import Backend, CrawlSummary, Frontier, FrontierState, HostLeases
+from scraper.store.base import (
+    Backend,
+    CrawlSummary,
+    FleetRules,
+    Frontier,
+    FrontierState,
+    HostLeases,
+    HostPoliteness,
+)
 from scraper.urls import host_of, in_scope
 
 log = logging.getLogger(__name__)
@@ -78,6 +86,7 @@ class Crawler:
         self._resolver = resolver
         self._open_files = 0
         self._join = join
+        self._shared = False  # host leases shared with other processes (PostgreSQL)
         self.crawl_id: int | None = None
         self.began = asyncio.Event()  # set once crawl_id is known (its row exists, it runs)
         self.stopped = asyncio.Event()  # set by stop()
@@ -102,7 +111,10 @@ class Crawler:
 
     def stop(self) -> None:
         """Take no new work; give requests in flight crawl.shutdown_grace seconds, then cancel.
-        Everything parsed by then is stored, and the crawl is marked interrupted."""
+        Everything parsed by then is stored, and the crawl is marked interrupted. With shared
+        host leases (several processes on the crawl) the requests in flight are cancelled at
+        once instead: what was fetched is still parsed and stored, and the hosts go back to
+        the others with their politeness state, their unstored URLs to pending."""
         if self._stopping:
             return
         self._stopping = True
@@ -117,6 +129,10 @@ class Crawler:
         if self._scheduler is None or self._pipeline_task is None:
             return  # the pipeline starts already stopping
         self._scheduler.stop()
+        if self._shared and self._pipeline is not None:
+            # Others wait for this process's hosts: cancel its requests (their connections
+            # close) rather than let them run out the grace, then hand the hosts on.
+            self._pipeline.abort_fetches()
         task = self._pipeline_task
         asyncio.get_running_loop().call_later(self._config.crawl.shutdown_grace, task.cancel)
 
@@ -158,8 +174,8 @@ class Crawler:
         crawls = backend.crawls
         if self._join is not None:
             crawl_id, resumed, again = self._join, False, 0
-            await backend.join(crawl_id)
-            frontier = backend.frontier(crawl_id, config.crawl.recrawl_after)
+            await backend.join(crawl_id, _fleet_rules(config))
+            frontier = backend.frontier(crawl_id, config.crawl.recrawl_after, _fleet_rules(config))
         else:
             to_resume = await self._crawl_to_resume(backend, seeds)
             resumed = to_resume is not None
@@ -168,7 +184,7 @@ class Crawler:
             else:
                 crawl_id = to_resume
                 await crawls.reopen(crawl_id)
-            frontier = backend.frontier(crawl_id, config.crawl.recrawl_after)
+            frontier = backend.frontier(crawl_id, config.crawl.recrawl_after, _fleet_rules(config))
             again = await frontier.reset_leases()
             await frontier.seed([CrawlRequest(url=seed) for seed in config.crawl.seeds])
             if seed_file is not None:
@@ -177,6 +193,7 @@ class Crawler:
         self.crawl_id = crawl_id
         self.began.set()
         leases = _leases(backend, crawl_id, config)
+        self._shared = leases.shared
         done = await frontier.count(FrontierState.DONE)
         if resumed:
             self._announce(
@@ -188,10 +205,10 @@ class Crawler:
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "failed"
             with contextlib.suppress(ScraperError):  # the first error is the one to report
-                await leases.close(status)
+                await leases.close(status, self._politeness())
                 await crawls.finish(crawl_id, status, loop.time() - started, extra=self._health())
             raise
-        await leases.close(status)
+        await leases.close(status, self._politeness())
         return await crawls.finish(
             crawl_id, status, loop.time() - started, resumed=resumed, extra=self._health()
         )
@@ -206,6 +223,10 @@ class Crawler:
                 "(run again with its seeds to resume it)"
             )
         return mine or None
+
+    def _politeness(self) -> list[HostPoliteness]:
+        """What the hosts still held leave their next owners (a stopped process's)."""
+        return self._scheduler.politeness() if self._scheduler is not None else []
 
     def _health(self) -> dict[str, Any]:
         """What the crawl's row keeps of how it ran: loop lag, and each host's last settings."""
@@ -279,7 +300,9 @@ class Crawler:
                 resolve_key=resolve_key,
                 keep_alive_budget=budget.idle,
                 on_starved=lambda starved: sink.set_eager(starved, sink_queue),
-                handed=0 if leases.shared else done,  # crawl.max_pages counts per process
+                # One process counts crawl.max_pages itself (what a resumed crawl stored counts);
+                # shared leases leave it to the backend, for the whole crawl (FleetRules).
+                handed=0 if leases.shared else done,
                 leases=leases,
                 concurrency=config.fetch.concurrency,
             )
@@ -337,7 +360,9 @@ class Crawler:
 def _leases(backend: Backend, crawl_id: int, config: Config) -> HostLeases:
     """This process's host leases; with shared ones, the lease must outlast a request."""
     margin = request_margin(config.fetch)
-    leases = backend.leases(crawl_id, ttl=config.storage.lease_ttl, margin=margin)
+    leases = backend.leases(
+        crawl_id, ttl=config.storage.lease_ttl, margin=margin, rules=_fleet_rules(config)
+    )
     if leases.shared and config.storage.lease_ttl * 5 / 6 <= margin:
         raise ConfigError(
             f"storage.lease_ttl = {config.storage.lease_ttl:g}: a lease must outlast a request's "
@@ -346,6 +371,15 @@ def _leases(backend: Backend, crawl_id: int, config: Config) -> HostLeases:
             f"{math.ceil(margin * 6 / 5 + 1)} or more, or lower those"
         )
     return leases
+
+
+def _fleet_rules(config: Config) -> FleetRules:
+    """What the backend keeps for the whole crawl when several processes share it."""
+    return FleetRules(
+        max_pages=config.crawl.max_pages,
+        max_pages_per_host=config.crawl.max_pages_per_host,
+        politeness_key=config.fetch.politeness_key,
+    )
 
 
 def _stored_config(config: Config, backend: Backend) -> str:

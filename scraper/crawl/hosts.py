@@ -27,7 +27,7 @@ from typing import Protocol
 from aiohttp.abc import AbstractResolver
 
 from scraper.crawl.dns import address_of
-from scraper.domains import registrable_domain
+from scraper.domains import domain_of_host_key, host_name
 from scraper.models import CrawlRequest, FetchResult
 
 KEEP_RELEASED = 20  # released slots whose last settings the stats still show
@@ -323,18 +323,11 @@ def politeness_keys(
     """What a host's slot is keyed on (fetch.politeness_key): the host itself, its registrable
     domain, or its IP address (looked up through `resolver`: the fetch stage's, and its cache)."""
     if kind == "domain":
-        return (lambda host: registrable_domain(_host_name(host))), None
+        return domain_of_host_key, None
     if kind == "ip":
 
         async def address(host: str) -> str:
-            return await address_of(resolver, _host_name(host)) or host
+            return await address_of(resolver, host_name(host)) or host
 
         return None, address
     return None, None
-
-
-def _host_name(key: str) -> str:
-    """The host name of a host key ("example.com:8080" -> "example.com"; IPv6 kept bracketed)."""
-    if key.startswith("["):
-        return key[: key.index("]") + 1]
-    return key.partition(":")[0]

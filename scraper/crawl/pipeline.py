@@ -104,6 +104,16 @@ class Pipeline:
         self._pages = self._errors = self._bytes = 0
         self._in_pool = 0  # parse batches sent to the worker processes and not yet back
         self._backlog = BodyBudget(PARSE_BACKLOG_BYTES)
+        self._fetch_stage: list[asyncio.Task[None]] = []  # the scheduler and fetch workers
+        self._aborted = False
+
+    def abort_fetches(self) -> None:
+        """End the fetch stage now: the dispatcher and the fetch workers are cancelled, so the
+        requests in flight are abandoned (aiohttp closes their connections) and their URLs stay
+        unstored; what was fetched before is still parsed and stored as the stages close."""
+        self._aborted = True
+        for task in self._fetch_stage:
+            task.cancel()
 
     def on_the_wire(self) -> int:
         return self._fetcher.in_flight
@@ -143,11 +153,17 @@ class Pipeline:
                 for i in range(self._parse_tasks):
                     parsers.create_task(self._parse_worker(), name=f"parse-{i}")
                 async with asyncio.TaskGroup() as fetchers:
-                    fetchers.create_task(
-                        self._scheduler.run(handoff, self._fetch_tasks), name="scheduler"
-                    )
-                    for i in range(self._fetch_tasks):
-                        fetchers.create_task(self._fetch_worker(handoff), name=f"fetch-{i}")
+                    self._fetch_stage = [
+                        fetchers.create_task(
+                            self._scheduler.run(handoff, self._fetch_tasks), name="scheduler"
+                        ),
+                        *(
+                            fetchers.create_task(self._fetch_worker(handoff), name=f"fetch-{i}")
+                            for i in range(self._fetch_tasks)
+                        ),
+                    ]
+                    if self._aborted:  # (asked before the stage began)
+                        self.abort_fetches()
                 for _ in range(self._parse_tasks):
                     await self.parse_queue.put(None)
             await self.sink_queue.put(None)

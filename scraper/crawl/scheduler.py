@@ -346,6 +346,16 @@ class Scheduler:
             return 0
         return max(0, self._window - len(self._hosts))
 
+    def politeness(self) -> list[HostPoliteness]:
+        """The politeness state of every host held, as a release would leave it (for the host
+        leases' close: a stopped process hands its hosts on with their next start)."""
+        now = self._now()
+        return [
+            politeness_of(host.name, host.slot, now)
+            for host in self._hosts.held()
+            if host.slot is not None
+        ]
+
     def remember_robots(self, site: str, record: str) -> None:
         """robots.txt of `site` was fetched here: with shared leases, the host's next owners
         take it from its row instead of asking again."""
@@ -595,8 +605,8 @@ class Scheduler:
 
     def _count_for_host(self, host: HostState) -> None:
         per_host = self._limits.max_pages_per_host
-        if not per_host:
-            return
+        if not per_host or self._leases is not None:
+            return  # (shared leases: the backend counts, for the whole crawl, as it leases)
         taken = self._taken_per_host[host.name] = self._taken_per_host.get(host.name, 0) + 1
         if taken >= per_host:
             self._capped.add(host.name)  # the rest stay in the table; not for this crawl
@@ -608,6 +618,8 @@ class Scheduler:
             self._set_maybe_pending(host, False)
 
     def _limit_reached(self) -> bool:
+        if self._leases is not None:
+            return False  # the backend leases no URL past the crawl's limit (FleetRules)
         return bool(self._limits.max_pages) and self.handed >= self._limits.max_pages
 
     def _over(self) -> bool:

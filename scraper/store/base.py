@@ -196,6 +196,26 @@ class HostPoliteness:
     robots: str | None = None  # robots.txt as its first fetcher recorded it (RobotsGate)
 
 
+@dataclass(frozen=True, slots=True)
+class FleetRules:
+    """What every process on one crawl applies alike, and a backend with several of them
+    (`HostLeases.shared`) keeps for the whole crawl rather than per process: the page limits
+    (crawl.max_pages, crawl.max_pages_per_host; 0 = none), counted as URLs are leased, and the
+    politeness key: with "domain" a domain's hosts are leased together, so they have one owner
+    at a time. One process alone (SQLite) counts in its scheduler instead, and ignores these."""
+
+    max_pages: int = 0
+    max_pages_per_host: int = 0
+    politeness_key: str = "host"  # fetch.politeness_key
+
+    @property
+    def by_domain(self) -> bool:
+        return self.politeness_key == "domain"
+
+
+NO_RULES = FleetRules()
+
+
 class HostLeases(Protocol):
     """Which hosts this process may send requests to, when several processes share a crawl.
 
@@ -244,8 +264,10 @@ class HostLeases(Protocol):
         """Is the crawl over for every process: no pending URL and no live lease?"""
         ...
 
-    async def close(self, status: str) -> None:
-        """Release every lease still held; record this process's end (`status`)."""
+    async def close(self, status: str, left: Sequence[HostPoliteness] = ()) -> None:
+        """Release every lease still held, each host with its politeness state in `left` (if
+        there: its next start, delay, throttling) for the next owner; record this process's
+        end (`status`)."""
         ...
 
 
@@ -260,17 +282,22 @@ class Backend(Protocol):
     @property
     def crawls(self) -> CrawlLog: ...
 
-    def frontier(self, crawl_id: int, recrawl_after: float = 0.0) -> Frontier: ...
+    def frontier(
+        self, crawl_id: int, recrawl_after: float = 0.0, rules: FleetRules = NO_RULES
+    ) -> Frontier: ...
 
     def pages(self, crawl_id: int) -> PageWriter: ...
 
-    def leases(self, crawl_id: int, *, ttl: float, margin: float) -> HostLeases:
+    def leases(
+        self, crawl_id: int, *, ttl: float, margin: float, rules: FleetRules = NO_RULES
+    ) -> HostLeases:
         """The host leases of this process on crawl `crawl_id`: a lease lasts `ttl` seconds; a
         request starts only while the lease has `margin` seconds left (its longest time)."""
         ...
 
-    async def join(self, crawl_id: int) -> None:
-        """Work on crawl `crawl_id` beside the processes already on it (it must be running)."""
+    async def join(self, crawl_id: int, rules: FleetRules = NO_RULES) -> None:
+        """Work on crawl `crawl_id` beside the processes already on it (it must be running, and
+        run by the same `rules`: a ConfigError says which differs)."""
         ...
 
     async def __aenter__(self) -> Self: ...

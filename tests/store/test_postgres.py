@@ -1,7 +1,8 @@
 """The PostgreSQL backend through the command line, on the session's own server (conftest.py):
 whole crawls, kill -9 and resume, the read-side commands, bad input (one line, exit 2, nothing
 written), and the password: taken from the URL, PGPASSWORD or ~/.pgpass, and never shown or
-stored. (The storage contract runs on PostgreSQL in test_contract.py.)"""
+stored; and, through the backend itself, the page budgets that several processes share. (The
+storage contract runs on PostgreSQL in test_contract.py.)"""
 
 from __future__ import annotations
 
@@ -18,7 +19,12 @@ import pytest
 
 from helpers import base_url
 from scraper.bench.pgserver import PgServer
+from scraper.config import StorageConfig
+from scraper.crawl.seeds import digest_of
 from scraper.demosite import SiteSpec, make_app
+from scraper.models import CrawlRequest
+from scraper.store import open_backend
+from scraper.store.base import FleetRules, HostPoliteness
 from scraper.store.location import redact
 
 SCRAPER = [sys.executable, "-m", "scraper"]
@@ -251,3 +257,39 @@ async def test_query_refuses_writes_through_the_command_line(
         line = one_line_error(code, err)
         assert "refused" in line or "bad SQL" in line, line
     assert await pg_rows(pg_url, "SELECT count(*), max(seq) FROM pages, frontier") == before
+
+
+async def test_page_budgets_count_leases_out_and_give_backs_in(pg_url: str) -> None:
+    """crawl.max_pages and max_pages_per_host for the whole crawl (FleetRules): a lease takes
+    no URL past either budget, and URLs given back to pending (a release, a close) return to
+    both, so the counts are exactly what is leased or done."""
+    seeds = [f"http://{host}.test:8001/{n}" for host in ("a", "b") for n in range(4)]
+    rules = FleetRules(max_pages=5, max_pages_per_host=3)
+    a, b = "a.test:8001", "b.test:8001"
+
+    async def budget() -> list[tuple[Any, ...]]:
+        return await pg_rows(
+            pg_url,
+            "SELECT (SELECT taken FROM crawl_rules), host, taken, capped, pending "
+            "FROM hosts ORDER BY host",
+        )
+
+    async with open_backend(StorageConfig(db=pg_url)) as backend:
+        crawl_id = await backend.crawls.start(digest_of(seeds), "{}")
+        frontier = backend.frontier(crawl_id, 0.0, rules)
+        await frontier.reset_leases()
+        await frontier.seed([CrawlRequest(url=seed) for seed in seeds])
+        leases = backend.leases(crawl_id, ttl=60, margin=1, rules=rules)
+        assert {grant.host for grant in await leases.claim(2)} == {a, b}
+        assert len(await frontier.lease(a, 10)) == 3  # its cap
+        assert await frontier.lease(a, 10) == []
+        assert len(await frontier.lease(b, 10)) == 2  # what is left of the crawl's 5
+        assert await budget() == [(5, a, 3, True, True), (5, b, 2, False, True)]
+        assert not await leases.over()  # spent, but URLs are leased
+        await leases.release(HostPoliteness(b))  # its 2 go back, and back to the budgets
+        assert await budget() == [(5 - 2, a, 3, True, True), (3, b, 0, False, True)]
+        assert {grant.host for grant in await leases.claim(2)} == {b}  # (a is still ours)
+        assert len(await frontier.lease(b, 10)) == 2
+        await leases.close("interrupted")  # everything goes back: a uncapped, pending again
+        assert await budget() == [(0, a, 0, False, True), (0, b, 0, False, True)]
+        assert await pg_rows(pg_url, "SELECT count(*) FROM frontier WHERE state = 0") == [(8,)]

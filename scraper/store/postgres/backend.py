@@ -5,6 +5,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Self
 
+from scraper.store.base import NO_RULES, FleetRules
 from scraper.store.postgres.crawls import PgCrawlLog
 from scraper.store.postgres.database import PgDatabase
 from scraper.store.postgres.frontier import CREATE_FOUND, PgFrontier
@@ -33,17 +34,22 @@ class PgBackend:
     def crawls(self) -> PgCrawlLog:
         return self._crawls
 
-    def frontier(self, crawl_id: int, recrawl_after: float = 0.0) -> PgFrontier:
-        return PgFrontier(self._db, crawl_id, recrawl_after)
+    def frontier(
+        self, crawl_id: int, recrawl_after: float = 0.0, rules: FleetRules = NO_RULES
+    ) -> PgFrontier:
+        return PgFrontier(self._db, crawl_id, recrawl_after, rules)
 
     def pages(self, crawl_id: int) -> PgPageWriter:
         return PgPageWriter(self._db, crawl_id, self.worker)
 
-    def leases(self, crawl_id: int, *, ttl: float, margin: float) -> PgHostLeases:
-        return PgHostLeases(self._db, crawl_id, self.worker, ttl=ttl, margin=margin)
+    def leases(
+        self, crawl_id: int, *, ttl: float, margin: float, rules: FleetRules = NO_RULES
+    ) -> PgHostLeases:
+        return PgHostLeases(self._db, crawl_id, self.worker, ttl=ttl, margin=margin, rules=rules)
 
-    async def join(self, crawl_id: int) -> None:
+    async def join(self, crawl_id: int, rules: FleetRules = NO_RULES) -> None:
         await self._crawls.join(crawl_id)
+        await self._crawls.check_rules(crawl_id, rules)
 
     async def __aenter__(self) -> Self:
         await self._db.__aenter__()

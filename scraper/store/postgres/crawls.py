@@ -17,9 +17,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from scraper.errors import StorageError
+from scraper.errors import ConfigError, StorageError
 from scraper.models import SeedList
-from scraper.store.base import RESUMABLE, CrawlSummary, utc_now
+from scraper.store.base import RESUMABLE, CrawlSummary, FleetRules, utc_now
 from scraper.store.postgres.database import CRAWL_LOCK, Conn, PgDatabase
 from scraper.store.postgres.dialect import COUNT_QUERIES, counts_from
 
@@ -110,6 +110,42 @@ class PgCrawlLog:
             await conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", (CRAWL_LOCK, crawl_id))
 
         await self._db.run(work)
+
+    async def check_rules(self, crawl_id: int, rules: FleetRules) -> None:
+        """A process joining the crawl must apply the rules its other processes do (as the one
+        that started or resumed it recorded them: frontier.py's reset_leases), or the page
+        limits and the politeness slots would not be the same for all. One line, before this
+        process takes any work."""
+        rows = await self._db.fetchall(
+            "SELECT max_pages, max_pages_per_host, politeness_key FROM crawl_rules "
+            "WHERE crawl_id = %s",
+            (crawl_id,),
+        )
+        if not rows:
+            return  # begun by a scraper before schema v4, which recorded none
+        max_pages, per_host, key = rows[0]
+        if key == "ip":
+            raise ConfigError(
+                f'crawl {crawl_id} runs with fetch.politeness_key = "ip", which cannot hold '
+                "across processes (each resolves names on its own): no worker can join it"
+            )
+        theirs = {
+            "crawl.max_pages": int(max_pages),
+            "crawl.max_pages_per_host": int(per_host),
+            "fetch.politeness_key": key,
+        }
+        mine = {
+            "crawl.max_pages": rules.max_pages,
+            "crawl.max_pages_per_host": rules.max_pages_per_host,
+            "fetch.politeness_key": rules.politeness_key,
+        }
+        for name, value in mine.items():
+            if value != theirs[name]:
+                raise ConfigError(
+                    f"{name} = {value!r} here, but crawl {crawl_id} runs with "
+                    f"{theirs[name]!r}: give every process the crawl's config (the same "
+                    "config.toml and --set)"
+                )
 
     async def finish(
         self,

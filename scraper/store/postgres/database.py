@@ -43,6 +43,7 @@ Params = Sequence[Any] | Mapping[str, Any]
 # kill -9 included, so "is anyone crawling this?" has a true answer (see reads.py).
 CRAWL_LOCK = 0x5343  # "SC"
 MIGRATION_LOCK = 0x5344
+GROUP_LOCK = 0x5345  # (GROUP_LOCK, hashtext(domain)): a claim of a domain's hosts (leases.py)
 CONNECT_TIMEOUT = 10  # seconds, unless the URL says (connect_timeout=...)
 DEADLOCK_TRIES = 3
 log = logging.getLogger(__name__)

@@ -142,5 +142,27 @@ ALTER TABLE crawls ADD COLUMN seeds_count bigint;
 CREATE INDEX crawls_seeds_digest ON crawls (seeds_digest);
 """
 
-MIGRATIONS: Sequence[str] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3)
+# v4: the page limits and the politeness groups hold for the whole crawl, whatever the number of
+# processes (leases.py). `crawl_rules`: the rules every process on the crawl must share, as the
+# process that started (or resumed) it has them (a worker with others is refused), and `taken`:
+# the URLs this run of the crawl has leased and not given back (so leased, or done), against
+# crawl.max_pages; `hosts.taken` the same per host,
+# against crawl.max_pages_per_host, and `capped` once a host has reached it (its pending URLs
+# are not for this run: `pending` stays false). `hosts.grp`: the host's registrable domain, the
+# unit of its lease with fetch.politeness_key = "domain" (NULL: the host alone).
+SCHEMA_V4 = """
+CREATE TABLE crawl_rules (
+    crawl_id           bigint PRIMARY KEY REFERENCES crawls(id),
+    max_pages          bigint NOT NULL DEFAULT 0,
+    max_pages_per_host bigint NOT NULL DEFAULT 0,
+    politeness_key     text NOT NULL DEFAULT 'host',
+    taken              bigint NOT NULL DEFAULT 0
+);
+ALTER TABLE hosts ADD COLUMN taken bigint NOT NULL DEFAULT 0;
+ALTER TABLE hosts ADD COLUMN capped boolean NOT NULL DEFAULT false;
+ALTER TABLE hosts ADD COLUMN grp text;
+CREATE INDEX hosts_group ON hosts (crawl_id, grp);
+"""
+
+MIGRATIONS: Sequence[str] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4)
 SCHEMA_VERSION = len(MIGRATIONS)

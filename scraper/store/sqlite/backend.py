@@ -7,6 +7,7 @@ from types import TracebackType
 from typing import Self
 
 from scraper.errors import StorageError
+from scraper.store.base import NO_RULES, FleetRules
 from scraper.store.sqlite.crawls import SqliteCrawlLog
 from scraper.store.sqlite.database import Database
 from scraper.store.sqlite.frontier import SqliteFrontier
@@ -31,16 +32,21 @@ class SqliteBackend:
     def crawls(self) -> SqliteCrawlLog:
         return self._crawls
 
-    def frontier(self, crawl_id: int, recrawl_after: float = 0.0) -> SqliteFrontier:
+    def frontier(
+        self, crawl_id: int, recrawl_after: float = 0.0, rules: FleetRules = NO_RULES
+    ) -> SqliteFrontier:
+        # One process: the scheduler applies the rules itself.
         return SqliteFrontier(self._db, crawl_id, recrawl_after)
 
     def pages(self, crawl_id: int) -> SqlitePageWriter:
         return SqlitePageWriter(self._db, crawl_id)
 
-    def leases(self, crawl_id: int, *, ttl: float, margin: float) -> SqliteHostLeases:
+    def leases(
+        self, crawl_id: int, *, ttl: float, margin: float, rules: FleetRules = NO_RULES
+    ) -> SqliteHostLeases:
         return SqliteHostLeases(SqliteFrontier(self._db, crawl_id))
 
-    async def join(self, crawl_id: int) -> None:
+    async def join(self, crawl_id: int, rules: FleetRules = NO_RULES) -> None:
         raise StorageError(
             f"{self._location}: a SQLite database has one crawl process; several processes on "
             "one crawl need PostgreSQL (storage.db = postgresql://...)"

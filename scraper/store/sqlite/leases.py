@@ -4,7 +4,7 @@ every host. `claim` lists the hosts with pending URLs; the rest does nothing."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from scraper.store.base import HostPoliteness
@@ -41,5 +41,5 @@ class SqliteHostLeases:
     async def over(self) -> bool:
         return True  # the scheduler's own accounting, confirmed by claim(), is the whole truth
 
-    async def close(self, status: str) -> None:
+    async def close(self, status: str, left: Sequence[HostPoliteness] = ()) -> None:
         pass
