@@ -161,8 +161,12 @@ def _crawl_id_from_stdin() -> int | None:
     for module in ("scraper.cli.progress", "scraper.crawl.crawler"):  # what run_crawl imports
         importlib.import_module(module)
 
-    line = sys.stdin.readline().strip()
-    return int(line) if line else None
+    line = sys.stdin.readline(64).strip()
+    if not line:
+        return None
+    if not line.isdecimal():
+        raise ConfigError(f"worker --crawl -: standard input gave {line!r}, not a crawl id")
+    return int(line)
 
 
 def _refuse_politeness_by_ip(config: Config, what: str) -> None:

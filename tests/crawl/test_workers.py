@@ -253,6 +253,19 @@ async def test_a_worker_waiting_for_its_crawl_id_ends_when_none_comes(
     assert out == b""
 
 
+async def test_a_worker_given_no_crawl_id_on_its_stdin_says_so(pg_url: str, tmp_path: Path) -> None:
+    worker = await asyncio.create_subprocess_exec(
+        *SCRAPER, "worker", "--db", pg_url, "--crawl", "-", *OPTIONS, cwd=tmp_path,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(worker.communicate(b"\x1b[2Jthree\n"), 60)
+    assert worker.returncode == 2, err
+    assert out == b""  # it joined nothing
+    assert err.decode().strip().splitlines() == [
+        "scraper: error: worker --crawl -: standard input gave '\\x1b[2Jthree', not a crawl id"
+    ]
+
+
 async def test_crawl_workers_end_with_a_crawl_that_cannot_begin(
     pg_url: str, tmp_path: Path
 ) -> None:
