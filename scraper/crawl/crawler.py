@@ -300,9 +300,6 @@ class Crawler:
                 resolve_key=resolve_key,
                 keep_alive_budget=budget.idle,
                 on_starved=lambda starved: sink.set_eager(starved, sink_queue),
-                # One process counts crawl.max_pages itself (what a resumed crawl stored counts);
-                # shared leases leave it to the backend, for the whole crawl (FleetRules).
-                handed=0 if leases.shared else done,
                 leases=leases,
                 concurrency=config.fetch.concurrency,
             )
@@ -374,7 +371,8 @@ def _leases(backend: Backend, crawl_id: int, config: Config) -> HostLeases:
 
 
 def _fleet_rules(config: Config) -> FleetRules:
-    """What the backend keeps for the whole crawl when several processes share it."""
+    """What the backend keeps for the whole crawl: the page budgets its leases count, and the
+    politeness key a fleet leases hosts by."""
     return FleetRules(
         max_pages=config.crawl.max_pages,
         max_pages_per_host=config.crawl.max_pages_per_host,
@@ -394,8 +392,6 @@ def _limits(config: Config) -> Limits:
         per_host_concurrency=config.fetch.per_host_concurrency,
         per_host_delay=config.fetch.per_host_delay,
         queue_size=config.crawl.queue_size,
-        max_pages=config.crawl.max_pages,
-        max_pages_per_host=config.crawl.max_pages_per_host,
         autothrottle=config.fetch.autothrottle,
         robots_retry=config.fetch.retry_backoff_max,
         max_retry_after=config.fetch.max_retry_after,

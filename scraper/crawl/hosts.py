@@ -75,8 +75,6 @@ class Limits:
     per_host_concurrency: int = 8  # per slot (the politeness key)
     per_host_delay: float = 0.0
     queue_size: int = 1000
-    max_pages: int = 0
-    max_pages_per_host: int = 0
     autothrottle: bool = True
     robots_retry: float = 30.0  # seconds before asking an unavailable robots.txt again
     max_retry_after: float = 60.0  # the longest pause a Retry-After header can ask for

@@ -14,19 +14,19 @@ requests in flight, and starting its delay. A request starts the delay when it g
 (`started()`), not when it is handed out, and nothing is handed out while the fetch stage has no
 free connection slot, so the gap between two starts at one server is never under the delay.
 
-Which hosts it may work on comes from a `HostLeases` (`leases.py`): with one process on a crawl,
-every host (the frontier's pending hosts, taken as below); with several on one crawl
-(PostgreSQL), the hosts leased to this one, each dispatched to only while its lease outlives a
-request, and handed back with its slot's politeness state once it has nothing in flight or
-unstored.
+Which hosts it may work on comes from its `HostLeases` (`leases.py`), whatever the backend: one
+process is a fleet of one. A host is claimed (or, found by this process, taken at once where the
+backend can: SQLite), dispatched to only while its lease outlives a request, and handed back
+with its slot's politeness state once it has nothing in flight or unstored. Page budgets
+(crawl.max_pages, crawl.max_pages_per_host) are the frontier's: `Frontier.lease` counts them.
 
 Hosts are held in memory only while they have work, at most `crawl.queue_size` of them: hosts
-with pending URLs beyond that stay in the frontier table and are taken, a batch at a time, as
+with pending URLs beyond that stay in the frontier table and are claimed, a batch at a time, as
 others finish. Refills from the frontier, robots.txt loads, IP look-ups and the crawl's other
 work (reading sitemaps) run as tasks of the dispatcher's TaskGroup: one that fails fails the
 crawl, and none outlives it. The crawl is over when nothing is leased-but-unstored, no such task
-runs, no held host has pending URLs and the frontier confirms it: exact accounting, never a
-timeout.
+runs, no held host has pending URLs, no host is left to claim and the leases confirm it:
+exact accounting, never a timeout.
 """
 
 from __future__ import annotations
@@ -140,19 +140,17 @@ class Scheduler:
         resolve_key: ResolveKey | None = None,
         keep_alive_budget: int = 0,
         on_starved: Callable[[bool], None] = lambda starved: None,
-        handed: int = 0,
-        leases: HostLeases | None = None,
+        leases: HostLeases,
         concurrency: int = 16,
     ) -> None:
         self._frontier = frontier
-        # Shared leases (several processes on the crawl): the hosts this one may work on.
-        self._leases = leases if leases is not None and leases.shared else None
+        self._leases = leases  # the hosts this process may work on
         self._concurrency = concurrency  # fetch.concurrency: the slots the hosts kept must fill
-        # Shared leases only: requests handed out and not yet stored, by URL (a host is handed
-        # back only when none of its pages is still on its way to the sink).
+        # Requests handed out and not yet stored, by URL (a host is handed back only when none
+        # of its pages is still on its way to the sink).
         self._unstored: dict[str, str] = {}
         self._unstored_per_host: dict[str, int] = {}
-        # Shared leases only: hosts being handed back, sent nothing more until released.
+        # Hosts being handed back, sent nothing more until released.
         self._draining: set[str] = set()
         self._limits = limits
         self._gate = gate
@@ -172,15 +170,12 @@ class Scheduler:
         self._free: deque[tuple[HostState, Assignment]] = deque()  # needing no fetch: at once
         self._refills: deque[HostState] = deque()
         self._pending_hosts = 0  # held hosts whose maybe_pending is set
-        self._more_hosts = False  # the frontier may hold pending hosts that are not held
-        self._cursor = ""  # where the next look for such hosts starts (host keys, in order)
-        self._discovering = False
+        self._more_hosts = False  # a claim may find hosts with pending URLs that are not held
+        self._claiming = False
         self._changed = asyncio.Event()
         self._idle_workers = asyncio.Semaphore(0)
         self._tasks: asyncio.TaskGroup | None = None  # the dispatcher's, while it runs
         self._tasks_running = 0  # tasks of that group not yet done: the crawl is not over meanwhile
-        self._taken_per_host: dict[str, int] = {}  # only with crawl.max_pages_per_host
-        self._capped: set[str] = set()
         self._stopping = False
         self._queued = 0  # requests leased into memory, not yet handed out
         # Handed out (pages and jobs) and not yet on the wire, by URL: one that never gets there
@@ -190,7 +185,7 @@ class Scheduler:
         self._kept = 0  # idle connections we let stay open (≤ keep_alive_budget)
         self._keep_budget = keep_alive_budget
         self.in_flight = 0  # handed out and not yet stored
-        self.handed = handed
+        self.handed = 0
         self._clock: Callable[[], float] | None = None
 
     # The workers' side --------------------------------------------------------------------
@@ -267,8 +262,8 @@ class Scheduler:
         leases = self._leases
         for record in records:
             for child_host in {host_key(child.url) for child in record.children}:
-                if leases is None or leases.valid(child_host, 0.0):  # held at all
-                    self._note_pending(child_host)  # another's host: its owner finds them
+                if leases.holds(child_host):  # (another's host: its owner finds them)
+                    self._note_pending(child_host)
         for record in records:
             name = self._unstored.pop(record.fetch.request.url, None)
             if name is None:
@@ -278,13 +273,12 @@ class Scheduler:
                 self._unstored_per_host[name] = left
             else:
                 self._unstored_per_host.pop(name, None)
-            if leases is not None:
-                host = self._hosts.get(name)
-                if host is not None:
-                    self._release_if_idle(host)
+            host = self._hosts.get(name)
+            if host is not None:
+                self._release_if_idle(host)
         self._changed.set()
 
-    # The host leases' side (shared leases only) ------------------------------------------------
+    # The host leases' side ------------------------------------------------------------------
 
     def granted(self, grants: list[HostPoliteness]) -> None:
         """These hosts are ours now: crawl on from the state their last owner left."""
@@ -292,7 +286,7 @@ class Scheduler:
         for grant in grants:
             self._note_pending(grant.host, force=True)
             host = self._hosts.get(grant.host)
-            if host is not None and host.slot is not None and self._leases is not None:
+            if host is not None and host.slot is not None:
                 adopt(host.slot, grant, now)
                 if grant.robots and self._gate is not None and host.rules is None:
                     host.gating = True  # its rules come from the record, not a fetch
@@ -342,7 +336,7 @@ class Scheduler:
         a time at their per-host limit, and left hosts unclaimed while a worker idled (4
         workers on 40 hosts: one held 8, two hosts waited until 23 s, then took 10 s more at
         4 requests each)."""
-        if self._stopping or self._limit_reached():
+        if self._stopping or self._frontier.spent:
             return 0
         return max(0, self._window - len(self._hosts))
 
@@ -357,9 +351,9 @@ class Scheduler:
         ]
 
     def remember_robots(self, site: str, record: str) -> None:
-        """robots.txt of `site` was fetched here: with shared leases, the host's next owners
-        take it from its row instead of asking again."""
-        if self._leases is not None and self._tasks is not None:
+        """robots.txt of `site` was fetched here: the host's next owners (another process's)
+        take it from its lease instead of asking again."""
+        if self._tasks is not None:
             host = host_key(site + "/")
             self._start(self._leases.remember_robots(host, record), f"robots {host}")
 
@@ -429,11 +423,9 @@ class Scheduler:
         try:
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
-                if self._leases is None:
-                    self._more_hosts = True  # the seeds: taken from the frontier like any host
-                else:  # hosts come from claims: now, and in a task that is not the crawl's
-                    self.granted(await self._leases.claim(max(1, self.hosts_wanted())))
-                    tasks.create_task(keep_leases(self._leases, self), name="host leases")
+                # Hosts come from claims: now, and in a task that is not the crawl's.
+                await self._claim(max(1, self.hosts_wanted()))
+                tasks.create_task(keep_leases(self._leases, self), name="host leases")
                 await self._dispatch(handoff)
                 raise _DispatchEnded
         except* _DispatchEnded:
@@ -459,14 +451,14 @@ class Scheduler:
             now = self._now()
             self._hosts.cool(now)
             self._start_refills()
-            self._start_discovery()
-            if self._free and not self._limit_reached():
+            self._start_claim()
+            if self._free:
                 self._set_starved(False)
                 return self._take_free()
             wake_at: float | None = None
-            if self._wire_room() and not self._limit_reached():
+            if self._wire_room():
                 slot, host, wake_at = self._pick(now)
-                if host is not None and self._leases and not self._leases.valid(host.name, now):
+                if host is not None and host.queue and not self._leases.valid(host.name, now):
                     self.lost([host.name])  # the lease would not outlive a request
                     continue
                 if slot is not None and host is not None:
@@ -475,28 +467,14 @@ class Scheduler:
                         continue
                     self._set_starved(False)
                     return self._take(slot, host, now)
-            if self._over() and self._leases is not None:
-                grants = (
-                    []
-                    if self._limit_reached()
-                    else await self._leases.claim(max(1, self.hosts_wanted()))
-                )
-                if grants:
-                    self.granted(grants)
+            if self._over():
+                if await self._claim(max(1, self.hosts_wanted())):
                     continue
-                if self._limit_reached() or await self._leases.over():
+                if self._frontier.spent or await self._leases.over():
                     return None
-                # Others hold hosts that may still bring work: ask again in a while.
+                # Others hold hosts that may still bring work (or a host escaped the
+                # bookkeeping, and the leases let it go): ask again in a while.
                 wake_at = now + CLAIM_EVERY
-            elif self._over():
-                # The table is the truth: make sure no pending URL escaped the bookkeeping.
-                pending = [] if self._limit_reached() else await self._frontier.pending_hosts(100)
-                missed = [name for name in pending if name not in self._capped]
-                if not missed:
-                    return None
-                for name in missed:
-                    self._note_pending(name, force=True)
-                continue
             # A worker is idle and nothing may start now: if pages not yet committed may hold
             # links it could fetch, have the sink commit them at once.
             self._set_starved(self._wire_room() and self._a_host_waits_for_commits())
@@ -586,7 +564,6 @@ class Scheduler:
         self._start_request(slot, host, now, request.url)
         self._unstored[request.url] = host.name
         self._unstored_per_host[host.name] = self._unstored_per_host.get(host.name, 0) + 1
-        self._count_for_host(host)
         self._sync(slot)
         self._want_refill(host)
         return Assignment(request)
@@ -598,36 +575,16 @@ class Scheduler:
         self.handed += 1
         self._unstored[assignment.request.url] = host.name
         self._unstored_per_host[host.name] = self._unstored_per_host.get(host.name, 0) + 1
-        self._count_for_host(host)
         self._want_refill(host)
         self._release_if_idle(host)
         return assignment
 
-    def _count_for_host(self, host: HostState) -> None:
-        per_host = self._limits.max_pages_per_host
-        if not per_host or self._leases is not None:
-            return  # (shared leases: the backend counts, for the whole crawl, as it leases)
-        taken = self._taken_per_host[host.name] = self._taken_per_host.get(host.name, 0) + 1
-        if taken >= per_host:
-            self._capped.add(host.name)  # the rest stay in the table; not for this crawl
-            self._queued -= len(host.queue)
-            host.queue.clear()
-            kept = len(self._free)
-            self._free = deque(item for item in self._free if item[0] is not host)
-            self._queued -= kept - len(self._free)  # (a cap is rare: one pass is fine)
-            self._set_maybe_pending(host, False)
-
-    def _limit_reached(self) -> bool:
-        if self._leases is not None:
-            return False  # the backend leases no URL past the crawl's limit (FleetRules)
-        return bool(self._limits.max_pages) and self.handed >= self._limits.max_pages
-
     def _over(self) -> bool:
-        if self.in_flight:
+        if self.in_flight or self._queued or self._unstarted_total:
             return False
-        if self._limit_reached():
+        if self._frontier.spent:
             return True  # the tasks still running (robots.txt, sitemaps) are cancelled
-        if self._tasks_running or self._queued or self._unstarted_total:
+        if self._tasks_running:
             return False
         return not self._pending_hosts and not self._more_hosts
 
@@ -712,13 +669,18 @@ class Scheduler:
         self._release_if_idle(host)
 
     def _note_pending(self, name: str, *, force: bool = False) -> None:
-        if name in self._capped or name in self._draining:
+        """The frontier may hold pending URLs of `name`. One not held yet is taken if there is
+        room (`force`: it was claimed), or waits in the table for a claim."""
+        if name in self._draining:
             return
         host = self._hosts.get(name)
         if host is None:
-            if len(self._hosts) >= self._window and not force:
-                self._more_hosts = True  # it waits in the table for room
-                return
+            if not force:
+                if len(self._hosts) >= self._window:
+                    self._more_hosts = True  # it waits in the table for room, and a claim
+                    return
+                if self._leases.take(name) is None:
+                    return  # not this process's now: a claim finds it, if it is to be had
             host = self._hold(name)
         self._set_maybe_pending(host, True)
         self._want_refill(host)
@@ -758,7 +720,7 @@ class Scheduler:
             host.refilling = False
         if len(leased) < want or host.name in self._draining:
             self._set_maybe_pending(host, False)  # (a drained host's go back with its lease)
-        if host.name not in self._capped and host.name not in self._draining:
+        if host.name not in self._draining:
             for request in leased:
                 self._admit(host, request)
             if host.rules is None and not host.gating and host.queue:
@@ -781,32 +743,31 @@ class Scheduler:
         else:
             host.queue.append(request)
 
-    def _start_discovery(self) -> None:
+    def _start_claim(self) -> None:
+        """Claim hosts in a task while a claim may find some and a tenth of the window is free
+        (so hosts come in batches, not a statement each)."""
         room = self._window - len(self._hosts)
-        if not self._more_hosts or self._discovering or self._limit_reached():
+        if not self._more_hosts or self._claiming or self._frontier.spent:
             return
         if room < max(1, self._window // 10):
             return
-        self._discovering = True
-        self._start(self._discover(room), "hosts")
+        self._claiming = True
+        self._start(self._claim_task(room), "hosts")
 
-    async def _discover(self, room: int) -> None:
-        """Take hosts with pending URLs from the frontier, in host order from the cursor."""
+    async def _claim_task(self, room: int) -> None:
         try:
-            names = await self._frontier.pending_hosts(room, after=self._cursor)
+            await self._claim(room)
         finally:
-            self._discovering = False
-        fresh = [name for name in names if self._hosts.get(name) is None]
-        if len(names) < room:
-            # The end of the table: start again from its beginning; a pass that finds nothing
-            # new means every pending host is held.
-            if not fresh and not self._cursor:
-                self._more_hosts = False
-            self._cursor = ""
-        else:
-            self._cursor = names[-1]
-        for name in fresh:
-            self._note_pending(name, force=True)
+            self._claiming = False
+
+    async def _claim(self, limit: int) -> int:
+        """Claim up to `limit` hosts and take them on; how many came. Fewer than asked: none
+        is left to claim now (more may come: this process's stored pages, other processes)."""
+        grants = await self._leases.claim(limit) if limit > 0 else []
+        self._more_hosts = len(grants) >= limit > 0
+        if grants:
+            self.granted(grants)
+        return len(grants)
 
     def _start_gate(self, host: HostState, sample_url: str) -> None:
         if self._gate is None:
@@ -856,16 +817,17 @@ class Scheduler:
         self._changed.set()  # the dispatcher may be waiting for it: leases, rules, the end
 
     def _release_if_idle(self, host: HostState) -> None:
-        if self._leases is not None and self._unstored_per_host.get(host.name):
+        if self._unstored_per_host.get(host.name) or host.busy():
             return  # its pages are on their way to the sink: its lease stays ours till then
-        state = None
-        if self._leases is not None and not host.busy() and host.slot is not None:
-            state = politeness_of(host.name, host.slot, self._now())
-        if not host.busy() and self._hosts.release_if_idle(host, self._now()):
+        slot, now = host.slot, self._now()
+        state = HostPoliteness(host.name) if slot is None else politeness_of(host.name, slot, now)
+        if self._hosts.release_if_idle(host, now):
             self._draining.discard(host.name)
-            if self._leases is not None and self._tasks is not None and state is not None:
-                self._unstored_per_host.pop(host.name, None)
-                self._start(self._leases.release(state), f"release {host.name}")
+            release = self._leases.release(state)
+            if self._tasks is None:
+                release.close()  # the dispatcher has ended: the leases' close() writes it
+            else:
+                self._start(release, f"release {host.name}")
             self._kept -= host.idle_kept  # closed by aiohttp's keep-alive timeout, at worst
             host.idle_kept = 0
             if self._more_hosts:
