@@ -22,11 +22,11 @@ import itertools
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from aiohttp.abc import AbstractResolver
 
 from scraper.crawl.dns import address_of
+from scraper.crawl.ports import HostRules
 from scraper.domains import domain_of_host_key, host_name
 from scraper.models import CrawlRequest, FetchResult
 
@@ -40,20 +40,6 @@ THROTTLE_MEMORY = 300.0
 HostSettings = dict[str, float | int]  # a slot's settings as the stats show them (snapshot())
 KeyOf = Callable[[str], str]  # host key -> politeness key, when it needs no look-up
 ResolveKey = Callable[[str], Awaitable[str]]  # host key -> politeness key, after DNS
-
-
-class HostRules(Protocol):
-    """What robots.txt says about one host (and `skip_kind`: the error kind of a URL it skips)."""
-
-    skip_kind: str
-
-    @property
-    def delay(self) -> float | None: ...
-
-    @property
-    def unavailable(self) -> bool: ...
-
-    def skip_reason(self, url: str) -> str | None: ...
 
 
 class _AllowAll:

@@ -16,28 +16,14 @@ import asyncio
 import json
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Protocol
 
 from protego import Protego
 
-from scraper.models import CrawlRequest, FetchResult
+from scraper.crawl.ports import FetchStage
+from scraper.models import CrawlRequest
 from scraper.urls import origin
 
 MAX_ROBOTS_BYTES = 500 * 1024  # Google's limit; the rest of a larger file is ignored
-
-
-class FetchStage(Protocol):
-    """What robots.txt needs of the fetch stage (`crawl/fetch.py`'s Fetcher, passed in): this
-    module does not import another stage."""
-
-    async def fetch(
-        self,
-        request: CrawlRequest,
-        *,
-        any_type: bool,
-        time_limit: float | None,
-        body_limit: int | None,
-    ) -> FetchResult: ...
 
 
 class RobotsRules:

@@ -39,11 +39,10 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from scraper.crawl.hosts import (
     ALLOW_ALL,
-    HostRules,
     HostSettings,
     HostState,
     HostTable,
@@ -60,6 +59,7 @@ from scraper.crawl.leases import (
     keep_leases,
     politeness_of,
 )
+from scraper.crawl.ports import FetchStage, HostGate, Wire
 from scraper.models import CrawlRequest, FetchResult, PageRecord
 from scraper.store.base import Frontier, HostLeases, HostPoliteness
 from scraper.urls import host_key
@@ -87,43 +87,6 @@ class Assignment:
     request: CrawlRequest
     skip_reason: str | None = None
     skip_kind: str = "robots"
-
-
-class HostGate(Protocol):
-    """Where a host's robots.txt rules come from (`robots.py`'s RobotsGate, passed in)."""
-
-    async def rules(self, host: str, sample_url: str) -> HostRules: ...
-
-    def forget(self, sample_url: str) -> None: ...
-
-    async def adopt(self, record: str) -> None: ...
-
-
-class Wire(Protocol):
-    """What the dispatcher needs to know of the fetch stage's connection slots (`Fetcher`)."""
-
-    @property
-    def in_flight(self) -> int:
-        """Requests on the wire now."""
-        ...
-
-    @property
-    def wire_limit(self) -> int:
-        """How many may be (fetch.concurrency, lowered while the process is out of sockets)."""
-        ...
-
-
-class FetchStage(Protocol):
-    """What PoliteFetch needs of the fetch stage (`crawl/fetch.py`'s Fetcher, passed in)."""
-
-    async def fetch(
-        self,
-        request: CrawlRequest,
-        *,
-        any_type: bool,
-        time_limit: float | None,
-        body_limit: int | None,
-    ) -> FetchResult: ...
 
 
 class Scheduler:

@@ -16,7 +16,8 @@ import pytest
 from aiohttp import web
 
 from helpers import Site, base_url, crawl, too_close
-from scraper.crawl.hosts import HostRules, Limits
+from scraper.crawl.hosts import Limits
+from scraper.crawl.ports import HostRules
 from scraper.crawl.scheduler import Assignment, Scheduler
 from scraper.domains import registrable_domain
 from scraper.errors import StorageError
