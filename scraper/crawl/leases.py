@@ -46,11 +46,10 @@ def hosts_to_drain(
 ) -> list[HostState]:
     """Which of the held hosts with work to hand back, up to `count` (those over the fair
     share), keeping enough to fill fetch.concurrency's slots: a host gains from moving to
-    another process only while this one has too few slots for all its hosts at once (4
-    workers on 40 hosts, before: the first held 12 hosts, the last 8, which ran out 10 s
-    before the first, and idled). Moving one costs it its requests in flight, a commit and a
-    claim (~0.5 s), so the hosts with the least in hand (in flight or unstored: `in_hand`) go
-    first."""
+    another process only while this one has too few slots for all its hosts at once (else
+    the processes that took on fewer run out first and idle). Moving one costs it its
+    requests active, a commit and a claim (~0.5 s), so the hosts with the least in hand
+    (active or unstored: `in_hand`) go first."""
     with_work = [host for host in held if useful_slots(host)]
     useful = sum(useful_slots(host) for host in with_work)
     chosen: list[HostState] = []

@@ -147,7 +147,9 @@ class Scheduler:
         self._unstarted_total = 0
         self._kept = 0  # idle connections we let stay open (≤ keep_alive_budget)
         self._keep_budget = keep_alive_budget
-        self.in_flight = 0  # handed out and not yet stored
+        # Handed out (or a sitemap's record, expected) and not yet stored: the crawl is not over
+        # while any is. ("In flight" is a request on the wire: the fetch stage's count.)
+        self.unstored = 0
         self.handed = 0
         self._clock: Callable[[], float] | None = None
 
@@ -167,7 +169,7 @@ class Scheduler:
     def expect_unrequested_record(self) -> None:
         """A record that no request of ours led to (a sitemap's row) is on its way to the sink:
         the crawl is not over until it is stored."""
-        self.in_flight += 1
+        self.unstored += 1
 
     def stop(self) -> None:
         """Hand out nothing more: workers get None once they finish what they hold."""
@@ -221,7 +223,7 @@ class Scheduler:
 
     def stored(self, records: list[PageRecord]) -> None:
         """The sink committed these pages (and the URLs they discovered)."""
-        self.in_flight -= len(records)
+        self.unstored -= len(records)
         leases = self._leases
         for record in records:
             for child_host in {host_key(child.url) for child in record.children}:
@@ -280,8 +282,8 @@ class Scheduler:
         """Hand back up to `count` hosts (over the fair share: others joined the crawl, or ran
         out of hosts), as long as those left fill this process's fetch slots. Each is drained:
         its queued URLs go back to pending, nothing more is sent there, and its lease goes back
-        once it has nothing in flight or unstored (waiting for a moment when a busy host has
-        nothing in flight would wait forever: 4 workers on 40 hosts handed none back)."""
+        once it has nothing active or unstored. (Not at a moment when it has nothing active:
+        a busy host may never have one, so it would never go back.)"""
         held = [host for host in self._hosts.held() if host.name not in self._draining]
         for host in hosts_to_drain(self._concurrency, held, count, self._in_hand):
             self._draining.add(host.name)
@@ -289,16 +291,15 @@ class Scheduler:
         self._changed.set()
 
     def _in_hand(self, host: HostState) -> int:
-        return host.in_flight + self._unstored_per_host.get(host.name, 0)
+        return host.active + self._unstored_per_host.get(host.name, 0)
 
     def hosts_wanted(self) -> int:
         """How many more hosts this process would hold (none once stopping): as many as its
         host window allows, which the fair share caps. Its slots spread over all of them, so
-        the crawl's hosts progress together and finish together, as on one process; claiming
-        only for the slots (one and a half times fetch.concurrency's) drained a few hosts at
-        a time at their per-host limit, and left hosts unclaimed while a worker idled (4
-        workers on 40 hosts: one held 8, two hosts waited until 23 s, then took 10 s more at
-        4 requests each)."""
+        the crawl's hosts progress together and finish together, as on one process. Claiming
+        only what the slots need drains a few hosts at a time at their per-host limit and
+        leaves the rest unclaimed while another process idles: the crawl's last hosts then run
+        alone at per_host_concurrency, which added a third to a 4-worker crawl's time."""
         if self._stopping or self._frontier.spent:
             return 0
         return max(0, self._window - len(self._hosts))
@@ -465,7 +466,7 @@ class Scheduler:
             if slot.heap_at != at:  # a stale entry: the slot was put back at another time
                 heapq.heappop(ready)
                 continue
-            if slot.in_flight >= slot.concurrency or not slot.ring:
+            if slot.active >= slot.concurrency or not slot.ring:
                 heapq.heappop(ready)
                 slot.heap_at = None  # back in when a request ends or work comes
                 continue
@@ -508,8 +509,8 @@ class Scheduler:
         self._sync(slot)
 
     def _start_request(self, slot: Slot, host: HostState, now: float, url: str) -> None:
-        host.in_flight += 1
-        slot.in_flight += 1
+        host.active += 1
+        slot.active += 1
         slot.next_start = max(slot.next_start, now + slot.delay)
         if self._wire is not None:  # (the fetch stage tells when it starts: `started`)
             self._unstarted[url] = self._unstarted.get(url, 0) + 1
@@ -522,7 +523,7 @@ class Scheduler:
         request = host.queue.popleft()
         self._queued -= 1
         self._rotate(slot, host)
-        self.in_flight += 1
+        self.unstored += 1
         self.handed += 1
         self._start_request(slot, host, now, request.url)
         self._unstored[request.url] = host.name
@@ -534,7 +535,7 @@ class Scheduler:
     def _take_free(self) -> Assignment:
         host, assignment = self._free.popleft()
         self._queued -= 1
-        self.in_flight += 1
+        self.unstored += 1
         self.handed += 1
         self._unstored[assignment.request.url] = host.name
         self._unstored_per_host[host.name] = self._unstored_per_host.get(host.name, 0) + 1
@@ -543,7 +544,7 @@ class Scheduler:
         return assignment
 
     def _over(self) -> bool:
-        if self.in_flight or self._queued or self._unstarted_total:
+        if self.unstored or self._queued or self._unstarted_total:
             return False
         if self._frontier.spent:
             return True  # the tasks still running (robots.txt, sitemaps) are cancelled
@@ -573,7 +574,7 @@ class Scheduler:
             slot = host.slot
             if host.queue or host.maybe_pending or host.refilling:
                 continue  # it has work, or the frontier has some for it
-            if slot is None or slot.in_flight < slot.concurrency:
+            if slot is None or slot.active < slot.concurrency:
                 return True
         return False
 
@@ -596,15 +597,15 @@ class Scheduler:
         self._sync(slot)
 
     def _sync(self, slot: Slot) -> None:
-        if slot.heap_at is None and slot.ring and slot.in_flight < slot.concurrency:
+        if slot.heap_at is None and slot.ring and slot.active < slot.concurrency:
             slot.heap_at = slot.next_start
             heapq.heappush(self._ready, (slot.next_start, next(self._order), slot))
 
     def _done_with(self, host: HostState, result: FetchResult | None) -> None:
-        host.in_flight -= 1
+        host.active -= 1
         slot = host.slot
         if slot is not None:
-            slot.in_flight -= 1
+            slot.active -= 1
             if result is not None and self._limits.autothrottle:
                 throttle(slot, result, self._limits, self._now())
             self._sync(slot)

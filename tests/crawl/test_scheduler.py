@@ -134,7 +134,7 @@ async def test_every_url_is_handed_out_once_and_the_hosts_are_released() -> None
     )
     assert sorted(await dispatch(scheduler)) == sorted(URLS)
     assert frontier.pending == {}
-    assert scheduler.handed == len(URLS) and scheduler.in_flight == 0
+    assert scheduler.handed == len(URLS) and scheduler.unstored == 0
     assert scheduler.held_hosts() == 0  # no host state kept once a host is idle
     assert set(scheduler.hosts()) == {"a.example", "b.example"}  # but its last settings
 
