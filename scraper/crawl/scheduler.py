@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
-import itertools
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -60,6 +58,7 @@ from scraper.crawl.leases import (
     politeness_of,
 )
 from scraper.crawl.ports import FetchStage, HostGate, Wire
+from scraper.crawl.ready import ReadyHeap
 from scraper.models import CrawlRequest, FetchResult, PageRecord
 from scraper.store.base import Frontier, HostLeases, HostPoliteness
 from scraper.urls import host_key
@@ -126,10 +125,7 @@ class Scheduler:
         self._starved = False
         self._hosts = HostTable(limits)
         self._window = limits.host_window
-        # Slots that have work, keyed on the moment each may start next (lazily: an entry may
-        # be early, never late; `_pick` puts it back at the right time).
-        self._ready: list[tuple[float, int, Slot]] = []
-        self._order = itertools.count()
+        self._ready = ReadyHeap()  # slots that have work, by the moment each may start next
         self._free: deque[tuple[HostState, Assignment]] = deque()  # needing no fetch: at once
         self._refills: deque[HostState] = deque()
         self._pending_hosts = 0  # held hosts whose maybe_pending is set
@@ -337,7 +333,7 @@ class Scheduler:
         host = self._hold(host_key(url))
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         host.jobs.append((url, granted))
-        self._became_ready(host)
+        self._ready.add(host)
         self._changed.set()
         try:
             await granted
@@ -421,7 +417,7 @@ class Scheduler:
                 return self._take_free()
             wake_at: float | None = None
             if self._wire_room():
-                slot, host, wake_at = self._pick(now)
+                slot, host, wake_at = self._ready.pick(now)
                 if host is not None and host.queue and not self._leases.valid(host.name, now):
                     self.lost([host.name])  # the lease would not outlive a request
                     continue
@@ -457,56 +453,15 @@ class Scheduler:
         wire = self._wire
         return wire is None or wire.in_flight + self._unstarted_total < wire.wire_limit
 
-    def _pick(self, now: float) -> tuple[Slot | None, HostState | None, float | None]:
-        """The slot that may start now and its next host in turn; or None and the moment the
-        earliest slot will be ready."""
-        ready = self._ready
-        while ready:
-            at, _, slot = ready[0]
-            if slot.heap_at != at:  # a stale entry: the slot was put back at another time
-                heapq.heappop(ready)
-                continue
-            if slot.active >= slot.concurrency or not slot.ring:
-                heapq.heappop(ready)
-                slot.heap_at = None  # back in when a request ends or work comes
-                continue
-            if slot.next_start > at:  # its delay moved on (a start, a throttle): later
-                slot.heap_at = slot.next_start
-                heapq.heapreplace(ready, (slot.next_start, next(self._order), slot))
-                continue
-            if at > now:
-                return None, None, at
-            ring = slot.ring
-            while ring and not ring[0].has_work():
-                ring.popleft().in_ring = False
-            if not ring:
-                heapq.heappop(ready)
-                slot.heap_at = None
-                continue
-            return slot, ring[0], None
-        return None, None, None
-
-    def _rotate(self, slot: Slot, host: HostState) -> None:
-        """After a hand-out from `host` (at the front of its slot's ring): its turn goes to the
-        next host; it keeps a place at the back if it has more."""
-        ring = slot.ring
-        ring.popleft()
-        if host.has_work():
-            ring.append(host)
-        else:
-            host.in_ring = False
-        heapq.heappop(self._ready)
-        slot.heap_at = None
-
     def _grant(self, slot: Slot, host: HostState, now: float) -> None:
         url, granted = host.jobs.popleft()
-        self._rotate(slot, host)
+        self._ready.rotate(slot, host)
         if granted.done():  # its waiter was cancelled
-            self._sync(slot)
+            self._ready.offer(slot)
             return
         self._start_request(slot, host, now, url)
         granted.set_result(None)
-        self._sync(slot)
+        self._ready.offer(slot)
 
     def _start_request(self, slot: Slot, host: HostState, now: float, url: str) -> None:
         host.active += 1
@@ -522,13 +477,13 @@ class Scheduler:
     def _take(self, slot: Slot, host: HostState, now: float) -> Assignment:
         request = host.queue.popleft()
         self._queued -= 1
-        self._rotate(slot, host)
+        self._ready.rotate(slot, host)
         self.unstored += 1
         self.handed += 1
         self._start_request(slot, host, now, request.url)
         self._unstored[request.url] = host.name
         self._unstored_per_host[host.name] = self._unstored_per_host.get(host.name, 0) + 1
-        self._sync(slot)
+        self._ready.offer(slot)
         self._want_refill(host)
         return Assignment(request)
 
@@ -583,24 +538,6 @@ class Scheduler:
             self._starved = starved
             self._on_starved(starved)
 
-    # Slots in the ready heap ------------------------------------------------------------------
-
-    def _became_ready(self, host: HostState) -> None:
-        """The host may have work now: give it a place in its slot's ring, and the slot one in
-        the heap."""
-        slot = host.slot
-        if slot is None or not host.has_work():
-            return
-        if not host.in_ring:
-            host.in_ring = True
-            slot.ring.append(host)
-        self._sync(slot)
-
-    def _sync(self, slot: Slot) -> None:
-        if slot.heap_at is None and slot.ring and slot.active < slot.concurrency:
-            slot.heap_at = slot.next_start
-            heapq.heappush(self._ready, (slot.next_start, next(self._order), slot))
-
     def _done_with(self, host: HostState, result: FetchResult | None) -> None:
         host.active -= 1
         slot = host.slot
@@ -608,7 +545,7 @@ class Scheduler:
             slot.active -= 1
             if result is not None and self._limits.autothrottle:
                 throttle(slot, result, self._limits, self._now())
-            self._sync(slot)
+            self._ready.offer(slot)
         self._release_if_idle(host)
 
     # Hosts, refills and robots.txt ----------------------------------------------------------
@@ -629,7 +566,7 @@ class Scheduler:
         # (The host is not released meanwhile: HostState.busy() while it has no slot.)
         key = await resolve(host.name)
         self._hosts.join(host, key)
-        self._became_ready(host)
+        self._ready.add(host)
         self._release_if_idle(host)
 
     def _note_pending(self, name: str, *, force: bool = False) -> None:
@@ -689,7 +626,7 @@ class Scheduler:
                 self._admit(host, request)
             if host.rules is None and not host.gating and host.queue:
                 self._start_gate(host, host.queue[0].url)
-            self._became_ready(host)
+            self._ready.add(host)
         self._release_if_idle(host)
 
     def _admit(self, host: HostState, request: CrawlRequest) -> None:
@@ -767,7 +704,7 @@ class Scheduler:
         self._queued -= len(queued)
         for request in queued:
             self._admit(host, request)
-        self._became_ready(host)
+        self._ready.add(host)
         self._release_if_idle(host)
 
     def _start(self, work: Coroutine[Any, Any, None], name: str) -> None:
