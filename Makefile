@@ -13,14 +13,14 @@ ifeq ($(INITDB),)
 INITDB   := postgresql-install
 endif
 
-.PHONY: install run demo test lint bench bench-memory bench-scale clean postgresql-install
+.PHONY: install run demo test lint docs bench bench-memory bench-scale clean postgresql-install
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench,docs]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -60,8 +60,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check scraper tests
 	$(BIN)/mypy
 
+# The manual, docs/ built into site/ (open site/index.html); warnings are errors.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache site
 
 # Peak RSS against URLs discovered (the frontier lives on disk): ~2 minutes.
 bench-memory: $(STAMP)

@@ -22,7 +22,9 @@ EXIT_INTERRUPTED = 130
 def common_options() -> argparse.ArgumentParser:
     """The options every command takes (the parent of each command's parser)."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, help="config file (default: ./config.toml if any)")
+    common.add_argument(
+        "--config", type=Path, metavar="PATH", help="config file (default: ./config.toml if any)"
+    )
     common.add_argument(
         "--set",
         dest="overrides",
@@ -31,9 +33,21 @@ def common_options() -> argparse.ArgumentParser:
         metavar="SECTION.KEY=VALUE",
         help="override one config value (a TOML value); repeatable",
     )
-    common.add_argument("--db", help="results database (storage.db)")
-    common.add_argument("--log-level", default="WARNING", type=str.upper, choices=LEVELS)
-    common.add_argument("--log-file", type=Path, help="also append the log to this file")
+    common.add_argument(
+        "--db",
+        metavar="PATH|URL",
+        help="results database (storage.db): a SQLite path or a postgresql:// URL",
+    )
+    common.add_argument(
+        "--log-level",
+        default="WARNING",
+        type=str.upper,
+        choices=LEVELS,
+        help="the least level logged to stderr (and --log-file)",
+    )
+    common.add_argument(
+        "--log-file", type=Path, metavar="PATH", help="also append the log to this file"
+    )
     common.add_argument(
         "--log-format", choices=LOG_FORMATS, default="text", help="json: one object per line"
     )

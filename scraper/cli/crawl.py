@@ -41,7 +41,7 @@ def add_parsers(commands: Commands, common: argparse.ArgumentParser) -> None:
         "crawl",
         parents=[common],
         help="crawl the seeds into the database",
-        description="Crawl from the seeds (or crawl.seeds) into SQLite.",
+        description="Crawl from the seeds (or crawl.seeds) into the database (storage.db).",
     )
     crawl.add_argument("seeds", nargs="*", metavar="SEED", help="start URLs (replace crawl.seeds)")
     crawl.add_argument(
@@ -49,8 +49,8 @@ def add_parsers(commands: Commands, common: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help='start URLs, one a line (# comments; "-": standard input): crawl.seeds_file',
     )
-    crawl.add_argument("--concurrency", type=int, help="fetch.concurrency")
-    crawl.add_argument("--max-pages", type=int, help="crawl.max_pages")
+    crawl.add_argument("--concurrency", type=int, metavar="N", help="fetch.concurrency")
+    crawl.add_argument("--max-pages", type=int, metavar="N", help="crawl.max_pages")
     crawl.add_argument("-q", "--quiet", action="store_true", help="no progress, only the summary")
     crawl.add_argument(
         "--fresh", action="store_true", help="start a new crawl even if the last one did not finish"
