@@ -2,9 +2,9 @@
 
 The read side's counts are one text per backend, built here from one template (only the
 parameter marker differs), so the summary at a crawl's end and `scraper stats` agree on every
-backend. The presets of `scraper query --preset` are written in SQLite's dialect (results/
-presets.py, shown in the README); `PRESETS_POSTGRES` holds the ones PostgreSQL needs written
-otherwise.
+backend. The presets of `scraper query --preset` are written in SQLite's dialect
+(results/presets.py, shown in docs/guides/database.md); `PRESETS_POSTGRES` holds the ones
+PostgreSQL needs written otherwise.
 """
 
 from __future__ import annotations

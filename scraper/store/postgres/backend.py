@@ -21,7 +21,7 @@ class PgBackend:
         # Commits need not wait for the server's disk: a server that crashes loses its last
         # fraction of a second of them, each whole (a batch's pages with their discoveries and
         # done marks, a lease with its state), so the crawl resumes from a consistent point and
-        # fetches those pages again. Measured on the cpu case: see the README (PostgreSQL).
+        # fetches those pages again. Measured on the cpu case: see CHANGELOG.md (PostgreSQL).
         self._db = PgDatabase(url, setup=(CREATE_FOUND, "SET synchronous_commit = off"))
         self._crawls = PgCrawlLog(self._db)
         self.worker = worker_name()
