@@ -20,7 +20,9 @@ import codecs
 from dataclasses import dataclass
 from functools import cache
 
-import webencodings
+# Its stubs (types-webencodings) are not in the test extra: the four names used here are typed
+# by the functions that wrap them.
+import webencodings  # type: ignore[import-untyped]
 
 # webencodings lists the standard's encoding names as labels too, and the standard does not:
 # "replacement" names an encoding that no label reaches except the ISO-2022-KR family's.
@@ -48,7 +50,7 @@ class Encoding:
     ascii_reader: bool
 
     def decode(self, data: bytes) -> str:
-        """`data` as text; invalid bytes as U+FFFD, as the standard's decoders in replacement mode."""
+        """`data` as text; an invalid byte is U+FFFD, as in the standard's decoders."""
         if self.codec == "replacement":
             # The standard's replacement decoder: one U+FFFD for the whole input.
             return "\ufffd" if data else ""

@@ -121,8 +121,8 @@ def _meta(head: bytes, position: int) -> tuple[Encoding | None, int]:
 
 
 def _attribute(head: bytes, position: int) -> tuple[bytes | None, bytes, int]:
-    """"get an attribute": (its name or None at the tag's `>`, its value, where it ends), both
-    in ASCII lower case."""
+    """The standard's "get an attribute": (its name or None at the tag's `>`, its value, where
+    it ends), both in ASCII lower case."""
     match = _ATTRIBUTE.match(head, position)
     if match is None:
         raise _RanOut

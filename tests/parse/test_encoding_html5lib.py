@@ -46,7 +46,8 @@ def html5lib_fallback(_: bytes) -> Encoding:
 
 def test_every_case_is_read() -> None:
     assert len(CASES) == 82
-    assert {label.lower() for _, _, label in CASES} == {"windows-1252", "iso-8859-2", "utf-8", "euc-jp"}
+    expected = {label.lower() for _, _, label in CASES}
+    assert expected == {"windows-1252", "iso-8859-2", "utf-8", "euc-jp"}
 
 
 @pytest.mark.parametrize(("data", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
