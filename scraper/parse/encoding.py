@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import codecs
 from dataclasses import dataclass
-from functools import cache
+from functools import lru_cache
 
 # Its stubs (types-webencodings) are not in the test extra: the four names used here are typed
 # by the functions that wrap them.
@@ -63,7 +63,8 @@ UTF8 = Encoding("utf-8", "utf-8", ascii_reader=True)
 WINDOWS_1252 = Encoding("cp1252", "cp1252", ascii_reader=True)
 
 
-@cache
+# Labels come from pages, any string a page likes: the memo is bounded (real labels are ~220).
+@lru_cache(maxsize=512)
 def from_label(label: str) -> Encoding | None:
     """The standard's "get an encoding": the encoding `label` names (ASCII whitespace around it
     and ASCII case ignored), or None for a label the standard does not know."""
@@ -79,7 +80,7 @@ def from_label_bytes(label: bytes) -> Encoding | None:
     return from_label(label.decode("latin-1"))
 
 
-@cache
+@lru_cache(maxsize=64)
 def from_python_name(name: str) -> Encoding | None:
     """A name a detector gave that is no label of the standard (chardet knows EBCDIC, which no
     browser reads): its Python codec, as before, or None where Python has none. UTF-7 is refused:

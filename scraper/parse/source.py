@@ -3,7 +3,9 @@
 The encoding is decided as the HTML Standard decides it: a byte order mark; else the charset of
 the Content-Type (its label read by the Encoding Standard's table, `encoding.py`); else what the
 first 1,024 bytes declare (the standard's prescan, `encoding_prescan.py`); else, where nothing is
-declared, our guess: UTF-8 when the body is valid UTF-8, or chardet's answer.
+declared, our guess: UTF-8 when the body is valid UTF-8, or chardet's answer. Unless a BOM or the
+Content-Type chose, the first `<meta>` the parser meets that declares another encoding has the
+page read again in that one, as the standard's "change the encoding" does.
 
 Lexbor parses UTF-8. Given a `str`, selectolax encodes it back to UTF-8 first, so a body that is
 already valid UTF-8 goes as the bytes it came as: no decode to `str` and no encode back (together
