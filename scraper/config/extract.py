@@ -3,10 +3,10 @@ a broken one stops the program at start-up with the rule's name."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
+import regex as re
 from selectolax.lexbor import LexborHTMLParser, SelectolaxError
 
 from scraper.config.checks import shorten, show, suggest

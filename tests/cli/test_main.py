@@ -372,6 +372,7 @@ async def test_a_second_ctrl_c_ends_the_crawl_even_when_the_loop_is_stuck(aiohtt
     process = await asyncio.create_subprocess_exec(
         *SCRAPER, "crawl", base_url(server), "--db", str(tmp_path / "stuck.db"),
         "--set", "parse.workers=0", "--set", f"extract.h={{css = 'h1', regex = '{BACKTRACKING}'}}",
+        "--set", "parse.regex_timeout=1e6",
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:

@@ -207,7 +207,7 @@ def test_rule_sets_per_url_pattern() -> None:
         ({"extract": {"x": 5}}, "extract.x: must be a CSS selector string or a table"),
         (
             {"extract": {"x": {"css": "a", "regex": "(unclosed"}}},
-            "extract.x: regex '(unclosed' does not compile: missing ),",
+            "extract.x: regex '(unclosed' does not compile: missing )",
         ),
         ({"extract": {"x": {"css": "a", "regex": "(a)(b)"}}}, "has 2 groups; use at most one"),
         ({"extract": {"for": [{"price": "p"}]}}, 'extract.for[1]: needs url = "<glob>"'),
