@@ -4,6 +4,7 @@ a small site of linked pages that records when each request came."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -12,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import pytest
 from aiohttp import web
+from selectolax.lexbor import LexborHTMLParser
 
 from scraper.config import Config
 from scraper.crawl.crawler import Crawler
@@ -172,3 +175,36 @@ def backtracking_site(pages: int = 5, served_evil: asyncio.Event | None = None) 
     app = web.Application()
     app.router.add_get("/{tail:.*}", page)
     return app
+
+
+# What works in a container as root, with nothing reaching out to the network.
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+CHROMIUM = shutil.which("chromium")
+
+
+def chromium() -> str:
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed (`make test` installs it)")
+    return CHROMIUM
+
+
+async def rendered_dom(page: Path, profile: Path) -> LexborHTMLParser:
+    """The DOM after the page's scripts ran, as headless Chromium dumps it."""
+    process = await asyncio.create_subprocess_exec(
+        chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom",
+        page.as_uri(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    out, _ = await asyncio.wait_for(process.communicate(), 90)
+    assert process.returncode == 0
+    return LexborHTMLParser(out.decode())

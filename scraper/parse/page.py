@@ -18,6 +18,7 @@ import regex
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from scraper.models import ExtractRule, ParseFailure, ParseJob, ParseResult
+from scraper.parse.shown import shown_text
 from scraper.parse.source import lexbor_source
 from scraper.parse.text import INVISIBLE, text_hash, visible_text
 from scraper.urls import UrlPolicy, canonicalize, resolve_links
@@ -108,7 +109,7 @@ def _take(node: LexborNode, rule: ExtractRule) -> str | None:
         return node.html
     if rule.take == "attr":
         return node.attributes.get(rule.attr or "")
-    return _clean(node.text(separator=" "))
+    return shown_text(node)
 
 
 def _trim(value: str | None, pattern: str | None, timeout: float) -> str | None:
