@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     except ScraperError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"scraper: error: {exc}", file=sys.stderr)
+        for line in exc.lines:
+            print(f"scraper: error: {line}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("scraper: interrupted", file=sys.stderr)

@@ -16,7 +16,15 @@ import psutil
 import pytest
 from aiohttp import web
 
-from helpers import BACKTRACKING, backtracking_site, base_url, new_database, rows, served
+from helpers import (
+    BACKTRACKING,
+    backtracking_site,
+    base_url,
+    new_database,
+    rows,
+    scraper_cli,
+    served,
+)
 from scraper.demosite import SiteSpec, make_app
 
 SCRAPER = [sys.executable, "-m", "scraper"]
@@ -390,3 +398,19 @@ async def test_a_second_ctrl_c_ends_the_crawl_even_when_the_loop_is_stuck(aiohtt
     finally:
         if process.returncode is None:
             process.kill()
+
+
+async def test_a_config_with_two_mistakes_says_both(tmp_path):
+    config = tmp_path / "two.toml"
+    await asyncio.to_thread(
+        config.write_text, '[fetch]\nconcurency = 3\n[crawl]\nmax_pages = "many"\n'
+    )
+    code, out, err = await scraper_cli(
+        "crawl", "http://127.0.0.1:9/", "--config", str(config), "--db", str(tmp_path / "x.db"),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert code == 2 and out == ""
+    lines = err.splitlines()
+    assert len(lines) == 2 and all(line.startswith("scraper: error: ") for line in lines)
+    assert "crawl.max_pages" in err and "fetch.concurency" in err
+    assert not await asyncio.to_thread((tmp_path / "x.db").exists)  # nothing stored

@@ -243,3 +243,22 @@ def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
 def test_bad_set_syntax() -> None:
     with pytest.raises(ConfigError, match=r"expected section\.key=value"):
         load_config(None, overrides=["concurrency=3"])
+
+
+def test_every_mistake_is_reported_a_line_each() -> None:
+    raw = {
+        "nope": {},
+        "fetch": {"concurency": 3, "read_timeout": "soon"},
+        "parse": {"workers": -1},
+        "extract": {"a": "p[[", "b": {"css": "p", "regex": "("}},
+    }
+    with pytest.raises(ConfigError) as error:
+        build_config(raw)
+    assert [line.split(":")[0] for line in error.value.lines] == [
+        "[nope]",
+        "fetch.concurency",
+        'fetch.read_timeout = "soon"',
+        "parse.workers = -1",
+        "extract.a",
+        "extract.b",
+    ]
