@@ -41,8 +41,9 @@ lock:
 	mv $(LOCK).new $(LOCK)
 	rm -rf $(LOCK_VENV)
 
+# A site built for scraping practice, 200 pages of it: the one public site anything here names.
 run: $(STAMP)
-	$(BIN)/scraper crawl --config config.toml
+	$(BIN)/scraper crawl https://books.toscrape.com/ --max-pages 200 --config config.toml
 
 demo: $(STAMP)
 	$(BIN)/scraper demo

@@ -235,6 +235,7 @@ async def test_a_signal_interrupts_the_crawl_with_exit_130(aiohttp_server, tmp_p
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 130, err
     assert "interrupted" in out.decode()
+    assert "Run the same command again to resume" in out.decode()
     ((status, pages),) = await rows(db, "SELECT status, pages FROM crawls")
     assert status == "interrupted"
     ((stored, distinct),) = await rows(db, "SELECT count(*), count(DISTINCT url) FROM pages")
@@ -270,6 +271,10 @@ heading = { css = "h1", regex = 'Page \\d+' }
     await asyncio.to_thread((tmp_path / "config.toml").write_text, config)
     code, _, err = await run_async("crawl", base_url(server), "--quiet", cwd=tmp_path)
     assert code == 0, err
+    assert "config:" not in err  # quiet: the summary only
+    code, _, err = await run_async("crawl", base_url(server), "--fresh", cwd=tmp_path)
+    assert code == 0, err
+    assert err.splitlines()[0] == "scraper: config: config.toml"  # never applied unsaid
     found = await rows(
         tmp_path / "rules.db",
         "SELECT url, json_extract(fields, '$.heading'), json_extract(fields, '$.euros') "
@@ -414,3 +419,27 @@ async def test_a_config_with_two_mistakes_says_both(tmp_path):
     assert len(lines) == 2 and all(line.startswith("scraper: error: ") for line in lines)
     assert "crawl.max_pages" in err and "fetch.concurency" in err
     assert not await asyncio.to_thread((tmp_path / "x.db").exists)  # nothing stored
+
+
+async def test_a_crawl_without_a_config_file_says_so(aiohttp_server, tmp_path):
+    server = await aiohttp_server(make_app(SiteSpec(pages=3, page_bytes=500, extras=False)))
+    code, out, err = await scraper_cli(
+        "crawl", base_url(server), "--db", str(tmp_path / "x.db"), cwd=tmp_path
+    )
+    assert code == 0, err
+    assert err.splitlines()[0] == "scraper: config: none (defaults, --set and seeds)"
+    assert "finished" in out
+
+
+async def test_no_seed_at_all_is_one_line(tmp_path):
+    code, out, err = await scraper_cli("crawl", "--db", str(tmp_path / "x.db"), cwd=tmp_path)
+    assert code == 2 and out == ""
+    assert err.splitlines()[-1].startswith("scraper: error: no seeds")
+    assert len([line for line in err.splitlines() if line.startswith("scraper: error")]) == 1
+
+
+def test_the_shipped_config_crawls_nothing_by_itself() -> None:
+    import tomllib
+
+    shipped = tomllib.loads((Path(__file__).parents[2] / "config.toml").read_text())
+    assert shipped["crawl"]["seeds"] == [] and shipped["crawl"]["max_pages"] == 0
