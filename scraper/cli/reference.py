@@ -74,7 +74,8 @@ def _spelling(action: argparse.Action) -> str:
 
 def _meaning(action: argparse.Action) -> str:
     parts = [action.help or ""]
-    if action.default not in (None, False, [], argparse.SUPPRESS):
+    said = "default" in parts[0]  # the help texts name most defaults themselves
+    if action.default not in (None, False, [], argparse.SUPPRESS) and not said:
         parts.append(f"default: `{action.default}`")
     if action.nargs == "?":
         parts.append("optional")

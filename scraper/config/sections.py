@@ -522,6 +522,18 @@ class ParseConfig:
             "`error_kind = 'parse'`; the crawl goes on. No limit with `workers = 0`.",
         ),
     )
+    # A backtracking pattern can take minutes on one value; past this the field alone is lost
+    # (null, named in pages.field_errors), not the page. Well-behaved patterns take microseconds.
+    regex_timeout: float = field(
+        default=0.1,
+        metadata=_opt(
+            number(0, exclusive=True),
+            "Seconds an `[extract]` rule's regex may take on one value (the `regex` package "
+            "stops it inside the match): past them that field is `null` on that page and "
+            "named, with why, in `pages.field_errors`; the page, its links and its other "
+            "fields are kept.",
+        ),
+    )
     # How far the workers yield the CPU to the crawler's own event loop when both want it: at
     # the same niceness a busy loop waited for a core 1.2-5 s of a 6-10 s crawl (cpu case).
     nice: int = field(
