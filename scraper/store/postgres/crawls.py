@@ -15,12 +15,11 @@ worker that stops while others go on leaves the row `running`, and the last one 
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from scraper.errors import ConfigError, StorageError
 from scraper.models import SeedList
-from scraper.store.base import CrawlSummary, FleetRules, utc_now
-from scraper.store.crawl_log import crawl_end, unfinished
+from scraper.store.base import FleetRules, utc_now
+from scraper.store.crawl_log import CrawlEnd, SqlCrawlLog
 from scraper.store.dialect import POSTGRES
 from scraper.store.postgres.database import CRAWL_LOCK, Conn, PgDatabase
 
@@ -43,14 +42,12 @@ async def _held(conn: Conn, *, others_only: bool = False) -> set[int]:
     return {int(crawl_id) for (crawl_id,) in await cursor.fetchall()}
 
 
-class PgCrawlLog:
+class PgCrawlLog(SqlCrawlLog):
     """`CrawlLog` (store/base.py) on the backend's `write` connection."""
 
     def __init__(self, db: PgDatabase) -> None:
+        super().__init__(db.fetchall, POSTGRES, db.location)
         self._db = db
-
-    async def unfinished(self, seeds: SeedList) -> tuple[int, int | None]:
-        return await unfinished(self._db.fetchall, POSTGRES, seeds)
 
     async def start(self, seeds: SeedList, config_json: str) -> int:
         async def work(conn: Conn) -> int:
@@ -140,19 +137,8 @@ class PgCrawlLog:
                     "config.toml and --set)"
                 )
 
-    async def finish(
-        self,
-        crawl_id: int,
-        status: str,
-        run_seconds: float,
-        *,
-        resumed: bool = False,
-        extra: dict[str, Any] | None = None,
-    ) -> CrawlSummary:
-        end = await crawl_end(
-            self._db.fetchall, POSTGRES, crawl_id, status, run_seconds,
-            location=self._db.location, resumed=resumed, extra=extra,
-        )  # fmt: skip
+    async def _record(self, end: CrawlEnd) -> None:
+        crawl_id, status = end.summary.crawl_id, end.summary.status
 
         async def work(conn: Conn) -> None:
             await conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (CRAWL_LOCK,))
@@ -164,4 +150,3 @@ class PgCrawlLog:
             await conn.execute("SELECT pg_advisory_unlock_shared(%s, %s)", (CRAWL_LOCK, crawl_id))
 
         await self._db.run(work)
-        return end.summary

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from scraper.models import SeedList
-from scraper.store.base import CrawlSummary, utc_now
-from scraper.store.crawl_log import crawl_end, unfinished
+from scraper.store.base import utc_now
+from scraper.store.crawl_log import CrawlEnd, SqlCrawlLog
 from scraper.store.dialect import SQLITE
 from scraper.store.sqlite.database import Database
 
@@ -16,15 +15,12 @@ from scraper.store.sqlite.database import Database
 _DEAD_ARE_INTERRUPTED = "UPDATE crawls SET status = 'interrupted' WHERE status = 'running'"
 
 
-class SqliteCrawlLog:
+class SqliteCrawlLog(SqlCrawlLog):
     """`CrawlLog` (store/base.py) on the crawl's shared connection."""
 
     def __init__(self, db: Database, location: str) -> None:
+        super().__init__(db.fetchall, SQLITE, location)
         self._db = db
-        self._location = location
-
-    async def unfinished(self, seeds: SeedList) -> tuple[int, int | None]:
-        return await unfinished(self._db.fetchall, SQLITE, seeds)
 
     async def start(self, seeds: SeedList, config_json: str) -> int:
         async with self._db.transaction() as conn:
@@ -45,19 +41,6 @@ class SqliteCrawlLog:
                 (crawl_id,),
             )
 
-    async def finish(
-        self,
-        crawl_id: int,
-        status: str,
-        run_seconds: float,
-        *,
-        resumed: bool = False,
-        extra: dict[str, Any] | None = None,
-    ) -> CrawlSummary:
-        end = await crawl_end(
-            self._db.fetchall, SQLITE, crawl_id, status, run_seconds,
-            location=self._location, resumed=resumed, extra=extra,
-        )  # fmt: skip
+    async def _record(self, end: CrawlEnd) -> None:
         async with self._db.transaction() as conn:
             await conn.execute(end.sql, end.params)
-        return end.summary
