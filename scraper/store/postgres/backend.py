@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Self
-
 from scraper.store.base import NO_RULES, FleetRules
+from scraper.store.opened import Opened
 from scraper.store.postgres.crawls import PgCrawlLog
 from scraper.store.postgres.database import PgDatabase
 from scraper.store.postgres.frontier import CREATE_FOUND, PgFrontier
@@ -13,7 +11,7 @@ from scraper.store.postgres.leases import PgHostLeases, worker_name
 from scraper.store.postgres.writer import PgPageWriter
 
 
-class PgBackend:
+class PgBackend(Opened):
     """`Backend` (store/base.py): the page writer and the crawl log share the `write` connection
     (a batch's pages, discoveries and done marks are one transaction); leases have their own."""
 
@@ -51,14 +49,8 @@ class PgBackend:
         await self._crawls.join(crawl_id)
         await self._crawls.check_rules(crawl_id, rules)
 
-    async def __aenter__(self) -> Self:
-        await self._db.__aenter__()
-        return self
+    async def open(self) -> None:
+        await self._db.open()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._db.__aexit__(exc_type, exc, tb)
+    async def close(self) -> None:
+        await self._db.close()
