@@ -90,10 +90,8 @@ class Reader:
 
     def close(self) -> None:
         """Close the streams left half read (before their connection closes)."""
-        cursors, self._open = self._open, []
-        for cursor in cursors:
-            with contextlib.suppress(Exception):
-                cursor.close()
+        for cursor in list(self._open):
+            self._done(cursor)
 
     # -- running SQL ------------------------------------------------------------------------
 
@@ -139,7 +137,7 @@ class Reader:
     def _done(self, cursor: Cursor) -> None:
         if cursor in self._open:
             self._open.remove(cursor)
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(self._conn.errors):
                 cursor.close()
 
     # -- crawls -----------------------------------------------------------------------------
@@ -257,14 +255,15 @@ class Reader:
         ]
 
     def errors_by_kind(self, crawl_id: int) -> list[tuple[str, int, str, str | None]]:
-        # The example is the kind's greatest URL; a URL is one page (pages.url is unique).
+        # The example is the kind's greatest URL, a page of this crawl (pages.url is unique;
+        # PostgreSQL indexes md5(url), not url: the crawl's index narrows its join instead).
         rows = self._rows(
             "SELECT k.error_kind, k.pages, k.url, p.error FROM ("
             "  SELECT error_kind, count(*) AS pages, max(url) AS url FROM pages "
             "  WHERE crawl_id = ? AND error_kind IS NOT NULL GROUP BY error_kind) k "
-            "JOIN pages p ON p.url = k.url "
+            "JOIN pages p ON p.crawl_id = ? AND p.url = k.url "
             "ORDER BY k.pages DESC, k.error_kind",
-            (crawl_id,),
+            (crawl_id, crawl_id),
         )
         return [(str(kind), int(n), str(url), error) for kind, n, url, error in rows]
 
