@@ -386,7 +386,7 @@ class ResultsReader(Protocol):
 
     def preset_sql(self, name: str, sql: str) -> str:
         """The named query `name` (a preset) as this backend runs it: `sql` is its text in
-        SQLite's dialect, as the README shows it (store/dialect.py has the others)."""
+        SQLite's dialect, as docs/guides/database.md shows it (store/dialect.py has the others)."""
         ...
 
     def run_query(self, sql: str, *, timeout: float | None = None) -> Rows:
