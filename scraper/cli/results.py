@@ -148,7 +148,11 @@ def _add_report(commands: Commands, common: argparse.ArgumentParser) -> None:
         description="Write one HTML file (charts and error tables; opens offline) about a crawl.",
     )
     report.add_argument(
-        "--out", type=Path, metavar="FILE", help="default: beside the database, NAME-report.html"
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="default: beside the database, NAME-report.html (for a PostgreSQL URL, "
+        "data/DBNAME-report.html)",
     )
     report.add_argument("--crawl", type=int, metavar="ID", help="which crawl (default: the latest)")
     report.set_defaults(command=_report_command)
