@@ -25,8 +25,9 @@ from scraper.crawl.health import LoopLagMonitor, StageSampler
 from scraper.crawl.hosts import Limits, politeness_keys
 from scraper.crawl.leases import request_margin
 from scraper.crawl.pipeline import Pipeline
+from scraper.crawl.ports import FetchStage
 from scraper.crawl.robots import RobotsGate
-from scraper.crawl.scheduler import PoliteFetch, Scheduler
+from scraper.crawl.scheduler import Scheduler
 from scraper.crawl.seeds import SeedFile, digest_of
 from scraper.crawl.sink import Sink
 from scraper.crawl.sitemaps import SitemapReader
@@ -277,24 +278,27 @@ class Crawler:
         )
         async with fetcher, ParsePool(config.parse) as parser:
             sink_queue: asyncio.Queue[object] = asyncio.Queue(2 * config.storage.batch_size)
-            polite = PoliteFetch(fetcher)  # robots.txt and sitemaps take their turn on the slot
-            gate = None
+            make_gate = None
             if config.crawl.obey_robots or config.crawl.sitemaps:
-                gate = RobotsGate(
-                    polite,
-                    config.fetch.user_agent,
-                    timeout=config.fetch.robots_timeout,
-                    obey=config.crawl.obey_robots,
-                    max_crawl_delay=config.fetch.max_crawl_delay,
-                    on_sitemaps=lambda site, urls: self._read_sitemaps(site, urls),
-                    on_fetched=lambda site, record: self._remember_robots(site, record),
-                )
+
+                def make_gate(polite: FetchStage) -> RobotsGate:
+                    return RobotsGate(
+                        polite,  # robots.txt takes its turn on its host's slot
+                        config.fetch.user_agent,
+                        timeout=config.fetch.robots_timeout,
+                        obey=config.crawl.obey_robots,
+                        max_crawl_delay=config.fetch.max_crawl_delay,
+                        on_sitemaps=lambda site, urls: self._read_sitemaps(site, urls),
+                        on_fetched=lambda site, record: self._remember_robots(site, record),
+                    )
+
             assert fetcher.resolver is not None  # (made when the fetcher opens)
             key_of, resolve_key = politeness_keys(config.fetch.politeness_key, fetcher.resolver)
             scheduler = Scheduler(
                 frontier,
                 _limits(config),
-                gate=gate,
+                fetch=fetcher,
+                gate=make_gate,
                 wire=fetcher,
                 key_of=key_of,
                 resolve_key=resolve_key,
@@ -303,7 +307,6 @@ class Crawler:
                 leases=leases,
                 concurrency=config.fetch.concurrency,
             )
-            polite.scheduler = scheduler
             fetcher.attach(scheduler)
             sink = Sink(backend.pages(crawl_id), config.storage, on_stored=scheduler.stored)
 
@@ -312,7 +315,7 @@ class Crawler:
                 await sink_queue.put(record)
 
             self._sitemaps = SitemapReader(
-                polite,
+                scheduler.polite,  # sitemaps take their turn on their host's slot
                 lambda job: parser.run(parse_sitemap, job),
                 emit,
                 scope=scope,

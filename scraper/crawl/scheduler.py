@@ -57,6 +57,7 @@ from scraper.crawl.leases import (
     keep_leases,
     politeness_of,
 )
+from scraper.crawl.polite import NO_FETCH, PoliteFetch
 from scraper.crawl.ports import FetchStage, HostGate, Wire
 from scraper.crawl.ready import ReadyHeap
 from scraper.models import CrawlRequest, FetchResult, PageRecord
@@ -96,7 +97,8 @@ class Scheduler:
         frontier: Frontier,
         limits: Limits,
         *,
-        gate: HostGate | None = None,
+        fetch: FetchStage = NO_FETCH,
+        gate: Callable[[FetchStage], HostGate] | None = None,
         wire: Wire | None = None,
         key_of: KeyOf | None = None,
         resolve_key: ResolveKey | None = None,
@@ -115,7 +117,10 @@ class Scheduler:
         # Hosts being handed back, sent nothing more until released.
         self._draining: set[str] = set()
         self._limits = limits
-        self._gate = gate
+        # robots.txt and sitemaps take their turn on their host's slot, as a page would: the
+        # gate reads robots.txt through this.
+        self.polite = PoliteFetch(fetch, self)
+        self._gate = gate(self.polite) if gate is not None else None
         self._wire = wire
         self._key_of = key_of
         self._resolve_key = resolve_key  # set: the key needs a look-up (an IP), in a task
@@ -738,29 +743,3 @@ class Scheduler:
         if self._clock is None:  # the loop's clock, which timeouts use; looked up once
             self._clock = asyncio.get_running_loop().time
         return self._clock()
-
-
-class PoliteFetch:
-    """The fetch stage as robots.txt and sitemaps see it: each request waits for its turn on
-    its host's slot (the scheduler's `turn`), counts in its concurrency and starts its delay,
-    as a page would."""
-
-    def __init__(self, fetcher: FetchStage) -> None:
-        self._fetcher = fetcher
-        self.scheduler: Scheduler | None = None
-
-    async def fetch(
-        self,
-        request: CrawlRequest,
-        *,
-        any_type: bool,
-        time_limit: float | None = None,
-        body_limit: int | None = None,
-    ) -> FetchResult:
-        assert self.scheduler is not None, "PoliteFetch used before the scheduler was made"
-        async with self.scheduler.turn(request.url):
-            result = await self._fetcher.fetch(
-                request, any_type=any_type, time_limit=time_limit, body_limit=body_limit
-            )
-            self.scheduler.observe(request.url, result)
-            return result

@@ -130,7 +130,7 @@ async def dispatch(scheduler: Scheduler, workers: int = 3) -> list[str]:
 async def test_every_url_is_handed_out_once_and_the_hosts_are_released() -> None:
     frontier = MemoryFrontier(URLS)
     scheduler = scheduler_over(
-        frontier, Limits(per_host_concurrency=2), gate=Gate(lambda host: None)
+        frontier, Limits(per_host_concurrency=2), gate=lambda polite: Gate(lambda host: None)
     )
     assert sorted(await dispatch(scheduler)) == sorted(URLS)
     assert frontier.pending == {}
@@ -155,7 +155,9 @@ async def test_the_crawl_is_not_over_while_a_crawl_task_runs() -> None:
     def on_rules(host: str) -> None:
         scheduler.start_crawl_task(read_sitemaps(), name=f"sitemaps {host}")
 
-    scheduler = scheduler_over(MemoryFrontier(URLS[:1]), Limits(), gate=Gate(on_rules))
+    scheduler = scheduler_over(
+        MemoryFrontier(URLS[:1]), Limits(), gate=lambda polite: Gate(on_rules)
+    )
     assert await dispatch(scheduler) == URLS[:1]
     assert len(ended) == 1  # dispatch() returned after the task, not before
 
@@ -167,7 +169,7 @@ async def test_a_crawl_task_that_fails_fails_the_dispatcher() -> None:
     def on_rules(host: str) -> None:
         scheduler.start_crawl_task(broken(), name="broken")
 
-    scheduler = scheduler_over(MemoryFrontier(URLS), Limits(), gate=Gate(on_rules))
+    scheduler = scheduler_over(MemoryFrontier(URLS), Limits(), gate=lambda polite: Gate(on_rules))
     with pytest.raises(BaseExceptionGroup) as caught:
         await asyncio.wait_for(dispatch(scheduler), 5)
     matched, _ = caught.value.split(ValueError)
@@ -199,7 +201,7 @@ async def test_stop_cancels_the_crawl_tasks_still_running() -> None:
         scheduler.start_crawl_task(forever(), name="forever")
         scheduler.stop()
 
-    scheduler = scheduler_over(MemoryFrontier(URLS), Limits(), gate=Gate(on_rules))
+    scheduler = scheduler_over(MemoryFrontier(URLS), Limits(), gate=lambda polite: Gate(on_rules))
     await asyncio.wait_for(dispatch(scheduler), 5)  # every worker got its None
     assert cancelled.is_set()
 
