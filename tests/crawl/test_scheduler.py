@@ -568,3 +568,77 @@ async def test_a_busy_host_over_the_fair_share_is_drained_and_handed_back() -> N
     assert [url for kind, url, _ in before if host_key(url) == drained] == [
         url for url in handed[:2] if host_key(url) == drained
     ]  # nothing sent there after its first request, until it was released
+
+
+# On a controlled clock (looptime: the loop's time jumps to its next timer when it has nothing
+# else to do), so delays of seconds are checked exactly, in milliseconds of the test's time. --
+
+
+@pytest.mark.looptime
+async def test_the_per_host_delay_and_concurrency_hold_exactly_on_the_loops_clock() -> None:
+    """Each fetch takes 0.5 s and each host has a delay of 2 s and one request at a time: a
+    host's starts are exactly 2 s apart, while the other host's go on beside them."""
+    urls = [f"http://{host}.example/{n}" for host in ("a", "b") for n in range(5)]
+    scheduler = scheduler_over(
+        MemoryFrontier(urls), Limits(per_host_concurrency=1, per_host_delay=2.0)
+    )
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    starts: dict[str, list[float]] = {"a.example": [], "b.example": []}
+
+    async def worker(handoff: asyncio.Queue[Assignment | None]) -> None:
+        while True:
+            scheduler.want_work()
+            assignment = await handoff.get()
+            if assignment is None:
+                return
+            request = assignment.request
+            starts[host_key(request.url)].append(round(loop.time() - began, 6))
+            await asyncio.sleep(0.5)
+            result = FetchResult(request, fetched_at="", attempts=1, status=200, elapsed_ms=1.0)
+            scheduler.fetched(request, result)
+            scheduler.stored([PageRecord(fetch=result)])
+
+    handoff: asyncio.Queue[Assignment | None] = asyncio.Queue()
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(scheduler.run(handoff, 3))
+        for _ in range(3):
+            tasks.create_task(worker(handoff))
+    assert starts == {
+        "a.example": [0.0, 2.0, 4.0, 6.0, 8.0],
+        "b.example": [0.0, 2.0, 4.0, 6.0, 8.0],
+    }
+
+
+@pytest.mark.looptime
+async def test_a_throttled_host_waits_out_its_retry_after_on_the_loops_clock() -> None:
+    """A 429 with Retry-After: 30 pauses its host for exactly that long (autothrottle), and the
+    crawl is not over meanwhile."""
+    urls = [f"http://a.example/{n}" for n in range(3)]
+    scheduler = scheduler_over(MemoryFrontier(urls), Limits(per_host_concurrency=1))
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    starts: list[float] = []
+
+    async def worker(handoff: asyncio.Queue[Assignment | None]) -> None:
+        while True:
+            scheduler.want_work()
+            assignment = await handoff.get()
+            if assignment is None:
+                return
+            request = assignment.request
+            starts.append(round(loop.time() - began, 6))
+            throttled = len(starts) == 1
+            result = FetchResult(
+                request, fetched_at="", attempts=1, status=429 if throttled else 200,
+                elapsed_ms=1.0, throttled=throttled, retry_after=30.0 if throttled else None,
+            )  # fmt: skip
+            scheduler.fetched(request, result)
+            scheduler.stored([PageRecord(fetch=result)])
+
+    handoff: asyncio.Queue[Assignment | None] = asyncio.Queue()
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(scheduler.run(handoff, 2))
+        for _ in range(2):
+            tasks.create_task(worker(handoff))
+    assert starts[0] == 0.0 and starts[1] == 30.0
