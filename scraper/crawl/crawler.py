@@ -290,6 +290,7 @@ class Crawler:
                         max_crawl_delay=config.fetch.max_crawl_delay,
                         on_sitemaps=lambda site, urls: self._read_sitemaps(site, urls),
                         on_fetched=lambda site, record: self._remember_robots(site, record),
+                        retry=config.fetch.retry_backoff_max,  # between rounds of asking
                     )
 
             assert fetcher.resolver is not None  # (made when the fetcher opens)
@@ -396,7 +397,6 @@ def _limits(config: Config) -> Limits:
         per_host_delay=config.fetch.per_host_delay,
         queue_size=config.crawl.queue_size,
         autothrottle=config.fetch.autothrottle,
-        robots_retry=config.fetch.retry_backoff_max,
         max_retry_after=config.fetch.max_retry_after,
     )
 

@@ -63,7 +63,6 @@ class Limits:
     per_host_delay: float = 0.0
     queue_size: int = 1000
     autothrottle: bool = True
-    robots_retry: float = 30.0  # seconds before asking an unavailable robots.txt again
     max_retry_after: float = 60.0  # the longest pause a Retry-After header can ask for
     max_hosts: int = 0  # hosts held in memory at once (0: crawl.queue_size)
 

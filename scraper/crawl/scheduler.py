@@ -66,7 +66,6 @@ from scraper.urls import host_key
 
 log = logging.getLogger(__name__)
 
-ROBOTS_TRIES = 3  # rounds of fetching an unavailable robots.txt before its host is given up
 # A connection to a host whose next request may start within this many seconds is kept open;
 # others are closed at once (under aiohttp's 15 s keep-alive, after which it closes them anyway).
 KEEP_HORIZON = 10.0
@@ -683,21 +682,7 @@ class Scheduler:
 
     async def _load_rules(self, host: HostState, gate: HostGate, sample_url: str) -> None:
         try:
-            for round_ in range(1, ROBOTS_TRIES + 1):
-                rules = await gate.rules(host.name, sample_url)
-                if not rules.unavailable or round_ == ROBOTS_TRIES:
-                    break
-                # RFC 9309: disallow everything for now, and ask again later.
-                log.warning(
-                    "%s: %s; asking again in %.0f s (round %d of %d)",
-                    host.name,
-                    rules.skip_reason(""),
-                    self._limits.robots_retry,
-                    round_,
-                    ROBOTS_TRIES,
-                )
-                gate.forget(sample_url)
-                await asyncio.sleep(self._limits.robots_retry)
+            rules = await gate.settled_rules(host.name, sample_url)  # (rounds of asking)
         finally:
             host.gating = False
         host.rules = rules

@@ -88,11 +88,11 @@ class Gate:
     def __init__(self, on_rules: Callable[[str], None]) -> None:
         self._on_rules = on_rules
 
-    async def rules(self, host: str, sample_url: str) -> HostRules:
+    async def settled_rules(self, host: str, sample_url: str) -> HostRules:
         self._on_rules(host)
         return AllowAll()
 
-    def forget(self, sample_url: str) -> None:
+    async def adopt(self, record: str) -> None:
         pass
 
 
