@@ -1,23 +1,24 @@
 """The dispatcher: which request a fetch worker gets next, and when the crawl is over.
 
 Politeness is kept per **slot** (`hosts.py`): a host, a registrable domain or an IP address, as
-`fetch.politeness_key` says. A slot may start a request when fewer than its concurrency are in
-flight and its delay (per-host delay, Crawl-delay, backoff, Retry-After) has passed since its last
-start. Slots that have work sit in a heap keyed on the moment each may start next, so a hand-out
-costs O(log slots) whatever the number of hosts: no scan over hosts per hand-out, per wake-up or
-at the end check (`scraper.bench.dispatch` measures it). A slow, throttled or backing-off host
-never holds up the others.
+`fetch.politeness_key` says. A slot may start a request when fewer than its concurrency are
+active (handed out and not done) and its delay (per-host delay, Crawl-delay, backoff,
+Retry-After) has passed since its last start. Slots that have work sit in a heap keyed on the
+moment each may start next (`ready.py`), so a hand-out costs O(log slots) whatever the number of
+hosts (`scraper.bench.dispatch` measures it). A slow, throttled or backing-off host never holds
+up the others.
 
 Every request to a host takes its turn on the slot, robots.txt and sitemaps included: they are
-**jobs** (`turn()`), granted by the dispatcher like a page is handed out, counted in the slot's
-requests in flight, and starting its delay. A request starts the delay when it goes on the wire
-(`started()`), not when it is handed out, and nothing is handed out while the fetch stage has no
-free connection slot, so the gap between two starts at one server is never under the delay.
+**jobs** (`turn()`, through `polite`: `polite.py`), granted by the dispatcher like a page is
+handed out, counted in the slot's active requests, and starting its delay. A request starts the
+delay when it goes on the wire (`started()`), not when it is handed out, and nothing is handed
+out while the fetch stage has no free connection slot, so the gap between two starts at one
+server is never under the delay.
 
 Which hosts it may work on comes from its `HostLeases` (`leases.py`), whatever the backend: one
 process is a fleet of one. A host is claimed (or, found by this process, taken at once where the
 backend can: SQLite), dispatched to only while its lease outlives a request, and handed back
-with its slot's politeness state once it has nothing in flight or unstored. Page budgets
+with its slot's politeness state once it has nothing active or unstored. Page budgets
 (crawl.max_pages, crawl.max_pages_per_host) are the frontier's: `Frontier.lease` counts them.
 
 Hosts are held in memory only while they have work, at most `crawl.queue_size` of them: hosts
