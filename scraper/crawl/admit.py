@@ -28,7 +28,6 @@ from scraper.urls import Scope, UrlPolicy, canonicalize
 
 log = logging.getLogger(__name__)
 
-REDIRECTS = frozenset({301, 302, 303, 307, 308})
 SEEN_CACHE_SIZE = 100_000
 
 

@@ -29,7 +29,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Self
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
@@ -45,6 +45,7 @@ from tenacity import (
 from scraper.config import FetchConfig
 from scraper.crawl.addresses import AddressBlocked, AddressGuard, GuardedResolver
 from scraper.crawl.dns import make_resolver
+from scraper.crawl.ports import REDIRECTS, WireListener
 from scraper.models import CrawlRequest, FetchResult
 from scraper.store.base import utc_now
 from scraper.terminal import visible
@@ -54,7 +55,6 @@ log = logging.getLogger(__name__)
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 READ_CHUNK = 64 * 1024
-REDIRECTS = frozenset({301, 302, 303, 307, 308})
 WEB_TEXT_LIMIT = 200  # characters of a reason phrase or a server's error message kept
 
 
@@ -71,23 +71,6 @@ OUT_OF_SOCKETS = frozenset(
 SOCKETS_PAUSE = (0.05, 2.0)  # seconds: first and longest wait before trying such a request again
 SOCKETS_RECOVERY = 50  # connections that succeed in a row before one more slot is allowed back
 KEEPALIVE_TIMEOUT = 15.0  # aiohttp's default: an idle connection is closed after this
-
-
-class WireListener(Protocol):
-    """Who is told when requests go on and off the wire, and decides which connections stay
-    open (the dispatcher, `scheduler.py`; attached by the coordinator)."""
-
-    def started(self, request: CrawlRequest, first: bool) -> None:
-        """`first`: the request's first attempt (not a retry, nor a try again for sockets)."""
-        ...
-
-    def ended(self) -> None: ...
-
-    def keep_alive(self, request: CrawlRequest) -> bool: ...
-
-    def not_before(self, request: CrawlRequest) -> float:
-        """Seconds before the request's host may see another request (for a retry)."""
-        ...
 
 
 class _Everyone:

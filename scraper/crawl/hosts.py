@@ -3,9 +3,10 @@
 A **host** (host and port, `urls.host_key`) has its small queue of leased requests, its
 robots.txt rules (RFC 9309: per host) and the jobs (robots.txt, sitemaps) waiting for their turn.
 A **slot** is the unit of politeness (`fetch.politeness_key`): one host, every host of one
-registrable domain, or every host on one IP address. It has the requests in flight, the
-concurrency and delay, the earliest moment the next request may start, and the throttle state
-that `throttle` tunes from each fetch's outcome (AIMD: see docs/guides/crawling.md, Politeness).
+registrable domain, or every host on one IP address. It has the requests active (handed out and
+not done), the concurrency and delay, the earliest moment the next request may start, and the
+throttle state that `throttle` tunes from each fetch's outcome (AIMD: see docs/guides/crawling.md,
+Politeness).
 
 `HostTable` holds the hosts the crawl has work for and their slots, and releases a host once it
 has nothing left to do, and its slot once no host holds it and its delay has passed (a throttled
@@ -22,11 +23,11 @@ import itertools
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from aiohttp.abc import AbstractResolver
 
 from scraper.crawl.dns import address_of
+from scraper.crawl.ports import HostRules
 from scraper.domains import domain_of_host_key, host_name
 from scraper.models import CrawlRequest, FetchResult
 
@@ -40,20 +41,6 @@ THROTTLE_MEMORY = 300.0
 HostSettings = dict[str, float | int]  # a slot's settings as the stats show them (snapshot())
 KeyOf = Callable[[str], str]  # host key -> politeness key, when it needs no look-up
 ResolveKey = Callable[[str], Awaitable[str]]  # host key -> politeness key, after DNS
-
-
-class HostRules(Protocol):
-    """What robots.txt says about one host (and `skip_kind`: the error kind of a URL it skips)."""
-
-    skip_kind: str
-
-    @property
-    def delay(self) -> float | None: ...
-
-    @property
-    def unavailable(self) -> bool: ...
-
-    def skip_reason(self, url: str) -> str | None: ...
 
 
 class _AllowAll:
@@ -75,10 +62,7 @@ class Limits:
     per_host_concurrency: int = 8  # per slot (the politeness key)
     per_host_delay: float = 0.0
     queue_size: int = 1000
-    max_pages: int = 0
-    max_pages_per_host: int = 0
     autothrottle: bool = True
-    robots_retry: float = 30.0  # seconds before asking an unavailable robots.txt again
     max_retry_after: float = 60.0  # the longest pause a Retry-After header can ask for
     max_hosts: int = 0  # hosts held in memory at once (0: crawl.queue_size)
 
@@ -91,13 +75,13 @@ class Slot:
     """The politeness state of one key: shared by every host that maps to it."""
 
     __slots__ = (
+        "active",
         "backoff",
         "best_latency",
         "concurrency",
         "cool_until",
         "delay",
         "heap_at",
-        "in_flight",
         "key",
         "latency",
         "members",
@@ -109,7 +93,9 @@ class Slot:
 
     def __init__(self, key: str, limits: Limits) -> None:
         self.key = key
-        self.in_flight = 0  # requests (pages, robots.txt, sitemaps) handed out, not yet done
+        # Requests (pages, robots.txt, sitemaps) handed out and not yet done: on the wire, or
+        # waiting for a connection slot or a retry. ("In flight" is on the wire only.)
+        self.active = 0
         self.next_start = 0.0  # loop time before which no request may start
         self.concurrency = limits.per_host_concurrency
         self.delay = self.min_delay = limits.per_host_delay
@@ -129,7 +115,7 @@ class Slot:
     def snapshot(self) -> HostSettings:
         return {
             "queued": sum(len(host.queue) for host in self.ring),
-            "in_flight": self.in_flight,
+            "in_flight": self.active,  # (the key the crawl's stored counters have always had)
             "concurrency": self.concurrency,
             "delay_s": round(self.delay, 3),
             "latency_ms": round(self.latency * 1000, 1),
@@ -140,9 +126,9 @@ class HostState:
     """One host's queue, robots.txt rules and waiting jobs; dropped when it has nothing to do."""
 
     __slots__ = (
+        "active",
         "gating",
         "idle_kept",
-        "in_flight",
         "in_ring",
         "jobs",
         "maybe_pending",
@@ -166,7 +152,7 @@ class HostState:
         self.gating = False  # its robots.txt is being read
         self.rules: HostRules | None = None
         self.in_ring = False
-        self.in_flight = 0
+        self.active = 0  # its requests handed out and not yet done
         self.idle_kept = 0  # its connections we let stay open, idle (keep-alive budget)
 
     def has_work(self) -> bool:
@@ -179,7 +165,7 @@ class HostState:
             self.slot is None  # its key (an IP address) is being looked up
             or self.queue
             or self.jobs
-            or self.in_flight
+            or self.active
             or self.maybe_pending
             or self.refilling
             or self.gating
@@ -243,7 +229,7 @@ class HostTable:
             slot.members -= 1
             if slot.members == 0:
                 until = max(slot.next_start, now + (THROTTLE_MEMORY if slot.throttled else 0.0))
-                if until <= now and not slot.in_flight:
+                if until <= now and not slot.active:
                     self._release_slot(slot)
                 else:
                     slot.cool_until = until
@@ -256,7 +242,7 @@ class HostTable:
             until, _, slot = heapq.heappop(self._cooling)
             if until != slot.cool_until:
                 continue  # taken again by a host since, and released again later
-            if slot.members == 0 and not slot.in_flight and self._slots.get(slot.key) is slot:
+            if slot.members == 0 and not slot.active and self._slots.get(slot.key) is slot:
                 self._release_slot(slot)
 
     def next_cooling(self) -> float | None:

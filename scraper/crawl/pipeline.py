@@ -16,9 +16,10 @@ import dataclasses
 import logging
 
 from scraper.config import Config
-from scraper.crawl.admit import REDIRECTS, Admission
+from scraper.crawl.admit import Admission
 from scraper.crawl.fetch import Fetcher
 from scraper.crawl.health import StageGauge
+from scraper.crawl.ports import REDIRECTS
 from scraper.crawl.scheduler import Assignment, Scheduler
 from scraper.crawl.sink import Sink
 from scraper.models import FetchResult, PageRecord, ParseFailure, ParseJob, ParseResult

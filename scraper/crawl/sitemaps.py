@@ -10,22 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
-from scraper.models import CrawlRequest, FetchResult, PageRecord
+from scraper.crawl.ports import FetchStage
+from scraper.models import CrawlRequest, PageRecord
 from scraper.parse.procpool import WorkerDied
 from scraper.parse.sitemap import Sitemap, SitemapJob
 from scraper.urls import Scope, UrlPolicy, canonicalize
 
 MAX_SITEMAPS_PER_SITE = 100  # sitemaps read per site, indexes included
 MAX_INDEX_DEPTH = 3
-
-
-class FetchStage(Protocol):
-    """What the reader needs of the fetch stage (`crawl/fetch.py`'s Fetcher, passed in): this
-    module does not import another stage."""
-
-    async def fetch(self, request: CrawlRequest, *, any_type: bool) -> FetchResult: ...
 
 
 class SitemapReader:

@@ -96,6 +96,10 @@ class PgFrontier:
         self._recrawl_after = recrawl_after
         self._rules = rules
 
+    @property
+    def spent(self) -> bool:
+        return False  # never certain: a URL another process gives back returns to the budget
+
     async def seed(self, requests: Sequence[CrawlRequest]) -> None:
         async def work(conn: Conn) -> None:
             await insert_discovered(conn, self._crawl_id, requests)
