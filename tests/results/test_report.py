@@ -90,5 +90,5 @@ def test_content_types_are_folded_and_bounded() -> None:
     rows = [("text/html; charset=UTF-8", 5), ("Text/HTML", 2), (None, 1), ("application/pdf", 1)]
     rows += [(f"x/y{n}", 1) for n in range(30)]  # a site that sends a new type every page
     kinds = content_types(rows)
-    assert list(kinds)[0] == "text/html" and kinds["text/html"] == 7 and kinds["none"] == 1
+    assert next(iter(kinds)) == "text/html" and kinds["text/html"] == 7 and kinds["none"] == 1
     assert len(kinds) == MAX_CONTENT_TYPES + 1 and sum(kinds.values()) == 39
