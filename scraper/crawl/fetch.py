@@ -45,7 +45,7 @@ from tenacity import (
 from scraper.config import FetchConfig
 from scraper.crawl.addresses import AddressBlocked, AddressGuard, GuardedResolver
 from scraper.crawl.dns import make_resolver
-from scraper.models import CrawlRequest, FetchResult
+from scraper.models import REDIRECTS, CrawlRequest, ErrorKind, FetchResult
 from scraper.store.base import utc_now
 from scraper.terminal import visible
 from scraper.urls import canonicalize
@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 READ_CHUNK = 64 * 1024
-REDIRECTS = frozenset({301, 302, 303, 307, 308})
 WEB_TEXT_LIMIT = 200  # characters of a reason phrase or a server's error message kept
 
 
@@ -274,12 +273,14 @@ class Fetcher:
                 why = "a redirect loop" if target in seen else "too many redirects"
                 limit = self._config.max_redirects
                 return dataclasses.replace(
-                    result, error_kind="redirects", error=f"{why} (fetch.max_redirects = {limit})"
+                    result,
+                    error_kind=ErrorKind.REDIRECTS,
+                    error=f"{why} (fetch.max_redirects = {limit})",
                 )
             hops += 1
             seen.add(target)
             hop = await self._fetch_one(CrawlRequest(url=target), True, time_limit, body_limit)
-            if hop.error_kind == "out_of_scope":
+            if hop.error_kind == ErrorKind.OUT_OF_SCOPE:
                 hop = dataclasses.replace(hop, error=f"redirected to {target}: {hop.error}")
             result = dataclasses.replace(hop, request=request, final_url=target)
         return result
@@ -297,7 +298,7 @@ class Fetcher:
                 request=request,
                 fetched_at=utc_now(),
                 attempts=0,
-                error_kind="out_of_scope",
+                error_kind=ErrorKind.OUT_OF_SCOPE,
                 error=f"outside the crawl's scope: {why}",
             )
         try:  # the first attempt without tenacity's set-up, which costs ~5% of the loop
@@ -383,7 +384,7 @@ class Fetcher:
     ) -> FetchResult:
         assert self._session is not None, "Fetcher used outside `async with`"
 
-        def failure(kind: str, message: str, **extra: object) -> FetchResult:
+        def failure(kind: ErrorKind, message: str, **extra: object) -> FetchResult:
             return FetchResult(
                 request=request,
                 fetched_at=fetched_at,
@@ -422,29 +423,31 @@ class Fetcher:
                         response, request, attempt, fetched_at, started, any_type, body_limit
                     )
             except TimeoutError:
-                raise _Retryable(failure("timeout", "timed out")) from None
+                raise _Retryable(failure(ErrorKind.TIMEOUT, "timed out")) from None
             except aiohttp.InvalidURL as exc:
-                return failure("invalid_url", f"invalid URL: {web_text(str(exc))}")
+                return failure(ErrorKind.INVALID_URL, f"invalid URL: {web_text(str(exc))}")
             except aiohttp.ClientResponseError as exc:  # malformed response, not an HTTP status
                 message = f"bad response: {web_text(exc.message)}"
-                raise _Retryable(failure("protocol", message)) from None
+                raise _Retryable(failure(ErrorKind.PROTOCOL, message)) from None
             except aiohttp.ClientConnectorError as exc:
                 if isinstance(exc.os_error, AddressBlocked):  # refused before a packet was sent
                     return dataclasses.replace(
-                        failure("blocked", f"refused: {exc.os_error}"), attempts=0
+                        failure(ErrorKind.BLOCKED, f"refused: {exc.os_error}"), attempts=0
                     )
                 if _out_of_sockets(exc):
                     raise _OutOfSockets(_describe(exc)) from exc
                 if isinstance(exc, aiohttp.ClientConnectorDNSError):
-                    found = failure("dns", f"cannot resolve {exc.host}: {_reason(exc.os_error)}")
+                    found = failure(
+                        ErrorKind.DNS, f"cannot resolve {exc.host}: {_reason(exc.os_error)}"
+                    )
                     if exc.os_error.errno == socket.EAI_AGAIN:  # the resolver's failure, for now
                         raise _Retryable(found) from None
                     return found  # the name does not exist: asking again will not help
-                raise _Retryable(failure("connection", _describe(exc))) from None
+                raise _Retryable(failure(ErrorKind.CONNECTION, _describe(exc))) from None
             except (aiohttp.ClientError, OSError) as exc:
                 if _out_of_sockets(exc):
                     raise _OutOfSockets(_describe(exc)) from exc
-                raise _Retryable(failure("connection", _describe(exc))) from None
+                raise _Retryable(failure(ErrorKind.CONNECTION, _describe(exc))) from None
             finally:
                 self.in_flight -= 1
         finally:
@@ -481,9 +484,11 @@ class Fetcher:
         status = response.status
         if status == 429 or status >= 500:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            raise _Retryable(result(error_kind="http", error=_http_error(response)), retry_after)
+            raise _Retryable(
+                result(error_kind=ErrorKind.HTTP, error=_http_error(response)), retry_after
+            )
         if status >= 400:
-            return result(error_kind="http", error=_http_error(response))
+            return result(error_kind=ErrorKind.HTTP, error=_http_error(response))
         if status >= 300:  # a redirect (its target is the next hop), or 304 Not Modified
             location = response.headers.get("Location")
             target = canonicalize(location, request.url) if location else None
@@ -495,7 +500,7 @@ class Fetcher:
         declared = response.content_length
         plain = "Content-Encoding" not in response.headers
         if declared is not None and declared > limit and plain and body_limit is None:
-            return result(bytes=declared, error_kind="too_large", error=_too_large(limit))
+            return result(bytes=declared, error_kind=ErrorKind.TOO_LARGE, error=_too_large(limit))
         if declared is not None and declared <= limit and plain:
             whole = await response.read()  # one await: its size is declared, within the limit
             return result(bytes=len(whole), body=whole)
@@ -506,7 +511,9 @@ class Fetcher:
             if len(body) > limit:
                 if body_limit is not None:  # the first body_limit bytes are what is wanted
                     return result(bytes=limit, body=bytes(body[:limit]))
-                return result(bytes=len(body), error_kind="too_large", error=_too_large(limit))
+                return result(
+                    bytes=len(body), error_kind=ErrorKind.TOO_LARGE, error=_too_large(limit)
+                )
         return result(bytes=len(body), body=bytes(body))
 
 

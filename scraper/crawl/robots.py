@@ -20,7 +20,7 @@ from typing import Protocol
 
 from protego import Protego
 
-from scraper.models import CrawlRequest, FetchResult
+from scraper.models import CrawlRequest, ErrorKind, FetchResult
 from scraper.urls import origin
 
 MAX_ROBOTS_BYTES = 500 * 1024  # Google's limit; the rest of a larger file is ignored
@@ -52,7 +52,7 @@ class RobotsRules:
         *,
         unavailable: str | None = None,
         refused: str | None = None,
-        skip_kind: str = "robots",
+        skip_kind: ErrorKind = ErrorKind.ROBOTS,
         sitemaps: tuple[str, ...] = (),
     ) -> None:
         self._parser = parser
@@ -153,11 +153,14 @@ class RobotsGate:
             body_limit=MAX_ROBOTS_BYTES,
         )
         status = result.status or 0
-        if result.error_kind in ("blocked", "dns"):
+        if result.error_kind in (ErrorKind.BLOCKED, ErrorKind.DNS):
             # The host's address is refused, or its name does not resolve: no request will
             # reach it, so its URLs are recorded so at once (not after rounds of asking).
             return RobotsRules(None, self._agent, refused=result.error, skip_kind=result.error_kind)
-        if result.error_kind in ("out_of_scope", "redirects") or 300 <= status < 400:
+        if (
+            result.error_kind in (ErrorKind.OUT_OF_SCOPE, ErrorKind.REDIRECTS)
+            or 300 <= status < 400
+        ):
             # A redirect not followed (outside the scope, too many, or to no crawlable URL):
             # as if there were none (RFC 9309: as a 4xx).
             self._on_fetched(site, json.dumps({"site": site, "status": status}))

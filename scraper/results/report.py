@@ -32,8 +32,8 @@ STATUS_COLORS = {"2": "#2a9d8f", "3": "#457b9d", "4": "#e9c46a", "5": "#e76f51"}
 
 
 @dataclass(frozen=True, slots=True)
-class ErrorKind:
-    kind: str
+class ErrorsOfKind:
+    kind: str  # a models.ErrorKind's value, as the database holds it
     pages: int
     url: str
     error: str | None
@@ -157,8 +157,8 @@ def depth_chart(reader: ResultsReader, crawl_id: int) -> tuple[str, go.Figure]:
     return "depth", figure
 
 
-def errors_by_kind(reader: ResultsReader, crawl_id: int) -> Iterator[ErrorKind]:
-    return (ErrorKind(*row) for row in reader.errors_by_kind(crawl_id))
+def errors_by_kind(reader: ResultsReader, crawl_id: int) -> Iterator[ErrorsOfKind]:
+    return (ErrorsOfKind(*row) for row in reader.errors_by_kind(crawl_id))
 
 
 def error_pages(reader: ResultsReader, crawl_id: int) -> Iterator[ErrorPage]:
