@@ -64,7 +64,7 @@ HOG = textwrap.dedent(
     async def main():
         logging.basicConfig(level=logging.WARNING)
         seen = Seen()
-        logging.getLogger("scraper.crawl.fetch").addHandler(seen)
+        logging.getLogger("scraper.crawl.out_of_sockets").addHandler(seen)
         config = build_config({
             "crawl": {"seeds": seeds, "sitemaps": False},
             "fetch": {"concurrency": 8, "resolve": names, "retries": 0, "per_host_delay": 0.1},
