@@ -5,7 +5,7 @@ as it is, and the target becomes a frontier row (`admit.py`), so two URLs that r
 page store it once. robots.txt and sitemaps are no pages: their redirects are followed here,
 each hop a request of its own within the crawl's boundary, up to fetch.max_redirects hops, and
 a loop stops as soon as a URL comes round again. The result is the last hop's, as the first
-request's, with the last target as `final_url`.
+request's, with the last URL fetched as `final_url` (or, past the limit, the hop not taken).
 """
 
 from __future__ import annotations
@@ -39,5 +39,7 @@ async def follow_redirects(
         hop = await fetch_hop(CrawlRequest(url=target))
         if hop.error_kind == ErrorKind.OUT_OF_SCOPE:
             hop = dataclasses.replace(hop, error=f"redirected to {target}: {hop.error}")
-        result = dataclasses.replace(hop, request=request, final_url=target)
+        # A hop that redirects again keeps its own target, the next hop; any other ends here.
+        where = hop.final_url if hop.status in REDIRECTS else target
+        result = dataclasses.replace(hop, request=request, final_url=where)
     return result
