@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The exact versions the tests run on (pip constraints); pyproject.toml keeps the ranges users get.
+# `make lock` moves it forward: the newest versions inside the ranges, the suite run against them.
+LOCK   := constraints.txt
+EXTRAS := test,bench
 # The report's test opens it in headless Chromium: Debian's package, installed on first need.
 CHROMIUM := /usr/bin/chromium
 SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -13,15 +17,29 @@ ifeq ($(INITDB),)
 INITDB   := postgresql-install
 endif
 
-.PHONY: install run demo test lint bench bench-memory bench-scale clean postgresql-install
+.PHONY: install lock run demo test lint bench bench-memory bench-scale clean postgresql-install
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet --constraint $(LOCK) pip
+	$(BIN)/python -m pip install --quiet --constraint $(LOCK) -e '.[$(EXTRAS)]'
 	touch $(STAMP)
+
+# The newest versions inside pyproject.toml's ranges, in a virtualenv of their own; the suite runs
+# against them, and only when it passes do they become the lock.
+LOCK_VENV := .venv-lock
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade -e '.[$(EXTRAS)]'
+	$(LOCK_VENV)/bin/python -m pytest
+	{ echo "# The versions make install and make test install; written by make lock."; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf $(LOCK_VENV)
 
 run: $(STAMP)
 	$(BIN)/scraper crawl --config config.toml
@@ -61,7 +79,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) $(LOCK_VENV) *.egg-info .pytest_cache
 
 # Peak RSS against URLs discovered (the frontier lives on disk): ~2 minutes.
 bench-memory: $(STAMP)

@@ -56,7 +56,11 @@ def parse_pages(jobs: list[ParseJob]) -> list[ParseResult | ParseFailure]:
     for job in jobs:
         try:
             outcomes.append(parse_page(job))
-        except Exception as exc:  # whatever one page did, the batch goes on
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        # BaseException: a library written in Rust panics with pyo3's PanicException, which
+        # derives from BaseException; whatever one page did costs that page, and the batch goes on.
+        except BaseException as exc:
             outcomes.append(ParseFailure(f"{type(exc).__name__}: {exc}"))
     return outcomes
 

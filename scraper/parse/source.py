@@ -32,25 +32,37 @@ def lexbor_source(body: bytes, content_type: str | None) -> tuple[str, bytes | s
 
     Valid UTF-8 only: Lexbor and Python replace invalid bytes differently (around a NUL, a
     broken sequence can swallow it in Lexbor), so such a body goes as Python's text, as before."""
-    bom_encoding, bom = read_bom(body)
-    if bom_encoding is not None and bom is not None:
-        encoding, data = bom_encoding, body[len(bom) :]
-    else:
-        # html_to_unicode's order and names exactly, so `pages.encoding` does not change.
-        found = http_content_type_encoding(content_type) or html_body_declared_encoding(body)
-        if found is None:
-            found = _detect_encoding(body)
-        if found is None:
-            found = "utf8"
-        elif found in ("utf-16", "utf-32"):
-            found += "-be"
-        encoding, data = found, body
+    try:
+        encoding, data = _sniff(body, content_type)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    # A library that fails on this body (w3lib 2.6's prescan panicked, a BaseException, on any
+    # body ending in a cut-off `<meta`) costs the page its declared encoding, not its parse:
+    # its links can still be had as UTF-8 reads them.
+    except BaseException:
+        encoding, data = "utf-8", body
     name = codecs.lookup(encoding).name
     if name == "utf-8" and is_utf8(data):
         return encoding, data
     if name in _ASCII_READERS and data.isascii():
         return encoding, data
     return encoding, to_unicode(data, encoding)
+
+
+def _sniff(body: bytes, content_type: str | None) -> tuple[str, bytes]:
+    """(encoding, the body without its BOM)."""
+    bom_encoding, bom = read_bom(body)
+    if bom_encoding is not None and bom is not None:
+        return bom_encoding, body[len(bom) :]
+    # html_to_unicode's order and names exactly, so `pages.encoding` does not change.
+    found = http_content_type_encoding(content_type) or html_body_declared_encoding(body)
+    if found is None:
+        found = _detect_encoding(body)
+    if found is None:
+        found = "utf8"
+    elif found in ("utf-16", "utf-32"):
+        found += "-be"
+    return found, body
 
 
 def decode_html(body: bytes, content_type: str | None) -> tuple[str, str]:

@@ -1,5 +1,7 @@
 """The parser, called directly (it is a pure function) on awkward HTML."""
 
+import pytest
+
 from scraper.models import Extraction, ExtractRule, ParseFailure, ParseJob, ParseResult, RuleSet
 from scraper.parse.page import _clean, parse_page, parse_pages
 
@@ -277,3 +279,52 @@ def test_a_page_the_parser_fails_on_does_not_sink_its_batch() -> None:
     first, failed, last = parse_pages([good, bad, good])
     assert isinstance(failed, ParseFailure) and failed.error.startswith("error: ")
     assert first == last and not isinstance(first, ParseFailure) and first.title == "fine"
+
+
+def test_a_body_ending_in_a_cut_off_meta_keeps_its_links() -> None:
+    """w3lib 2.6's prescan panicked on such a body, so each cost a worker and all its links."""
+    tails = (b"<meta", b"<meta ", b'<meta charset="', b"<meta http-equiv=content-type content=")
+    for tail in tails:
+        result = parse(b'<title>cut</title><a href="/next">next</a>' + tail, content_type=None)
+        assert result.title == "cut" and result.links == ("http://example.com/next",), tail
+
+
+class PanicException(BaseException):
+    """What a Rust library's panic raises through pyo3: a BaseException, not an Exception."""
+
+
+def test_an_encoding_library_that_panics_costs_the_declared_encoding_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import scraper.parse.source
+
+    def panic(_: bytes) -> str:
+        raise PanicException("index out of bounds")
+
+    monkeypatch.setattr(scraper.parse.source, "html_body_declared_encoding", panic)
+    result = parse('<title>naïve</title><a href="/x">x</a>', content_type="text/html")
+    assert (result.encoding, result.title, result.links) == (
+        "utf-8",
+        "naïve",
+        ("http://example.com/x",),
+    )
+
+
+def test_a_page_whose_parse_panics_is_a_failure_and_the_batch_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import scraper.parse.page
+
+    real = scraper.parse.page.parse_page
+
+    def panics_on_the_second(job: ParseJob) -> ParseResult:
+        if job.url.endswith("/2"):
+            raise PanicException("boom")
+        return real(job)
+
+    monkeypatch.setattr(scraper.parse.page, "parse_page", panics_on_the_second)
+    jobs = [ParseJob(url=f"http://example.com/{n}", body=b"<title>t</title>", content_type=None)
+            for n in (1, 2, 3)]  # fmt: skip
+    first, second, third = parse_pages(jobs)
+    assert isinstance(first, ParseResult) and isinstance(third, ParseResult)
+    assert isinstance(second, ParseFailure) and "PanicException: boom" in second.error
