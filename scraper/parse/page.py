@@ -16,15 +16,14 @@ import re
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from scraper.models import ExtractRule, ParseFailure, ParseJob, ParseResult
-from scraper.parse.source import lexbor_source
+from scraper.parse.source import parse_html
 from scraper.parse.text import INVISIBLE, text_hash, visible_text
 from scraper.urls import UrlPolicy, canonicalize, resolve_links
 
 
 def parse_page(job: ParseJob) -> ParseResult:
     """Decode and parse one HTML page; never raises on hostile markup."""
-    encoding, source = lexbor_source(job.body, job.content_type)
-    tree = LexborHTMLParser(source)
+    encoding, tree = parse_html(job.body, job.content_type)
     base = _base_url(tree, job.url, job.policy)
     fields = {rule.name: _extract(tree, rule) for rule in job.rules.rules_for(job.url)}
     title_node = tree.css_first("title")
