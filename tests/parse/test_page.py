@@ -329,3 +329,27 @@ def test_a_page_whose_parse_panics_is_a_failure_and_the_batch_goes_on(
     first, second, third = parse_pages(jobs)
     assert isinstance(first, ParseResult) and isinstance(third, ParseResult)
     assert isinstance(second, ParseFailure) and "PanicException: boom" in second.error
+
+
+def test_a_field_regex_that_gives_up_is_null_and_named() -> None:
+    rules = Extraction(
+        every=(
+            ExtractRule(name="slow", css="h1", regex="(a|aa)+$"),
+            ExtractRule(name="fast", css="h1", regex="a{3}"),
+            ExtractRule(name="many", css="p", all=True, regex="(a|aa)+$"),
+        )
+    )
+    result = parse(
+        "<h1>" + "a" * 60 + "b</h1><p>aaa</p><p>" + "a" * 60 + "b</p>",
+        rules=rules,
+        regex_timeout=0.02,
+    )
+    assert result.fields == {"slow": None, "fast": "aaa", "many": None}
+    assert set(result.field_errors) == {"slow", "many"}
+    assert result.field_errors["slow"].startswith("regex over its time (0.02 s)")
+
+
+def test_field_regexes_that_finish_leave_no_field_errors() -> None:
+    rules = Extraction(every=(ExtractRule(name="price", css="p", regex=r"[0-9.]+"),))
+    result = parse("<p>$1<span>2.50</span></p>", rules=rules)  # as a browser shows it
+    assert result.fields == {"price": "12.50"} and result.field_errors_json is None
