@@ -8,7 +8,7 @@ RUNTIME := $(VENV)/.runtime
 # The exact versions the tests run on (pip constraints); pyproject.toml keeps the ranges users get.
 # `make lock` moves it forward: the newest versions inside the ranges, the suite run against them.
 LOCK   := constraints.txt
-EXTRAS := test,bench
+EXTRAS := test,bench,docs
 # The report's test opens it in headless Chromium: Debian's package, installed on first need.
 CHROMIUM := /usr/bin/chromium
 SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -19,7 +19,7 @@ ifeq ($(INITDB),)
 INITDB   := postgresql-install
 endif
 
-.PHONY: install lock run demo test lint bench bench-memory bench-scale clean postgresql-install
+.PHONY: install lock run demo test lint docs bench bench-memory bench-scale clean postgresql-install
 
 install: $(STAMP)
 
@@ -85,8 +85,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check scraper tests
 	$(BIN)/mypy
 
+# The manual, docs/ built into site/ (open site/index.html); warnings are errors.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) $(LOCK_VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) $(LOCK_VENV) *.egg-info .pytest_cache site
 
 # Peak RSS against URLs discovered (the frontier lives on disk): ~2 minutes.
 bench-memory: $(STAMP)

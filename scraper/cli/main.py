@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["bench"]:  # its own options, parsed by scraper.bench (the parser lists it)
         return bench.run(argv[1:])
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         with setup_logging(args.log_level, args.log_file, args.log_format):
             return int(args.command(args))
@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """Every command's parser under one (the manual's CLI reference is generated from it)."""
     parser = argparse.ArgumentParser(
         prog="scraper",
         description="An async web crawler and scraper that stores what it finds in SQLite or\n"

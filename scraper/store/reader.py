@@ -254,6 +254,17 @@ class Reader:
             )
         ]
 
+    def content_type_counts(self, crawl_id: int) -> list[tuple[str | None, int]]:
+        """Pages by their Content-Type header as sent (parameters and case included): a site
+        spells one type many ways, which the report folds."""
+        return [
+            (None if kind is None else str(kind), int(n))
+            for kind, n in self._rows(
+                "SELECT content_type, count(*) FROM pages WHERE crawl_id = ? GROUP BY content_type",
+                (crawl_id,),
+            )
+        ]
+
     def errors_by_kind(self, crawl_id: int) -> list[tuple[str, int, str, str | None]]:
         # The example is the kind's greatest URL, a page of this crawl (pages.url is unique;
         # PostgreSQL indexes md5(url), not url: the crawl's index narrows its join instead).

@@ -285,6 +285,7 @@ async def test_a_recrawl_asks_conditionally_and_keeps_unchanged_pages(aiohttp_se
     )
 
     assert (first.pages, second.pages) == (4, 4)
+    assert (first.by_status, second.by_status) == ({"2xx": 4}, {"not modified": 4})
     assert sorted(seen) == sorted((path, f'"v1-{path}"') for path in ("/", "/p/0", "/p/1", "/p/2"))
     for (id1, url1, title1, at1), (id2, url2, title2, at2, status, crawl_id) in zip(
         before, after, strict=True
