@@ -3,7 +3,9 @@ session with a fresh database per test (helpers.py has the functions)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import asyncio
+import inspect
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,25 @@ def blockbuster() -> Iterator[BlockBuster]:
     """Fail any test whose code blocks a running event loop (sync I/O, time.sleep, ...)."""
     with blockbuster_ctx() as guard:
         yield guard
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, Any, Any]:
+    """looptime (the scheduler tests' controlled clock) asks the event-loop policy for its loop
+    before every test, which in a sync test with no loop set makes one and leaves it open (a
+    ResourceWarning, an error here, in whichever later test the collector runs). Such a test
+    gets a loop of its own, closed after it."""
+    policy = pyfuncitem.funcargs.get("event_loop_policy")
+    unset = getattr(getattr(policy, "_local", None), "_loop", "?") is None  # (no public way)
+    if policy is None or inspect.iscoroutinefunction(pyfuncitem.obj) or not unset:
+        return (yield)
+    loop = asyncio.new_event_loop()
+    policy.set_event_loop(loop)
+    try:
+        return (yield)
+    finally:
+        policy.set_event_loop(None)
+        loop.close()
 
 
 ConfigFactory = Callable[..., Config]

@@ -29,7 +29,7 @@ from aiohttp.abc import AbstractResolver
 from scraper.crawl.dns import address_of
 from scraper.crawl.ports import HostRules
 from scraper.domains import domain_of_host_key, host_name
-from scraper.models import CrawlRequest, FetchResult
+from scraper.models import CrawlRequest, ErrorKind, FetchResult
 
 KEEP_RELEASED = 20  # released slots whose last settings the stats still show
 BACKOFF_MAX = 60.0  # seconds: the longest pause a run of 429/503 without Retry-After reaches
@@ -48,7 +48,7 @@ class _AllowAll:
 
     delay: float | None = None
     unavailable = False
-    skip_kind = "robots"
+    skip_kind = ErrorKind.ROBOTS
 
     def skip_reason(self, url: str) -> str | None:
         return None
@@ -280,11 +280,14 @@ def throttle(slot: Slot, result: FetchResult, limits: Limits, now: float) -> Non
         slot.delay = max(slot.delay, slot.latency, slot.min_delay)
         slot.ok_streak = 0
         return
-    if result.error_kind in ("timeout", "connection") or (result.status or 0) >= 500:
+    if (
+        result.error_kind in (ErrorKind.TIMEOUT, ErrorKind.CONNECTION)
+        or (result.status or 0) >= 500
+    ):
         slot.concurrency = max(1, slot.concurrency - 1)
         slot.ok_streak = 0
         return
-    if result.error_kind == "dns":
+    if result.error_kind == ErrorKind.DNS:
         return  # no server answered: nothing learnt about its load
     latency = (result.elapsed_ms or 0.0) / 1000
     slot.latency = latency if not slot.latency else 0.8 * slot.latency + 0.2 * latency

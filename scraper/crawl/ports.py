@@ -6,16 +6,13 @@ coordinator (`crawler.py`) passes in, so no stage imports another.
     WireListener   who the fetch stage tells about requests on the wire (the dispatcher)
     HostRules      what robots.txt says about one host (robots.py's RobotsRules)
     HostGate       where a host's HostRules come from (robots.py's RobotsGate)
-    REDIRECTS      the statuses whose Location the fetch stage follows, or the pipeline admits
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from scraper.models import CrawlRequest, FetchResult
-
-REDIRECTS = frozenset({301, 302, 303, 307, 308})
+from scraper.models import CrawlRequest, ErrorKind, FetchResult
 
 
 class FetchStage(Protocol):
@@ -65,7 +62,7 @@ class WireListener(Protocol):
 class HostRules(Protocol):
     """What robots.txt says about one host (and `skip_kind`: the error kind of a URL it skips)."""
 
-    skip_kind: str
+    skip_kind: ErrorKind
 
     @property
     def delay(self) -> float | None: ...

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from protego import Protego
 
 from scraper.crawl.ports import FetchStage
-from scraper.models import CrawlRequest
+from scraper.models import CrawlRequest, ErrorKind
 from scraper.urls import origin
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class RobotsRules:
         *,
         unavailable: str | None = None,
         refused: str | None = None,
-        skip_kind: str = "robots",
+        skip_kind: ErrorKind = ErrorKind.ROBOTS,
         sitemaps: tuple[str, ...] = (),
     ) -> None:
         self._parser = parser
@@ -167,11 +167,14 @@ class RobotsGate:
             body_limit=MAX_ROBOTS_BYTES,
         )
         status = result.status or 0
-        if result.error_kind in ("blocked", "dns"):
+        if result.error_kind in (ErrorKind.BLOCKED, ErrorKind.DNS):
             # The host's address is refused, or its name does not resolve: no request will
             # reach it, so its URLs are recorded so at once (not after rounds of asking).
             return RobotsRules(None, self._agent, refused=result.error, skip_kind=result.error_kind)
-        if result.error_kind in ("out_of_scope", "redirects") or 300 <= status < 400:
+        if (
+            result.error_kind in (ErrorKind.OUT_OF_SCOPE, ErrorKind.REDIRECTS)
+            or 300 <= status < 400
+        ):
             # A redirect not followed (outside the scope, too many, or to no crawlable URL):
             # as if there were none (RFC 9309: as a 4xx).
             self._on_fetched(site, json.dumps({"site": site, "status": status}))

@@ -61,7 +61,7 @@ from scraper.crawl.leases import (
 from scraper.crawl.polite import NO_FETCH, PoliteFetch
 from scraper.crawl.ports import FetchStage, HostGate, Wire
 from scraper.crawl.ready import ReadyHeap
-from scraper.models import CrawlRequest, FetchResult, PageRecord
+from scraper.models import CrawlRequest, ErrorKind, FetchResult, PageRecord
 from scraper.store.base import Frontier, HostLeases, HostPoliteness
 from scraper.urls import host_key
 
@@ -86,7 +86,7 @@ class Assignment:
 
     request: CrawlRequest
     skip_reason: str | None = None
-    skip_kind: str = "robots"
+    skip_kind: ErrorKind = ErrorKind.ROBOTS
 
 
 class Scheduler:

@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 
 from scraper.crawl.ports import FetchStage
-from scraper.models import CrawlRequest, PageRecord
+from scraper.models import CrawlRequest, ErrorKind, PageRecord
 from scraper.parse.procpool import WorkerDied
 from scraper.parse.sitemap import Sitemap, SitemapJob
 from scraper.urls import Scope, UrlPolicy, canonicalize
@@ -73,6 +73,6 @@ class SitemapReader:
             return ()
         pages = tuple(CrawlRequest(url=page, depth=1, referrer=url) for page in sitemap.pages)
         if sitemap.error is not None:
-            stored = dataclasses.replace(stored, error_kind="sitemap", error=sitemap.error)
+            stored = dataclasses.replace(stored, error_kind=ErrorKind.SITEMAP, error=sitemap.error)
         await self._emit(PageRecord(fetch=stored, children=pages))
         return sitemap.sitemaps

@@ -34,8 +34,8 @@ STATUS_COLORS = {"2": "#2a9d8f", "3": "#457b9d", "4": "#e9c46a", "5": "#e76f51"}
 
 
 @dataclass(frozen=True, slots=True)
-class ErrorKind:
-    kind: str
+class ErrorsOfKind:
+    kind: str  # a models.ErrorKind's value, as the database holds it
     pages: int
     url: str
     error: str | None
@@ -191,8 +191,8 @@ def content_types(rows: list[tuple[str | None, int]]) -> dict[str, int]:
     return {**top, "other": rest} if rest else top
 
 
-def errors_by_kind(reader: ResultsReader, crawl_id: int) -> Iterator[ErrorKind]:
-    return (ErrorKind(*row) for row in reader.errors_by_kind(crawl_id))
+def errors_by_kind(reader: ResultsReader, crawl_id: int) -> Iterator[ErrorsOfKind]:
+    return (ErrorsOfKind(*row) for row in reader.errors_by_kind(crawl_id))
 
 
 def error_pages(reader: ResultsReader, crawl_id: int) -> Iterator[ErrorPage]:

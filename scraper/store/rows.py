@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scraper.models import PageRecord
+from scraper.models import ErrorKind, PageRecord
 
 PAGE_COLUMNS = [
     "url", "crawl_id", "depth", "referrer", "status", "final_url", "content_type",
@@ -24,7 +24,7 @@ def page_row(crawl_id: int, record: PageRecord) -> tuple[Any, ...]:
     fetch, parsed = record.fetch, record.parsed
     error_kind, error = fetch.error_kind, fetch.error
     if record.parse_error is not None:
-        error_kind, error = "parse", record.parse_error
+        error_kind, error = ErrorKind.PARSE, record.parse_error
     return (
         fetch.request.url,
         crawl_id,

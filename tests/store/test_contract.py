@@ -17,7 +17,7 @@ import pytest
 from scraper.config import StorageConfig
 from scraper.crawl.seeds import digest_of
 from scraper.errors import QueryError, StorageError
-from scraper.models import CrawlRequest, FetchResult, PageRecord, ParseResult
+from scraper.models import CrawlRequest, ErrorKind, FetchResult, PageRecord, ParseResult
 from scraper.store import open_backend, open_results
 from scraper.store.base import Backend, FleetRules, FrontierState, HostPoliteness, ResultsReader
 from scraper.store.location import redact
@@ -65,7 +65,7 @@ def page(
     status: int | None = 200,
     title: str | None = "a title",
     fetched_at: str | None = "2026-01-01T00:00:00.000+00:00",
-    error_kind: str | None = None,
+    error_kind: ErrorKind | None = None,
     fresh: bool = False,
 ) -> PageRecord:
     request = CrawlRequest(url=url, depth=1, fresh=fresh)
@@ -278,15 +278,15 @@ async def test_the_summary_at_the_end_and_the_reader_count_alike(location: str) 
         await b.pages(crawl_id).write(
             [
                 page(f"{A}/"),
-                page(f"{A}/404", status=404, error_kind="http"),
-                page(f"{B}/gone", status=None, title=None, error_kind="connection"),
+                page(f"{A}/404", status=404, error_kind=ErrorKind.HTTP),
+                page(f"{B}/gone", status=None, title=None, error_kind=ErrorKind.CONNECTION),
             ]
         )
         summary = await b.crawls.finish(crawl_id, "finished", 2.5, extra={"note": 1})
         assert summary.db == redact(location)  # where the results are, never with a password
         assert (summary.pages, summary.errors, summary.bytes) == (3, 2, 300)
         assert summary.by_status == {"2xx": 1, "4xx": 1, "none": 1}
-        assert summary.by_error == {"connection": 1, "http": 1}
+        assert summary.by_error == {"connection": 1, "http": 1}  # the enum's values, stored
         assert await b.crawls.unfinished(digest_of(seeds)) == (0, None)
 
     def the_reader_agrees(r: ResultsReader) -> None:
