@@ -119,6 +119,8 @@ def format_stats(s: CrawlStats) -> str:
     lag = ", ".join(
         f"{k} {s.loop_lag_ms[k]:,.1f} ms" for k in ("p50", "p99", "max") if k in s.loop_lag_ms
     )
+    if s.loop_lag_ms.get("stalls"):
+        lag += f", {s.loop_lag_ms['stalls']:.0f} stalls over 100 ms (see the log)"
     stages = ", ".join(
         f"{name} {st['load_pct']:.0f}% (queue {st.get('queue_mean', 0):.0f})"
         for name, st in s.stages.items()
