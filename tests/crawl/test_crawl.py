@@ -98,6 +98,28 @@ async def test_max_pages_is_exact(demo, make_config):
     assert len(server.app[STATE].hits) <= 25 + 1  # and perhaps a redirect's target
     ((count,),) = await rows(config.storage.db, "SELECT count(*) FROM pages")
     assert count == 25
+    # The summary says which limit ended the crawl, what it left, and how to go on.
+    text = format_stats(await asyncio.to_thread(stats_of, config))
+    ((pending,),) = await rows(config.storage.db, "SELECT count(*) FROM frontier WHERE state = 0")
+    assert pending > 0
+    assert f"limits:    crawl.max_pages (25) reached; {pending} URLs left pending" in text
+    assert "run the same command" in text
+
+
+async def test_a_crawl_no_limit_ended_says_nothing_of_limits(demo, make_config):
+    _, root = demo
+    config = make_config([root], crawl__max_pages_per_host=1000, crawl__max_depth=50)
+    await crawl(config)
+    assert "limits:" not in format_stats(await asyncio.to_thread(stats_of, config))
+
+
+async def test_max_depth_and_per_host_caps_are_named(demo, make_config):
+    _, root = demo
+    config = make_config([root], crawl__max_pages_per_host=10, crawl__max_depth=1)
+    await crawl(config)
+    text = format_stats(await asyncio.to_thread(stats_of, config))
+    assert "crawl.max_pages_per_host (10) reached on 1 host" in text
+    assert "crawl.max_depth (1): links past it not followed" in text
 
 
 async def test_failing_pages_are_stored_with_their_error(aiohttp_server, make_config):
