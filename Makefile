@@ -53,11 +53,11 @@ bench: $(STAMP)
 	      nginx libnginx-mod-http-lua >/dev/null \
 	    || echo "bench: could not install nginx; the aiohttp server stands in"; \
 	  else echo "bench: nginx or its Lua module missing; the aiohttp server stands in"; fi; }
-	$(BIN)/scraper bench $(BENCH_ARGS)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check scraper tests
-	$(BIN)/ruff format --check scraper tests
+	$(BIN)/ruff check scraper bench tests
+	$(BIN)/ruff format --check scraper bench tests
 	$(BIN)/mypy
 
 clean:
@@ -65,10 +65,10 @@ clean:
 
 # Peak RSS against URLs discovered (the frontier lives on disk): ~2 minutes.
 bench-memory: $(STAMP)
-	$(BIN)/python -m scraper.bench.frontier_memory
+	$(BIN)/python -m bench.frontier_memory
 
 # One crawl on 1, 2 and 4 processes on PostgreSQL against SQLite's one (~6 min): a latency-bound
 # site of 40 hosts, then the cpu case. PostgreSQL is installed if missing, as for `make test`.
 SCALE_ARGS ?=
 bench-scale: $(STAMP) $(INITDB)
-	$(BIN)/python -m scraper.bench.scale $(SCALE_ARGS)
+	$(BIN)/python -m bench.scale $(SCALE_ARGS)

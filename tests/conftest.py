@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
 
-from scraper.bench.pgserver import PgServer
+from pgserver import PgServer
 from scraper.config import Config, build_config
 
 

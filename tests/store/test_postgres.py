@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from helpers import base_url
-from scraper.bench.pgserver import PgServer
+from pgserver import PgServer
 from scraper.config import StorageConfig
 from scraper.crawl.seeds import digest_of
 from scraper.demosite import SiteSpec, make_app
