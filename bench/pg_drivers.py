@@ -219,7 +219,7 @@ async def main_async(batches: int) -> None:
             ]
         print(f"sink transaction: {PAGES} pages, {PAGES * LINKS} discovered URLs, {PAGES} done")
         for i, (name, run) in enumerate(runs):
-            url = server.create_database(f"sink{i}")
+            url = server.address.create_database(f"sink{i}")
             with psycopg.connect(url, autocommit=True) as conn:
                 for script in MIGRATIONS:
                     conn.execute(script.encode())

@@ -248,7 +248,7 @@ async def latency_case(args: argparse.Namespace, server: PgServer, folder: Path)
             if backend == "sqlite":
                 db = str(folder / f"latency-{n}.db")
             else:
-                db = await asyncio.to_thread(server.create_database, f"latency_{n}")
+                db = await asyncio.to_thread(server.address.create_database, f"latency_{n}")
             options = crawl_options(args.concurrency, 1, latency_case=True)
             server_before = server.cpu_seconds()
             samples: list[Sample] = []
@@ -290,7 +290,7 @@ async def cpu_case(args: argparse.Namespace, server: PgServer, folder: Path) -> 
             if backend == "sqlite":
                 db = str(folder / f"cpu-{n}.db")
             else:
-                db = await asyncio.to_thread(server.create_database, f"cpu_{n}")
+                db = await asyncio.to_thread(server.address.create_database, f"cpu_{n}")
             options = crawl_options(64, 2, latency_case=False)
             server_before = server.cpu_seconds()
             wall, cpu, code, p99 = await run_crawl("cpu", db, [site.url], 1, options, folder)
