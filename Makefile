@@ -3,6 +3,12 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The runtime dependencies alone: all `make demo` and `make run` need (~1/4 of the test venv).
+RUNTIME := $(VENV)/.runtime
+# The exact versions the tests run on (pip constraints); pyproject.toml keeps the ranges users get.
+# `make lock` moves it forward: the newest versions inside the ranges, the suite run against them.
+LOCK   := constraints.txt
+EXTRAS := test,bench,docs
 # The report's test opens it in headless Chromium: Debian's package, installed on first need.
 CHROMIUM := /usr/bin/chromium
 SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -13,20 +19,40 @@ ifeq ($(INITDB),)
 INITDB   := postgresql-install
 endif
 
-.PHONY: install run demo test lint bench bench-memory bench-scale bench-startup clean postgresql-install
+.PHONY: install lock run demo test lint docs bench bench-memory bench-scale bench-startup clean \
+	postgresql-install
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(RUNTIME): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet --constraint $(LOCK) pip
+	$(BIN)/python -m pip install --quiet --constraint $(LOCK) -e .
+	touch $(RUNTIME)
+
+$(STAMP): $(RUNTIME)
+	$(BIN)/python -m pip install --quiet --constraint $(LOCK) -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
-run: $(STAMP)
-	$(BIN)/scraper crawl --config config.toml
+# The newest versions inside pyproject.toml's ranges, in a virtualenv of their own; the suite runs
+# against them, and only when it passes do they become the lock.
+LOCK_VENV := .venv-lock
+lock:
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade -e '.[$(EXTRAS)]'
+	$(LOCK_VENV)/bin/python -m pytest
+	{ echo "# The versions make install and make test install; written by make lock."; \
+	  $(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable; } > $(LOCK).new
+	mv $(LOCK).new $(LOCK)
+	rm -rf $(LOCK_VENV)
 
-demo: $(STAMP)
+# A site built for scraping practice, 200 pages of it: the one public site anything here names.
+run: $(RUNTIME)
+	$(BIN)/scraper crawl https://books.toscrape.com/ --max-pages 200 --config config.toml
+
+demo: $(RUNTIME)
 	$(BIN)/scraper demo
 
 # Three pytest-xdist workers: most of a test's time is spent waiting on its servers and processes
@@ -63,8 +89,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check scraper bench tests
 	$(BIN)/mypy
 
+# The manual, docs/ built into site/ (open site/index.html); warnings are errors.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) $(LOCK_VENV) *.egg-info .pytest_cache site
 
 # Peak RSS against URLs discovered (the frontier lives on disk): ~2 minutes.
 bench-memory: $(STAMP)

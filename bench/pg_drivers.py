@@ -6,7 +6,7 @@ On a throwaway server (pgserver.py, PostgreSQL's defaults: fsync on), with the r
 times one sink transaction (200 pages upserted, ~2,000 discovered URLs inserted once of which
 half are known already, the 200 pages' own frontier rows marked done) by each way of sending it,
 and a lease round trip (16 pending URLs of a host, marked leased, with their stored pages'
-validators). Prints the median and p90 in milliseconds. The README keeps the figures.
+validators). Prints the median and p90 in milliseconds. docs/benchmarks.md keeps the figures.
 """
 
 from __future__ import annotations

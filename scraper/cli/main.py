@@ -29,14 +29,15 @@ log = logging.getLogger("scraper")
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         with setup_logging(args.log_level, args.log_file, args.log_format):
             return int(args.command(args))
     except ScraperError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"scraper: error: {exc}", file=sys.stderr)
+        for line in exc.lines:
+            print(f"scraper: error: {line}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("scraper: interrupted", file=sys.stderr)
@@ -48,9 +49,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """Every command's parser under one (the manual's CLI reference is generated from it)."""
     parser = argparse.ArgumentParser(
-        prog="scraper", description="An async web crawler that stores what it finds in SQLite."
+        prog="scraper",
+        description="An async web crawler and scraper that stores what it finds in SQLite or\n"
+        "PostgreSQL, to query with SQL.",
+        epilog="start with:\n"
+        "  scraper crawl https://example.com/ --max-pages 100 --db data/example.db\n"
+        "  scraper stats --db data/example.db\n"
+        '  scraper query --db data/example.db "SELECT url, status, title FROM pages"\n'
+        "`scraper COMMAND --help` tells each command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"scraper {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")

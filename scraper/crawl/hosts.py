@@ -5,7 +5,7 @@ robots.txt rules (RFC 9309: per host) and the jobs (robots.txt, sitemaps) waitin
 A **slot** is the unit of politeness (`fetch.politeness_key`): one host, every host of one
 registrable domain, or every host on one IP address. It has the requests in flight, the
 concurrency and delay, the earliest moment the next request may start, and the throttle state
-that `throttle` tunes from each fetch's outcome (AIMD: see "Adaptive throttling" in the README).
+that `throttle` tunes from each fetch's outcome (AIMD: see docs/guides/crawling.md, Politeness).
 
 `HostTable` holds the hosts the crawl has work for and their slots, and releases a host once it
 has nothing left to do, and its slot once no host holds it and its delay has passed (a throttled
@@ -275,7 +275,7 @@ class HostTable:
 
 
 def throttle(slot: Slot, result: FetchResult, limits: Limits, now: float) -> None:
-    """Tune the slot from one fetch's outcome: AIMD, see "Adaptive throttling" in the README.
+    """Tune the slot from one fetch's outcome: AIMD, see docs/guides/crawling.md (Politeness).
 
     A 429 or 503 with Retry-After pauses the slot for what the server asked (capped by
     fetch.max_retry_after), and only that: a rate limiter that answers every new URL's first

@@ -81,8 +81,12 @@ def serve(requests: BinaryIO, replies: BinaryIO, ring: mmap.mmap | None = None) 
             # May fail: a function it cannot import.
             function, argument = pickle.loads(data, buffers=buffers)
             reply: tuple[bool, Any] = (True, function(argument))
-        except Exception as exc:  # the caller gets it, as ProcessPoolExecutor would give it
-            reply = (False, exc)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        # The caller gets it, as ProcessPoolExecutor would give it; BaseException too, since a
+        # Rust library's panic (pyo3's PanicException) is one, and must cost a call, not the worker.
+        except BaseException as exc:
+            reply = (False, exc if isinstance(exc, Exception) else RuntimeError(_describe(exc)))
         try:
             payload = pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as exc:  # an exception (or result) that cannot be pickled
@@ -90,6 +94,10 @@ def serve(requests: BinaryIO, replies: BinaryIO, ring: mmap.mmap | None = None) 
         replies.write(REPLY.pack(len(payload)))
         replies.write(payload)
         replies.flush()
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _copy(ring: mmap.mmap | None, offset: int, length: int) -> bytes:

@@ -359,6 +359,8 @@ class ResultsReader(Protocol):
 
     def depth_counts(self, crawl_id: int) -> list[tuple[int, int]]: ...
 
+    def content_type_counts(self, crawl_id: int) -> list[tuple[str | None, int]]: ...
+
     def errors_by_kind(self, crawl_id: int) -> list[tuple[str, int, str, str | None]]:
         """(error_kind, pages, an example URL, its error) per kind, most pages first."""
         ...
@@ -386,7 +388,7 @@ class ResultsReader(Protocol):
 
     def preset_sql(self, name: str, sql: str) -> str:
         """The named query `name` (a preset) as this backend runs it: `sql` is its text in
-        SQLite's dialect, as the README shows it (store/dialect.py has the others)."""
+        SQLite's dialect, as docs/guides/database.md shows it (store/dialect.py has the others)."""
         ...
 
     def run_query(self, sql: str, *, timeout: float | None = None) -> Rows:

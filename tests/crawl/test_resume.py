@@ -285,6 +285,7 @@ async def test_a_recrawl_asks_conditionally_and_keeps_unchanged_pages(aiohttp_se
     )
 
     assert (first.pages, second.pages) == (4, 4)
+    assert (first.by_status, second.by_status) == ({"2xx": 4}, {"not modified": 4})
     assert sorted(seen) == sorted((path, f'"v1-{path}"') for path in ("/", "/p/0", "/p/1", "/p/2"))
     for (id1, url1, title1, at1), (id2, url2, title2, at2, status, crawl_id) in zip(
         before, after, strict=True
@@ -369,7 +370,8 @@ async def test_kill_9_of_a_crawler_with_a_stuck_worker_ends_the_worker_and_resum
     parse.timeout, records the page and finishes instead of spinning again."""
     server = await aiohttp_server(backtracking_site())
     root, db = base_url(server), tmp_path / "crawl.db"
-    rule = ["--set", f"extract.heading={{css = 'h1', regex = '{BACKTRACKING}'}}"]
+    rule = ["--set", f"extract.heading={{css = 'h1', regex = '{BACKTRACKING}'}}",
+            "--set", "parse.regex_timeout=1e6"]  # fmt: skip
     process = await start(root, db, *rule, "--set", "parse.timeout=100000")
     stuck: list[psutil.Process] = []
     for _ in range(600):  # until a worker has spun for a second of CPU (at most a minute)

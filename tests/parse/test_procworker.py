@@ -75,3 +75,19 @@ def test_out_of_band_buffers_come_from_the_ring() -> None:
           unpacked, None)  # fmt: skip
     ((ok, error),) = _replies(unpacked)  # a worker with no ring says so; it does not die
     assert not ok and "ring" in str(error)
+
+
+class PanicException(BaseException):
+    """What a Rust library's panic raises through pyo3: a BaseException, not an Exception."""
+
+
+def _panics(_: None) -> object:
+    raise PanicException("called `Option::unwrap()` on a `None` value")
+
+
+def test_a_panic_costs_the_call_not_the_worker() -> None:
+    replies = io.BytesIO()
+    serve(_framed((_panics, None), (len, "abc")), replies)
+    (ok, error), after = _replies(replies)
+    assert not ok and "PanicException" in str(error) and "unwrap" in str(error)
+    assert after == (True, 3)
