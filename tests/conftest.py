@@ -3,18 +3,20 @@ session with a fresh database per test (helpers.py has the functions).
 
 Under pytest-xdist (`make test` runs `-n 3`) the controller starts the one PostgreSQL server and
 hands its address to the workers: one initdb for the run, not one per worker, and stopped once
-every worker is done. Each test still gets a database of its own, named after the test and the
-worker."""
+every worker is done. Each test still gets a database of its own, named after the worker and
+the test."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
 
@@ -121,10 +123,29 @@ def pg_server(request: pytest.FixtureRequest) -> Iterator[PgAddress]:
         yield server.address
 
 
+_databases = itertools.count()
+
+
 @pytest.fixture
-def pg_url(pg_server: PgAddress, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh, empty database of its own for this test: its URL (password included)."""
-    test = "".join(c if c.isalnum() else "_" for c in request.node.name)[:45].lower()
-    name = f"t_{os.environ.get('PYTEST_XDIST_WORKER', 'gw')}_{test}_{id(request) % 100_000}"
-    yield pg_server.create_database(name)
-    pg_server.drop_database(name)
+def pg_url(pg_server: PgAddress, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database of its own for this test: its URL (password included).
+
+    Never dropped: the server and its folder go at the end of the session. PostgreSQL 15's DROP
+    DATABASE waits until every backend of the server has closed its files, and a backend stuck
+    under a hung test's crawl held every other test's DROP on the shared server for up to a
+    minute; a test database is a few MB of a temporary folder."""
+    test = "".join(c if c.isalnum() else "_" for c in request.node.name)[:40].lower()
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw")
+    return pg_server.create_database(f"t_{worker}_{next(_databases)}_{test}")
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_processes() -> Iterator[None]:
+    """End what a test left running: the crawl processes of a test that timed out would go on
+    writing to its database and fetching from addresses that later tests serve."""
+    yield
+    leftovers = psutil.Process().children(recursive=True)
+    for process in leftovers:
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+    psutil.wait_procs(leftovers, timeout=10)
