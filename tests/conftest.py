@@ -62,7 +62,8 @@ def make_config(tmp_path: Path) -> ConfigFactory:
 # what they did in time: a worker joins while the first still has pages to hand out, a kill lands
 # mid-crawl. Two such tests at once on 2 cores broke that (a joining worker, still starting, found
 # the site crawled by the first), where one at a time, beside the rest of the suite, holds.
-ONE_AT_A_TIME = {"crawl/test_workers.py": "fleets"}
+# bench/test_bench.py's tests share a module's site and server: one worker builds them once.
+ONE_AT_A_TIME = {"crawl/test_workers.py": "fleets", "bench/test_bench.py": "bench-site"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
