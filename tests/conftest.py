@@ -164,9 +164,11 @@ def pg_url(pg_server: PgAddress, request: pytest.FixtureRequest) -> str:
 @pytest.fixture(autouse=True)
 def no_leftover_processes() -> Iterator[None]:
     """End what a test left running: the crawl processes of a test that timed out would go on
-    writing to its database and fetching from addresses that later tests serve."""
+    writing to its database and fetching from addresses that later tests serve. Only processes
+    the test started: a fixture's server of a wider scope (PostgreSQL, nginx) lives on."""
+    before = {process.pid for process in psutil.Process().children(recursive=True)}
     yield
-    leftovers = psutil.Process().children(recursive=True)
+    leftovers = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
     for process in leftovers:
         with contextlib.suppress(psutil.Error):
             process.kill()
