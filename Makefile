@@ -19,7 +19,7 @@ ifeq ($(INITDB),)
 INITDB   := postgresql-install
 endif
 
-.PHONY: install lock run demo test lint docs bench bench-memory bench-scale bench-startup clean \
+.PHONY: postgres install lock run demo test lint docs bench bench-memory bench-scale bench-startup clean \
 	postgresql-install
 
 install: $(STAMP)
@@ -64,6 +64,11 @@ test: $(STAMP) $(CHROMIUM) $(INITDB)
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+
+# A throw-away PostgreSQL server on 127.0.0.1 for trying `scraper crawl --workers N`: prints its
+# URL, runs until Ctrl-C, then deletes its data. (The tests start their own the same way.)
+postgres: $(STAMP) $(INITDB)
+	$(BIN)/python -m tests.pgserver
 
 postgresql-install:
 	$(SUDO) apt-get update -qq

@@ -205,3 +205,26 @@ class PgServer:
                 f"{program} failed ({done.returncode}): {done.stderr.strip() or done.stdout}\n"
                 f"{self.log()}"
             )
+
+
+
+def main() -> None:
+    """`make postgres`: a throw-away server for trying `scraper crawl --workers`, until Ctrl-C
+    (or SIGTERM). Its data lives in a temporary folder and goes with it."""
+    import signal
+
+    ends = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, ends)  # waited for below, not raised mid-start
+    with PgServer(durable=True) as server:
+        server.address.create_database("crawls")
+        url = server.address.tcp_url("crawls")
+        print(
+            "A throw-away PostgreSQL server is up (Ctrl-C stops it and deletes its data):\n"
+            f"\n  {url}\n\nTry: .venv/bin/scraper crawl URL1 URL2 --workers 2 --db '{url}'",
+            flush=True,
+        )
+        signal.sigwait(ends)
+
+
+if __name__ == "__main__":
+    main()
