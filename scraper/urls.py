@@ -44,7 +44,7 @@ def canonicalize(url: str, base: str | None = None, policy: UrlPolicy = KEEP_QUE
     and what a browser cannot parse give None.
     """
     try:
-        href = ada_url.join_url(base, url) if base is not None else ada_url.normalize_url(url)
+        href = _parsed(url, base)
     except ValueError:  # no URL to a browser either, or a lone surrogate (UTF-8 has none)
         try:
             href = _parsed(_scalar_values(url), base and _scalar_values(base))
@@ -54,6 +54,7 @@ def canonicalize(url: str, base: str | None = None, policy: UrlPolicy = KEEP_QUE
 
 
 def _parsed(url: str, base: str | None) -> str:
+    """The URL as the standard serialises it; ValueError if there is none."""
     return ada_url.join_url(base, url) if base is not None else ada_url.normalize_url(url)
 
 
@@ -79,7 +80,10 @@ def _canonical(href: str, policy: UrlPolicy) -> str | None:
     start = scheme_end + 3
     href = href.partition("#")[0]
     path_start = href.find("/", start)
-    host = _canonical_host(href[start:path_start])
+    authority = href[start:path_start]
+    # Remembered for the hosts a page's links share (~1 µs each, 0.1 remembered); not for longer
+    # ones, which no DNS name is, so that a page of long hosts cannot fill memory.
+    host = _remembered_host(authority) if len(authority) <= 300 else _canonical_host(authority)
     if host is None:
         return None
     path, _, query = href[path_start:].partition("?")
@@ -95,7 +99,6 @@ def _canonical(href: str, policy: UrlPolicy) -> str | None:
 _HOST_NAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)*")
 
 
-@functools.lru_cache(maxsize=4096)  # a page's links share a few hosts: ~1 µs each, 0.1 remembered
 def _canonical_host(authority: str) -> str | None:
     """The host and port of a serialised authority as the crawl's rules and the resolver should
     both see them, or None if the host is no host name.
@@ -116,6 +119,7 @@ def _canonical_host(authority: str) -> str | None:
     return f"{host}:{port}" if colon else host
 
 
+_remembered_host = functools.lru_cache(maxsize=4096)(_canonical_host)
 _ESCAPE = re.compile("%([0-9A-Fa-f]{2})")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
@@ -221,6 +225,8 @@ def _rememberable(key: str) -> bool:
     characters at either end, tabs and line breaks anywhere): " ?q" is "?q", and "x " is "x"
     alone but "x%20" before a "#f". Another scheme ("mailto:") is None anywhere.
     tests/test_urls.py checks the answers against `canonicalize`."""
+    if len(key) > _LONGEST_REMEMBERED:
+        return False
     first, last = key[:1], key[-1:]
     if first in "?#" or first <= " " or last <= " " or first.isspace() or last.isspace():
         return False  # (an empty key too: "" is in any string, and <= " ")
@@ -234,6 +240,8 @@ def _rememberable(key: str) -> bool:
     )
 
 
+# Real hrefs are shorter; longer ones (which rarely repeat) would let a page of them fill the memo.
+_LONGEST_REMEMBERED = 500
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*):")  # as the URL standard's scheme state reads one
 _Answer = tuple[str | None, bool]  # (canonical URL or None, within the scope?)
 _Table = dict[str, _Answer]
@@ -290,7 +298,7 @@ class _LinkMemo:
             self._count = 0
 
 
-_MEMO = _LinkMemo(limit=50_000)  # ~10 MB per parse worker, at most
+_MEMO = _LinkMemo(limit=50_000)  # ~10 MB per parse worker; at most ~150 MB of the longest keys
 
 
 @functools.lru_cache(maxsize=64)  # called per page, with one base per page
