@@ -1,7 +1,8 @@
 """The errors a user can act on.
 
     ScraperError            anything the user can fix; printed as one line, exit code 2
-    ├── ConfigError         config.toml, --set or a command-line value is invalid
+    ├── ConfigError         config.toml, --set or a command-line value is invalid (a line for
+    │                       each problem found)
     ├── StorageError        the database cannot be created, opened or written, or is not ours
     ├── QueryError          `scraper query` was given bad SQL or a statement that writes
     └── OutputError         a file to write (--out, --log-file) cannot be created or written
@@ -19,9 +20,23 @@ from __future__ import annotations
 class ScraperError(Exception):
     """An error the user can act on; its message is one line that says what to change."""
 
+    @property
+    def lines(self) -> list[str]:
+        """What to print, a line each: one, but for a ConfigError with several problems."""
+        return [str(self)]
+
 
 class ConfigError(ScraperError):
-    pass
+    """One or more problems with the configuration, each a line: a file with two mistakes says
+    both at once."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+    @property
+    def lines(self) -> list[str]:
+        return list(self.problems)
 
 
 class StorageError(ScraperError):

@@ -113,6 +113,7 @@ class ParseJob:
     text: TextMode = "hash"  # parse.text
     policy: UrlPolicy = KEEP_QUERY  # how links are canonicalised
     scope: Scope | None = None  # which links to follow (None: all)
+    regex_timeout: float = 0.1  # parse.regex_timeout: seconds a field's regex has per value
 
 
 @pickled_as_arguments
@@ -134,6 +135,9 @@ class ParseResult:
     follow: tuple[str, ...] = ()  # the links within the crawl's scope (depth aside)
     fields_json: str | None = None  # the [extract] values; None when there are no rules
     links_cut: int = 0  # links dropped: past crawl.max_links_per_page, or over max_url_length
+    # The fields that gave up on this page (a regex over its time), each with why, as JSON:
+    # their values are null, and the page, its links and its other fields stand.
+    field_errors_json: str | None = None
 
     @property
     def links(self) -> tuple[str, ...]:
@@ -142,6 +146,10 @@ class ParseResult:
     @property
     def fields(self) -> dict[str, str | list[str] | None]:
         return json.loads(self.fields_json) if self.fields_json else {}
+
+    @property
+    def field_errors(self) -> dict[str, str]:
+        return json.loads(self.field_errors_json) if self.field_errors_json else {}
 
 
 @pickled_as_arguments

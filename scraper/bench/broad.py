@@ -39,7 +39,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from scraper.store.sqlite.queries import HOST_SQL
+from scraper.store.dialect import HOST_SQL_SQLITE as HOST_SQL
 
 from .measure import MB, Usage, _seconds, measure
 

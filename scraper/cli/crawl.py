@@ -23,7 +23,7 @@ import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from scraper.cli.common import EXIT_INTERRUPTED, load
+from scraper.cli.common import EXIT_INTERRUPTED, config_path, default, load
 from scraper.cli.results import print_stats
 from scraper.config import Config
 from scraper.errors import ConfigError
@@ -41,16 +41,36 @@ def add_parsers(commands: Commands, common: argparse.ArgumentParser) -> None:
         "crawl",
         parents=[common],
         help="crawl the seeds into the database",
-        description="Crawl from the seeds (or crawl.seeds) into SQLite.",
+        description="Crawl from the seeds (or crawl.seeds) into a SQLite file or a PostgreSQL\n"
+        "database (storage.db). Running the same command again resumes a crawl that did\n"
+        "not finish.",
+        epilog="examples:\n"
+        "  scraper crawl https://example.com/ --max-pages 500 --db data/example.db\n"
+        "  scraper crawl --seeds-file sites.txt --set crawl.max_depth=2\n"
+        "  scraper crawl https://a.example/ https://b.example/ --workers 2 \\\n"
+        "      --db postgresql://me@localhost/crawls   # one host is one process's at a time",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    crawl.add_argument("seeds", nargs="*", metavar="SEED", help="start URLs (replace crawl.seeds)")
+    crawl.add_argument(
+        "seeds", nargs="*", metavar="SEED", help="start URLs (replace crawl.seeds; default: none)"
+    )
     crawl.add_argument(
         "--seeds-file",
         metavar="FILE",
         help='start URLs, one a line (# comments; "-": standard input): crawl.seeds_file',
     )
-    crawl.add_argument("--concurrency", type=int, help="fetch.concurrency")
-    crawl.add_argument("--max-pages", type=int, help="crawl.max_pages")
+    crawl.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help=f"fetch.concurrency (default: {default('fetch.concurrency')})",
+    )
+    crawl.add_argument(
+        "--max-pages",
+        type=int,
+        metavar="N",
+        help=f"crawl.max_pages (default: {default('crawl.max_pages')})",
+    )
     crawl.add_argument("-q", "--quiet", action="store_true", help="no progress, only the summary")
     crawl.add_argument(
         "--fresh", action="store_true", help="start a new crawl even if the last one did not finish"
@@ -61,7 +81,8 @@ def add_parsers(commands: Commands, common: argparse.ArgumentParser) -> None:
         default=1,
         metavar="N",
         help="crawl with N processes on this machine (PostgreSQL only): this one and N - 1 "
-        "`scraper worker`s",
+        "`scraper worker`s; a host is one process's at a time (politeness), so N processes "
+        "need N or more hosts to gain anything (default: 1)",
     )
     crawl.add_argument(
         "--debug-loop",
@@ -121,11 +142,27 @@ def _crawl_command(args: argparse.Namespace) -> int:
         _refuse_politeness_by_ip(config, f"--workers {args.workers}")
     workers = _worker_command_line(args) if args.workers > 1 else None
     summary = asyncio.run(
-        run_crawl(config, quiet=args.quiet, fresh=args.fresh, workers=(args.workers - 1, workers)),
+        run_crawl(
+            config,
+            quiet=args.quiet,
+            fresh=args.fresh,
+            workers=(args.workers - 1, workers),
+            # (--log-format json: stderr is for machines; the crawls row keeps the config)
+            opening=None if args.quiet or args.log_format == "json" else _which_config(args),
+        ),
         debug=args.debug_loop,
     )
     print_stats(config.storage.db, summary.crawl_id)  # summary.db has no password to connect
-    return EXIT_INTERRUPTED if summary.status == "interrupted" else 0
+    if summary.status == "interrupted":
+        print("Run the same command again to resume this crawl where it stopped.")
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def _which_config(args: argparse.Namespace) -> str:
+    """A ./config.toml applies without a flag: the crawl's first line says so (or that none did)."""
+    path = config_path(args)
+    return f"config: {path}" if path is not None else "config: none (defaults, --set and seeds)"
 
 
 def _worker_command(args: argparse.Namespace) -> int:
@@ -205,25 +242,52 @@ async def run_crawl(
     fresh: bool = False,
     join: int | None = None,
     workers: tuple[int, list[str] | None] = (0, None),
+    opening: str | None = None,
 ) -> CrawlSummary:
     """Crawl as `config` says, showing progress unless `quiet`, until done or stopped by a
     signal; `fresh`: start a new crawl even if the last one did not finish; `join`: work on
     that running crawl beside its other processes; `workers`: how many `scraper worker`s to
-    start beside this process once its crawl runs, and their command line."""
+    start beside this process once its crawl runs, and their command line; `opening`: the line
+    said first, once the crawl has begun (so a database that cannot be opened stays one line)."""
     from scraper.cli.progress import choose_mode, show_progress
     from scraper.crawl.crawler import Crawler
 
-    crawler = Crawler(config, fresh=fresh, announce=_say, join=join)
+    say = _Announcer(opening)
+    crawler = Crawler(config, fresh=fresh, announce=say, join=join)
     _settle_the_garbage_collector()
     if asyncio.get_running_loop().get_debug():
         _say("asyncio debug mode (--debug-loop): callbacks holding the loop over 100 ms are logged")
     mode = choose_mode(quiet=quiet, stream=sys.stdout)
     extra, command = workers
-    with _stop_on_signals(crawler):
-        async with show_progress(crawler.snapshot, mode, config.log.interval):
-            if not extra or command is None:
-                return await crawler.run()
-            return await _with_workers(crawler, extra, command)
+    opened = asyncio.create_task(say.when(crawler.began))
+    try:
+        with _stop_on_signals(crawler):
+            async with show_progress(crawler.snapshot, mode, config.log.interval):
+                if not extra or command is None:
+                    return await crawler.run()
+                return await _with_workers(crawler, extra, command)
+    finally:
+        opened.cancel()
+
+
+class _Announcer:
+    """`_say`, with an opening line said before any other, or once `began` is set."""
+
+    def __init__(self, opening: str | None) -> None:
+        self._opening = opening
+
+    def __call__(self, message: str) -> None:
+        self._open()
+        _say(message)
+
+    async def when(self, began: asyncio.Event) -> None:
+        await began.wait()
+        self._open()
+
+    def _open(self) -> None:
+        if self._opening is not None:
+            _say(self._opening)
+            self._opening = None
 
 
 async def _with_workers(crawler: Crawler, count: int, command: list[str]) -> CrawlSummary:

@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     except ScraperError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"scraper: error: {exc}", file=sys.stderr)
+        for line in exc.lines:
+            print(f"scraper: error: {line}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("scraper: interrupted", file=sys.stderr)
@@ -52,7 +53,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="scraper", description="An async web crawler that stores what it finds in SQLite."
+        prog="scraper",
+        description="An async web crawler and scraper that stores what it finds in SQLite or\n"
+        "PostgreSQL, to query with SQL.",
+        epilog="start with:\n"
+        "  scraper crawl https://example.com/ --max-pages 100 --db data/example.db\n"
+        "  scraper stats --db data/example.db\n"
+        '  scraper query --db data/example.db "SELECT url, status, title FROM pages"\n'
+        "`scraper COMMAND --help` tells each command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"scraper {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")

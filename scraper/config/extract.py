@@ -3,10 +3,10 @@ a broken one stops the program at start-up with the rule's name."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
+import regex as re
 from selectolax.lexbor import LexborHTMLParser, SelectolaxError
 
 from scraper.config.checks import shorten, show, suggest
@@ -23,11 +23,17 @@ def build_extraction(table: Mapping[str, Any]) -> Extraction:
     `url` (a glob or a list of globs) and its own `name = rule` pairs."""
     every: list[ExtractRule] = []
     sets: list[RuleSet] = []
+    problems: list[str] = []
     for name, spec in table.items():
-        if name == RULE_SETS and isinstance(spec, list):
-            sets = [_build_rule_set(f"extract.for[{n}]", item) for n, item in enumerate(spec, 1)]
-        else:
-            every.append(_build_rule(f"extract.{shorten(name)}", name, spec))
+        try:
+            if name == RULE_SETS and isinstance(spec, list):
+                sets = [_build_rule_set(f"extract.for[{n}]", s) for n, s in enumerate(spec, 1)]
+            else:
+                every.append(_build_rule(f"extract.{shorten(name)}", name, spec))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(*problems)
     return Extraction(every=tuple(every), sets=tuple(sets))
 
 

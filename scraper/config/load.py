@@ -33,16 +33,30 @@ def load_config(
 
 
 def build_config(raw: Mapping[str, Any]) -> Config:
+    """Every problem is found before any is reported: ConfigError has a line for each."""
     known = [*SECTIONS, "extract"]
+    problems: list[str] = []
+    tables: dict[str, Mapping[str, Any]] = {}
     for name, table in raw.items():
         if name not in known:
-            raise ConfigError(f"[{shorten(name)}]: unknown section{suggest(name, known)}")
-        if not isinstance(table, dict):
-            raise ConfigError(f"{name}: must be a table ([{name}])")
-    sections = {
-        name: _build_section(name, cls, raw.get(name, {})) for name, cls in SECTIONS.items()
-    }
-    return Config(**sections, extract=build_extraction(raw.get("extract", {})))
+            problems.append(f"[{shorten(name)}]: unknown section{suggest(name, known)}")
+        elif not isinstance(table, dict):
+            problems.append(f"{name}: must be a table ([{name}])")
+        else:
+            tables[name] = table
+    sections: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        try:
+            sections[name] = _build_section(name, cls, tables.get(name, {}))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    try:
+        extraction = build_extraction(tables.get("extract", {}))
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(*problems)
+    return Config(**sections, extract=extraction)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -88,13 +102,17 @@ def _assign(raw: dict[str, Any], dotted: str, value: Any) -> None:
 def _build_section(name: str, cls: type, table: Mapping[str, Any]) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs: dict[str, Any] = {}
+    problems: list[str] = []
     for key, value in table.items():
         if key not in fields:
-            raise ConfigError(
+            problems.append(
                 f"{name}.{shorten(key)}: unknown key{suggest(key, fields, prefix=name)}"
             )
+            continue
         try:
             kwargs[key] = fields[key].metadata["check"](value)
         except Invalid as exc:
-            raise ConfigError(f"{name}.{key} = {show(value)}: {exc}") from exc
+            problems.append(f"{name}.{key} = {show(value)}: {exc}")
+    if problems:  # the section's own checks (one key against another) need valid keys
+        raise ConfigError(*problems)
     return cls(**kwargs)

@@ -222,6 +222,12 @@ class ParseConfig:
     timeout: float = field(
         default=30.0, metadata=_opt(number(0, exclusive=True), "seconds per page in a worker")
     )
+    # A backtracking pattern can take minutes on one value; past this the field alone is lost
+    # (null, named in pages.field_errors), not the page. Well-behaved patterns take microseconds.
+    regex_timeout: float = field(
+        default=0.1,
+        metadata=_opt(number(0, exclusive=True), "seconds an [extract] regex has per value"),
+    )
     # How far the workers yield the CPU to the crawler's own event loop when both want it: at
     # the same niceness a busy loop waited for a core 1.2-5 s of a 6-10 s crawl (cpu case).
     nice: int = field(default=10, metadata=_opt(integer(0, 19), "niceness added to the workers"))

@@ -287,6 +287,7 @@ class Pipeline:
             text=self._config.parse.text,
             policy=self._policy,
             scope=self._scope,  # so the parser's process filters the links, not the loop
+            regex_timeout=self._config.parse.regex_timeout,
         )
 
     def _parsed(self, result: FetchResult, outcome: ParseResult | ParseFailure) -> PageRecord:

@@ -12,21 +12,23 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 
+import regex
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
 from scraper.models import ExtractRule, ParseFailure, ParseJob, ParseResult
-from scraper.parse.source import lexbor_source
+from scraper.parse.shown import shown_text
+from scraper.parse.source import parse_html
 from scraper.parse.text import INVISIBLE, text_hash, visible_text
 from scraper.urls import UrlPolicy, canonicalize, resolve_links
 
 
 def parse_page(job: ParseJob) -> ParseResult:
     """Decode and parse one HTML page; never raises on hostile markup."""
-    encoding, source = lexbor_source(job.body, job.content_type)
-    tree = LexborHTMLParser(source)
+    encoding, tree = parse_html(job.body, job.content_type)
     base = _base_url(tree, job.url, job.policy)
-    fields = {rule.name: _extract(tree, rule) for rule in job.rules.rules_for(job.url)}
+    fields, field_errors = _extract_all(tree, job.rules.rules_for(job.url), job.regex_timeout)
     title_node = tree.css_first("title")
     canonical = _attr(tree.css_first('link[rel~="canonical" i][href]'), "href")
     hrefs = [node.attributes.get("href") or "" for node in tree.css("a[href], area[href]")]
@@ -46,6 +48,7 @@ def parse_page(job: ParseJob) -> ParseResult:
         follow=follow,
         fields_json=json.dumps(fields, ensure_ascii=False) if fields else None,
         links_cut=cut,
+        field_errors_json=json.dumps(field_errors, ensure_ascii=False) if field_errors else None,
     )
 
 
@@ -70,12 +73,34 @@ def _base_url(tree: LexborHTMLParser, page_url: str, policy: UrlPolicy) -> str:
     return (canonicalize(href, page_url, policy) or page_url) if href else page_url
 
 
-def _extract(tree: LexborHTMLParser, rule: ExtractRule) -> str | list[str] | None:
+Field = str | list[str] | None
+
+
+class _GaveUp(Exception):
+    """A field's regex ran past parse.regex_timeout on one value."""
+
+
+def _extract_all(
+    tree: LexborHTMLParser, rules: tuple[ExtractRule, ...], timeout: float
+) -> tuple[dict[str, Field], dict[str, str]]:
+    """Each rule's value, and the rules that gave up (their value None) with why."""
+    fields: dict[str, Field] = {}
+    errors: dict[str, str] = {}
+    for rule in rules:
+        try:
+            fields[rule.name] = _extract(tree, rule, timeout)
+        except _GaveUp as exc:
+            fields[rule.name] = None
+            errors[rule.name] = str(exc)
+    return fields, errors
+
+
+def _extract(tree: LexborHTMLParser, rule: ExtractRule, timeout: float) -> Field:
     if rule.all:
-        values = (_trim(_take(node, rule), rule.regex) for node in tree.css(rule.css))
+        values = (_trim(_take(node, rule), rule.regex, timeout) for node in tree.css(rule.css))
         return [v for v in values if v is not None]
     node = tree.css_first(rule.css)
-    return _trim(_take(node, rule), rule.regex) if node is not None else None
+    return _trim(_take(node, rule), rule.regex, timeout) if node is not None else None
 
 
 def _take(node: LexborNode, rule: ExtractRule) -> str | None:
@@ -83,18 +108,31 @@ def _take(node: LexborNode, rule: ExtractRule) -> str | None:
         return node.html
     if rule.take == "attr":
         return node.attributes.get(rule.attr or "")
-    return _clean(node.text(separator=" "))
+    return shown_text(node)
 
 
-def _trim(value: str | None, regex: str | None) -> str | None:
-    """The regex's first group (or whole match) in `value`; None when it does not match. `re`
-    caches compiled patterns, so a worker compiles each rule's once."""
-    if value is None or regex is None:
+def _trim(value: str | None, pattern: str | None, timeout: float) -> str | None:
+    """The pattern's first group (or whole match) in `value`; None when it does not match.
+
+    The `regex` package, not `re`: its `timeout` stops a backtracking pattern inside the match
+    (in C), where `re` runs to the end; the page's own limit (parse.timeout) would otherwise end
+    the worker and cost the whole page."""
+    if value is None or pattern is None:
         return value
-    match = re.search(regex, value)
+    try:
+        match = _compiled(pattern).search(value, timeout=timeout)
+    except TimeoutError as exc:
+        raise _GaveUp(
+            f"regex over its time ({timeout:g} s) on a value of {len(value)} characters"
+        ) from exc
     if match is None:
         return None
     return match.group(1) if match.re.groups else match.group(0)
+
+
+@lru_cache(maxsize=256)
+def _compiled(pattern: str) -> regex.Pattern[str]:
+    return regex.compile(pattern)
 
 
 def _attr(node: LexborNode | None, name: str) -> str | None:

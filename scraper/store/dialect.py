@@ -1,37 +1,35 @@
-"""SQL the backends share, written once, and the few places their dialects differ.
+"""The few places where the backends' SQL differs, so that every query is written once.
 
-The read side's counts are one text per backend, built here from one template (only the
-parameter marker differs), so the summary at a crawl's end and `scraper stats` agree on every
-backend. The presets of `scraper query --preset` are written in SQLite's dialect (results/
-presets.py, shown in the README); `PRESETS_POSTGRES` holds the ones PostgreSQL needs written
-otherwise.
+The shared texts (the results reader in reader.py, the crawls table's in crawl_log.py) are in
+SQLite's words with `?` markers; `Dialect.sql` gives them to psycopg with its `%s`. What else
+differs: how a URL's host is cut out, how a stored time subtracts, how a JSON text column is
+read, and the presets of `scraper query --preset` whose SQLite text PostgreSQL does not take.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from scraper.store.base import CrawlCounts
 
 STATUS_CLASS_SQL = "CASE WHEN status IS NULL THEN 'none' ELSE (status / 100) || 'xx' END"
 
-
-def count_queries(marker: str) -> tuple[str, str, str]:
-    """Pages by status class, pages by error kind, bytes: of one crawl (its id is `marker`)."""
-    return (
-        f"SELECT {STATUS_CLASS_SQL}, count(*) FROM pages WHERE crawl_id = {marker} "
-        "GROUP BY 1 ORDER BY 1",
-        "SELECT error_kind, count(*) FROM pages "
-        f"WHERE crawl_id = {marker} AND error_kind IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1",
-        f"SELECT coalesce(sum(bytes), 0) FROM pages WHERE crawl_id = {marker}",
-    )
+# Pages by status class, pages by error kind, bytes: of one crawl. The summary at a crawl's end
+# (crawl_log.py) and `scraper stats` (reader.py) count with these, so they cannot disagree.
+COUNT_QUERIES = (
+    f"SELECT {STATUS_CLASS_SQL}, count(*) FROM pages WHERE crawl_id = ? GROUP BY 1 ORDER BY 1",
+    "SELECT error_kind, count(*) FROM pages "
+    "WHERE crawl_id = ? AND error_kind IS NOT NULL GROUP BY 1 ORDER BY 2 DESC, 1",
+    "SELECT coalesce(sum(bytes), 0) FROM pages WHERE crawl_id = ?",
+)
 
 
 def counts_from(
     by_status: Iterable[Iterable[Any]], by_error: Iterable[Iterable[Any]], size: Iterable[Any]
 ) -> CrawlCounts:
-    """CrawlCounts from the rows of count_queries(), in that order."""
+    """CrawlCounts from the rows of COUNT_QUERIES, in that order."""
     (total,) = next(iter(size))
     return CrawlCounts(
         by_status={str(k): int(v) for k, v in by_status},
@@ -63,3 +61,50 @@ PRESETS_POSTGRES: dict[str, str] = {
         "ORDER BY pages DESC, status NULLS FIRST"
     ),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """One backend's words for what the shared SQL says. The templates take SQL expressions."""
+
+    name: str
+    marker: str  # the driver's parameter marker, for `?`
+    host: str  # SQL: the authority of the row's `url`
+    time: str  # "{}": a stored time (ISO 8601 text) as a value two of which subtract
+    seconds: str  # "{}": such a difference, in seconds
+    floor: str  # "{}": a number of seconds >= 0, rounded down to a whole number
+    json: str  # "{}": a JSON text column, as the json_* functions take it
+    presets: Mapping[str, str] = field(default_factory=dict)  # name -> its text here
+    fleet: bool = False  # several processes on one crawl, each a row of the workers table
+
+    def sql(self, text: str) -> str:
+        """`text`, written with `?` markers, in the driver's parameter style."""
+        if self.marker == "?":
+            return text
+        return text.replace("%", "%%").replace("?", self.marker)
+
+    def seconds_between(self, earlier: str, later: str) -> str:
+        """SQL: seconds from the time value `earlier` to `later` (each made by `time`)."""
+        return self.seconds.format(f"{later} - {earlier}")
+
+
+SQLITE = Dialect(
+    name="sqlite",
+    marker="?",
+    host=HOST_SQL_SQLITE,
+    time="julianday({})",  # days, fractional
+    seconds="(({}) * 86400)",
+    floor="CAST({} AS INTEGER)",  # truncates: the floor of what is never negative
+    json="{}",
+)
+POSTGRES = Dialect(
+    name="postgresql",
+    marker="%s",
+    host=HOST_SQL_POSTGRES,
+    time="{}::timestamptz",
+    seconds="extract(epoch FROM {})",
+    floor="floor({})::int",
+    json="{}::json",
+    presets=PRESETS_POSTGRES,
+    fleet=True,
+)

@@ -10,7 +10,7 @@ PAGE_COLUMNS = [
     "url", "crawl_id", "depth", "referrer", "status", "final_url", "content_type",
     "fetched_at", "elapsed_ms", "bytes", "attempts", "encoding", "title", "description",
     "canonical", "text_length", "text_hash", "text", "fields", "error_kind", "error", "etag",
-    "last_modified", "links", "links_cut",
+    "last_modified", "links", "links_cut", "field_errors",
 ]  # fmt: skip
 
 
@@ -51,4 +51,5 @@ def page_row(crawl_id: int, record: PageRecord) -> tuple[Any, ...]:
         fetch.last_modified,
         parsed.links_json if parsed else None,
         parsed.links_cut if parsed else None,
+        parsed.field_errors_json if parsed else None,
     )

@@ -16,7 +16,15 @@ import psutil
 import pytest
 from aiohttp import web
 
-from helpers import BACKTRACKING, backtracking_site, base_url, new_database, rows, served
+from helpers import (
+    BACKTRACKING,
+    backtracking_site,
+    base_url,
+    new_database,
+    rows,
+    scraper_cli,
+    served,
+)
 from scraper.demosite import SiteSpec, make_app
 
 SCRAPER = [sys.executable, "-m", "scraper"]
@@ -227,6 +235,7 @@ async def test_a_signal_interrupts_the_crawl_with_exit_130(aiohttp_server, tmp_p
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 130, err
     assert "interrupted" in out.decode()
+    assert "Run the same command again to resume" in out.decode()
     ((status, pages),) = await rows(db, "SELECT status, pages FROM crawls")
     assert status == "interrupted"
     ((stored, distinct),) = await rows(db, "SELECT count(*), count(DISTINCT url) FROM pages")
@@ -262,6 +271,10 @@ heading = { css = "h1", regex = 'Page \\d+' }
     await asyncio.to_thread((tmp_path / "config.toml").write_text, config)
     code, _, err = await run_async("crawl", base_url(server), "--quiet", cwd=tmp_path)
     assert code == 0, err
+    assert "config:" not in err  # quiet: the summary only
+    code, _, err = await run_async("crawl", base_url(server), "--fresh", cwd=tmp_path)
+    assert code == 0, err
+    assert err.splitlines()[0] == "scraper: config: config.toml"  # never applied unsaid
     found = await rows(
         tmp_path / "rules.db",
         "SELECT url, json_extract(fields, '$.heading'), json_extract(fields, '$.euros') "
@@ -372,6 +385,7 @@ async def test_a_second_ctrl_c_ends_the_crawl_even_when_the_loop_is_stuck(aiohtt
     process = await asyncio.create_subprocess_exec(
         *SCRAPER, "crawl", base_url(server), "--db", str(tmp_path / "stuck.db"),
         "--set", "parse.workers=0", "--set", f"extract.h={{css = 'h1', regex = '{BACKTRACKING}'}}",
+        "--set", "parse.regex_timeout=1e6",
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:
@@ -389,3 +403,43 @@ async def test_a_second_ctrl_c_ends_the_crawl_even_when_the_loop_is_stuck(aiohtt
     finally:
         if process.returncode is None:
             process.kill()
+
+
+async def test_a_config_with_two_mistakes_says_both(tmp_path):
+    config = tmp_path / "two.toml"
+    await asyncio.to_thread(
+        config.write_text, '[fetch]\nconcurency = 3\n[crawl]\nmax_pages = "many"\n'
+    )
+    code, out, err = await scraper_cli(
+        "crawl", "http://127.0.0.1:9/", "--config", str(config), "--db", str(tmp_path / "x.db"),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert code == 2 and out == ""
+    lines = err.splitlines()
+    assert len(lines) == 2 and all(line.startswith("scraper: error: ") for line in lines)
+    assert "crawl.max_pages" in err and "fetch.concurency" in err
+    assert not await asyncio.to_thread((tmp_path / "x.db").exists)  # nothing stored
+
+
+async def test_a_crawl_without_a_config_file_says_so(aiohttp_server, tmp_path):
+    server = await aiohttp_server(make_app(SiteSpec(pages=3, page_bytes=500, extras=False)))
+    code, out, err = await scraper_cli(
+        "crawl", base_url(server), "--db", str(tmp_path / "x.db"), cwd=tmp_path
+    )
+    assert code == 0, err
+    assert err.splitlines()[0] == "scraper: config: none (defaults, --set and seeds)"
+    assert "finished" in out
+
+
+async def test_no_seed_at_all_is_one_line(tmp_path):
+    code, out, err = await scraper_cli("crawl", "--db", str(tmp_path / "x.db"), cwd=tmp_path)
+    assert code == 2 and out == ""
+    assert err.splitlines()[-1].startswith("scraper: error: no seeds")
+    assert len([line for line in err.splitlines() if line.startswith("scraper: error")]) == 1
+
+
+def test_the_shipped_config_crawls_nothing_by_itself() -> None:
+    import tomllib
+
+    shipped = tomllib.loads((Path(__file__).parents[2] / "config.toml").read_text())
+    assert shipped["crawl"]["seeds"] == [] and shipped["crawl"]["max_pages"] == 0

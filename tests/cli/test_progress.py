@@ -83,7 +83,9 @@ async def test_a_pipe_gets_plain_lines_every_interval(site_url: str, tmp_path: P
     counts = [int(m.group(1)) for m in LINE.finditer(err)]
     assert len(counts) >= 3, err
     assert counts == sorted(counts)
-    assert len(err.strip().splitlines()) == len(counts)  # nothing else on stderr
+    opening, *lines = err.strip().splitlines()
+    assert opening == "scraper: config: none (defaults, --set and seeds)"
+    assert len(lines) == len(counts)  # nothing else on stderr
     assert ESCAPE not in out + err
     assert out.startswith(f"Crawl 1 finished: {PAGES} pages")
 

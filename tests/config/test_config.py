@@ -207,7 +207,7 @@ def test_rule_sets_per_url_pattern() -> None:
         ({"extract": {"x": 5}}, "extract.x: must be a CSS selector string or a table"),
         (
             {"extract": {"x": {"css": "a", "regex": "(unclosed"}}},
-            "extract.x: regex '(unclosed' does not compile: missing ),",
+            "extract.x: regex '(unclosed' does not compile: missing )",
         ),
         ({"extract": {"x": {"css": "a", "regex": "(a)(b)"}}}, "has 2 groups; use at most one"),
         ({"extract": {"for": [{"price": "p"}]}}, 'extract.for[1]: needs url = "<glob>"'),
@@ -243,3 +243,22 @@ def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
 def test_bad_set_syntax() -> None:
     with pytest.raises(ConfigError, match=r"expected section\.key=value"):
         load_config(None, overrides=["concurrency=3"])
+
+
+def test_every_mistake_is_reported_a_line_each() -> None:
+    raw = {
+        "nope": {},
+        "fetch": {"concurency": 3, "read_timeout": "soon"},
+        "parse": {"workers": -1},
+        "extract": {"a": "p[[", "b": {"css": "p", "regex": "("}},
+    }
+    with pytest.raises(ConfigError) as error:
+        build_config(raw)
+    assert [line.split(":")[0] for line in error.value.lines] == [
+        "[nope]",
+        "fetch.concurency",
+        'fetch.read_timeout = "soon"',
+        "parse.workers = -1",
+        "extract.a",
+        "extract.b",
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 
@@ -115,7 +116,7 @@ async def test_a_page_over_parse_timeout_costs_a_worker_not_the_crawl(
     batch-mates included) is parsed as usual."""
     server = await aiohttp_server(backtracking_site(pages=12))
     config = make_config(
-        [base_url(server)], parse__workers=workers, parse__timeout=1.0,
+        [base_url(server)], parse__workers=workers, parse__timeout=1.0, parse__regex_timeout=1e6,
         extract__heading={"css": "h1", "regex": BACKTRACKING}, storage__batch_size=5,
     )  # fmt: skip
     summary = await crawl(config)
@@ -132,3 +133,29 @@ async def test_a_page_over_parse_timeout_costs_a_worker_not_the_crawl(
         )
     ]
     assert all(fields == '{"heading": null}' for url, kind, _, fields in found if kind is None)
+
+
+async def test_a_field_regex_over_its_time_costs_the_field_not_the_page(
+    aiohttp_server, make_config
+):
+    """The backtracking rule gives up on /evil within parse.regex_timeout: that field is null and
+    named in pages.field_errors, while the page, its other fields and its links stand."""
+    server = await aiohttp_server(backtracking_site(pages=12))
+    config = make_config(
+        [base_url(server)], parse__timeout=60.0, parse__regex_timeout=0.05,
+        extract__heading={"css": "h1", "regex": BACKTRACKING}, extract__title="title",
+    )  # fmt: skip
+    summary = await crawl(config)
+    assert summary.status == "finished" and summary.pages == 14 and summary.errors == 0
+    found = {
+        url: (fields, field_errors)
+        for url, fields, field_errors in await rows(
+            config.storage.db, "SELECT url, fields, field_errors FROM pages"
+        )
+    }
+    fields, field_errors = found[base_url(server) + "evil"]
+    assert json.loads(fields) == {"heading": None, "title": "/evil"}
+    assert json.loads(field_errors) == {
+        "heading": "regex over its time (0.05 s) on a value of 61 characters"
+    }
+    assert all(errors is None for url, (_, errors) in found.items() if not url.endswith("evil"))

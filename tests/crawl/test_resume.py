@@ -369,7 +369,8 @@ async def test_kill_9_of_a_crawler_with_a_stuck_worker_ends_the_worker_and_resum
     parse.timeout, records the page and finishes instead of spinning again."""
     server = await aiohttp_server(backtracking_site())
     root, db = base_url(server), tmp_path / "crawl.db"
-    rule = ["--set", f"extract.heading={{css = 'h1', regex = '{BACKTRACKING}'}}"]
+    rule = ["--set", f"extract.heading={{css = 'h1', regex = '{BACKTRACKING}'}}",
+            "--set", "parse.regex_timeout=1e6"]  # fmt: skip
     process = await start(root, db, *rule, "--set", "parse.timeout=100000")
     stuck: list[psutil.Process] = []
     for _ in range(600):  # until a worker has spun for a second of CPU (at most a minute)

@@ -182,7 +182,7 @@ async def test_scope_regexes_never_run_on_the_event_loop(aiohttp_server, make_co
     """crawl.exclude with a backtracking pattern, and a redirect to a URL it spins on for years:
     deciding whether to follow the redirect costs a parse worker (parse.timeout), not the event
     loop, which goes on crawling (before, it froze there, deaf to Ctrl-C)."""
-    evil = "/" + "a" * 40 + "b"
+    evil = "/" + "a" * 60 + "b"
     hits: Counter[str] = Counter()
 
     async def handler(request: web.Request) -> web.StreamResponse:

@@ -85,35 +85,35 @@ def test_undeclared_charset_is_detected() -> None:
 
 def test_utf8_pages_parse_from_their_bytes_as_from_their_text() -> None:
     """Lexbor reads valid UTF-8 (and ASCII) bodies as bytes, skipping a decode and a re-encode;
-    every other body goes as decoded text, as w3lib decodes it. Both ways give the same page, and
-    the encoding is the one html_to_unicode names."""
+    every other body goes as text, decoded whole by the page's encoding. Both ways give the same
+    page. The names are the encodings' Python names (None: chardet's guess, whatever it is)."""
     from selectolax.lexbor import LexborHTMLParser
-    from w3lib.encoding import html_to_unicode
 
-    from scraper.parse.source import _detect_encoding, lexbor_source
+    from scraper.parse.source import detect_encoding, first_reading, lexbor_source
 
     page = "<title>Café — 東京</title><p>naïve  text</p><a href='/ü'>x</a>"
     bodies = [
-        (page.encode(), "text/html; charset=utf-8"),
-        (b"\xef\xbb\xbf" + page.encode(), "text/html"),  # a BOM
-        (page.encode() + b"<p>bad \xff\xfe byte</p>", "text/html; charset=utf-8"),
-        (page.encode() + b"<p>\xc3\x00\x80 NUL</p>", "text/html; charset=utf-8"),
-        (b"<title>plain</title>", "text/html; charset=utf-16"),  # ASCII read as UTF-16
-        (page.encode("utf-8")[:-3] + b"\xe2\x82", None),  # cut mid-character
-        ("<title>Caf\xe9</title>".encode("latin-1"), "text/html; charset=iso-8859-1"),
-        (b"<title>Ascii only</title>", "text/html; charset=windows-1252"),
-        ('<meta charset="cp500"><title>x</title>'.encode("cp500"), None),
-        ("<p>\ufffd is a character too</p>".encode(), None),
-        (b"<p>" + "é".encode() * 20_000 + b"</p>", None),  # pieces cut between characters
+        (page.encode(), "text/html; charset=utf-8", "utf-8"),
+        (b"\xef\xbb\xbf" + page.encode(), "text/html", "utf-8"),  # a BOM
+        (page.encode() + b"<p>bad \xff\xfe byte</p>", "text/html; charset=utf-8", "utf-8"),
+        (page.encode() + b"<p>\xc3\x00\x80 NUL</p>", "text/html; charset=utf-8", "utf-8"),
+        (b"<title>plain</title>", "text/html; charset=utf-16", "utf-16-le"),  # ASCII as UTF-16
+        (page.encode("utf-8")[:-3] + b"\xe2\x82", None, None),  # cut mid-character
+        ("<title>Caf\xe9</title>".encode("latin-1"), "text/html; charset=iso-8859-1", "cp1252"),
+        (b"<title>Ascii only</title>", "text/html; charset=windows-1252", "cp1252"),
+        ('<meta charset="cp500"><title>x</title>'.encode("cp500"), None, None),
+        ("<p>\ufffd is a character too</p>".encode(), None, "utf-8"),
+        (b"<p>" + "é".encode() * 20_000 + b"</p>", None, "utf-8"),  # pieces cut between characters
     ]
-    for body, content_type in bodies:
-        encoding, html = html_to_unicode(content_type, body, auto_detect_fun=_detect_encoding)
+    for body, content_type, expected in bodies:
+        reading = first_reading(body, content_type, detect_encoding)
+        html = reading.encoding.decode(reading.body)
         name, source = lexbor_source(body, content_type)
-        assert name == encoding, (body, content_type)
+        assert name == (expected or reading.encoding.name), (body, content_type)
         assert isinstance(source, bytes) or source == html
         assert LexborHTMLParser(source).html == LexborHTMLParser(html).html, (body, content_type)
-    assert isinstance(lexbor_source(*bodies[0])[1], bytes)
-    assert isinstance(lexbor_source(*bodies[2])[1], str)  # invalid bytes: Python's reading
+    assert isinstance(lexbor_source(*bodies[0][:2])[1], bytes)
+    assert isinstance(lexbor_source(*bodies[2][:2])[1], str)  # invalid bytes: Python's reading
     result = parse(bodies[1][0])
     assert result.title == "Café — 東京"
     assert result.links == ("http://example.com/%C3%BC",)
@@ -282,7 +282,8 @@ def test_a_page_the_parser_fails_on_does_not_sink_its_batch() -> None:
 
 
 def test_a_body_ending_in_a_cut_off_meta_keeps_its_links() -> None:
-    """w3lib 2.6's prescan panicked on such a body, so each cost a worker and all its links."""
+    """w3lib 2.6's prescan panicked on such a body, so each cost a worker and all its links.
+    The standard's prescan gives up on a cut-off tag: such a page declares nothing."""
     tails = (b"<meta", b"<meta ", b'<meta charset="', b"<meta http-equiv=content-type content=")
     for tail in tails:
         result = parse(b'<title>cut</title><a href="/next">next</a>' + tail, content_type=None)
@@ -301,7 +302,7 @@ def test_an_encoding_library_that_panics_costs_the_declared_encoding_only(
     def panic(_: bytes) -> str:
         raise PanicException("index out of bounds")
 
-    monkeypatch.setattr(scraper.parse.source, "html_body_declared_encoding", panic)
+    monkeypatch.setattr(scraper.parse.source, "prescan", panic)
     result = parse('<title>naïve</title><a href="/x">x</a>', content_type="text/html")
     assert (result.encoding, result.title, result.links) == (
         "utf-8",
@@ -328,3 +329,27 @@ def test_a_page_whose_parse_panics_is_a_failure_and_the_batch_goes_on(
     first, second, third = parse_pages(jobs)
     assert isinstance(first, ParseResult) and isinstance(third, ParseResult)
     assert isinstance(second, ParseFailure) and "PanicException: boom" in second.error
+
+
+def test_a_field_regex_that_gives_up_is_null_and_named() -> None:
+    rules = Extraction(
+        every=(
+            ExtractRule(name="slow", css="h1", regex="(a|aa)+$"),
+            ExtractRule(name="fast", css="h1", regex="a{3}"),
+            ExtractRule(name="many", css="p", all=True, regex="(a|aa)+$"),
+        )
+    )
+    result = parse(
+        "<h1>" + "a" * 60 + "b</h1><p>aaa</p><p>" + "a" * 60 + "b</p>",
+        rules=rules,
+        regex_timeout=0.02,
+    )
+    assert result.fields == {"slow": None, "fast": "aaa", "many": None}
+    assert set(result.field_errors) == {"slow", "many"}
+    assert result.field_errors["slow"].startswith("regex over its time (0.02 s)")
+
+
+def test_field_regexes_that_finish_leave_no_field_errors() -> None:
+    rules = Extraction(every=(ExtractRule(name="price", css="p", regex=r"[0-9.]+"),))
+    result = parse("<p>$1<span>2.50</span></p>", rules=rules)  # as a browser shows it
+    assert result.fields == {"price": "12.50"} and result.field_errors_json is None

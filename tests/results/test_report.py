@@ -3,49 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 from selectolax.lexbor import LexborHTMLParser
 
-from helpers import base_url, rows, scraper_cli
+from helpers import base_url, chromium, rendered_dom, rows, scraper_cli
 from scraper.demosite import SiteSpec, make_app
 
 SITE = SiteSpec(pages=40, page_bytes=2000, error_rate=0.15, extras=False)
 CHARTS = ("throughput", "status", "latency", "depth")
-# What works in a container as root, with nothing reaching out to the network.
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-CHROMIUM = shutil.which("chromium")
-
-
-def chromium() -> str:
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (`make test` installs it)")
-    return CHROMIUM
-
-
-async def rendered_dom(page: Path, profile: Path) -> LexborHTMLParser:
-    """The DOM after the page's scripts ran, as headless Chromium dumps it."""
-    process = await asyncio.create_subprocess_exec(
-        chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom",
-        page.as_uri(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    out, _ = await asyncio.wait_for(process.communicate(), 90)
-    assert process.returncode == 0
-    return LexborHTMLParser(out.decode())
 
 
 @pytest.fixture

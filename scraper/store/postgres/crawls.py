@@ -15,13 +15,13 @@ worker that stops while others go on leaves the row `running`, and the last one 
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from scraper.errors import ConfigError, StorageError
 from scraper.models import SeedList
-from scraper.store.base import RESUMABLE, CrawlSummary, FleetRules, utc_now
+from scraper.store.base import FleetRules, utc_now
+from scraper.store.crawl_log import CrawlEnd, SqlCrawlLog
+from scraper.store.dialect import POSTGRES
 from scraper.store.postgres.database import CRAWL_LOCK, Conn, PgDatabase
-from scraper.store.postgres.dialect import COUNT_QUERIES, counts_from
 
 # The crawls some process works on now: advisory locks of ours, in this database.
 HELD = (
@@ -42,22 +42,12 @@ async def _held(conn: Conn, *, others_only: bool = False) -> set[int]:
     return {int(crawl_id) for (crawl_id,) in await cursor.fetchall()}
 
 
-class PgCrawlLog:
+class PgCrawlLog(SqlCrawlLog):
     """`CrawlLog` (store/base.py) on the backend's `write` connection."""
 
     def __init__(self, db: PgDatabase) -> None:
+        super().__init__(db.fetchall, POSTGRES, db.location)
         self._db = db
-
-    async def unfinished(self, seeds: SeedList) -> tuple[int, int | None]:
-        same = await self._db.fetchall(
-            "SELECT id, status FROM crawls WHERE seeds_digest = %s "
-            "OR (seeds_digest IS NULL AND seeds = %s) ORDER BY id DESC LIMIT 1",
-            (seeds.digest, json.dumps(list(seeds.sample))),
-        )
-        mine = int(same[0][0]) if same and same[0][1] in RESUMABLE else 0
-        newest = await self._db.fetchall("SELECT id, status FROM crawls ORDER BY id DESC LIMIT 1")
-        other = int(newest[0][0]) if newest and newest[0][1] in RESUMABLE else None
-        return mine, other if other != mine else None
 
     async def start(self, seeds: SeedList, config_json: str) -> int:
         async def work(conn: Conn) -> int:
@@ -147,29 +137,8 @@ class PgCrawlLog:
                     "config.toml and --set)"
                 )
 
-    async def finish(
-        self,
-        crawl_id: int,
-        status: str,
-        run_seconds: float,
-        *,
-        resumed: bool = False,
-        extra: dict[str, Any] | None = None,
-    ) -> CrawlSummary:
-        results = [await self._db.fetchall(sql, (crawl_id,)) for sql in COUNT_QUERIES]
-        counts = counts_from(*results)
-        before = await self._db.scalar(
-            "SELECT coalesce(duration_s, 0) FROM crawls WHERE id = %s", (crawl_id,)
-        )
-        summary = CrawlSummary(
-            crawl_id=crawl_id,
-            status=status,
-            db=self._db.location,
-            counts=counts,
-            duration_s=round(float(before or 0) + run_seconds, 3),
-            resumed=resumed,
-        )
-        counters = {"by_status": counts.by_status, "by_error": counts.by_error, **(extra or {})}
+    async def _record(self, end: CrawlEnd) -> None:
+        crawl_id, status = end.summary.crawl_id, end.summary.status
 
         async def work(conn: Conn) -> None:
             await conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (CRAWL_LOCK,))
@@ -177,22 +146,7 @@ class PgCrawlLog:
             # Finished: once, by the first to find the crawl over. Stopped: recorded by the last
             # process to stop; while others go on, the crawl is still running.
             if status == "finished" or crawl_id not in others:
-                await conn.execute(
-                    "UPDATE crawls SET finished_at = %s, status = %s, pages = %s, errors = %s, "
-                    "bytes = %s, duration_s = %s, counters = %s "
-                    "WHERE id = %s AND status <> 'finished'",
-                    (
-                        utc_now(),
-                        status,
-                        counts.pages,
-                        counts.errors,
-                        counts.bytes,
-                        summary.duration_s,
-                        json.dumps(counters),
-                        crawl_id,
-                    ),
-                )
+                await conn.execute(end.sql, end.params)
             await conn.execute("SELECT pg_advisory_unlock_shared(%s, %s)", (CRAWL_LOCK, crawl_id))
 
         await self._db.run(work)
-        return summary

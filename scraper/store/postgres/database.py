@@ -23,14 +23,14 @@ import math
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from scraper.errors import StorageError
 from scraper.store.location import password_of, redact
+from scraper.store.opened import Opened
 from scraper.store.postgres.errors import explain_pg
 from scraper.store.postgres.schema import APPLICATION, MIGRATIONS, SCHEMA_VERSION
 
@@ -94,7 +94,7 @@ class Timings:
         return json.dumps(out, sort_keys=True)
 
 
-class PgDatabase:
+class PgDatabase(Opened):
     """`async with PgDatabase(url) as db:` connects (creating or migrating the schema)."""
 
     def __init__(self, url: str, setup: Sequence[str] = ()) -> None:
@@ -106,7 +106,7 @@ class PgDatabase:
         self._locks = {name: asyncio.Lock() for name in ("write", "lease", "hosts")}
         self.timings = Timings()
 
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
         try:
             for name in self._locks:
                 self._conns[name] = await psycopg.AsyncConnection.connect(
@@ -117,22 +117,9 @@ class PgDatabase:
                 for statement in self._setup:
                     await conn.execute(statement)
         except psycopg.Error as exc:
-            await self.close()
             raise StorageError(
                 f"{self.location}: cannot open the database: {explain_pg(exc, self.secret)}"
             ) from exc
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         if self.timings:

@@ -164,5 +164,11 @@ ALTER TABLE hosts ADD COLUMN grp text;
 CREATE INDEX hosts_group ON hosts (crawl_id, grp);
 """
 
-MIGRATIONS: Sequence[str] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4)
+# v5: as SQLite's v8: the [extract] fields that gave up on a page (a regex over
+# parse.regex_timeout), as a JSON object of field name -> why; NULL when none did.
+SCHEMA_V5 = """
+ALTER TABLE pages ADD COLUMN field_errors text;
+"""
+
+MIGRATIONS: Sequence[str] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5)
 SCHEMA_VERSION = len(MIGRATIONS)

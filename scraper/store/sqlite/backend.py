@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from scraper.errors import StorageError
 from scraper.store.base import NO_RULES, FleetRules
+from scraper.store.opened import Opened
 from scraper.store.sqlite.crawls import SqliteCrawlLog
 from scraper.store.sqlite.database import Database
 from scraper.store.sqlite.frontier import SqliteFrontier
@@ -15,7 +14,7 @@ from scraper.store.sqlite.leases import SqliteHostLeases
 from scraper.store.sqlite.writer import SqlitePageWriter
 
 
-class SqliteBackend:
+class SqliteBackend(Opened):
     """`Backend` (store/base.py): the frontier, the page writer and the crawl log share one
     connection, so a page writer's transaction covers the frontier rows too."""
 
@@ -52,14 +51,8 @@ class SqliteBackend:
             "one crawl need PostgreSQL (storage.db = postgresql://...)"
         )
 
-    async def __aenter__(self) -> Self:
-        await self._db.__aenter__()
-        return self
+    async def open(self) -> None:
+        await self._db.open()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self._db.__aexit__(exc_type, exc, tb)
+    async def close(self) -> None:
+        await self._db.close()

@@ -17,17 +17,17 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Any
 
 import aiosqlite
 
 from scraper.errors import StorageError
+from scraper.store.opened import Opened
 from scraper.store.sqlite.errors import explain_sqlite
 from scraper.store.sqlite.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
 
 
-class Database:
+class Database(Opened):
     """`async with Database(path) as db:` opens (creating or migrating) and closes the file."""
 
     def __init__(self, path: str | Path) -> None:
@@ -36,7 +36,7 @@ class Database:
         self._lock = asyncio.Lock()
         self._lock_file: IO[str] | None = None
 
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
         try:
             await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
         except OSError as exc:
@@ -46,22 +46,9 @@ class Database:
             self._conn = await aiosqlite.connect(self.path, isolation_level=None)
             await self._prepare(self._conn)
         except sqlite3.Error as exc:
-            await self.close()
             raise StorageError(
                 f"{self.path}: cannot open the database: {explain_sqlite(exc)}"
             ) from exc
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         if self._conn is not None:

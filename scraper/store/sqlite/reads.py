@@ -1,5 +1,6 @@
 """Read-only access to a SQLite results database, for the commands that run after (or beside) a
-crawl: query, stats, export, report, crawls.
+crawl: query, stats, export, report, crawls. The queries are the reader's (store/reader.py);
+this is SQLite's side of it.
 
 These run at the CLI's edge with no event loop, so plain sqlite3 is the right tool. The file is
 opened read-only (a crawl may be writing it: WAL lets both go on) and must be one of ours.
@@ -8,19 +9,18 @@ opened read-only (a crawl may be writing it: WAL lets both go on) and must be on
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
 from scraper.errors import QueryError, StorageError
-from scraper.store.base import CrawlCounts, CrawlRow, HostCount, Rows
-from scraper.store.dialect import counts_from
+from scraper.store.base import Rows
+from scraper.store.dialect import SQLITE
+from scraper.store.reader import Reader
 from scraper.store.sqlite.database import crawl_in_progress
 from scraper.store.sqlite.errors import explain_sqlite
-from scraper.store.sqlite.queries import COUNT_QUERIES, HOST_SQL
 from scraper.store.sqlite.schema import APPLICATION_ID
 
 # Authorizer action codes that change the database (sqlite3 module constants).
@@ -39,7 +39,7 @@ _WRITES = {
 
 
 @contextlib.contextmanager
-def open_sqlite_results(db_path: str | Path) -> Iterator[SqliteResults]:
+def open_sqlite_results(db_path: str | Path) -> Iterator[Reader]:
     """A read-only view of a scraper database, closed at the end of the block."""
     path = Path(db_path)
     if not path.is_file():
@@ -57,7 +57,8 @@ def open_sqlite_results(db_path: str | Path) -> Iterator[SqliteResults]:
     with contextlib.closing(conn):
         if app_id != APPLICATION_ID:
             raise StorageError(f"{path}: not a scraper database")
-        yield SqliteResults(conn, path)
+        with contextlib.closing(Reader(SqliteConnection(conn, path))) as reader:
+            yield reader
 
 
 class _NeedsWrite(Exception):
@@ -86,8 +87,11 @@ def _application_id(conn: sqlite3.Connection, path: Path) -> int:
     return int(app_id)
 
 
-class SqliteResults:
-    """`ResultsReader` (store/base.py) over a read-only sqlite3 connection."""
+class SqliteConnection:
+    """The reader's `Connection` (store/reader.py) over a read-only sqlite3 connection."""
+
+    dialect = SQLITE
+    errors = sqlite3.Error
 
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
@@ -97,181 +101,19 @@ class SqliteResults:
     def location(self) -> str:
         return str(self._path)
 
-    def _crawling(self) -> bool:
-        return crawl_in_progress(self._path)
+    def cursor(self, *, stream: bool = False) -> sqlite3.Cursor:
+        return self._conn.cursor()  # SQLite steps through rows as they are asked for
 
-    def find_crawl(self, crawl_id: int | None = None) -> CrawlRow:
-        """If the table says `running`, the database's lock is probed: with no process holding
-        it, the row is read again (a crawl that ended meanwhile shows its end by then), and one
-        still `running` died without recording its end: it is `interrupted`."""
-        conn = self._conn
-        crawl = self._crawl_row(crawl_id)
-        if crawl is not None and crawl.status == "running" and not self._crawling():
-            crawl = self._crawl_row(crawl.id)
-            if crawl is not None and crawl.status == "running":
-                # It ended with its last page (not now: its duration must not grow with time).
-                (last,) = conn.execute(
-                    "SELECT max(fetched_at) FROM pages WHERE crawl_id = ?", (crawl.id,)
-                ).fetchone()
-                ended = last or crawl.started_at
-                crawl = dataclasses.replace(crawl, status="interrupted", finished_at=ended)
-        if crawl is not None:
-            return crawl
-        first, last = conn.execute("SELECT min(id), max(id) FROM crawls").fetchone()
-        if first is None:
-            raise StorageError("the database holds no crawl yet")
-        known = f"{first}" if first == last else f"{first} to {last}"
-        raise StorageError(f"--crawl {crawl_id}: no such crawl (this database has crawl {known})")
+    def failed(self, exc: Exception) -> StorageError:
+        assert isinstance(exc, sqlite3.Error)
+        return StorageError(f"{self._path}: cannot read: {explain_sqlite(exc)}")
 
-    def _crawl_row(self, crawl_id: int | None) -> CrawlRow | None:
-        sql = "SELECT id, status, started_at, finished_at, duration_s, counters, seeds FROM crawls"
-        if crawl_id is None:
-            row = self._conn.execute(f"{sql} ORDER BY id DESC LIMIT 1").fetchone()
-        else:
-            row = self._conn.execute(f"{sql} WHERE id = ?", (crawl_id,)).fetchone()
-        return CrawlRow(*row) if row is not None else None
+    def held(self, crawl_ids: Collection[int]) -> set[int]:
+        """One crawl process at a time holds the database's lock: it holds its crawl, and any
+        other `running` is one that died."""
+        return set(crawl_ids) if crawl_in_progress(self._path) else set()
 
-    def list_crawls(self) -> Rows:
-        """Each crawl with its state and counters. A crawl the table still calls `running` may
-        have died without recording its end (kill -9, a second Ctrl-C): the lock is probed after
-        the table is read; if no process holds it, the table is read again (a crawl that ended
-        meanwhile shows its end by then), and a row `running` both times is `interrupted`."""
-        columns, rows = self._crawl_rows()
-        running = {row[0] for row in rows if row[1] == "running"}
-        if running and not self._crawling():
-            columns, rows = self._crawl_rows()
-            rows = [
-                (row[0], "interrupted", *row[2:])
-                if row[0] in running and row[1] == "running"
-                else row
-                for row in rows
-            ]
-        return Rows(columns, iter(rows))
-
-    def _crawl_rows(self) -> tuple[list[str], list[tuple[Any, ...]]]:
-        # A crawl from a seeds file keeps the first ten seeds; say how many there were. (A
-        # database older than schema v5 has no seeds_count, and is read as it is.)
-        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(crawls)")}
-        seeds = "c.seeds"
-        if "seeds_count" in columns:
-            seeds = (
-                "CASE WHEN c.seeds_count > json_array_length(c.seeds) THEN "
-                "c.seeds || ' (' || c.seeds_count || ' seeds)' ELSE c.seeds END AS seeds"
-            )
-        cursor = self._conn.execute(
-            "SELECT c.id, c.status, c.started_at, c.finished_at, c.pages, c.errors, "
-            "  (SELECT count(*) FROM frontier f WHERE f.crawl_id = c.id AND f.state < 2) "
-            f"  AS pending, c.duration_s, {seeds} FROM crawls c ORDER BY c.id"
-        )
-        return [d[0] for d in cursor.description], cursor.fetchall()
-
-    def counts(self, crawl_id: int) -> CrawlCounts:
-        return counts_from(*(self._conn.execute(sql, (crawl_id,)) for sql in COUNT_QUERIES))
-
-    def top_hosts(self, crawl_id: int, limit: int) -> list[HostCount]:
-        rows = self._conn.execute(
-            f"SELECT {HOST_SQL} AS host, count(*), count(error_kind) FROM pages "
-            "WHERE crawl_id = ? GROUP BY host ORDER BY 2 DESC, host LIMIT ?",
-            (crawl_id, limit),
-        )
-        return [HostCount(*row) for row in rows]
-
-    def latencies(self, crawl_id: int) -> tuple[int, Iterator[float]]:
-        where = "FROM pages WHERE crawl_id = ? AND elapsed_ms IS NOT NULL"
-        (count,) = self._conn.execute(f"SELECT count(*) {where}", (crawl_id,)).fetchone()
-        values = self._conn.execute(f"SELECT elapsed_ms {where} ORDER BY elapsed_ms", (crawl_id,))
-        return count, (value for (value,) in values)
-
-    def host_latencies(
-        self, crawl_id: int, hosts: int
-    ) -> tuple[dict[str, int], Iterator[tuple[str, float]]]:
-        counts = dict(
-            self._conn.execute(
-                f"SELECT {HOST_SQL} AS host, count(*) FROM pages "
-                "WHERE crawl_id = ? AND elapsed_ms IS NOT NULL "
-                "GROUP BY host ORDER BY 2 DESC, host LIMIT ?",
-                (crawl_id, hosts),
-            ).fetchall()
-        )
-        rows = self._conn.execute(
-            f"SELECT {HOST_SQL} AS host, elapsed_ms FROM pages "
-            "WHERE crawl_id = ? AND elapsed_ms IS NOT NULL ORDER BY host, elapsed_ms",
-            (crawl_id,),
-        )
-        return counts, ((host, ms) for host, ms in rows)
-
-    def fetch_span(self, crawl_id: int) -> float | None:
-        first, last = self._conn.execute(
-            "SELECT min(julianday(fetched_at)), max(julianday(fetched_at)) FROM pages "
-            "WHERE crawl_id = ?",
-            (crawl_id,),
-        ).fetchone()
-        return None if first is None else (last - first) * 86400
-
-    def pages_per_bucket(self, crawl_id: int, width: float) -> dict[int, int]:
-        rows = self._conn.execute(
-            "SELECT CAST((julianday(fetched_at) - (SELECT min(julianday(fetched_at)) FROM pages "
-            "WHERE crawl_id = ?1)) * 86400 / ?2 AS INTEGER), count(*) "
-            "FROM pages WHERE crawl_id = ?1 GROUP BY 1",
-            (crawl_id, width),
-        )
-        return dict(rows.fetchall())
-
-    def status_counts(self, crawl_id: int) -> list[tuple[str, int]]:
-        return self._conn.execute(
-            "SELECT coalesce(CAST(status AS TEXT), 'no response'), count(*) FROM pages "
-            "WHERE crawl_id = ? GROUP BY status ORDER BY status IS NULL, status",
-            (crawl_id,),
-        ).fetchall()
-
-    def depth_counts(self, crawl_id: int) -> list[tuple[int, int]]:
-        return self._conn.execute(
-            "SELECT depth, count(*) FROM pages WHERE crawl_id = ? GROUP BY depth ORDER BY depth",
-            (crawl_id,),
-        ).fetchall()
-
-    def errors_by_kind(self, crawl_id: int) -> list[tuple[str, int, str, str | None]]:
-        # A bare column beside max() comes from the row holding the max: SQLite's documented rule.
-        return self._conn.execute(
-            "SELECT error_kind, count(*), max(url), error FROM pages "
-            "WHERE crawl_id = ? AND error_kind IS NOT NULL GROUP BY error_kind ORDER BY 2 DESC, 1",
-            (crawl_id,),
-        ).fetchall()
-
-    def error_pages(self, crawl_id: int, limit: int) -> list[tuple[Any, ...]]:
-        return self._conn.execute(
-            "SELECT url, status, error_kind, error, referrer FROM pages "
-            "WHERE crawl_id = ? AND error_kind IS NOT NULL ORDER BY error_kind, url LIMIT ?",
-            (crawl_id, limit),
-        ).fetchall()
-
-    def pages(self, crawl_id: int | None) -> Rows:
-        where, params = _of_crawl(crawl_id)
-        cursor = self._conn.execute(f"SELECT * FROM pages {where} ORDER BY id", params)
-        return Rows([d[0] for d in cursor.description], cursor)
-
-    def field_names(self, crawl_id: int | None) -> list[str]:
-        where, params = _of_crawl(crawl_id)
-        where = f"{where} AND" if where else "WHERE"
-        return [
-            name
-            for (name,) in self._conn.execute(
-                f"SELECT DISTINCT j.key FROM pages, json_each(pages.fields) AS j "
-                f"{where} pages.fields IS NOT NULL ORDER BY 1",
-                params,
-            )
-        ]
-
-    def seeds(self) -> list[str]:
-        return [seeds for (seeds,) in self._conn.execute("SELECT seeds FROM crawls")]
-
-    def worker_shares(self, crawl_id: int) -> list[tuple[str, int, str]]:
-        return []  # one process per crawl
-
-    def preset_sql(self, name: str, sql: str) -> str:
-        return sql  # the presets are written in SQLite's dialect
-
-    def run_query(self, sql: str, *, timeout: float | None = None) -> Rows:
+    def run_query(self, sql: str, *, timeout: float | None) -> Rows:
         """Guarded twice: the file is open read-only, and an authorizer refuses every action
         that writes, so the user hears "refused" rather than a read-only error. SQLite asks
         the authorizer for an UPDATE of sqlite_master's columns when it reads the schema (the
@@ -329,7 +171,3 @@ class _Guard:
                 return QueryError(f"the query ran past --timeout {self._timeout:g} s; stopped")
             return KeyboardInterrupt()  # Ctrl-C reached us through the progress handler
         return QueryError(f"bad SQL: {exc}")
-
-
-def _of_crawl(crawl_id: int | None) -> tuple[str, tuple[Any, ...]]:
-    return ("WHERE crawl_id = ?", (crawl_id,)) if crawl_id is not None else ("", ())

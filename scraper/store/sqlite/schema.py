@@ -127,8 +127,14 @@ ALTER TABLE crawls ADD COLUMN seeds_count INTEGER;
 CREATE INDEX crawls_seeds_digest ON crawls(seeds_digest);
 """
 
+# v8: the [extract] fields that gave up on a page (a regex over parse.regex_timeout), as a JSON
+# object of field name -> why; NULL when none did.
+SCHEMA_V8_FIELD_ERRORS = """
+ALTER TABLE pages ADD COLUMN field_errors TEXT;
+"""
+
 MIGRATIONS: Sequence[str] = (
     SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5_TEXT_HASH, SCHEMA_V6_LINKS_CUT,
-    SCHEMA_V7_SEEDS_DIGEST,
+    SCHEMA_V7_SEEDS_DIGEST, SCHEMA_V8_FIELD_ERRORS,
 )  # fmt: skip
 SCHEMA_VERSION = len(MIGRATIONS)
