@@ -5,6 +5,7 @@ All are small frozen value objects; the parse ones cross a process boundary, so 
 
 from __future__ import annotations
 
+import enum
 import fnmatch
 import json
 from dataclasses import dataclass, field
@@ -17,6 +18,27 @@ Take = Literal["text", "html", "attr"]
 # parse.text: what the parser computes of the visible text: its length and hash, those and the
 # text itself, or nothing (no text pass at all).
 TextMode = Literal["hash", "store", "off"]
+
+# The statuses of a redirect: its Location is the next hop (304 Not Modified is not one).
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+class ErrorKind(enum.StrEnum):
+    """Why a page has no usable response: `pages.error_kind`, stored as these very strings."""
+
+    HTTP = "http"  # a 4xx or 5xx status (429 and 5xx after their retries)
+    TIMEOUT = "timeout"
+    CONNECTION = "connection"  # refused, reset, unreachable
+    DNS = "dns"  # the name does not resolve
+    PROTOCOL = "protocol"  # a malformed response
+    INVALID_URL = "invalid_url"
+    BLOCKED = "blocked"  # an address fetch.block_private refuses: no packet was sent
+    OUT_OF_SCOPE = "out_of_scope"  # a robots.txt or sitemap URL (or a hop of its redirects)
+    TOO_LARGE = "too_large"  # a body over fetch.max_bytes, abandoned
+    REDIRECTS = "redirects"  # a redirect loop, or more hops than fetch.max_redirects
+    ROBOTS = "robots"  # robots.txt disallows the URL, or its host is skipped for robots.txt
+    SITEMAP = "sitemap"  # a sitemap that could not be read
+    PARSE = "parse"  # the parser failed on the page, or ran past parse.timeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +71,7 @@ class FetchResult:
     last_modified: str | None = None
     throttled: bool = False  # a 429 or 503 came back on some attempt
     retry_after: float | None = None  # the longest Retry-After seen, seconds
-    error_kind: str | None = None
+    error_kind: ErrorKind | None = None
     error: str | None = None
 
     @property

@@ -49,8 +49,8 @@ def add_parsers(commands: Commands, common: argparse.ArgumentParser) -> None:
         help="serve the demo site only",
         description="Serve the demo site until Ctrl-C (to try crawls on).",
     )
-    site.add_argument("--pages", type=_count, default=300)
-    site.add_argument("--port", type=_port, default=8080)
+    site.add_argument("--pages", type=_count, default=300, help="pages in the demo site")
+    site.add_argument("--port", type=_port, default=8080, help="port on 127.0.0.1")
     site.add_argument("--latency", type=_seconds, default=0.0, help="seconds added per response")
     site.set_defaults(command=_demo_site_command)
 

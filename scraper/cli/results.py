@@ -18,7 +18,6 @@ from scraper.results.export import export
 from scraper.results.formats import write_table
 from scraper.results.presets import PRESETS
 from scraper.results.query import FORMATS, run_query
-from scraper.results.stats import crawl_stats, format_stats
 from scraper.store import open_results
 
 if TYPE_CHECKING:
@@ -51,6 +50,8 @@ def add_parsers(commands: Commands, common: argparse.ArgumentParser) -> None:
 
 def print_stats(db: str, crawl_id: int | None) -> None:
     """The summary of crawl `crawl_id` (None: the latest) in the database `db`, on stdout."""
+    from scraper.results.stats import crawl_stats, format_stats  # at a crawl's end: not its start
+
     with open_results(db) as reader:
         print(format_stats(crawl_stats(reader, reader.find_crawl(crawl_id))))
 
@@ -81,14 +82,14 @@ def _add_query(commands: Commands, common: argparse.ArgumentParser) -> None:
         description="Run one read-only SQL statement, or a named one, on the results.",
         epilog="presets:\n"
         + "\n".join(f"  {p.name:<16}{p.about}" for p in PRESETS.values())
-        + "\n(the README shows their SQL)",
+        + "\n(the manual's guide to the database shows their SQL)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     query.add_argument(
         "sql", nargs="?", help='e.g. "SELECT url, status, title FROM pages LIMIT 10"'
     )
     query.add_argument("--preset", choices=PRESETS, help="a named query instead of SQL")
-    query.add_argument("--format", choices=FORMATS, default="table")
+    query.add_argument("--format", choices=FORMATS, default="table", help="how rows are written")
     query.add_argument(
         "--timeout",
         type=_positive_seconds,
@@ -124,7 +125,9 @@ def _add_export(commands: Commands, common: argparse.ArgumentParser) -> None:
         description="Write every page with its extracted fields, streamed: JSON lines keep "
         "fields as an object, CSV gives each field a column (fields.NAME).",
     )
-    exporter.add_argument("--format", choices=EXPORT_FORMATS, default="jsonl")
+    exporter.add_argument(
+        "--format", choices=EXPORT_FORMATS, default="jsonl", help="JSON lines or CSV"
+    )
     exporter.add_argument("--out", type=Path, metavar="FILE", help="default: standard output")
     exporter.add_argument("--crawl", type=int, metavar="ID", help="only this crawl's pages")
     exporter.add_argument("--csv-formulas", action="store_true", help=CSV_FORMULAS_HELP)
@@ -146,7 +149,11 @@ def _add_report(commands: Commands, common: argparse.ArgumentParser) -> None:
         description="Write one HTML file (charts and error tables; opens offline) about a crawl.",
     )
     report.add_argument(
-        "--out", type=Path, metavar="FILE", help="default: beside the database, NAME-report.html"
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="default: beside the database, NAME-report.html (for a PostgreSQL URL, "
+        "data/DBNAME-report.html)",
     )
     report.add_argument("--crawl", type=int, metavar="ID", help="which crawl (default: the latest)")
     report.set_defaults(command=_report_command)

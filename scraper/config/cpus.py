@@ -38,7 +38,7 @@ def quota_cpus(cpu_max: str) -> int | None:
 def auto_workers(cpus: int) -> int:
     """`parse.workers = "auto"`: the CPUs minus what the event loop needs.
 
-    At full speed the loop takes about a third of the crawl's CPU (README, Benchmarks): up to a
+    At full speed the loop takes about a third of the crawl's CPU (docs/benchmarks.md): up to a
     core of its own. With three CPUs or more, one is left to it, so the workers never crowd it
     out; with one or two, a worker per CPU is faster (two workers and the loop on two CPUs:
     1655 pages/s against 1470 with one worker), the loop taking its share of both."""

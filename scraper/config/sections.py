@@ -107,43 +107,194 @@ def str_or_empty(value: object) -> str:
     return value
 
 
-def _opt(check: Check, doc: str) -> dict[str, object]:
-    return {"check": check, "doc": doc}
+def _opt(
+    check: Check, doc: str, *, shown: str | None = None, kind: str | None = None
+) -> dict[str, object]:
+    """A field's metadata: its check, and what the manual's configuration reference shows
+    (config/reference.py): `doc` (Markdown), `shown` (the default as written in TOML, when it is
+    not the Python default's spelling) and `kind` (the value's type, when not its annotation's)."""
+    return {"check": check, "doc": doc, "shown": shown, "kind": kind}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CrawlConfig:
-    seeds: tuple[str, ...] = field(default=(), metadata=_opt(list_of(seed), "start URLs"))
+    """What to crawl: the seeds, the scope (the crawl's boundary), the limits, resuming."""
+
+    seeds: tuple[str, ...] = field(
+        default=(),
+        metadata=_opt(
+            list_of(seed),
+            "Start URLs (http or https). URLs given to `scraper crawl` on its command line "
+            "replace them.",
+        ),
+    )
     seeds_file: str = field(
-        default="", metadata=_opt(str_or_empty, 'a file of start URLs, one a line ("-": stdin)')
+        default="",
+        metadata=_opt(
+            str_or_empty,
+            'A file of start URLs, one a line (`#` comments and blank lines skipped; `"-"` = '
+            "standard input), added to `seeds` and read 10,000 at a time, so a million seeds "
+            "take no more memory than ten. Lines that are not http(s) URLs are counted and "
+            "skipped (the first five shown). `--seeds-file FILE` sets it. With a seeds file and "
+            "no `allowed_domains`, each page's links are followed within its own site (its "
+            "registrable domain; its host with `include_subdomains = false`). "
+            '`""` = none.',
+        ),
     )
     allowed_domains: tuple[str, ...] = field(
-        default=(), metadata=_opt(list_of(domain), "hosts to stay on; [] = the seeds' hosts")
+        default=(),
+        metadata=_opt(
+            list_of(domain),
+            "Hosts the crawl may fetch from, each with its subdomains (per "
+            "`include_subdomains`); `[]` = the seeds' hosts. An entry with a port "
+            "(`example.com:8080`) admits that port only. The crawl's boundary: no request goes "
+            "outside it, robots.txt, sitemaps and every redirect hop included.",
+        ),
     )
-    max_depth: int = field(default=0, metadata=_opt(integer(0), "link depth; 0 = no limit"))
-    max_pages: int = field(default=0, metadata=_opt(integer(0), "pages to fetch; 0 = no limit"))
-    max_pages_per_host: int = field(default=0, metadata=_opt(integer(0), "0 = no limit"))
-    obey_robots: bool = field(default=True, metadata=_opt(boolean, "honour robots.txt"))
-    sitemaps: bool = field(default=True, metadata=_opt(boolean, "read sitemaps"))
-    queue_size: int = field(default=1000, metadata=_opt(integer(1), "URLs leased into memory"))
-    shutdown_grace: float = field(default=10.0, metadata=_opt(number(0), "seconds"))
-    recrawl_after: float = field(default=0.0, metadata=_opt(duration, "0 = always"))
-    denied_domains: tuple[str, ...] = field(default=(), metadata=_opt(list_of(domain), ""))
-    include_subdomains: bool = field(default=True, metadata=_opt(boolean, ""))
-    include: tuple[str, ...] = field(default=(), metadata=_opt(list_of(regex), "regexes"))
-    exclude: tuple[str, ...] = field(default=(), metadata=_opt(list_of(regex), "regexes"))
+    max_depth: int = field(
+        default=0,
+        metadata=_opt(
+            integer(0),
+            "How many links away from a seed to go (a redirect's target keeps its depth); "
+            "`0` = no limit.",
+        ),
+    )
+    max_pages: int = field(
+        default=0,
+        metadata=_opt(
+            integer(0),
+            "How many URLs to take from the frontier at most (errors and skips count). A "
+            "resumed crawl counts the pages it already stored; with several processes on one "
+            "crawl (PostgreSQL) the limit is the whole crawl's, not each process's. A crawl "
+            "that reaches it is `finished`, even with URLs still pending. `0` = no limit.",
+        ),
+    )
+    max_pages_per_host: int = field(
+        default=0,
+        metadata=_opt(
+            integer(0),
+            "The same, per host (host and port): counted over the whole crawl, across resumes "
+            "and processes, on SQLite and PostgreSQL alike, so a resumed crawl counts what "
+            "each host already has. `0` = no limit.",
+        ),
+    )
+    obey_robots: bool = field(
+        default=True,
+        metadata=_opt(
+            boolean,
+            "Fetch each host's robots.txt once and skip what it disallows (stored with "
+            "`error_kind = 'robots'`, never fetched); its `Crawl-delay` becomes the host's "
+            "least delay.",
+        ),
+    )
+    sitemaps: bool = field(
+        default=True,
+        metadata=_opt(
+            boolean,
+            "Read each site's sitemaps (the `Sitemap:` lines of its robots.txt, else "
+            "`/sitemap.xml`; indexes up to three levels, gzipped files too) and add the pages "
+            "they list, within the scope, to the frontier.",
+        ),
+    )
+    queue_size: int = field(
+        default=1000,
+        metadata=_opt(
+            integer(1),
+            "Pending URLs held in memory, over at most this many hosts (16 at least); the rest "
+            "wait in the database's `frontier` table, so memory does not grow with the "
+            "frontier. In a fleet, also the most hosts one process claims.",
+        ),
+    )
+    shutdown_grace: float = field(
+        default=10.0,
+        metadata=_opt(
+            number(0),
+            "On Ctrl-C or SIGTERM, seconds given to the requests in flight before they are "
+            "abandoned. A process on a crawl shared with others abandons them at once, to hand "
+            "its hosts on; the grace then bounds the parsing and storing of what it fetched.",
+        ),
+    )
+    recrawl_after: float = field(
+        default=0.0,
+        metadata=_opt(
+            duration,
+            'A new crawl skips pages stored more recently than this (`"12h"`, `"7d"`, or '
+            "seconds), yet still follows their stored links, and asks for older ones "
+            "conditionally (`If-None-Match` / `If-Modified-Since`). `0` = re-fetch every page "
+            "(still conditionally).",
+            shown="0",
+            kind='seconds, or a duration such as "90s", "30m", "12h", "7d"',
+        ),
+    )
+    denied_domains: tuple[str, ...] = field(
+        default=(),
+        metadata=_opt(
+            list_of(domain),
+            "Hosts never to fetch from, each with its subdomains (per `include_subdomains`).",
+        ),
+    )
+    include_subdomains: bool = field(
+        default=True,
+        metadata=_opt(
+            boolean,
+            "Whether `allowed_domains` and `denied_domains` also cover subdomains "
+            "(`www.example.com`, ...).",
+        ),
+    )
+    include: tuple[str, ...] = field(
+        default=(),
+        metadata=_opt(
+            list_of(regex),
+            "Regexes (Python syntax) on the canonical URL: when not empty, a link must match "
+            "one to be followed. They run in the parse workers, never on the event loop.",
+        ),
+    )
+    exclude: tuple[str, ...] = field(
+        default=(),
+        metadata=_opt(
+            list_of(regex), "Regexes on the canonical URL; a link that matches any is not followed."
+        ),
+    )
     skip_extensions: tuple[str, ...] = field(
-        default=SKIP_EXTENSIONS, metadata=_opt(list_of(file_extension), "")
+        default=SKIP_EXTENSIONS,
+        metadata=_opt(
+            list_of(file_extension),
+            "Links to files with these extensions (images, archives, media, office documents, "
+            "fonts, binaries) are not fetched; they stay in their page's links.",
+        ),
     )
-    query: str = field(default="keep", metadata=_opt(choice("keep", "sort", "drop"), ""))
+    query: str = field(
+        default="keep",
+        metadata=_opt(
+            choice("keep", "sort", "drop"),
+            'Query strings in canonical URLs: `"keep"` them as they are, `"sort"` their '
+            'parameters, or `"drop"` them.',
+        ),
+    )
     drop_params: tuple[str, ...] = field(
-        default=("utm_*", "fbclid", "gclid"), metadata=_opt(list_of(text), "globs")
+        default=("utm_*", "fbclid", "gclid"),
+        metadata=_opt(
+            list_of(text),
+            "Query parameters removed from every URL whatever `query` says (globs on the "
+            "parameter's name): tracking parameters by default.",
+        ),
     )
     max_links_per_page: int = field(
-        default=5000, metadata=_opt(integer(0), "links kept per page; 0 = all")
+        default=5000,
+        metadata=_opt(
+            integer(0),
+            "A page's links past the first this many (distinct, in document order) are neither "
+            "stored nor followed; `pages.links_cut` counts them. `0` = all.",
+        ),
     )
     max_url_length: int = field(
-        default=2083, metadata=_opt(integer(0), "longer URLs are dropped; 0 = any length")
+        default=2083,
+        metadata=_opt(
+            integer(0),
+            "URLs longer than this many characters are dropped wherever they come from (links, "
+            "sitemap entries, redirect targets), as browsers and Scrapy do; a page's are counted "
+            "in `pages.links_cut`. `0` = any length.",
+        ),
     )
 
     def __post_init__(self) -> None:
@@ -175,62 +326,224 @@ class CrawlConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FetchConfig:
-    concurrency: int = field(default=16, metadata=_opt(integer(1), "requests in flight"))
-    per_host_concurrency: int = field(default=8, metadata=_opt(integer(1), "per host"))
-    per_host_delay: float = field(default=0.0, metadata=_opt(number(0), "between starts"))
-    autothrottle: bool = field(default=True, metadata=_opt(boolean, "adapt per host"))
-    robots_timeout: float = field(default=10.0, metadata=_opt(number(0, exclusive=True), ""))
+    """How to fetch: concurrency, per-host politeness, timeouts, retries, the address guard."""
+
+    concurrency: int = field(
+        default=16,
+        metadata=_opt(
+            integer(1),
+            "Requests in flight at once, over all hosts (fewer, with a warning, if the "
+            "open-files limit cannot hold them). `--concurrency N` sets it.",
+        ),
+    )
+    per_host_concurrency: int = field(
+        default=8,
+        metadata=_opt(
+            integer(1),
+            "Requests in flight to one host at once (host and port; or one domain or address, "
+            "per `politeness_key`), robots.txt and sitemaps included.",
+        ),
+    )
+    per_host_delay: float = field(
+        default=0.0,
+        metadata=_opt(
+            number(0),
+            "The least time, in seconds, between the starts of two requests to one host (the "
+            "same), robots.txt and sitemaps included. A Crawl-delay, a backoff or a "
+            "Retry-After can make it longer.",
+        ),
+    )
+    autothrottle: bool = field(
+        default=True,
+        metadata=_opt(
+            boolean,
+            "Adapt each host's concurrency and delay to its latency and errors (additive "
+            "increase, multiplicative decrease; a 429 or 503 halves the concurrency).",
+        ),
+    )
+    robots_timeout: float = field(
+        default=10.0,
+        metadata=_opt(number(0, exclusive=True), "Seconds allowed for fetching one robots.txt."),
+    )
     user_agent: str = field(
         default="scraper/0.1 (+set fetch.user_agent to a way to reach you)",
-        metadata=_opt(text, "User-Agent header"),
+        metadata=_opt(
+            text, "The User-Agent header of every request: say who you are and how to reach you."
+        ),
     )
-    connect_timeout: float = field(default=10.0, metadata=_opt(number(0, exclusive=True), ""))
-    read_timeout: float = field(default=30.0, metadata=_opt(number(0, exclusive=True), ""))
-    total_timeout: float = field(default=60.0, metadata=_opt(number(0, exclusive=True), ""))
-    max_bytes: int = field(default=10 * 1024 * 1024, metadata=_opt(integer(1), "body size cap"))
-    max_redirects: int = field(default=10, metadata=_opt(integer(0), "redirect hops"))
-    retries: int = field(default=2, metadata=_opt(integer(0), "retries after the first attempt"))
-    retry_backoff: float = field(default=0.5, metadata=_opt(number(0), "first backoff"))
-    retry_backoff_max: float = field(default=30.0, metadata=_opt(number(0), "backoff cap"))
-    max_retry_after: float = field(default=60.0, metadata=_opt(number(0), "Retry-After cap"))
+    connect_timeout: float = field(
+        default=10.0, metadata=_opt(number(0, exclusive=True), "Seconds to connect.")
+    )
+    read_timeout: float = field(
+        default=30.0,
+        metadata=_opt(number(0, exclusive=True), "Seconds between two reads of a response."),
+    )
+    total_timeout: float = field(
+        default=60.0,
+        metadata=_opt(number(0, exclusive=True), "Seconds for a whole request, body included."),
+    )
+    max_bytes: int = field(
+        default=10 * 1024 * 1024,
+        metadata=_opt(
+            integer(1),
+            "Larger bodies (after decompression) are abandoned and recorded as `too_large`; "
+            "also the cap on a gzipped sitemap once decompressed.",
+        ),
+    )
+    max_redirects: int = field(
+        default=10,
+        metadata=_opt(
+            integer(0),
+            "Redirect hops to follow; a longer chain (or a URL redirecting to itself) is "
+            "recorded as a `redirects` error. `0` = store the redirect itself.",
+        ),
+    )
+    retries: int = field(
+        default=2,
+        metadata=_opt(
+            integer(0),
+            "Retries after the first attempt (so at most 3 attempts by default) for connection "
+            "errors, timeouts, 429 and 5xx. Other 4xx are stored, not retried.",
+        ),
+    )
+    retry_backoff: float = field(
+        default=0.5,
+        metadata=_opt(
+            number(0),
+            "Seconds before the first retry; it doubles with each retry, plus up to this much "
+            "random jitter, and is never shorter than the host's delay.",
+        ),
+    )
+    retry_backoff_max: float = field(
+        default=30.0,
+        metadata=_opt(
+            number(0),
+            "The longest backoff, in seconds; also the wait before asking an unavailable "
+            "robots.txt again (three rounds).",
+        ),
+    )
+    max_retry_after: float = field(
+        default=60.0,
+        metadata=_opt(
+            number(0), "The longest wait, in seconds, that a `Retry-After` header can ask for."
+        ),
+    )
     politeness_key: str = field(
-        default="host", metadata=_opt(choice("host", "domain", "ip"), "what limits apply to")
+        default="host",
+        metadata=_opt(
+            choice("host", "domain", "ip"),
+            'What the per-host limits and throttling apply to: `"host"` (host and port), '
+            '`"domain"` (every host of one registrable domain, from the Public Suffix List that '
+            'the `publicsuffixlist` package ships: nothing is downloaded), or `"ip"` (every name '
+            "served from one IP address, after DNS; one process per crawl only: `--workers` and "
+            "`scraper worker` refuse it). robots.txt stays per host (RFC 9309).",
+        ),
     )
-    dns_ttl: float = field(default=300.0, metadata=_opt(number(0), "seconds a name is cached"))
+    dns_ttl: float = field(
+        default=300.0,
+        metadata=_opt(
+            number(0),
+            "Seconds a resolved host name is cached (one look-up per name per this long, shared "
+            "by concurrent requests).",
+        ),
+    )
     resolve: tuple[tuple[str, str], ...] = field(
-        default=(), metadata=_opt(addresses, "host names answered without DNS")
+        default=(),
+        metadata=_opt(
+            addresses,
+            "Host names answered without DNS, as curl's `--resolve`: "
+            '`{"staging.example.com" = "10.0.0.5"}`.',
+            shown="{}",
+            kind="table of host name = IP address",
+        ),
     )
     max_crawl_delay: float = field(
-        default=30.0, metadata=_opt(number(0), "hosts asking a longer Crawl-delay are skipped")
+        default=30.0,
+        metadata=_opt(
+            number(0),
+            "A host whose robots.txt asks for a longer `Crawl-delay` (seconds) is skipped: its "
+            "URLs are recorded with `error_kind = 'robots'` and the reason (as Nutch does).",
+        ),
     )
     block_private: bool = field(
-        default=True, metadata=_opt(boolean, "no requests to private addresses but the seeds'")
+        default=True,
+        metadata=_opt(
+            boolean,
+            "Refuse to connect to loopback, private, link-local (the cloud metadata service "
+            "included), unique-local, multicast and other non-public addresses, checked on the "
+            "address actually connected to. The hosts of `crawl.seeds` are exempt, so a local "
+            "site can be crawled; refusals are recorded as `error_kind = 'blocked'`, with "
+            "nothing sent.",
+        ),
     )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ParseConfig:
+    """How pages are parsed: the worker processes, their limits, the visible text."""
+
     workers: int = field(
-        default_factory=lambda: auto_workers(usable_cpus()), metadata=_opt(worker_count, "")
+        default_factory=lambda: auto_workers(usable_cpus()),
+        metadata=_opt(
+            worker_count,
+            'Parser processes: `"auto"` = one per CPU this process may use (taskset, cpusets '
+            "and a cgroup CPU quota count), minus one from three CPUs up, for the event loop; "
+            "or a number ≥ 1. `0` = none: parse inline on the event-loop thread, which stands "
+            "still ~0.5 ms per 40 KB page and where no time limit applies (tiny or trusted "
+            "sites, tests, 1-CPU machines).",
+            shown='"auto"',
+            kind='"auto" or an integer ≥ 0',
+        ),
     )
     text: TextMode = field(
         default="hash",
-        metadata=_opt(choice("hash", "store", "off"), "the visible text: its hash, kept, or none"),
+        metadata=_opt(
+            choice("hash", "store", "off"),
+            'The visible text: `"hash"` keeps its length and hash (`pages.text_length`, '
+            '`text_hash`: what `duplicates` compares), `"store"` the text itself too '
+            '(`pages.text`), `"off"` none of them (no text pass; no duplicates by text).',
+        ),
     )
     # The key before `text`: true means text = "store", and stays true exactly then.
-    store_text: bool = field(default=False, metadata=_opt(boolean, 'the same as text = "store"'))
+    store_text: bool = field(
+        default=False,
+        metadata=_opt(
+            boolean,
+            'The older name of `text = "store"`: `true` means that (and contradicts '
+            '`text = "off"`); it reads `true` exactly when the text is stored.',
+        ),
+    )
     timeout: float = field(
-        default=30.0, metadata=_opt(number(0, exclusive=True), "seconds per page in a worker")
+        default=30.0,
+        metadata=_opt(
+            number(0, exclusive=True),
+            "Seconds of CPU a worker may spend on one page (or sitemap, or scope decision): past "
+            "them the worker is ended and replaced, and the page stored with "
+            "`error_kind = 'parse'`; the crawl goes on. No limit with `workers = 0`.",
+        ),
     )
     # A backtracking pattern can take minutes on one value; past this the field alone is lost
     # (null, named in pages.field_errors), not the page. Well-behaved patterns take microseconds.
     regex_timeout: float = field(
         default=0.1,
-        metadata=_opt(number(0, exclusive=True), "seconds an [extract] regex has per value"),
+        metadata=_opt(
+            number(0, exclusive=True),
+            "Seconds an `[extract]` rule's regex may take on one value (the `regex` package "
+            "stops it inside the match): past them that field is `null` on that page and "
+            "named, with why, in `pages.field_errors`; the page, its links and its other "
+            "fields are kept.",
+        ),
     )
     # How far the workers yield the CPU to the crawler's own event loop when both want it: at
     # the same niceness a busy loop waited for a core 1.2-5 s of a 6-10 s crawl (cpu case).
-    nice: int = field(default=10, metadata=_opt(integer(0, 19), "niceness added to the workers"))
+    nice: int = field(
+        default=10,
+        metadata=_opt(
+            integer(0, 19),
+            "Niceness added to the parser processes (0–19), so they yield the CPU to the event "
+            "loop when both want it; `0` = the crawler's own priority. Needs no privileges.",
+        ),
+    )
 
     def __post_init__(self) -> None:
         if self.store_text:
@@ -245,24 +558,51 @@ class ParseConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StorageConfig:
-    db: str = field(default="data/crawl.db", metadata=_opt(text, "SQLite file or PostgreSQL URL"))
-    batch_size: int = field(default=200, metadata=_opt(integer(1), "rows per transaction"))
+    """Where results go, and how they are committed."""
+
+    db: str = field(
+        default="data/crawl.db",
+        metadata=_opt(
+            text,
+            "The results: a SQLite file's path (its folder is created), or a PostgreSQL URL "
+            "`postgresql://user@host:port/dbname` (the password from `PGPASSWORD` or "
+            "`~/.pgpass`). `--db` sets it.",
+        ),
+    )
+    batch_size: int = field(default=200, metadata=_opt(integer(1), "Pages per write transaction."))
     flush_interval: float = field(
-        default=1.0, metadata=_opt(number(0, exclusive=True), "seconds between commits")
+        default=1.0,
+        metadata=_opt(
+            number(0, exclusive=True),
+            "The longest, in seconds, a parsed page waits to be committed.",
+        ),
     )
     # PostgreSQL with several processes on one crawl: how long a host's lease lasts unrenewed
     # (a dead process's hosts wait this long). It must outlast a request's longest time
     # (crawl/leases.py request_margin), checked when a crawl starts.
     lease_ttl: float = field(
-        default=600.0, metadata=_opt(number(0, exclusive=True), "seconds a host lease lasts")
+        default=600.0,
+        metadata=_opt(
+            number(0, exclusive=True),
+            "PostgreSQL, several processes on one crawl: seconds a host's lease lasts "
+            "unrenewed, so how long a dead process's hosts wait for another. It must exceed a "
+            "request's longest time (`fetch.total_timeout` × (1 + `fetch.retries`) plus the "
+            "waits between attempts) by a sixth, or the crawl refuses to start.",
+        ),
     )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LogConfig:
+    """The progress log, off a terminal."""
+
     interval: float = field(
         default=5.0,
-        metadata=_opt(number(0, exclusive=True), "seconds between progress lines off a terminal"),
+        metadata=_opt(
+            number(0, exclusive=True),
+            "Off a terminal (CI, a pipe, `nohup`), seconds between two plain progress lines, "
+            "logged at any `--log-level`.",
+        ),
     )
 
 

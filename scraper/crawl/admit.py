@@ -22,13 +22,12 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
-from scraper.models import CrawlRequest, FetchResult, PageRecord
+from scraper.models import CrawlRequest, ErrorKind, FetchResult, PageRecord
 from scraper.parse.procpool import WorkerDied
 from scraper.urls import Scope, UrlPolicy, canonicalize
 
 log = logging.getLogger(__name__)
 
-REDIRECTS = frozenset({301, 302, 303, 307, 308})
 SEEN_CACHE_SIZE = 100_000
 
 
@@ -116,7 +115,9 @@ class Admission:
             limit = self._max_redirects
             return PageRecord(
                 fetch=dataclasses.replace(
-                    result, error_kind="redirects", error=f"{why} (fetch.max_redirects = {limit})"
+                    result,
+                    error_kind=ErrorKind.REDIRECTS,
+                    error=f"{why} (fetch.max_redirects = {limit})",
                 )
             )
         try:

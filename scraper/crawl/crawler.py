@@ -1,9 +1,8 @@
-"""The coordinator: opens the crawl's storage, builds the stages and wires them, resumes and stops
-crawls.
+"""A crawl's life: opens its storage, starts or resumes the crawl (or joins one), runs its stages,
+stops it (Ctrl-C: a grace, then cancel; in a fleet, at once) and records how it ended.
 
-It owns no stage's logic: the stages' tasks and the queues between them are the Pipeline's
-(`pipeline.py`), the admission policy is `admit.py`'s, and each stage gets what it needs of the
-others passed in here, so no stage imports another.
+Building the stages and wiring them is `stages.py`'s; the stages' tasks and the queues between
+them are the Pipeline's (`pipeline.py`), so no stage imports another.
 """
 
 from __future__ import annotations
@@ -19,22 +18,17 @@ from typing import Any
 from aiohttp.abc import AbstractResolver
 
 from scraper.config import Config
-from scraper.crawl.admit import Admission
 from scraper.crawl.fetch import Fetcher
 from scraper.crawl.health import LoopLagMonitor, StageSampler
-from scraper.crawl.hosts import Limits, politeness_keys
 from scraper.crawl.leases import request_margin
 from scraper.crawl.pipeline import Pipeline
-from scraper.crawl.robots import RobotsGate
-from scraper.crawl.scheduler import PoliteFetch, Scheduler
+from scraper.crawl.scheduler import Scheduler
 from scraper.crawl.seeds import SeedFile, digest_of
-from scraper.crawl.sink import Sink
-from scraper.crawl.sitemaps import SitemapReader
 from scraper.crawl.sockets import raise_open_files_limit, socket_budget
+from scraper.crawl.stages import build_stages
 from scraper.errors import ConfigError, ScraperError
-from scraper.models import CrawlRequest, CrawlSnapshot, PageRecord, SeedList
+from scraper.models import CrawlRequest, CrawlSnapshot, SeedList
 from scraper.parse.pool import ParsePool
-from scraper.parse.sitemap import parse_sitemap
 from scraper.store import open_backend
 from scraper.store.base import (
     Backend,
@@ -45,7 +39,7 @@ from scraper.store.base import (
     HostLeases,
     HostPoliteness,
 )
-from scraper.urls import host_of, in_scope
+from scraper.urls import host_of
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +57,12 @@ class Crawler:
         announce: Callable[[str], None] = log.info,
         resolver: AbstractResolver | None = None,
         join: int | None = None,
+        quiet: bool = False,
     ) -> None:
         """`resolver`: how host names are resolved, instead of fetch.resolve and the system's
         (tests, and a layer such as a filter of private addresses). `join`: work on that
-        running crawl beside the processes already on it (a worker; PostgreSQL)."""
+        running crawl beside the processes already on it (a worker; PostgreSQL). `quiet`: the
+        summary only (stalls of the event loop are logged at INFO, and counted)."""
         if not config.crawl.seeds and not config.crawl.seeds_file and join is None:
             raise ConfigError(
                 "no seeds: give start URLs on the command line (or --seeds-file), or set "
@@ -77,8 +73,9 @@ class Crawler:
         self._announce = announce
         self._pipeline_task: asyncio.Task[None] | None = None
         self._scheduler: Scheduler | None = None
-        self._sitemaps: SitemapReader | None = None
         self._lag = LoopLagMonitor(on_stall=self._on_stall, on_tick=self._sample_stages)
+        self._stalls = 0
+        self._quiet = quiet
         self._stage_times = StageSampler()
         self._pipeline: Pipeline | None = None
         self._stored_before = 0  # pages a resumed crawl had already stored
@@ -243,23 +240,21 @@ class Crawler:
             self._stage_times.add(self._pipeline.gauges(), asyncio.get_running_loop().time())
 
     def _on_stall(self, lag_ms: float) -> None:
+        """The first stall is a warning that says what it means; the rest are INFO lines (a busy
+        machine makes several a crawl), all counted in the summary's loop lag."""
         stages = self._pipeline.depths() if self._pipeline is not None else {}
         busiest = max(stages, key=lambda name: stages[name], default="unknown")
-        log.warning(
-            "the event loop stalled %.0f ms (queues: %s; fullest: %s)",
-            lag_ms,
-            ", ".join(f"{k} {v}" for k, v in stages.items()),
-            busiest,
-        )
-
-    def _remember_robots(self, site: str, record: str) -> None:
-        if self._scheduler is not None:
-            self._scheduler.remember_robots(site, record)
-
-    def _read_sitemaps(self, site: str, declared: tuple[str, ...]) -> None:
-        if self._config.crawl.sitemaps and self._sitemaps is not None and self._scheduler:
-            reading = self._sitemaps.read(site, declared)
-            self._scheduler.start_crawl_task(reading, name=f"sitemaps {site}")
+        queues = ", ".join(f"{k} {v}" for k, v in stages.items())
+        self._stalls += 1
+        if self._stalls == 1 and not self._quiet:
+            log.warning(
+                "the event loop stalled %.0f ms (queues: %s; fullest: %s): something held the "
+                "crawler's thread (a busy machine, or parsing inline); further stalls are logged "
+                "at INFO and counted in the summary",
+                lag_ms, queues, busiest,
+            )  # fmt: skip
+        else:
+            log.info("the event loop stalled %.0f ms (queues: %s)", lag_ms, queues)
 
     async def _run_pipeline(
         self, backend: Backend, crawl_id: int, frontier: Frontier, done: int, leases: HostLeases
@@ -276,61 +271,16 @@ class Crawler:
             concurrency=budget.wire,
         )
         async with fetcher, ParsePool(config.parse) as parser:
-            sink_queue: asyncio.Queue[object] = asyncio.Queue(2 * config.storage.batch_size)
-            polite = PoliteFetch(fetcher)  # robots.txt and sitemaps take their turn on the slot
-            gate = None
-            if config.crawl.obey_robots or config.crawl.sitemaps:
-                gate = RobotsGate(
-                    polite,
-                    config.fetch.user_agent,
-                    timeout=config.fetch.robots_timeout,
-                    obey=config.crawl.obey_robots,
-                    max_crawl_delay=config.fetch.max_crawl_delay,
-                    on_sitemaps=lambda site, urls: self._read_sitemaps(site, urls),
-                    on_fetched=lambda site, record: self._remember_robots(site, record),
-                )
-            assert fetcher.resolver is not None  # (made when the fetcher opens)
-            key_of, resolve_key = politeness_keys(config.fetch.politeness_key, fetcher.resolver)
-            scheduler = Scheduler(
-                frontier,
-                _limits(config),
-                gate=gate,
-                wire=fetcher,
-                key_of=key_of,
-                resolve_key=resolve_key,
-                keep_alive_budget=budget.idle,
-                on_starved=lambda starved: sink.set_eager(starved, sink_queue),
-                # One process counts crawl.max_pages itself (what a resumed crawl stored counts);
-                # shared leases leave it to the backend, for the whole crawl (FleetRules).
-                handed=0 if leases.shared else done,
+            stages = build_stages(
+                config,
+                frontier=frontier,
                 leases=leases,
-                concurrency=config.fetch.concurrency,
+                pages=backend.pages(crawl_id),
+                fetcher=fetcher,
+                parser=parser,
+                idle_connections=budget.idle,
             )
-            polite.scheduler = scheduler
-            fetcher.attach(scheduler)
-            sink = Sink(backend.pages(crawl_id), config.storage, on_stored=scheduler.stored)
-
-            async def emit(record: PageRecord) -> None:
-                scheduler.expect_unrequested_record()
-                await sink_queue.put(record)
-
-            self._sitemaps = SitemapReader(
-                polite,
-                lambda job: parser.run(parse_sitemap, job),
-                emit,
-                scope=scope,
-                policy=config.crawl.url_policy(),
-                max_bytes=config.fetch.max_bytes,
-            )
-            admission = Admission(
-                scope=scope,
-                policy=config.crawl.url_policy(),
-                max_depth=config.crawl.max_depth,
-                max_redirects=config.fetch.max_redirects,
-                links_from=sink.links_from,
-                select=lambda urls, base: parser.run(in_scope, (scope, urls, base)),
-            )
-            pipeline = Pipeline(config, scheduler, fetcher, parser, sink, sink_queue, admission)
+            scheduler, pipeline = stages.scheduler, stages.pipeline
             self._scheduler, self._pipeline, self._stored_before = scheduler, pipeline, done
             try:
                 async with asyncio.TaskGroup() as tasks:
@@ -374,7 +324,8 @@ def _leases(backend: Backend, crawl_id: int, config: Config) -> HostLeases:
 
 
 def _fleet_rules(config: Config) -> FleetRules:
-    """What the backend keeps for the whole crawl when several processes share it."""
+    """What the backend keeps for the whole crawl: the page budgets its leases count, and the
+    politeness key a fleet leases hosts by."""
     return FleetRules(
         max_pages=config.crawl.max_pages,
         max_pages_per_host=config.crawl.max_pages_per_host,
@@ -387,19 +338,6 @@ def _stored_config(config: Config, backend: Backend) -> str:
     PostgreSQL URL without its password)."""
     storage = dataclasses.replace(config.storage, db=backend.location)
     return dataclasses.replace(config, storage=storage).to_json()
-
-
-def _limits(config: Config) -> Limits:
-    return Limits(
-        per_host_concurrency=config.fetch.per_host_concurrency,
-        per_host_delay=config.fetch.per_host_delay,
-        queue_size=config.crawl.queue_size,
-        max_pages=config.crawl.max_pages,
-        max_pages_per_host=config.crawl.max_pages_per_host,
-        autothrottle=config.fetch.autothrottle,
-        robots_retry=config.fetch.retry_backoff_max,
-        max_retry_after=config.fetch.max_retry_after,
-    )
 
 
 def _user_error_in(group: BaseExceptionGroup[BaseException]) -> ScraperError | None:

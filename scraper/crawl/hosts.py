@@ -3,9 +3,10 @@
 A **host** (host and port, `urls.host_key`) has its small queue of leased requests, its
 robots.txt rules (RFC 9309: per host) and the jobs (robots.txt, sitemaps) waiting for their turn.
 A **slot** is the unit of politeness (`fetch.politeness_key`): one host, every host of one
-registrable domain, or every host on one IP address. It has the requests in flight, the
-concurrency and delay, the earliest moment the next request may start, and the throttle state
-that `throttle` tunes from each fetch's outcome (AIMD: see "Adaptive throttling" in the README).
+registrable domain, or every host on one IP address. It has the requests active (handed out and
+not done), the concurrency and delay, the earliest moment the next request may start, and the
+throttle state that `throttle` tunes from each fetch's outcome (AIMD: see docs/guides/crawling.md,
+Politeness).
 
 `HostTable` holds the hosts the crawl has work for and their slots, and releases a host once it
 has nothing left to do, and its slot once no host holds it and its delay has passed (a throttled
@@ -22,13 +23,13 @@ import itertools
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from aiohttp.abc import AbstractResolver
 
 from scraper.crawl.dns import address_of
+from scraper.crawl.ports import HostRules
 from scraper.domains import domain_of_host_key, host_name
-from scraper.models import CrawlRequest, FetchResult
+from scraper.models import CrawlRequest, ErrorKind, FetchResult
 
 KEEP_RELEASED = 20  # released slots whose last settings the stats still show
 BACKOFF_MAX = 60.0  # seconds: the longest pause a run of 429/503 without Retry-After reaches
@@ -42,26 +43,12 @@ KeyOf = Callable[[str], str]  # host key -> politeness key, when it needs no loo
 ResolveKey = Callable[[str], Awaitable[str]]  # host key -> politeness key, after DNS
 
 
-class HostRules(Protocol):
-    """What robots.txt says about one host (and `skip_kind`: the error kind of a URL it skips)."""
-
-    skip_kind: str
-
-    @property
-    def delay(self) -> float | None: ...
-
-    @property
-    def unavailable(self) -> bool: ...
-
-    def skip_reason(self, url: str) -> str | None: ...
-
-
 class _AllowAll:
     """The rules of a crawl that reads no robots.txt."""
 
     delay: float | None = None
     unavailable = False
-    skip_kind = "robots"
+    skip_kind = ErrorKind.ROBOTS
 
     def skip_reason(self, url: str) -> str | None:
         return None
@@ -75,10 +62,7 @@ class Limits:
     per_host_concurrency: int = 8  # per slot (the politeness key)
     per_host_delay: float = 0.0
     queue_size: int = 1000
-    max_pages: int = 0
-    max_pages_per_host: int = 0
     autothrottle: bool = True
-    robots_retry: float = 30.0  # seconds before asking an unavailable robots.txt again
     max_retry_after: float = 60.0  # the longest pause a Retry-After header can ask for
     max_hosts: int = 0  # hosts held in memory at once (0: crawl.queue_size)
 
@@ -91,13 +75,13 @@ class Slot:
     """The politeness state of one key: shared by every host that maps to it."""
 
     __slots__ = (
+        "active",
         "backoff",
         "best_latency",
         "concurrency",
         "cool_until",
         "delay",
         "heap_at",
-        "in_flight",
         "key",
         "latency",
         "members",
@@ -109,7 +93,9 @@ class Slot:
 
     def __init__(self, key: str, limits: Limits) -> None:
         self.key = key
-        self.in_flight = 0  # requests (pages, robots.txt, sitemaps) handed out, not yet done
+        # Requests (pages, robots.txt, sitemaps) handed out and not yet done: on the wire, or
+        # waiting for a connection slot or a retry. ("In flight" is on the wire only.)
+        self.active = 0
         self.next_start = 0.0  # loop time before which no request may start
         self.concurrency = limits.per_host_concurrency
         self.delay = self.min_delay = limits.per_host_delay
@@ -129,7 +115,7 @@ class Slot:
     def snapshot(self) -> HostSettings:
         return {
             "queued": sum(len(host.queue) for host in self.ring),
-            "in_flight": self.in_flight,
+            "in_flight": self.active,  # (the key the crawl's stored counters have always had)
             "concurrency": self.concurrency,
             "delay_s": round(self.delay, 3),
             "latency_ms": round(self.latency * 1000, 1),
@@ -140,9 +126,9 @@ class HostState:
     """One host's queue, robots.txt rules and waiting jobs; dropped when it has nothing to do."""
 
     __slots__ = (
+        "active",
         "gating",
         "idle_kept",
-        "in_flight",
         "in_ring",
         "jobs",
         "maybe_pending",
@@ -166,7 +152,7 @@ class HostState:
         self.gating = False  # its robots.txt is being read
         self.rules: HostRules | None = None
         self.in_ring = False
-        self.in_flight = 0
+        self.active = 0  # its requests handed out and not yet done
         self.idle_kept = 0  # its connections we let stay open, idle (keep-alive budget)
 
     def has_work(self) -> bool:
@@ -179,7 +165,7 @@ class HostState:
             self.slot is None  # its key (an IP address) is being looked up
             or self.queue
             or self.jobs
-            or self.in_flight
+            or self.active
             or self.maybe_pending
             or self.refilling
             or self.gating
@@ -243,7 +229,7 @@ class HostTable:
             slot.members -= 1
             if slot.members == 0:
                 until = max(slot.next_start, now + (THROTTLE_MEMORY if slot.throttled else 0.0))
-                if until <= now and not slot.in_flight:
+                if until <= now and not slot.active:
                     self._release_slot(slot)
                 else:
                     slot.cool_until = until
@@ -256,7 +242,7 @@ class HostTable:
             until, _, slot = heapq.heappop(self._cooling)
             if until != slot.cool_until:
                 continue  # taken again by a host since, and released again later
-            if slot.members == 0 and not slot.in_flight and self._slots.get(slot.key) is slot:
+            if slot.members == 0 and not slot.active and self._slots.get(slot.key) is slot:
                 self._release_slot(slot)
 
     def next_cooling(self) -> float | None:
@@ -275,7 +261,7 @@ class HostTable:
 
 
 def throttle(slot: Slot, result: FetchResult, limits: Limits, now: float) -> None:
-    """Tune the slot from one fetch's outcome: AIMD, see "Adaptive throttling" in the README.
+    """Tune the slot from one fetch's outcome: AIMD, see docs/guides/crawling.md (Politeness).
 
     A 429 or 503 with Retry-After pauses the slot for what the server asked (capped by
     fetch.max_retry_after), and only that: a rate limiter that answers every new URL's first
@@ -294,11 +280,14 @@ def throttle(slot: Slot, result: FetchResult, limits: Limits, now: float) -> Non
         slot.delay = max(slot.delay, slot.latency, slot.min_delay)
         slot.ok_streak = 0
         return
-    if result.error_kind in ("timeout", "connection") or (result.status or 0) >= 500:
+    if (
+        result.error_kind in (ErrorKind.TIMEOUT, ErrorKind.CONNECTION)
+        or (result.status or 0) >= 500
+    ):
         slot.concurrency = max(1, slot.concurrency - 1)
         slot.ok_streak = 0
         return
-    if result.error_kind == "dns":
+    if result.error_kind == ErrorKind.DNS:
         return  # no server answered: nothing learnt about its load
     latency = (result.elapsed_ms or 0.0) / 1000
     slot.latency = latency if not slot.latency else 0.8 * slot.latency + 0.2 * latency

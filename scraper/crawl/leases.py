@@ -1,12 +1,12 @@
 """Which hosts this process may crawl: the dispatcher's seam to the backend's host leases.
 
 The dispatcher (`scheduler.py`) asks a `HostLeases` (store/base.py) for hosts to work on and
-tells it when it lets one go. With one process on a crawl (SQLite's leases, or none given) every
-host is its own and the seam costs a call per claim. With several processes on
-PostgreSQL (`HostLeases.shared`), a host is leased to one process at a time: `keep_leases`
-renews the leases, claims hosts up to this process's fair share and hands back those over it
-(`hosts_to_drain`), and a host travels from owner to owner with its politeness state, so
-per-host concurrency, delay, Crawl-delay and backoff hold across all of them.
+tells it when it lets one go, whatever the backend. With one process on a crawl (SQLite) every
+host is its own: the leases live in its memory and nothing needs renewing. With several on
+PostgreSQL, a host is leased to one process at a time: `keep_leases` renews the leases, claims
+hosts up to this process's fair share and hands back those over it (`hosts_to_drain`), and a
+host travels from owner to owner with its politeness state, so per-host concurrency, delay,
+Crawl-delay and backoff hold across all of them.
 """
 
 from __future__ import annotations
@@ -46,11 +46,10 @@ def hosts_to_drain(
 ) -> list[HostState]:
     """Which of the held hosts with work to hand back, up to `count` (those over the fair
     share), keeping enough to fill fetch.concurrency's slots: a host gains from moving to
-    another process only while this one has too few slots for all its hosts at once (4
-    workers on 40 hosts, before: the first held 12 hosts, the last 8, which ran out 10 s
-    before the first, and idled). Moving one costs it its requests in flight, a commit and a
-    claim (~0.5 s), so the hosts with the least in hand (in flight or unstored: `in_hand`) go
-    first."""
+    another process only while this one has too few slots for all its hosts at once (else
+    the processes that took on fewer run out first and idle). Moving one costs it its
+    requests active, a commit and a claim (~0.5 s), so the hosts with the least in hand
+    (active or unstored: `in_hand`) go first."""
     with_work = [host for host in held if useful_slots(host)]
     useful = sum(useful_slots(host) for host in with_work)
     chosen: list[HostState] = []
@@ -109,13 +108,16 @@ async def keep_leases(leases: HostLeases, holder: LeaseHolder) -> None:
     """Renew the leases every `leases.renew_every` seconds, and claim hosts while there is room
     every CLAIM_EVERY seconds, until cancelled (the dispatcher's TaskGroup ends it with the
     crawl)."""
+    renew_every = leases.renew_every
+    if renew_every is None:
+        return  # nothing expires, and hosts come only from this process's claims
     loop = asyncio.get_running_loop()
-    tick = min(CLAIM_EVERY, leases.renew_every)
-    renew_at = loop.time() + leases.renew_every
+    tick = min(CLAIM_EVERY, renew_every)
+    renew_at = loop.time() + renew_every
     while True:
         await asyncio.sleep(tick)
         if loop.time() >= renew_at:
-            renew_at = loop.time() + leases.renew_every
+            renew_at = loop.time() + renew_every
             lost = await leases.renew()
             if lost:
                 holder.lost(lost)

@@ -16,12 +16,12 @@ import dataclasses
 import logging
 
 from scraper.config import Config
-from scraper.crawl.admit import REDIRECTS, Admission
+from scraper.crawl.admit import Admission
 from scraper.crawl.fetch import Fetcher
 from scraper.crawl.health import StageGauge
 from scraper.crawl.scheduler import Assignment, Scheduler
 from scraper.crawl.sink import Sink
-from scraper.models import FetchResult, PageRecord, ParseFailure, ParseJob, ParseResult
+from scraper.models import REDIRECTS, FetchResult, PageRecord, ParseFailure, ParseJob, ParseResult
 from scraper.parse.pool import ParsePool
 from scraper.parse.procpool import WorkerDied
 from scraper.store.base import utc_now

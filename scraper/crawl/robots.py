@@ -14,30 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Protocol
 
 from protego import Protego
 
-from scraper.models import CrawlRequest, FetchResult
+from scraper.crawl.ports import FetchStage
+from scraper.models import CrawlRequest, ErrorKind
 from scraper.urls import origin
 
+log = logging.getLogger(__name__)
+
+ROUNDS = 3  # rounds of fetching an unavailable robots.txt before its host is given up
+
 MAX_ROBOTS_BYTES = 500 * 1024  # Google's limit; the rest of a larger file is ignored
-
-
-class FetchStage(Protocol):
-    """What robots.txt needs of the fetch stage (`crawl/fetch.py`'s Fetcher, passed in): this
-    module does not import another stage."""
-
-    async def fetch(
-        self,
-        request: CrawlRequest,
-        *,
-        any_type: bool,
-        time_limit: float | None,
-        body_limit: int | None,
-    ) -> FetchResult: ...
 
 
 class RobotsRules:
@@ -52,7 +43,7 @@ class RobotsRules:
         *,
         unavailable: str | None = None,
         refused: str | None = None,
-        skip_kind: str = "robots",
+        skip_kind: ErrorKind = ErrorKind.ROBOTS,
         sitemaps: tuple[str, ...] = (),
     ) -> None:
         self._parser = parser
@@ -101,8 +92,14 @@ class RobotsGate:
         on_sitemaps: Callable[[str, tuple[str, ...]], None] = lambda origin, urls: None,
         on_fetched: Callable[[str, str], None] = lambda origin, record: None,
         cache_size: int = 10_000,
+        retry: float = 30.0,
+        rounds: int = ROUNDS,
     ) -> None:
+        """`retry`: seconds between two rounds of asking for an unavailable robots.txt (5xx,
+        no answer), `rounds` in all."""
         self._fetcher = fetcher
+        self._retry = retry
+        self._rounds = rounds
         self._obey = obey  # False: robots.txt is not read; every host allows everything
         self._agent = user_agent
         self._timeout = timeout
@@ -114,7 +111,24 @@ class RobotsGate:
         self._cache: OrderedDict[str, RobotsRules] = OrderedDict()
         self._cache_size = cache_size
 
+    async def settled_rules(self, host: str, sample_url: str) -> RobotsRules:
+        """The host's rules once they are settled: an unavailable robots.txt is asked for again
+        (RFC 9309: everything is disallowed meanwhile), `retry` seconds apart, until it answers
+        or `rounds` have passed, after which its URLs are recorded as unavailable."""
+        for round_ in range(1, self._rounds + 1):
+            rules = await self.rules(host, sample_url)
+            if not rules.unavailable or round_ == self._rounds:
+                break
+            log.warning(
+                "%s: %s; asking again in %.0f s (round %d of %d)",
+                host, rules.skip_reason(""), self._retry, round_, self._rounds,
+            )  # fmt: skip
+            self.forget(sample_url)
+            await asyncio.sleep(self._retry)
+        return rules
+
     async def rules(self, host: str, sample_url: str) -> RobotsRules:
+        """The host's rules as far as one look goes (cached; fetched on a first look)."""
         site = origin(sample_url)
         cached = self._cache.get(site)
         if cached is not None:
@@ -153,11 +167,14 @@ class RobotsGate:
             body_limit=MAX_ROBOTS_BYTES,
         )
         status = result.status or 0
-        if result.error_kind in ("blocked", "dns"):
+        if result.error_kind in (ErrorKind.BLOCKED, ErrorKind.DNS):
             # The host's address is refused, or its name does not resolve: no request will
             # reach it, so its URLs are recorded so at once (not after rounds of asking).
             return RobotsRules(None, self._agent, refused=result.error, skip_kind=result.error_kind)
-        if result.error_kind in ("out_of_scope", "redirects") or 300 <= status < 400:
+        if (
+            result.error_kind in (ErrorKind.OUT_OF_SCOPE, ErrorKind.REDIRECTS)
+            or 300 <= status < 400
+        ):
             # A redirect not followed (outside the scope, too many, or to no crawlable URL):
             # as if there were none (RFC 9309: as a 4xx).
             self._on_fetched(site, json.dumps({"site": site, "status": status}))

@@ -1,49 +1,47 @@
 """The dispatcher: which request a fetch worker gets next, and when the crawl is over.
 
 Politeness is kept per **slot** (`hosts.py`): a host, a registrable domain or an IP address, as
-`fetch.politeness_key` says. A slot may start a request when fewer than its concurrency are in
-flight and its delay (per-host delay, Crawl-delay, backoff, Retry-After) has passed since its last
-start. Slots that have work sit in a heap keyed on the moment each may start next, so a hand-out
-costs O(log slots) whatever the number of hosts: no scan over hosts per hand-out, per wake-up or
-at the end check (`scraper.bench.dispatch` measures it). A slow, throttled or backing-off host
-never holds up the others.
+`fetch.politeness_key` says. A slot may start a request when fewer than its concurrency are
+active (handed out and not done) and its delay (per-host delay, Crawl-delay, backoff,
+Retry-After) has passed since its last start. Slots that have work sit in a heap keyed on the
+moment each may start next (`ready.py`), so a hand-out costs O(log slots) whatever the number of
+hosts (`scraper.bench.dispatch` measures it). A slow, throttled or backing-off host never holds
+up the others.
 
 Every request to a host takes its turn on the slot, robots.txt and sitemaps included: they are
-**jobs** (`turn()`), granted by the dispatcher like a page is handed out, counted in the slot's
-requests in flight, and starting its delay. A request starts the delay when it goes on the wire
-(`started()`), not when it is handed out, and nothing is handed out while the fetch stage has no
-free connection slot, so the gap between two starts at one server is never under the delay.
+**jobs** (`turn()`, through `polite`: `polite.py`), granted by the dispatcher like a page is
+handed out, counted in the slot's active requests, and starting its delay. A request starts the
+delay when it goes on the wire (`started()`), not when it is handed out, and nothing is handed
+out while the fetch stage has no free connection slot, so the gap between two starts at one
+server is never under the delay.
 
-Which hosts it may work on comes from a `HostLeases` (`leases.py`): with one process on a crawl,
-every host (the frontier's pending hosts, taken as below); with several on one crawl
-(PostgreSQL), the hosts leased to this one, each dispatched to only while its lease outlives a
-request, and handed back with its slot's politeness state once it has nothing in flight or
-unstored.
+Which hosts it may work on comes from its `HostLeases` (`leases.py`), whatever the backend: one
+process is a fleet of one. A host is claimed (or, found by this process, taken at once where the
+backend can: SQLite), dispatched to only while its lease outlives a request, and handed back
+with its slot's politeness state once it has nothing active or unstored. Page budgets
+(crawl.max_pages, crawl.max_pages_per_host) are the frontier's: `Frontier.lease` counts them.
 
 Hosts are held in memory only while they have work, at most `crawl.queue_size` of them: hosts
-with pending URLs beyond that stay in the frontier table and are taken, a batch at a time, as
+with pending URLs beyond that stay in the frontier table and are claimed, a batch at a time, as
 others finish. Refills from the frontier, robots.txt loads, IP look-ups and the crawl's other
 work (reading sitemaps) run as tasks of the dispatcher's TaskGroup: one that fails fails the
 crawl, and none outlives it. The crawl is over when nothing is leased-but-unstored, no such task
-runs, no held host has pending URLs and the frontier confirms it: exact accounting, never a
-timeout.
+runs, no held host has pending URLs, no host is left to claim and the leases confirm it:
+exact accounting, never a timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
-import itertools
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from scraper.crawl.hosts import (
     ALLOW_ALL,
-    HostRules,
     HostSettings,
     HostState,
     HostTable,
@@ -60,13 +58,15 @@ from scraper.crawl.leases import (
     keep_leases,
     politeness_of,
 )
-from scraper.models import CrawlRequest, FetchResult, PageRecord
+from scraper.crawl.polite import NO_FETCH, PoliteFetch
+from scraper.crawl.ports import FetchStage, HostGate, Wire
+from scraper.crawl.ready import ReadyHeap
+from scraper.models import CrawlRequest, ErrorKind, FetchResult, PageRecord
 from scraper.store.base import Frontier, HostLeases, HostPoliteness
 from scraper.urls import host_key
 
 log = logging.getLogger(__name__)
 
-ROBOTS_TRIES = 3  # rounds of fetching an unavailable robots.txt before its host is given up
 # A connection to a host whose next request may start within this many seconds is kept open;
 # others are closed at once (under aiohttp's 15 s keep-alive, after which it closes them anyway).
 KEEP_HORIZON = 10.0
@@ -86,44 +86,7 @@ class Assignment:
 
     request: CrawlRequest
     skip_reason: str | None = None
-    skip_kind: str = "robots"
-
-
-class HostGate(Protocol):
-    """Where a host's robots.txt rules come from (`robots.py`'s RobotsGate, passed in)."""
-
-    async def rules(self, host: str, sample_url: str) -> HostRules: ...
-
-    def forget(self, sample_url: str) -> None: ...
-
-    async def adopt(self, record: str) -> None: ...
-
-
-class Wire(Protocol):
-    """What the dispatcher needs to know of the fetch stage's connection slots (`Fetcher`)."""
-
-    @property
-    def in_flight(self) -> int:
-        """Requests on the wire now."""
-        ...
-
-    @property
-    def wire_limit(self) -> int:
-        """How many may be (fetch.concurrency, lowered while the process is out of sockets)."""
-        ...
-
-
-class FetchStage(Protocol):
-    """What PoliteFetch needs of the fetch stage (`crawl/fetch.py`'s Fetcher, passed in)."""
-
-    async def fetch(
-        self,
-        request: CrawlRequest,
-        *,
-        any_type: bool,
-        time_limit: float | None,
-        body_limit: int | None,
-    ) -> FetchResult: ...
+    skip_kind: ErrorKind = ErrorKind.ROBOTS
 
 
 class Scheduler:
@@ -134,28 +97,30 @@ class Scheduler:
         frontier: Frontier,
         limits: Limits,
         *,
-        gate: HostGate | None = None,
+        fetch: FetchStage = NO_FETCH,
+        gate: Callable[[FetchStage], HostGate] | None = None,
         wire: Wire | None = None,
         key_of: KeyOf | None = None,
         resolve_key: ResolveKey | None = None,
         keep_alive_budget: int = 0,
         on_starved: Callable[[bool], None] = lambda starved: None,
-        handed: int = 0,
-        leases: HostLeases | None = None,
+        leases: HostLeases,
         concurrency: int = 16,
     ) -> None:
         self._frontier = frontier
-        # Shared leases (several processes on the crawl): the hosts this one may work on.
-        self._leases = leases if leases is not None and leases.shared else None
+        self._leases = leases  # the hosts this process may work on
         self._concurrency = concurrency  # fetch.concurrency: the slots the hosts kept must fill
-        # Shared leases only: requests handed out and not yet stored, by URL (a host is handed
-        # back only when none of its pages is still on its way to the sink).
+        # Requests handed out and not yet stored, by URL (a host is handed back only when none
+        # of its pages is still on its way to the sink).
         self._unstored: dict[str, str] = {}
         self._unstored_per_host: dict[str, int] = {}
-        # Shared leases only: hosts being handed back, sent nothing more until released.
+        # Hosts being handed back, sent nothing more until released.
         self._draining: set[str] = set()
         self._limits = limits
-        self._gate = gate
+        # robots.txt and sitemaps take their turn on their host's slot, as a page would: the
+        # gate reads robots.txt through this.
+        self.polite = PoliteFetch(fetch, self)
+        self._gate = gate(self.polite) if gate is not None else None
         self._wire = wire
         self._key_of = key_of
         self._resolve_key = resolve_key  # set: the key needs a look-up (an IP), in a task
@@ -165,22 +130,16 @@ class Scheduler:
         self._starved = False
         self._hosts = HostTable(limits)
         self._window = limits.host_window
-        # Slots that have work, keyed on the moment each may start next (lazily: an entry may
-        # be early, never late; `_pick` puts it back at the right time).
-        self._ready: list[tuple[float, int, Slot]] = []
-        self._order = itertools.count()
+        self._ready = ReadyHeap()  # slots that have work, by the moment each may start next
         self._free: deque[tuple[HostState, Assignment]] = deque()  # needing no fetch: at once
         self._refills: deque[HostState] = deque()
         self._pending_hosts = 0  # held hosts whose maybe_pending is set
-        self._more_hosts = False  # the frontier may hold pending hosts that are not held
-        self._cursor = ""  # where the next look for such hosts starts (host keys, in order)
-        self._discovering = False
+        self._more_hosts = False  # a claim may find hosts with pending URLs that are not held
+        self._claiming = False
         self._changed = asyncio.Event()
         self._idle_workers = asyncio.Semaphore(0)
         self._tasks: asyncio.TaskGroup | None = None  # the dispatcher's, while it runs
         self._tasks_running = 0  # tasks of that group not yet done: the crawl is not over meanwhile
-        self._taken_per_host: dict[str, int] = {}  # only with crawl.max_pages_per_host
-        self._capped: set[str] = set()
         self._stopping = False
         self._queued = 0  # requests leased into memory, not yet handed out
         # Handed out (pages and jobs) and not yet on the wire, by URL: one that never gets there
@@ -189,8 +148,10 @@ class Scheduler:
         self._unstarted_total = 0
         self._kept = 0  # idle connections we let stay open (≤ keep_alive_budget)
         self._keep_budget = keep_alive_budget
-        self.in_flight = 0  # handed out and not yet stored
-        self.handed = handed
+        # Handed out (or a sitemap's record, expected) and not yet stored: the crawl is not over
+        # while any is. ("In flight" is a request on the wire: the fetch stage's count.)
+        self.unstored = 0
+        self.handed = 0
         self._clock: Callable[[], float] | None = None
 
     # The workers' side --------------------------------------------------------------------
@@ -209,7 +170,7 @@ class Scheduler:
     def expect_unrequested_record(self) -> None:
         """A record that no request of ours led to (a sitemap's row) is on its way to the sink:
         the crawl is not over until it is stored."""
-        self.in_flight += 1
+        self.unstored += 1
 
     def stop(self) -> None:
         """Hand out nothing more: workers get None once they finish what they hold."""
@@ -263,12 +224,12 @@ class Scheduler:
 
     def stored(self, records: list[PageRecord]) -> None:
         """The sink committed these pages (and the URLs they discovered)."""
-        self.in_flight -= len(records)
+        self.unstored -= len(records)
         leases = self._leases
         for record in records:
             for child_host in {host_key(child.url) for child in record.children}:
-                if leases is None or leases.valid(child_host, 0.0):  # held at all
-                    self._note_pending(child_host)  # another's host: its owner finds them
+                if leases.holds(child_host):  # (another's host: its owner finds them)
+                    self._note_pending(child_host)
         for record in records:
             name = self._unstored.pop(record.fetch.request.url, None)
             if name is None:
@@ -278,13 +239,12 @@ class Scheduler:
                 self._unstored_per_host[name] = left
             else:
                 self._unstored_per_host.pop(name, None)
-            if leases is not None:
-                host = self._hosts.get(name)
-                if host is not None:
-                    self._release_if_idle(host)
+            host = self._hosts.get(name)
+            if host is not None:
+                self._release_if_idle(host)
         self._changed.set()
 
-    # The host leases' side (shared leases only) ------------------------------------------------
+    # The host leases' side ------------------------------------------------------------------
 
     def granted(self, grants: list[HostPoliteness]) -> None:
         """These hosts are ours now: crawl on from the state their last owner left."""
@@ -292,7 +252,7 @@ class Scheduler:
         for grant in grants:
             self._note_pending(grant.host, force=True)
             host = self._hosts.get(grant.host)
-            if host is not None and host.slot is not None and self._leases is not None:
+            if host is not None and host.slot is not None:
                 adopt(host.slot, grant, now)
                 if grant.robots and self._gate is not None and host.rules is None:
                     host.gating = True  # its rules come from the record, not a fetch
@@ -323,8 +283,8 @@ class Scheduler:
         """Hand back up to `count` hosts (over the fair share: others joined the crawl, or ran
         out of hosts), as long as those left fill this process's fetch slots. Each is drained:
         its queued URLs go back to pending, nothing more is sent there, and its lease goes back
-        once it has nothing in flight or unstored (waiting for a moment when a busy host has
-        nothing in flight would wait forever: 4 workers on 40 hosts handed none back)."""
+        once it has nothing active or unstored. (Not at a moment when it has nothing active:
+        a busy host may never have one, so it would never go back.)"""
         held = [host for host in self._hosts.held() if host.name not in self._draining]
         for host in hosts_to_drain(self._concurrency, held, count, self._in_hand):
             self._draining.add(host.name)
@@ -332,17 +292,16 @@ class Scheduler:
         self._changed.set()
 
     def _in_hand(self, host: HostState) -> int:
-        return host.in_flight + self._unstored_per_host.get(host.name, 0)
+        return host.active + self._unstored_per_host.get(host.name, 0)
 
     def hosts_wanted(self) -> int:
         """How many more hosts this process would hold (none once stopping): as many as its
         host window allows, which the fair share caps. Its slots spread over all of them, so
-        the crawl's hosts progress together and finish together, as on one process; claiming
-        only for the slots (one and a half times fetch.concurrency's) drained a few hosts at
-        a time at their per-host limit, and left hosts unclaimed while a worker idled (4
-        workers on 40 hosts: one held 8, two hosts waited until 23 s, then took 10 s more at
-        4 requests each)."""
-        if self._stopping or self._limit_reached():
+        the crawl's hosts progress together and finish together, as on one process. Claiming
+        only what the slots need drains a few hosts at a time at their per-host limit and
+        leaves the rest unclaimed while another process idles: the crawl's last hosts then run
+        alone at per_host_concurrency, which added a third to a 4-worker crawl's time."""
+        if self._stopping or self._frontier.spent:
             return 0
         return max(0, self._window - len(self._hosts))
 
@@ -357,9 +316,9 @@ class Scheduler:
         ]
 
     def remember_robots(self, site: str, record: str) -> None:
-        """robots.txt of `site` was fetched here: with shared leases, the host's next owners
-        take it from its row instead of asking again."""
-        if self._leases is not None and self._tasks is not None:
+        """robots.txt of `site` was fetched here: the host's next owners (another process's)
+        take it from its lease instead of asking again."""
+        if self._tasks is not None:
             host = host_key(site + "/")
             self._start(self._leases.remember_robots(host, record), f"robots {host}")
 
@@ -379,7 +338,7 @@ class Scheduler:
         host = self._hold(host_key(url))
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         host.jobs.append((url, granted))
-        self._became_ready(host)
+        self._ready.add(host)
         self._changed.set()
         try:
             await granted
@@ -429,11 +388,9 @@ class Scheduler:
         try:
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
-                if self._leases is None:
-                    self._more_hosts = True  # the seeds: taken from the frontier like any host
-                else:  # hosts come from claims: now, and in a task that is not the crawl's
-                    self.granted(await self._leases.claim(max(1, self.hosts_wanted())))
-                    tasks.create_task(keep_leases(self._leases, self), name="host leases")
+                # Hosts come from claims: now, and in a task that is not the crawl's.
+                await self._claim(max(1, self.hosts_wanted()))
+                tasks.create_task(keep_leases(self._leases, self), name="host leases")
                 await self._dispatch(handoff)
                 raise _DispatchEnded
         except* _DispatchEnded:
@@ -459,14 +416,14 @@ class Scheduler:
             now = self._now()
             self._hosts.cool(now)
             self._start_refills()
-            self._start_discovery()
-            if self._free and not self._limit_reached():
+            self._start_claim()
+            if self._free:
                 self._set_starved(False)
                 return self._take_free()
             wake_at: float | None = None
-            if self._wire_room() and not self._limit_reached():
-                slot, host, wake_at = self._pick(now)
-                if host is not None and self._leases and not self._leases.valid(host.name, now):
+            if self._wire_room():
+                slot, host, wake_at = self._ready.pick(now)
+                if host is not None and host.queue and not self._leases.valid(host.name, now):
                     self.lost([host.name])  # the lease would not outlive a request
                     continue
                 if slot is not None and host is not None:
@@ -475,28 +432,14 @@ class Scheduler:
                         continue
                     self._set_starved(False)
                     return self._take(slot, host, now)
-            if self._over() and self._leases is not None:
-                grants = (
-                    []
-                    if self._limit_reached()
-                    else await self._leases.claim(max(1, self.hosts_wanted()))
-                )
-                if grants:
-                    self.granted(grants)
+            if self._over():
+                if await self._claim(max(1, self.hosts_wanted())):
                     continue
-                if self._limit_reached() or await self._leases.over():
+                if self._frontier.spent or await self._leases.over():
                     return None
-                # Others hold hosts that may still bring work: ask again in a while.
+                # Others hold hosts that may still bring work (or a host escaped the
+                # bookkeeping, and the leases let it go): ask again in a while.
                 wake_at = now + CLAIM_EVERY
-            elif self._over():
-                # The table is the truth: make sure no pending URL escaped the bookkeeping.
-                pending = [] if self._limit_reached() else await self._frontier.pending_hosts(100)
-                missed = [name for name in pending if name not in self._capped]
-                if not missed:
-                    return None
-                for name in missed:
-                    self._note_pending(name, force=True)
-                continue
             # A worker is idle and nothing may start now: if pages not yet committed may hold
             # links it could fetch, have the sink commit them at once.
             self._set_starved(self._wire_room() and self._a_host_waits_for_commits())
@@ -515,60 +458,19 @@ class Scheduler:
         wire = self._wire
         return wire is None or wire.in_flight + self._unstarted_total < wire.wire_limit
 
-    def _pick(self, now: float) -> tuple[Slot | None, HostState | None, float | None]:
-        """The slot that may start now and its next host in turn; or None and the moment the
-        earliest slot will be ready."""
-        ready = self._ready
-        while ready:
-            at, _, slot = ready[0]
-            if slot.heap_at != at:  # a stale entry: the slot was put back at another time
-                heapq.heappop(ready)
-                continue
-            if slot.in_flight >= slot.concurrency or not slot.ring:
-                heapq.heappop(ready)
-                slot.heap_at = None  # back in when a request ends or work comes
-                continue
-            if slot.next_start > at:  # its delay moved on (a start, a throttle): later
-                slot.heap_at = slot.next_start
-                heapq.heapreplace(ready, (slot.next_start, next(self._order), slot))
-                continue
-            if at > now:
-                return None, None, at
-            ring = slot.ring
-            while ring and not ring[0].has_work():
-                ring.popleft().in_ring = False
-            if not ring:
-                heapq.heappop(ready)
-                slot.heap_at = None
-                continue
-            return slot, ring[0], None
-        return None, None, None
-
-    def _rotate(self, slot: Slot, host: HostState) -> None:
-        """After a hand-out from `host` (at the front of its slot's ring): its turn goes to the
-        next host; it keeps a place at the back if it has more."""
-        ring = slot.ring
-        ring.popleft()
-        if host.has_work():
-            ring.append(host)
-        else:
-            host.in_ring = False
-        heapq.heappop(self._ready)
-        slot.heap_at = None
-
     def _grant(self, slot: Slot, host: HostState, now: float) -> None:
         url, granted = host.jobs.popleft()
-        self._rotate(slot, host)
+        self._ready.rotate(slot, host)
         if granted.done():  # its waiter was cancelled
-            self._sync(slot)
+            self._ready.offer(slot)
             return
         self._start_request(slot, host, now, url)
         granted.set_result(None)
-        self._sync(slot)
+        self._ready.offer(slot)
 
     def _start_request(self, slot: Slot, host: HostState, now: float, url: str) -> None:
-        host.in_flight += 1
-        slot.in_flight += 1
+        host.active += 1
+        slot.active += 1
         slot.next_start = max(slot.next_start, now + slot.delay)
         if self._wire is not None:  # (the fetch stage tells when it starts: `started`)
             self._unstarted[url] = self._unstarted.get(url, 0) + 1
@@ -580,54 +482,33 @@ class Scheduler:
     def _take(self, slot: Slot, host: HostState, now: float) -> Assignment:
         request = host.queue.popleft()
         self._queued -= 1
-        self._rotate(slot, host)
-        self.in_flight += 1
+        self._ready.rotate(slot, host)
+        self.unstored += 1
         self.handed += 1
         self._start_request(slot, host, now, request.url)
         self._unstored[request.url] = host.name
         self._unstored_per_host[host.name] = self._unstored_per_host.get(host.name, 0) + 1
-        self._count_for_host(host)
-        self._sync(slot)
+        self._ready.offer(slot)
         self._want_refill(host)
         return Assignment(request)
 
     def _take_free(self) -> Assignment:
         host, assignment = self._free.popleft()
         self._queued -= 1
-        self.in_flight += 1
+        self.unstored += 1
         self.handed += 1
         self._unstored[assignment.request.url] = host.name
         self._unstored_per_host[host.name] = self._unstored_per_host.get(host.name, 0) + 1
-        self._count_for_host(host)
         self._want_refill(host)
         self._release_if_idle(host)
         return assignment
 
-    def _count_for_host(self, host: HostState) -> None:
-        per_host = self._limits.max_pages_per_host
-        if not per_host or self._leases is not None:
-            return  # (shared leases: the backend counts, for the whole crawl, as it leases)
-        taken = self._taken_per_host[host.name] = self._taken_per_host.get(host.name, 0) + 1
-        if taken >= per_host:
-            self._capped.add(host.name)  # the rest stay in the table; not for this crawl
-            self._queued -= len(host.queue)
-            host.queue.clear()
-            kept = len(self._free)
-            self._free = deque(item for item in self._free if item[0] is not host)
-            self._queued -= kept - len(self._free)  # (a cap is rare: one pass is fine)
-            self._set_maybe_pending(host, False)
-
-    def _limit_reached(self) -> bool:
-        if self._leases is not None:
-            return False  # the backend leases no URL past the crawl's limit (FleetRules)
-        return bool(self._limits.max_pages) and self.handed >= self._limits.max_pages
-
     def _over(self) -> bool:
-        if self.in_flight:
+        if self.unstored or self._queued or self._unstarted_total:
             return False
-        if self._limit_reached():
+        if self._frontier.spent:
             return True  # the tasks still running (robots.txt, sitemaps) are cancelled
-        if self._tasks_running or self._queued or self._unstarted_total:
+        if self._tasks_running:
             return False
         return not self._pending_hosts and not self._more_hosts
 
@@ -653,7 +534,7 @@ class Scheduler:
             slot = host.slot
             if host.queue or host.maybe_pending or host.refilling:
                 continue  # it has work, or the frontier has some for it
-            if slot is None or slot.in_flight < slot.concurrency:
+            if slot is None or slot.active < slot.concurrency:
                 return True
         return False
 
@@ -662,32 +543,14 @@ class Scheduler:
             self._starved = starved
             self._on_starved(starved)
 
-    # Slots in the ready heap ------------------------------------------------------------------
-
-    def _became_ready(self, host: HostState) -> None:
-        """The host may have work now: give it a place in its slot's ring, and the slot one in
-        the heap."""
-        slot = host.slot
-        if slot is None or not host.has_work():
-            return
-        if not host.in_ring:
-            host.in_ring = True
-            slot.ring.append(host)
-        self._sync(slot)
-
-    def _sync(self, slot: Slot) -> None:
-        if slot.heap_at is None and slot.ring and slot.in_flight < slot.concurrency:
-            slot.heap_at = slot.next_start
-            heapq.heappush(self._ready, (slot.next_start, next(self._order), slot))
-
     def _done_with(self, host: HostState, result: FetchResult | None) -> None:
-        host.in_flight -= 1
+        host.active -= 1
         slot = host.slot
         if slot is not None:
-            slot.in_flight -= 1
+            slot.active -= 1
             if result is not None and self._limits.autothrottle:
                 throttle(slot, result, self._limits, self._now())
-            self._sync(slot)
+            self._ready.offer(slot)
         self._release_if_idle(host)
 
     # Hosts, refills and robots.txt ----------------------------------------------------------
@@ -708,17 +571,22 @@ class Scheduler:
         # (The host is not released meanwhile: HostState.busy() while it has no slot.)
         key = await resolve(host.name)
         self._hosts.join(host, key)
-        self._became_ready(host)
+        self._ready.add(host)
         self._release_if_idle(host)
 
     def _note_pending(self, name: str, *, force: bool = False) -> None:
-        if name in self._capped or name in self._draining:
+        """The frontier may hold pending URLs of `name`. One not held yet is taken if there is
+        room (`force`: it was claimed), or waits in the table for a claim."""
+        if name in self._draining:
             return
         host = self._hosts.get(name)
         if host is None:
-            if len(self._hosts) >= self._window and not force:
-                self._more_hosts = True  # it waits in the table for room
-                return
+            if not force:
+                if len(self._hosts) >= self._window:
+                    self._more_hosts = True  # it waits in the table for room, and a claim
+                    return
+                if self._leases.take(name) is None:
+                    return  # not this process's now: a claim finds it, if it is to be had
             host = self._hold(name)
         self._set_maybe_pending(host, True)
         self._want_refill(host)
@@ -758,12 +626,12 @@ class Scheduler:
             host.refilling = False
         if len(leased) < want or host.name in self._draining:
             self._set_maybe_pending(host, False)  # (a drained host's go back with its lease)
-        if host.name not in self._capped and host.name not in self._draining:
+        if host.name not in self._draining:
             for request in leased:
                 self._admit(host, request)
             if host.rules is None and not host.gating and host.queue:
                 self._start_gate(host, host.queue[0].url)
-            self._became_ready(host)
+            self._ready.add(host)
         self._release_if_idle(host)
 
     def _admit(self, host: HostState, request: CrawlRequest) -> None:
@@ -781,32 +649,31 @@ class Scheduler:
         else:
             host.queue.append(request)
 
-    def _start_discovery(self) -> None:
+    def _start_claim(self) -> None:
+        """Claim hosts in a task while a claim may find some and a tenth of the window is free
+        (so hosts come in batches, not a statement each)."""
         room = self._window - len(self._hosts)
-        if not self._more_hosts or self._discovering or self._limit_reached():
+        if not self._more_hosts or self._claiming or self._frontier.spent:
             return
         if room < max(1, self._window // 10):
             return
-        self._discovering = True
-        self._start(self._discover(room), "hosts")
+        self._claiming = True
+        self._start(self._claim_task(room), "hosts")
 
-    async def _discover(self, room: int) -> None:
-        """Take hosts with pending URLs from the frontier, in host order from the cursor."""
+    async def _claim_task(self, room: int) -> None:
         try:
-            names = await self._frontier.pending_hosts(room, after=self._cursor)
+            await self._claim(room)
         finally:
-            self._discovering = False
-        fresh = [name for name in names if self._hosts.get(name) is None]
-        if len(names) < room:
-            # The end of the table: start again from its beginning; a pass that finds nothing
-            # new means every pending host is held.
-            if not fresh and not self._cursor:
-                self._more_hosts = False
-            self._cursor = ""
-        else:
-            self._cursor = names[-1]
-        for name in fresh:
-            self._note_pending(name, force=True)
+            self._claiming = False
+
+    async def _claim(self, limit: int) -> int:
+        """Claim up to `limit` hosts and take them on; how many came. Fewer than asked: none
+        is left to claim now (more may come: this process's stored pages, other processes)."""
+        grants = await self._leases.claim(limit) if limit > 0 else []
+        self._more_hosts = len(grants) >= limit > 0
+        if grants:
+            self.granted(grants)
+        return len(grants)
 
     def _start_gate(self, host: HostState, sample_url: str) -> None:
         if self._gate is None:
@@ -816,21 +683,7 @@ class Scheduler:
 
     async def _load_rules(self, host: HostState, gate: HostGate, sample_url: str) -> None:
         try:
-            for round_ in range(1, ROBOTS_TRIES + 1):
-                rules = await gate.rules(host.name, sample_url)
-                if not rules.unavailable or round_ == ROBOTS_TRIES:
-                    break
-                # RFC 9309: disallow everything for now, and ask again later.
-                log.warning(
-                    "%s: %s; asking again in %.0f s (round %d of %d)",
-                    host.name,
-                    rules.skip_reason(""),
-                    self._limits.robots_retry,
-                    round_,
-                    ROBOTS_TRIES,
-                )
-                gate.forget(sample_url)
-                await asyncio.sleep(self._limits.robots_retry)
+            rules = await gate.settled_rules(host.name, sample_url)  # (rounds of asking)
         finally:
             host.gating = False
         host.rules = rules
@@ -842,7 +695,7 @@ class Scheduler:
         self._queued -= len(queued)
         for request in queued:
             self._admit(host, request)
-        self._became_ready(host)
+        self._ready.add(host)
         self._release_if_idle(host)
 
     def _start(self, work: Coroutine[Any, Any, None], name: str) -> None:
@@ -856,16 +709,17 @@ class Scheduler:
         self._changed.set()  # the dispatcher may be waiting for it: leases, rules, the end
 
     def _release_if_idle(self, host: HostState) -> None:
-        if self._leases is not None and self._unstored_per_host.get(host.name):
+        if self._unstored_per_host.get(host.name) or host.busy():
             return  # its pages are on their way to the sink: its lease stays ours till then
-        state = None
-        if self._leases is not None and not host.busy() and host.slot is not None:
-            state = politeness_of(host.name, host.slot, self._now())
-        if not host.busy() and self._hosts.release_if_idle(host, self._now()):
+        slot, now = host.slot, self._now()
+        state = HostPoliteness(host.name) if slot is None else politeness_of(host.name, slot, now)
+        if self._hosts.release_if_idle(host, now):
             self._draining.discard(host.name)
-            if self._leases is not None and self._tasks is not None and state is not None:
-                self._unstored_per_host.pop(host.name, None)
-                self._start(self._leases.release(state), f"release {host.name}")
+            release = self._leases.release(state)
+            if self._tasks is None:
+                release.close()  # the dispatcher has ended: the leases' close() writes it
+            else:
+                self._start(release, f"release {host.name}")
             self._kept -= host.idle_kept  # closed by aiohttp's keep-alive timeout, at worst
             host.idle_kept = 0
             if self._more_hosts:
@@ -875,29 +729,3 @@ class Scheduler:
         if self._clock is None:  # the loop's clock, which timeouts use; looked up once
             self._clock = asyncio.get_running_loop().time
         return self._clock()
-
-
-class PoliteFetch:
-    """The fetch stage as robots.txt and sitemaps see it: each request waits for its turn on
-    its host's slot (the scheduler's `turn`), counts in its concurrency and starts its delay,
-    as a page would."""
-
-    def __init__(self, fetcher: FetchStage) -> None:
-        self._fetcher = fetcher
-        self.scheduler: Scheduler | None = None
-
-    async def fetch(
-        self,
-        request: CrawlRequest,
-        *,
-        any_type: bool,
-        time_limit: float | None = None,
-        body_limit: int | None = None,
-    ) -> FetchResult:
-        assert self.scheduler is not None, "PoliteFetch used before the scheduler was made"
-        async with self.scheduler.turn(request.url):
-            result = await self._fetcher.fetch(
-                request, any_type=any_type, time_limit=time_limit, body_limit=body_limit
-            )
-            self.scheduler.observe(request.url, result)
-            return result

@@ -10,22 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable
-from typing import Protocol
 
-from scraper.models import CrawlRequest, FetchResult, PageRecord
+from scraper.crawl.ports import FetchStage
+from scraper.models import CrawlRequest, ErrorKind, PageRecord
 from scraper.parse.procpool import WorkerDied
 from scraper.parse.sitemap import Sitemap, SitemapJob
 from scraper.urls import Scope, UrlPolicy, canonicalize
 
 MAX_SITEMAPS_PER_SITE = 100  # sitemaps read per site, indexes included
 MAX_INDEX_DEPTH = 3
-
-
-class FetchStage(Protocol):
-    """What the reader needs of the fetch stage (`crawl/fetch.py`'s Fetcher, passed in): this
-    module does not import another stage."""
-
-    async def fetch(self, request: CrawlRequest, *, any_type: bool) -> FetchResult: ...
 
 
 class SitemapReader:
@@ -80,6 +73,6 @@ class SitemapReader:
             return ()
         pages = tuple(CrawlRequest(url=page, depth=1, referrer=url) for page in sitemap.pages)
         if sitemap.error is not None:
-            stored = dataclasses.replace(stored, error_kind="sitemap", error=sitemap.error)
+            stored = dataclasses.replace(stored, error_kind=ErrorKind.SITEMAP, error=sitemap.error)
         await self._emit(PageRecord(fetch=stored, children=pages))
         return sitemap.sitemaps

@@ -2,7 +2,7 @@
 `text_hash` hold, and what the `duplicates` view and preset compare.
 
 The definition, chosen so that Lexbor's own traversal computes it, with no pass over the text in
-Python (schema v5 on; the README's *The database* says the same):
+Python (schema v5 on; docs/guides/database.md says the same):
 
 - the visible text is the text nodes under `<body>`, in document order, once `<script>`,
   `<style>`, `<noscript>` and `<template>` are removed; each node stripped of whitespace at both

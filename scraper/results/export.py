@@ -1,7 +1,7 @@
 """`scraper export`: every page with its extracted fields, as JSON lines or CSV, streamed.
 
 Rows go from the database's cursor to the output one at a time, so memory stays flat for any
-database size. JSON lines keep the data's shape (`fields` as a JSON value); CSV, made for
+database size. JSON lines keep the data's shape (`fields`, `links` as JSON values); CSV, made for
 spreadsheets, gives each extracted field a column of its own (`fields.price`; a list as JSON).
 """
 
@@ -16,7 +16,7 @@ from scraper.results.formats import write_csv
 from scraper.store import open_results
 
 FORMATS = ("jsonl", "csv")
-JSON_COLUMNS = ("fields",)  # stored as JSON text; exported as JSON values
+JSON_COLUMNS = ("fields", "field_errors", "links")  # stored as JSON text; exported as JSON values
 FIELD_PREFIX = "fields."
 
 

@@ -1,6 +1,7 @@
 """Named queries users need every day: `scraper query --preset NAME`.
 
-Each is plain SQL, shown as is in the README, so it is also a starting point for one's own.
+Each is plain SQL, shown as is in docs/guides/database.md, so it is also a starting point for
+one's own.
 """
 
 from __future__ import annotations

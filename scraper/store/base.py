@@ -116,6 +116,18 @@ class HostCount:
     errors: int
 
 
+@dataclass(frozen=True, slots=True)
+class CrawlLimits:
+    """A crawl's page limits (as its config stored them; 0: none) and what they left behind."""
+
+    max_pages: int
+    max_pages_per_host: int
+    max_depth: int
+    pending: int  # URLs discovered and not fetched
+    capped_hosts: int  # hosts with max_pages_per_host URLs done
+    deepest: int | None  # the deepest page stored
+
+
 class Frontier(Protocol):
     """One crawl's frontier. Discovered URLs are added by `PageWriter.write`, in the page's
     transaction; this side seeds, leases and counts."""
@@ -139,6 +151,13 @@ class Frontier(Protocol):
         ...
 
     async def count(self, state: FrontierState) -> int: ...
+
+    @property
+    def spent(self) -> bool:
+        """Is the crawl's page budget (`FleetRules.max_pages`) spent for good, so no URL will be
+        leased again? False whenever that is not certain (PostgreSQL: a URL another process
+        gives back returns to the budget)."""
+        ...
 
 
 class PageWriter(Protocol):
@@ -198,11 +217,11 @@ class HostPoliteness:
 
 @dataclass(frozen=True, slots=True)
 class FleetRules:
-    """What every process on one crawl applies alike, and a backend with several of them
-    (`HostLeases.shared`) keeps for the whole crawl rather than per process: the page limits
-    (crawl.max_pages, crawl.max_pages_per_host; 0 = none), counted as URLs are leased, and the
-    politeness key: with "domain" a domain's hosts are leased together, so they have one owner
-    at a time. One process alone (SQLite) counts in its scheduler instead, and ignores these."""
+    """What every process on one crawl applies alike, kept by the backend for the whole crawl:
+    the page limits (crawl.max_pages, crawl.max_pages_per_host; 0 = none), counted by
+    `Frontier.lease` in its transaction as URLs are leased (a budget is the URLs leased or done
+    in the crawl, whichever run stored them), and the politeness key: with "domain" a domain's
+    hosts are leased together, so they have one owner at a time."""
 
     max_pages: int = 0
     max_pages_per_host: int = 0
@@ -217,20 +236,25 @@ NO_RULES = FleetRules()
 
 
 class HostLeases(Protocol):
-    """Which hosts this process may send requests to, when several processes share a crawl.
+    """Which hosts this process may send requests to. A single process is a fleet of one: the
+    scheduler takes every host it works on from here, whatever the backend.
 
-    SQLite: one process owns every host, so `shared` is False and the scheduler skips the rest
-    but `claim`, which lists the hosts with pending URLs. PostgreSQL: a host is leased to one
-    process at a time, for `storage.lease_ttl` seconds, renewed while it works there; its
-    politeness state goes with it (`HostPoliteness`), so per-host limits hold across processes.
+    SQLite: one process owns every host, so its leases live in its memory: none expires or is
+    lost, `take` gives a host at once, and `claim` pages through the hosts with pending URLs.
+    PostgreSQL: a host is leased to one process at a time, for `storage.lease_ttl` seconds,
+    renewed while it works there; its politeness state goes with it (`HostPoliteness`), so
+    per-host limits hold across processes.
     """
 
     @property
-    def shared(self) -> bool: ...
+    def shared(self) -> bool:
+        """May other processes work on the crawl (so a stopped one hands its hosts on at once)?"""
+        ...
 
     @property
-    def renew_every(self) -> float:
-        """Seconds between two renewals (and claims of more hosts)."""
+    def renew_every(self) -> float | None:
+        """Seconds between two renewals (and looks for hosts others let go); None: leases never
+        expire and no other process lets hosts go (hosts come only from this one's claims)."""
         ...
 
     async def claim(self, limit: int) -> list[HostPoliteness]:
@@ -241,6 +265,16 @@ class HostLeases(Protocol):
     async def fair_share(self) -> int:
         """How many hosts this process may hold: the crawl's hosts with work, over the
         processes on it. One that holds more gives the rest back (the scheduler does)."""
+        ...
+
+    def take(self, host: str) -> HostPoliteness | None:
+        """`host`, found to have work by this process (a stored page links there), as its own
+        now, if the backend can say so without a round trip (one process owns every host);
+        None: not now (a later `claim` finds it, if it is to be had)."""
+        ...
+
+    def holds(self, host: str) -> bool:
+        """Is `host` this process's to crawl (leased to it, or no other process may have it)?"""
         ...
 
     def valid(self, host: str, now: float) -> bool:
@@ -359,6 +393,10 @@ class ResultsReader(Protocol):
 
     def depth_counts(self, crawl_id: int) -> list[tuple[int, int]]: ...
 
+    def content_type_counts(self, crawl_id: int) -> list[tuple[str | None, int]]: ...
+
+    def limits(self, crawl_id: int) -> CrawlLimits: ...
+
     def errors_by_kind(self, crawl_id: int) -> list[tuple[str, int, str, str | None]]:
         """(error_kind, pages, an example URL, its error) per kind, most pages first."""
         ...
@@ -386,7 +424,7 @@ class ResultsReader(Protocol):
 
     def preset_sql(self, name: str, sql: str) -> str:
         """The named query `name` (a preset) as this backend runs it: `sql` is its text in
-        SQLite's dialect, as the README shows it (store/dialect.py has the others)."""
+        SQLite's dialect, as docs/guides/database.md shows it (store/dialect.py has the others)."""
         ...
 
     def run_query(self, sql: str, *, timeout: float | None = None) -> Rows:

@@ -14,7 +14,12 @@ from typing import Any
 
 from scraper.store.base import CrawlCounts
 
-STATUS_CLASS_SQL = "CASE WHEN status IS NULL THEN 'none' ELSE (status / 100) || 'xx' END"
+# A page this crawl found unchanged (a 304 to its conditional request) keeps its stored status,
+# and counts as "not modified", not as the 2xx it was stored with.
+STATUS_CLASS_SQL = (
+    "CASE WHEN not_modified = 1 THEN 'not modified' "
+    "WHEN status IS NULL THEN 'none' ELSE (status / 100) || 'xx' END"
+)
 
 # Pages by status class, pages by error kind, bytes: of one crawl. The summary at a crawl's end
 # (crawl_log.py) and `scraper stats` (reader.py) count with these, so they cannot disagree.

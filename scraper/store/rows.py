@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from scraper.models import PageRecord
+from scraper.models import ErrorKind, PageRecord
 
 PAGE_COLUMNS = [
     "url", "crawl_id", "depth", "referrer", "status", "final_url", "content_type",
     "fetched_at", "elapsed_ms", "bytes", "attempts", "encoding", "title", "description",
     "canonical", "text_length", "text_hash", "text", "fields", "error_kind", "error", "etag",
-    "last_modified", "links", "links_cut", "field_errors",
+    "last_modified", "links", "links_cut", "field_errors", "not_modified",
 ]  # fmt: skip
 
 
@@ -24,7 +24,7 @@ def page_row(crawl_id: int, record: PageRecord) -> tuple[Any, ...]:
     fetch, parsed = record.fetch, record.parsed
     error_kind, error = fetch.error_kind, fetch.error
     if record.parse_error is not None:
-        error_kind, error = "parse", record.parse_error
+        error_kind, error = ErrorKind.PARSE, record.parse_error
     return (
         fetch.request.url,
         crawl_id,
@@ -52,4 +52,5 @@ def page_row(crawl_id: int, record: PageRecord) -> tuple[Any, ...]:
         parsed.links_json if parsed else None,
         parsed.links_cut if parsed else None,
         parsed.field_errors_json if parsed else None,
+        None,  # not_modified: a page stored whole was modified (or new)
     )

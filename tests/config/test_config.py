@@ -47,13 +47,6 @@ def test_shipped_config_toml_shows_every_key() -> None:
     assert config.parse == defaults.parse
 
 
-def test_every_key_is_in_the_readme() -> None:
-    readme = (ROOT / "README.md").read_text()
-    for name, cls in SECTIONS.items():
-        for f in dataclasses.fields(cls):
-            assert f"`{name}.{f.name}`" in readme, f"{name}.{f.name} is not documented"
-
-
 def test_overrides_and_values() -> None:
     config = load_config(
         None,

@@ -285,6 +285,7 @@ async def test_a_recrawl_asks_conditionally_and_keeps_unchanged_pages(aiohttp_se
     )
 
     assert (first.pages, second.pages) == (4, 4)
+    assert (first.by_status, second.by_status) == ({"2xx": 4}, {"not modified": 4})
     assert sorted(seen) == sorted((path, f'"v1-{path}"') for path in ("/", "/p/0", "/p/1", "/p/2"))
     for (id1, url1, title1, at1), (id2, url2, title2, at2, status, crawl_id) in zip(
         before, after, strict=True
@@ -391,3 +392,30 @@ async def test_kill_9_of_a_crawler_with_a_stuck_worker_ends_the_worker_and_resum
     found = dict(await rows(db, "SELECT url, error_kind FROM pages"))
     assert found[root + "evil"] == "parse"
     assert len(found) == 7 and list(found.values()).count(None) == 6
+
+
+async def test_a_resumed_crawl_counts_what_a_host_stored_against_max_pages_per_host(
+    aiohttp_server, make_config
+):
+    """crawl.max_pages_per_host counts the pages a host already has in the crawl, whichever run
+    stored them (as crawl.max_pages does): a resumed crawl does not start the host's count from
+    zero."""
+    from scraper.crawl.crawler import Crawler
+
+    cap = 40
+    server, events = await serve(
+        aiohttp_server, SiteSpec(pages=150, latency=0.05, extras=False), 10
+    )
+    config = make_config([base_url(server)], crawl__max_pages_per_host=cap)
+    crawler = Crawler(config)
+    run = asyncio.create_task(crawler.run())
+    await asyncio.wait_for(events[10].wait(), 60)
+    crawler.stop()
+    assert (await run).status == "interrupted"
+    ((first,),) = await rows(config.storage.db, "SELECT count(*) FROM pages")
+    assert 0 < first < cap
+    resumed = await Crawler(config).run()
+    assert (resumed.crawl_id, resumed.status, resumed.resumed) == (1, "finished", True)
+    assert await rows(config.storage.db, "SELECT count(*), count(DISTINCT url) FROM pages") == [
+        (cap, cap)
+    ]

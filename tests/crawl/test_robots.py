@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import time
@@ -201,3 +202,30 @@ async def test_a_robots_txt_over_500_kib_is_read_up_to_there(aiohttp_server, mak
     assert pages[root + "p/0"] == (None, "robots", "disallowed by robots.txt")
     assert pages[root + "p/1"][:2] == (200, None)
     assert summary.counts.by_error == {"robots": 1}
+
+
+async def test_the_gate_asks_an_unavailable_robots_txt_again_in_rounds(aiohttp_server, make_config):
+    """RobotsGate.settled_rules: a 503 is asked for again `retry` seconds later, up to `rounds`
+    times; the rules the server gives once it answers are the host's."""
+    from scraper.crawl.fetch import Fetcher
+    from scraper.crawl.robots import RobotsGate
+    from scraper.urls import host_key, host_of
+
+    answers = [web.Response(status=503), web.Response(status=503), web.Response(text=ROBOTS)]
+    served: list[float] = []
+
+    async def robots(request: web.Request) -> web.Response:
+        served.append(asyncio.get_running_loop().time())
+        return answers[len(served) - 1]
+
+    app = web.Application()
+    app.router.add_get("/robots.txt", robots)
+    server = await aiohttp_server(app)
+    page = base_url(server) + "p/1"
+    config = make_config([page], fetch__retries=0)
+    async with Fetcher(config.fetch, trusted_hosts=[host_of(page)]) as fetcher:
+        gate = RobotsGate(fetcher, "scraper-test", timeout=5, retry=0.2, rounds=3)
+        rules = await gate.settled_rules(host_key(page), page)
+    assert not rules.unavailable and rules.skip_reason(page) == "disallowed by robots.txt"
+    assert len(served) == 3
+    assert min(b - a for a, b in itertools.pairwise(served)) >= 0.2

@@ -16,21 +16,35 @@ import pytest
 from aiohttp import web
 
 from helpers import Site, base_url, crawl, too_close
-from scraper.crawl.hosts import HostRules, Limits
+from scraper.crawl.hosts import Limits
+from scraper.crawl.ports import HostRules
 from scraper.crawl.scheduler import Assignment, Scheduler
 from scraper.domains import registrable_domain
 from scraper.errors import StorageError
 from scraper.models import CrawlRequest, FetchResult, PageRecord
 from scraper.store.base import FrontierState, HostPoliteness
+from scraper.store.sqlite.leases import SqliteHostLeases
 from scraper.urls import host_key
 
 
 class MemoryFrontier:
-    """The Frontier protocol over a dict, enough for the dispatcher alone."""
+    """The Frontier protocol over a dict, enough for the dispatcher alone; `max_pages` counts
+    leases, as a backend's does."""
 
-    def __init__(self, urls: Sequence[str]) -> None:
+    def __init__(self, urls: Sequence[str], max_pages: int = 0) -> None:
         self.pending = {url: CrawlRequest(url) for url in urls}
         self.leased: list[str] = []
+        self.max_pages = max_pages
+
+    @property
+    def spent(self) -> bool:
+        return bool(self.max_pages) and len(self.leased) >= self.max_pages
+
+    def capped(self, host: str) -> bool:
+        return False
+
+    def forget(self, host: str) -> None:
+        pass
 
     async def seed(self, requests: Sequence[CrawlRequest]) -> None:
         for request in requests:
@@ -40,6 +54,8 @@ class MemoryFrontier:
         return 0
 
     async def lease(self, host: str, limit: int) -> list[CrawlRequest]:
+        if self.max_pages:
+            limit = min(limit, self.max_pages - len(self.leased))
         mine = [r for r in self.pending.values() if host_key(r.url) == host][:limit]
         for request in mine:
             del self.pending[request.url]
@@ -51,6 +67,11 @@ class MemoryFrontier:
 
     async def count(self, state: FrontierState) -> int:
         return len(self.pending) if state == FrontierState.PENDING else len(self.leased)
+
+
+def scheduler_over(frontier: MemoryFrontier, limits: Limits, **options: Any) -> Scheduler:
+    """A dispatcher on `frontier`, alone on its crawl: SQLite's host leases, in memory."""
+    return Scheduler(frontier, limits, leases=SqliteHostLeases(frontier), **options)
 
 
 class AllowAll:
@@ -67,11 +88,11 @@ class Gate:
     def __init__(self, on_rules: Callable[[str], None]) -> None:
         self._on_rules = on_rules
 
-    async def rules(self, host: str, sample_url: str) -> HostRules:
+    async def settled_rules(self, host: str, sample_url: str) -> HostRules:
         self._on_rules(host)
         return AllowAll()
 
-    def forget(self, sample_url: str) -> None:
+    async def adopt(self, record: str) -> None:
         pass
 
 
@@ -108,17 +129,19 @@ async def dispatch(scheduler: Scheduler, workers: int = 3) -> list[str]:
 
 async def test_every_url_is_handed_out_once_and_the_hosts_are_released() -> None:
     frontier = MemoryFrontier(URLS)
-    scheduler = Scheduler(frontier, Limits(per_host_concurrency=2), gate=Gate(lambda host: None))
+    scheduler = scheduler_over(
+        frontier, Limits(per_host_concurrency=2), gate=lambda polite: Gate(lambda host: None)
+    )
     assert sorted(await dispatch(scheduler)) == sorted(URLS)
     assert frontier.pending == {}
-    assert scheduler.handed == len(URLS) and scheduler.in_flight == 0
+    assert scheduler.handed == len(URLS) and scheduler.unstored == 0
     assert scheduler.held_hosts() == 0  # no host state kept once a host is idle
     assert set(scheduler.hosts()) == {"a.example", "b.example"}  # but its last settings
 
 
 async def test_max_pages_ends_the_crawl() -> None:
-    frontier = MemoryFrontier(URLS)
-    scheduler = Scheduler(frontier, Limits(max_pages=3))
+    frontier = MemoryFrontier(URLS, max_pages=3)
+    scheduler = scheduler_over(frontier, Limits())
     assert len(await dispatch(scheduler)) == 3
 
 
@@ -132,7 +155,9 @@ async def test_the_crawl_is_not_over_while_a_crawl_task_runs() -> None:
     def on_rules(host: str) -> None:
         scheduler.start_crawl_task(read_sitemaps(), name=f"sitemaps {host}")
 
-    scheduler = Scheduler(MemoryFrontier(URLS[:1]), Limits(), gate=Gate(on_rules))
+    scheduler = scheduler_over(
+        MemoryFrontier(URLS[:1]), Limits(), gate=lambda polite: Gate(on_rules)
+    )
     assert await dispatch(scheduler) == URLS[:1]
     assert len(ended) == 1  # dispatch() returned after the task, not before
 
@@ -144,7 +169,7 @@ async def test_a_crawl_task_that_fails_fails_the_dispatcher() -> None:
     def on_rules(host: str) -> None:
         scheduler.start_crawl_task(broken(), name="broken")
 
-    scheduler = Scheduler(MemoryFrontier(URLS), Limits(), gate=Gate(on_rules))
+    scheduler = scheduler_over(MemoryFrontier(URLS), Limits(), gate=lambda polite: Gate(on_rules))
     with pytest.raises(BaseExceptionGroup) as caught:
         await asyncio.wait_for(dispatch(scheduler), 5)
     matched, _ = caught.value.split(ValueError)
@@ -156,7 +181,7 @@ async def test_a_refill_that_fails_fails_the_dispatcher() -> None:
         async def lease(self, host: str, limit: int) -> list[CrawlRequest]:
             raise StorageError("disk full")
 
-    scheduler = Scheduler(Broken(URLS), Limits())
+    scheduler = scheduler_over(Broken(URLS), Limits())
     with pytest.raises(BaseExceptionGroup) as caught:
         await asyncio.wait_for(dispatch(scheduler), 5)
     matched, _ = caught.value.split(StorageError)
@@ -176,7 +201,7 @@ async def test_stop_cancels_the_crawl_tasks_still_running() -> None:
         scheduler.start_crawl_task(forever(), name="forever")
         scheduler.stop()
 
-    scheduler = Scheduler(MemoryFrontier(URLS), Limits(), gate=Gate(on_rules))
+    scheduler = scheduler_over(MemoryFrontier(URLS), Limits(), gate=lambda polite: Gate(on_rules))
     await asyncio.wait_for(dispatch(scheduler), 5)  # every worker got its None
     assert cancelled.is_set()
 
@@ -185,7 +210,7 @@ async def test_start_crawl_task_needs_a_running_dispatcher() -> None:
     async def nothing() -> None:
         pass
 
-    scheduler = Scheduler(MemoryFrontier(URLS), Limits())
+    scheduler = scheduler_over(MemoryFrontier(URLS), Limits())
     with pytest.raises(RuntimeError, match="not running"):
         scheduler.start_crawl_task(nothing(), name="too early")  # closed, never awaited: no warning
 
@@ -263,7 +288,7 @@ async def test_hosts_beyond_the_window_wait_in_the_frontier() -> None:
     """More hosts than the dispatcher holds at once: every URL is handed out once, and the hosts
     held never exceed the window."""
     urls = [f"http://h{n}.example/{page}" for n in range(300) for page in range(2)]
-    scheduler = Scheduler(MemoryFrontier(urls), Limits(per_host_concurrency=1, max_hosts=20))
+    scheduler = scheduler_over(MemoryFrontier(urls), Limits(per_host_concurrency=1, max_hosts=20))
     held: list[int] = []
     handoff: asyncio.Queue[Assignment | None] = asyncio.Queue()
 
@@ -294,7 +319,7 @@ async def test_hosts_of_one_domain_share_its_politeness() -> None:
     request at a time between them); other.org is another, crawled alongside."""
     urls = [f"http://{host}/{n}" for host in ("a.example.com", "b.example.com", "other.org")
             for n in range(4)]  # fmt: skip
-    scheduler = Scheduler(
+    scheduler = scheduler_over(
         MemoryFrontier(urls),
         Limits(per_host_concurrency=1),
         key_of=lambda host: registrable_domain(host),
@@ -422,7 +447,7 @@ async def test_the_sink_is_hurried_only_when_a_host_waits_for_its_links() -> Non
         if starved:
             left_when_hurried.append(len(frontier.pending) + scheduler.queued())
 
-    scheduler = Scheduler(frontier, Limits(per_host_concurrency=2), on_starved=on_starved)
+    scheduler = scheduler_over(frontier, Limits(per_host_concurrency=2), on_starved=on_starved)
 
     handoff: asyncio.Queue[Assignment | None] = asyncio.Queue()
     async with asyncio.TaskGroup() as tasks:
@@ -462,6 +487,12 @@ class MemoryLeases:
 
     async def fair_share(self) -> int:
         return self.share
+
+    def take(self, host: str) -> HostPoliteness | None:
+        return None
+
+    def holds(self, host: str) -> bool:
+        return host in self.mine
 
     def valid(self, host: str, now: float) -> bool:
         return host in self.mine
@@ -537,3 +568,77 @@ async def test_a_busy_host_over_the_fair_share_is_drained_and_handed_back() -> N
     assert [url for kind, url, _ in before if host_key(url) == drained] == [
         url for url in handed[:2] if host_key(url) == drained
     ]  # nothing sent there after its first request, until it was released
+
+
+# On a controlled clock (looptime: the loop's time jumps to its next timer when it has nothing
+# else to do), so delays of seconds are checked exactly, in milliseconds of the test's time. --
+
+
+@pytest.mark.looptime
+async def test_the_per_host_delay_and_concurrency_hold_exactly_on_the_loops_clock() -> None:
+    """Each fetch takes 0.5 s and each host has a delay of 2 s and one request at a time: a
+    host's starts are exactly 2 s apart, while the other host's go on beside them."""
+    urls = [f"http://{host}.example/{n}" for host in ("a", "b") for n in range(5)]
+    scheduler = scheduler_over(
+        MemoryFrontier(urls), Limits(per_host_concurrency=1, per_host_delay=2.0)
+    )
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    starts: dict[str, list[float]] = {"a.example": [], "b.example": []}
+
+    async def worker(handoff: asyncio.Queue[Assignment | None]) -> None:
+        while True:
+            scheduler.want_work()
+            assignment = await handoff.get()
+            if assignment is None:
+                return
+            request = assignment.request
+            starts[host_key(request.url)].append(round(loop.time() - began, 6))
+            await asyncio.sleep(0.5)
+            result = FetchResult(request, fetched_at="", attempts=1, status=200, elapsed_ms=1.0)
+            scheduler.fetched(request, result)
+            scheduler.stored([PageRecord(fetch=result)])
+
+    handoff: asyncio.Queue[Assignment | None] = asyncio.Queue()
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(scheduler.run(handoff, 3))
+        for _ in range(3):
+            tasks.create_task(worker(handoff))
+    assert starts == {
+        "a.example": [0.0, 2.0, 4.0, 6.0, 8.0],
+        "b.example": [0.0, 2.0, 4.0, 6.0, 8.0],
+    }
+
+
+@pytest.mark.looptime
+async def test_a_throttled_host_waits_out_its_retry_after_on_the_loops_clock() -> None:
+    """A 429 with Retry-After: 30 pauses its host for exactly that long (autothrottle), and the
+    crawl is not over meanwhile."""
+    urls = [f"http://a.example/{n}" for n in range(3)]
+    scheduler = scheduler_over(MemoryFrontier(urls), Limits(per_host_concurrency=1))
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    starts: list[float] = []
+
+    async def worker(handoff: asyncio.Queue[Assignment | None]) -> None:
+        while True:
+            scheduler.want_work()
+            assignment = await handoff.get()
+            if assignment is None:
+                return
+            request = assignment.request
+            starts.append(round(loop.time() - began, 6))
+            throttled = len(starts) == 1
+            result = FetchResult(
+                request, fetched_at="", attempts=1, status=429 if throttled else 200,
+                elapsed_ms=1.0, throttled=throttled, retry_after=30.0 if throttled else None,
+            )  # fmt: skip
+            scheduler.fetched(request, result)
+            scheduler.stored([PageRecord(fetch=result)])
+
+    handoff: asyncio.Queue[Assignment | None] = asyncio.Queue()
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(scheduler.run(handoff, 2))
+        for _ in range(2):
+            tasks.create_task(worker(handoff))
+    assert starts[0] == 0.0 and starts[1] == 30.0

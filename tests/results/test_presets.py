@@ -156,8 +156,8 @@ async def test_sql_or_a_preset(crawled: tuple[Path, str], args: list[str], needl
     assert err.strip() == f"scraper: error: query: {needle} (see scraper query --help)"
 
 
-def test_the_readme_shows_each_preset_as_plain_sql() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_the_manual_shows_each_preset_as_plain_sql() -> None:
+    guide = (ROOT / "docs" / "guides" / "database.md").read_text()
     for name, p in PRESETS.items():
-        assert f"--preset {name}" in readme
-        assert p.sql in readme, f"the README does not show the SQL of {name}"
+        assert f"--preset {name}" in guide
+        assert p.sql in guide, f"the database guide does not show the SQL of {name}"

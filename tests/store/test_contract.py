@@ -17,9 +17,9 @@ import pytest
 from scraper.config import StorageConfig
 from scraper.crawl.seeds import digest_of
 from scraper.errors import QueryError, StorageError
-from scraper.models import CrawlRequest, FetchResult, PageRecord, ParseResult
+from scraper.models import CrawlRequest, ErrorKind, FetchResult, PageRecord, ParseResult
 from scraper.store import open_backend, open_results
-from scraper.store.base import Backend, FrontierState, ResultsReader
+from scraper.store.base import Backend, FleetRules, FrontierState, HostPoliteness, ResultsReader
 from scraper.store.location import redact
 
 PENDING, LEASED, DONE = FrontierState.PENDING, FrontierState.LEASED, FrontierState.DONE
@@ -65,7 +65,7 @@ def page(
     status: int | None = 200,
     title: str | None = "a title",
     fetched_at: str | None = "2026-01-01T00:00:00.000+00:00",
-    error_kind: str | None = None,
+    error_kind: ErrorKind | None = None,
     fresh: bool = False,
 ) -> PageRecord:
     request = CrawlRequest(url=url, depth=1, fresh=fresh)
@@ -183,6 +183,72 @@ async def test_a_crawl_resumes_what_a_dead_process_had_leased(location: str) -> 
         assert await counts(b, crawl_id) == (0, 2, 1)
 
 
+async def test_a_lease_takes_no_url_past_the_page_budgets(location: str) -> None:
+    """crawl.max_pages and crawl.max_pages_per_host (FleetRules), counted by the lease itself,
+    in its transaction, whatever the backend: one process is a fleet of one."""
+    seeds = [f"{host}/{n}" for host in (A, B) for n in range(4)]
+    rules = FleetRules(max_pages=5, max_pages_per_host=3)
+    async with backend(location) as b:
+        crawl_id = await new_crawl(b, seeds)
+        frontier = b.frontier(crawl_id, 0.0, rules)
+        await frontier.reset_leases()
+        assert len(await frontier.lease("127.0.0.1:8001", 2)) == 2
+        assert len(await frontier.lease("127.0.0.1:8001", 10)) == 1  # its cap of 3
+        assert await frontier.lease("127.0.0.1:8001", 10) == []
+        assert len(await frontier.lease("127.0.0.2:8002", 10)) == 2  # the crawl's 5
+        assert await frontier.lease("127.0.0.2:8002", 10) == []
+        assert await counts(b, crawl_id) == (3, 5, 0)
+
+
+async def test_a_resumed_crawl_counts_what_each_host_stored_against_its_budget(
+    location: str,
+) -> None:
+    """A URL done in an earlier run of the crawl counts against crawl.max_pages_per_host and
+    crawl.max_pages in the next: the budgets are the crawl's, not a run's."""
+    seeds = [f"{A}/{n}" for n in range(6)]
+    rules = FleetRules(max_pages_per_host=4)
+    async with backend(location) as b:
+        crawl_id = await new_crawl(b, seeds)
+        frontier = b.frontier(crawl_id, 0.0, rules)
+        await frontier.reset_leases()
+        leased = await frontier.lease("127.0.0.1:8001", 3)
+        await b.pages(crawl_id).write([page(request.url) for request in leased[:2]])
+    # the process "died" here: two URLs stored, one leased and never stored
+    async with backend(location) as b:
+        frontier = b.frontier(crawl_id, 0.0, rules)
+        assert await frontier.reset_leases() == 1
+        assert len(await frontier.lease("127.0.0.1:8001", 10)) == 4 - 2
+    async with backend(location) as b:  # the same, by the crawl's budget
+        frontier = b.frontier(crawl_id, 0.0, FleetRules(max_pages=3))
+        await frontier.reset_leases()
+        assert len(await frontier.lease("127.0.0.1:8001", 10)) == 3 - 2
+
+
+async def test_host_leases_claim_each_host_once_and_say_when_the_crawl_is_over(
+    location: str,
+) -> None:
+    """The scheduler takes every host from its leases, whatever the backend: a host with pending
+    URLs is claimed once until released, and the crawl is over once none is left."""
+    a, b = "127.0.0.1:8001", "127.0.0.2:8002"
+    async with backend(location) as db:
+        crawl_id = await new_crawl(db, [f"{A}/1", f"{B}/1"])
+        frontier = db.frontier(crawl_id)
+        await frontier.reset_leases()
+        leases = db.leases(crawl_id, ttl=60, margin=1)
+        assert {grant.host for grant in await leases.claim(10)} == {a, b}
+        assert await leases.claim(10) == []  # both held
+        assert leases.holds(a) and leases.valid(a, 0.0)
+        assert not await leases.over()
+        for host in (a, b):
+            (request,) = await frontier.lease(host, 10)
+            await db.pages(crawl_id).write([page(request.url)])
+        await leases.release(HostPoliteness(a))
+        await leases.release(HostPoliteness(b))
+        assert await leases.claim(10) == []  # nothing pending
+        assert await leases.over()
+        await leases.close("finished")
+
+
 async def test_a_304_or_a_fresh_page_keeps_its_stored_row(location: str) -> None:
     url = f"{A}/kept"
     async with backend(location) as b:
@@ -212,15 +278,15 @@ async def test_the_summary_at_the_end_and_the_reader_count_alike(location: str) 
         await b.pages(crawl_id).write(
             [
                 page(f"{A}/"),
-                page(f"{A}/404", status=404, error_kind="http"),
-                page(f"{B}/gone", status=None, title=None, error_kind="connection"),
+                page(f"{A}/404", status=404, error_kind=ErrorKind.HTTP),
+                page(f"{B}/gone", status=None, title=None, error_kind=ErrorKind.CONNECTION),
             ]
         )
         summary = await b.crawls.finish(crawl_id, "finished", 2.5, extra={"note": 1})
         assert summary.db == redact(location)  # where the results are, never with a password
         assert (summary.pages, summary.errors, summary.bytes) == (3, 2, 300)
         assert summary.by_status == {"2xx": 1, "4xx": 1, "none": 1}
-        assert summary.by_error == {"connection": 1, "http": 1}
+        assert summary.by_error == {"connection": 1, "http": 1}  # the enum's values, stored
         assert await b.crawls.unfinished(digest_of(seeds)) == (0, None)
 
     def the_reader_agrees(r: ResultsReader) -> None:

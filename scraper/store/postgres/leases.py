@@ -220,6 +220,12 @@ class PgHostLeases:
     def held(self) -> int:
         return len(self._held)
 
+    def take(self, host: str) -> HostPoliteness | None:
+        return None  # another process may hold it: only a claim can say
+
+    def holds(self, host: str) -> bool:
+        return host in self._held
+
     def valid(self, host: str, now: float) -> bool:
         lease = self._held.get(host)
         return lease is not None and now + self._margin < lease[1]

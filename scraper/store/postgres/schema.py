@@ -170,5 +170,11 @@ SCHEMA_V5 = """
 ALTER TABLE pages ADD COLUMN field_errors text;
 """
 
-MIGRATIONS: Sequence[str] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5)
+# v6: as SQLite's v9: whether the page's last fetch found it unchanged (1: a 304, its stored row
+# kept; NULL: stored whole), so a re-crawl counts "not modified" apart from 2xx.
+SCHEMA_V6 = """
+ALTER TABLE pages ADD COLUMN not_modified smallint;
+"""
+
+MIGRATIONS: Sequence[str] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6)
 SCHEMA_VERSION = len(MIGRATIONS)

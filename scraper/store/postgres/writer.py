@@ -24,7 +24,7 @@ UPSERT_PAGE = (
 BY_URL = "md5(url) = md5(%(url)s) AND url = %(url)s"
 TOUCH_NOT_MODIFIED = (
     "UPDATE pages SET crawl_id = %(crawl)s, fetched_at = %(at)s, elapsed_ms = %(ms)s, "
-    f"attempts = %(attempts)s WHERE {BY_URL}"
+    f"attempts = %(attempts)s, not_modified = 1 WHERE {BY_URL}"
 )
 TOUCH_FRESH = f"UPDATE pages SET crawl_id = %(crawl)s WHERE {BY_URL}"
 

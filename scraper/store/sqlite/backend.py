@@ -22,6 +22,8 @@ class SqliteBackend(Opened):
         self._location = str(path)
         self._db = Database(path)
         self._crawls = SqliteCrawlLog(self._db, self._location)
+        # The frontier last made for each crawl: its host leases share its page counts.
+        self._frontiers: dict[int, SqliteFrontier] = {}
 
     @property
     def location(self) -> str:
@@ -34,8 +36,10 @@ class SqliteBackend(Opened):
     def frontier(
         self, crawl_id: int, recrawl_after: float = 0.0, rules: FleetRules = NO_RULES
     ) -> SqliteFrontier:
-        # One process: the scheduler applies the rules itself.
-        return SqliteFrontier(self._db, crawl_id, recrawl_after)
+        frontier = self._frontiers[crawl_id] = SqliteFrontier(
+            self._db, crawl_id, recrawl_after, rules
+        )
+        return frontier
 
     def pages(self, crawl_id: int) -> SqlitePageWriter:
         return SqlitePageWriter(self._db, crawl_id)
@@ -43,7 +47,8 @@ class SqliteBackend(Opened):
     def leases(
         self, crawl_id: int, *, ttl: float, margin: float, rules: FleetRules = NO_RULES
     ) -> SqliteHostLeases:
-        return SqliteHostLeases(SqliteFrontier(self._db, crawl_id))
+        frontier = self._frontiers.get(crawl_id) or self.frontier(crawl_id, rules=rules)
+        return SqliteHostLeases(frontier)
 
     async def join(self, crawl_id: int, rules: FleetRules = NO_RULES) -> None:
         raise StorageError(

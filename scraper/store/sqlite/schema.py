@@ -133,8 +133,14 @@ SCHEMA_V8_FIELD_ERRORS = """
 ALTER TABLE pages ADD COLUMN field_errors TEXT;
 """
 
+# v9: whether the page's last fetch found it unchanged (1: a 304 to a conditional request, its
+# stored row kept; NULL: stored whole), so a re-crawl counts "not modified" apart from 2xx.
+SCHEMA_V9_NOT_MODIFIED = """
+ALTER TABLE pages ADD COLUMN not_modified INTEGER;
+"""
+
 MIGRATIONS: Sequence[str] = (
     SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5_TEXT_HASH, SCHEMA_V6_LINKS_CUT,
-    SCHEMA_V7_SEEDS_DIGEST, SCHEMA_V8_FIELD_ERRORS,
+    SCHEMA_V7_SEEDS_DIGEST, SCHEMA_V8_FIELD_ERRORS, SCHEMA_V9_NOT_MODIFIED,
 )  # fmt: skip
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -17,7 +17,8 @@ UPSERT_PAGE = (
 )
 # 304 Not Modified: the stored page stands; only when and by which crawl it was checked changes.
 TOUCH_NOT_MODIFIED = (
-    "UPDATE pages SET crawl_id = ?, fetched_at = ?, elapsed_ms = ?, attempts = ? WHERE url = ?"
+    "UPDATE pages SET crawl_id = ?, fetched_at = ?, elapsed_ms = ?, attempts = ?, "
+    "not_modified = 1 WHERE url = ?"
 )
 TOUCH_FRESH = "UPDATE pages SET crawl_id = ? WHERE url = ?"
 

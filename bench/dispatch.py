@@ -1,4 +1,4 @@
-"""The dispatcher's cost per hand-out against the number of hosts: `-m scraper.bench.dispatch`.
+"""The dispatcher's cost per hand-out against the number of hosts: `-m bench.dispatch`.
 
 The scheduler alone, over an in-memory frontier of `hosts` hosts with `pages` URLs each, and
 workers that answer at once: no network, no database, no parsing. What is left is the
@@ -20,6 +20,7 @@ from scraper.crawl.hosts import Limits
 from scraper.crawl.scheduler import Assignment, Scheduler
 from scraper.models import CrawlRequest, FetchResult, PageRecord
 from scraper.store.base import FrontierState
+from scraper.store.sqlite.leases import SqliteHostLeases
 
 
 class MemoryFrontier:
@@ -58,6 +59,14 @@ class MemoryFrontier:
     async def count(self, state: FrontierState) -> int:
         return 0
 
+    spent = False  # (no page budget)
+
+    def capped(self, host: str) -> bool:
+        return False
+
+    def forget(self, host: str) -> None:
+        pass
+
 
 async def dispatch(hosts: int, pages: int, workers: int) -> tuple[int, float]:
     """Hand-outs made and CPU seconds they took."""
@@ -67,7 +76,8 @@ async def dispatch(hosts: int, pages: int, workers: int) -> tuple[int, float]:
     # and the cost per hand-out grows with the benchmark's own data.
     gc.collect()
     gc.freeze()
-    scheduler = Scheduler(frontier, Limits(per_host_concurrency=1))
+    leases = SqliteHostLeases(frontier)  # one process's leases, in memory
+    scheduler = Scheduler(frontier, Limits(per_host_concurrency=1), leases=leases)
     handoff: asyncio.Queue[Assignment | None] = asyncio.Queue()
 
     async def worker() -> None:

@@ -1,0 +1,83 @@
+"""The seams between the crawl's stages, declared once: what one stage needs of another, which the
+coordinator (`crawler.py`) passes in, so no stage imports another.
+
+    FetchStage     the fetch stage as robots.txt, sitemaps and PoliteFetch use it (Fetcher)
+    Wire           the fetch stage's connection slots, as the dispatcher reads them (Fetcher)
+    WireListener   who the fetch stage tells about requests on the wire (the dispatcher)
+    HostRules      what robots.txt says about one host (robots.py's RobotsRules)
+    HostGate       where a host's HostRules come from (robots.py's RobotsGate)
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from scraper.models import CrawlRequest, ErrorKind, FetchResult
+
+
+class FetchStage(Protocol):
+    """One request through the fetch stage: its outcome, failures included, as data."""
+
+    async def fetch(
+        self,
+        request: CrawlRequest,
+        *,
+        any_type: bool,
+        time_limit: float | None = None,
+        body_limit: int | None = None,
+    ) -> FetchResult: ...
+
+
+class Wire(Protocol):
+    """What the dispatcher needs to know of the fetch stage's connection slots."""
+
+    @property
+    def in_flight(self) -> int:
+        """Requests on the wire now."""
+        ...
+
+    @property
+    def wire_limit(self) -> int:
+        """How many may be (fetch.concurrency, lowered while the process is out of sockets)."""
+        ...
+
+
+class WireListener(Protocol):
+    """Who is told when requests go on and off the wire, and decides which connections stay
+    open (the dispatcher, `scheduler.py`)."""
+
+    def started(self, request: CrawlRequest, first: bool) -> None:
+        """`first`: the request's first attempt (not a retry, nor a try again for sockets)."""
+        ...
+
+    def ended(self) -> None: ...
+
+    def keep_alive(self, request: CrawlRequest) -> bool: ...
+
+    def not_before(self, request: CrawlRequest) -> float:
+        """Seconds before the request's host may see another request (for a retry)."""
+        ...
+
+
+class HostRules(Protocol):
+    """What robots.txt says about one host (and `skip_kind`: the error kind of a URL it skips)."""
+
+    skip_kind: ErrorKind
+
+    @property
+    def delay(self) -> float | None: ...
+
+    @property
+    def unavailable(self) -> bool: ...
+
+    def skip_reason(self, url: str) -> str | None: ...
+
+
+class HostGate(Protocol):
+    """Where a host's robots.txt rules come from (robots.py's RobotsGate)."""
+
+    async def settled_rules(self, host: str, sample_url: str) -> HostRules:
+        """The rules once settled (an unavailable robots.txt asked for again, in rounds)."""
+        ...
+
+    async def adopt(self, record: str) -> None: ...
