@@ -51,6 +51,16 @@ async def test_parameter_order_is_kept_by_default(aiohttp_server, make_config):
     assert dict(hits) == {"/a?x=1&y=2": 1, "/a?y=2&x=1": 1}
 
 
+async def test_links_are_requested_as_a_browser_would(aiohttp_server, make_config):
+    """A backslash is a slash; with crawl.drop_params (the default) a query loses the parameters
+    named and nothing else: "?b" is requested as "?b" (before: "?b="), "? d" as "?%20d" (before:
+    "?+d+="), and a link that differs by a dropped parameter alone is the same page."""
+    app, hits = link_site(["\\back\\slash", "/q?b", "/q? d", "/q?b&utm_source=mail", "/q?a=1&&b"])
+    server = await aiohttp_server(app)
+    await crawl(make_config([base_url(server)], crawl__obey_robots=False))
+    assert dict(hits) == {"/back/slash": 1, "/q?b": 1, "/q?%20d": 1, "/q?a=1&&b": 1}
+
+
 def test_query_policies() -> None:
     url = "http://example.com/p?b=2&utm_medium=x&a=1"
     assert canonicalize(url) == "http://example.com/p?b=2&utm_medium=x&a=1"
