@@ -58,6 +58,7 @@ from scraper.crawl.leases import (
     keep_leases,
     politeness_of,
 )
+from scraper.crawl.ledger import Ledger
 from scraper.crawl.polite import NO_FETCH, PoliteFetch
 from scraper.crawl.ports import FetchStage, HostGate, Wire
 from scraper.crawl.ready import ReadyHeap
@@ -110,10 +111,7 @@ class Scheduler:
         self._frontier = frontier
         self._leases = leases  # the hosts this process may work on
         self._concurrency = concurrency  # fetch.concurrency: the slots the hosts kept must fill
-        # Requests handed out and not yet stored, by URL (a host is handed back only when none
-        # of its pages is still on its way to the sink).
-        self._unstored: dict[str, str] = {}
-        self._unstored_per_host: dict[str, int] = {}
+        self._ledger = Ledger()  # queued, handed out, unstarted, unstored
         # Hosts being handed back, sent nothing more until released.
         self._draining: set[str] = set()
         self._limits = limits
@@ -141,17 +139,8 @@ class Scheduler:
         self._tasks: asyncio.TaskGroup | None = None  # the dispatcher's, while it runs
         self._tasks_running = 0  # tasks of that group not yet done: the crawl is not over meanwhile
         self._stopping = False
-        self._queued = 0  # requests leased into memory, not yet handed out
-        # Handed out (pages and jobs) and not yet on the wire, by URL: one that never gets there
-        # (outside the boundary, say) is forgotten when it is done.
-        self._unstarted: dict[str, int] = {}
-        self._unstarted_total = 0
         self._kept = 0  # idle connections we let stay open (≤ keep_alive_budget)
         self._keep_budget = keep_alive_budget
-        # Handed out (or a sitemap's record, expected) and not yet stored: the crawl is not over
-        # while any is. ("In flight" is a request on the wire: the fetch stage's count.)
-        self.unstored = 0
-        self.handed = 0
         self._clock: Callable[[], float] | None = None
 
     # The workers' side --------------------------------------------------------------------
@@ -170,7 +159,17 @@ class Scheduler:
     def expect_unrequested_record(self) -> None:
         """A record that no request of ours led to (a sitemap's row) is on its way to the sink:
         the crawl is not over until it is stored."""
-        self.unstored += 1
+        self._ledger.expect_record()
+
+    @property
+    def unstored(self) -> int:
+        """Handed out (or a sitemap's record, expected) and not yet stored."""
+        return self._ledger.unstored
+
+    @property
+    def handed(self) -> int:
+        """Requests handed out since the start."""
+        return self._ledger.handed
 
     def stop(self) -> None:
         """Hand out nothing more: workers get None once they finish what they hold."""
@@ -181,7 +180,7 @@ class Scheduler:
         """The fetch stage put a request on the wire: its slot's delay counts from now (a
         request may wait for a connection slot, or retry, after it was handed out)."""
         if first:
-            self._forget_unstarted(request.url)
+            self._ledger.started(request.url)
         host = self._hosts.get(host_key(request.url))
         if host is not None and host.slot is not None:
             slot = host.slot
@@ -216,7 +215,7 @@ class Scheduler:
 
     def fetched(self, request: CrawlRequest, result: FetchResult) -> None:
         """A fetch finished: free the slot and let its outcome tune it."""
-        self._forget_unstarted(request.url)  # (if it never went on the wire)
+        self._ledger.started(request.url)  # (if it never went on the wire)
         host = self._hosts.get(host_key(request.url))
         if host is not None:
             self._done_with(host, result)
@@ -224,21 +223,12 @@ class Scheduler:
 
     def stored(self, records: list[PageRecord]) -> None:
         """The sink committed these pages (and the URLs they discovered)."""
-        self.unstored -= len(records)
         leases = self._leases
         for record in records:
             for child_host in {host_key(child.url) for child in record.children}:
                 if leases.holds(child_host):  # (another's host: its owner finds them)
                     self._note_pending(child_host)
-        for record in records:
-            name = self._unstored.pop(record.fetch.request.url, None)
-            if name is None:
-                continue
-            left = self._unstored_per_host.get(name, 1) - 1
-            if left > 0:
-                self._unstored_per_host[name] = left
-            else:
-                self._unstored_per_host.pop(name, None)
+        for name in self._ledger.stored([record.fetch.request.url for record in records]):
             host = self._hosts.get(name)
             if host is not None:
                 self._release_if_idle(host)
@@ -269,7 +259,7 @@ class Scheduler:
         self._changed.set()
 
     def _drop(self, host: HostState) -> None:
-        self._queued -= len(host.queue)
+        self._ledger.queued -= len(host.queue)
         host.queue.clear()
         self._set_maybe_pending(host, False)
         self._release_if_idle(host)
@@ -292,7 +282,7 @@ class Scheduler:
         self._changed.set()
 
     def _in_hand(self, host: HostState) -> int:
-        return host.active + self._unstored_per_host.get(host.name, 0)
+        return host.active + self._ledger.unstored_of(host.name)
 
     def hosts_wanted(self) -> int:
         """How many more hosts this process would hold (none once stopping): as many as its
@@ -344,7 +334,7 @@ class Scheduler:
             await granted
         except asyncio.CancelledError:
             if granted.done() and not granted.cancelled():
-                self._forget_unstarted(url)  # granted just as it was cancelled: never started
+                self._ledger.started(url)  # granted just as it was cancelled: never started
                 self._done_with(host, None)
             else:
                 with contextlib.suppress(ValueError):
@@ -354,7 +344,7 @@ class Scheduler:
         try:
             yield
         finally:
-            self._forget_unstarted(url)  # (if its fetch never went on the wire)
+            self._ledger.started(url)  # (if its fetch never went on the wire)
             self._done_with(host, None)
             self._changed.set()
 
@@ -367,7 +357,7 @@ class Scheduler:
     # State for progress displays -------------------------------------------------------------
 
     def queued(self) -> int:
-        return self._queued
+        return self._ledger.queued
 
     def hosts(self) -> dict[str, HostSettings]:
         """Each slot's settings now; for slots already released, as they were then."""
@@ -456,7 +446,7 @@ class Scheduler:
         """Is there a free connection slot for one more request? Handing out more would make a
         request wait for one, and start later than the moment its slot's delay was set for."""
         wire = self._wire
-        return wire is None or wire.in_flight + self._unstarted_total < wire.wire_limit
+        return wire is None or wire.in_flight + self._ledger.unstarted < wire.wire_limit
 
     def _grant(self, slot: Slot, host: HostState, now: float) -> None:
         url, granted = host.jobs.popleft()
@@ -473,38 +463,29 @@ class Scheduler:
         slot.active += 1
         slot.next_start = max(slot.next_start, now + slot.delay)
         if self._wire is not None:  # (the fetch stage tells when it starts: `started`)
-            self._unstarted[url] = self._unstarted.get(url, 0) + 1
-            self._unstarted_total += 1
+            self._ledger.unstarted_request(url)
         if host.idle_kept:  # it will reuse the connection kept open for it
             host.idle_kept -= 1
             self._kept -= 1
 
     def _take(self, slot: Slot, host: HostState, now: float) -> Assignment:
         request = host.queue.popleft()
-        self._queued -= 1
         self._ready.rotate(slot, host)
-        self.unstored += 1
-        self.handed += 1
         self._start_request(slot, host, now, request.url)
-        self._unstored[request.url] = host.name
-        self._unstored_per_host[host.name] = self._unstored_per_host.get(host.name, 0) + 1
+        self._ledger.handed_out(request.url, host.name)
         self._ready.offer(slot)
         self._want_refill(host)
         return Assignment(request)
 
     def _take_free(self) -> Assignment:
         host, assignment = self._free.popleft()
-        self._queued -= 1
-        self.unstored += 1
-        self.handed += 1
-        self._unstored[assignment.request.url] = host.name
-        self._unstored_per_host[host.name] = self._unstored_per_host.get(host.name, 0) + 1
+        self._ledger.handed_out(assignment.request.url, host.name)
         self._want_refill(host)
         self._release_if_idle(host)
         return assignment
 
     def _over(self) -> bool:
-        if self.unstored or self._queued or self._unstarted_total:
+        if not self._ledger.settled:
             return False
         if self._frontier.spent:
             return True  # the tasks still running (robots.txt, sitemaps) are cancelled
@@ -512,22 +493,13 @@ class Scheduler:
             return False
         return not self._pending_hosts and not self._more_hosts
 
-    def _forget_unstarted(self, url: str) -> None:
-        count = self._unstarted.get(url)
-        if count:
-            self._unstarted_total -= 1
-            if count == 1:
-                del self._unstarted[url]
-            else:
-                self._unstarted[url] = count - 1
-
     def _a_host_waits_for_commits(self) -> bool:
         """Has a host pages not yet stored, no queued request and room in its slot? Its pages'
         links may be its next requests, so the sink should commit now. A host with a queue
         needs no commit to go on: with this test a crawl of one busy host commits in batches
         (in the cpu benchmark every commit was eager before, 8 pages each against 200). Looks
         only at hosts with unstored pages (bounded by the pages in flight), not at every host."""
-        for name in self._unstored_per_host:
+        for name in self._ledger.hosts_unstored():
             host = self._hosts.get(name)
             if host is None:
                 return True  # released meanwhile: its links would bring it back
@@ -610,7 +582,7 @@ class Scheduler:
                 self._refills.popleft()
                 host.refill_queued = False
                 continue
-            room = self._limits.queue_size - self._queued
+            room = self._limits.queue_size - self._ledger.queued
             if room <= 0:
                 return  # memory is full; refills resume as requests are taken
             self._refills.popleft()
@@ -637,7 +609,7 @@ class Scheduler:
     def _admit(self, host: HostState, request: CrawlRequest) -> None:
         """A leased request: to the host's queue, or, if it needs no fetch (fresh, or robots.txt
         rules it out), to the free queue, handed out at once."""
-        self._queued += 1
+        self._ledger.queued += 1
         if request.fresh:
             self._free.append((host, Assignment(request)))
             return
@@ -692,7 +664,7 @@ class Scheduler:
             slot.min_delay = max(slot.min_delay, rules.delay)  # robots.txt Crawl-delay
             slot.delay = max(slot.delay, slot.min_delay)
         queued, host.queue = host.queue, deque()
-        self._queued -= len(queued)
+        self._ledger.queued -= len(queued)
         for request in queued:
             self._admit(host, request)
         self._ready.add(host)
@@ -709,7 +681,7 @@ class Scheduler:
         self._changed.set()  # the dispatcher may be waiting for it: leases, rules, the end
 
     def _release_if_idle(self, host: HostState) -> None:
-        if self._unstored_per_host.get(host.name) or host.busy():
+        if self._ledger.unstored_of(host.name) or host.busy():
             return  # its pages are on their way to the sink: its lease stays ours till then
         slot, now = host.slot, self._now()
         state = HostPoliteness(host.name) if slot is None else politeness_of(host.name, slot, now)
