@@ -40,6 +40,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from scraper.crawl.commit_now import CommitNow
 from scraper.crawl.hosts import (
     ALLOW_ALL,
     HostSettings,
@@ -51,6 +52,7 @@ from scraper.crawl.hosts import (
     Slot,
     throttle,
 )
+from scraper.crawl.keep_alive import KeepAlive
 from scraper.crawl.leases import (
     CLAIM_EVERY,
     adopt,
@@ -67,10 +69,6 @@ from scraper.store.base import Frontier, HostLeases, HostPoliteness
 from scraper.urls import host_key
 
 log = logging.getLogger(__name__)
-
-# A connection to a host whose next request may start within this many seconds is kept open;
-# others are closed at once (under aiohttp's 15 s keep-alive, after which it closes them anyway).
-KEEP_HORIZON = 10.0
 
 
 class _DispatchEnded(Exception):
@@ -103,8 +101,8 @@ class Scheduler:
         wire: Wire | None = None,
         key_of: KeyOf | None = None,
         resolve_key: ResolveKey | None = None,
-        keep_alive_budget: int = 0,
-        on_starved: Callable[[bool], None] = lambda starved: None,
+        keep_alive: KeepAlive | None = None,
+        commit_now: CommitNow | None = None,
         leases: HostLeases,
         concurrency: int = 16,
     ) -> None:
@@ -124,8 +122,7 @@ class Scheduler:
         self._resolve_key = resolve_key  # set: the key needs a look-up (an IP), in a task
         # Told when a worker idles while only pages not yet committed can bring it work, so the
         # sink commits at once instead of batching.
-        self._on_starved = on_starved
-        self._starved = False
+        self._commit_now = commit_now or CommitNow()
         self._hosts = HostTable(limits)
         self._window = limits.host_window
         self._ready = ReadyHeap()  # slots that have work, by the moment each may start next
@@ -139,8 +136,7 @@ class Scheduler:
         self._tasks: asyncio.TaskGroup | None = None  # the dispatcher's, while it runs
         self._tasks_running = 0  # tasks of that group not yet done: the crawl is not over meanwhile
         self._stopping = False
-        self._kept = 0  # idle connections we let stay open (≤ keep_alive_budget)
-        self._keep_budget = keep_alive_budget
+        self._keep_alive = keep_alive or KeepAlive(0)  # idle connections that may stay open
         self._clock: Callable[[], float] | None = None
 
     # The workers' side --------------------------------------------------------------------
@@ -194,16 +190,7 @@ class Scheduler:
         """May the connection of `request`, about to go out, stay open after it? Only if its host
         has work queued that may start soon, and within the budget of kept connections: so open
         sockets stay under fetch.concurrency plus that budget, whatever the number of hosts."""
-        host = self._hosts.get(host_key(request.url))
-        if host is None or host.slot is None or not (host.queue or host.jobs):
-            return False
-        if self._kept >= self._keep_budget:
-            return False
-        if host.slot.next_start - self._now() > KEEP_HORIZON:
-            return False
-        host.idle_kept += 1
-        self._kept += 1
-        return True
+        return self._keep_alive.may_keep(self._hosts.get(host_key(request.url)), self._now())
 
     def not_before(self, request: CrawlRequest) -> float:
         """Seconds until the request's slot allows another start: a retry waits for it too, so
@@ -408,7 +395,7 @@ class Scheduler:
             self._start_refills()
             self._start_claim()
             if self._free:
-                self._set_starved(False)
+                self._commit_now.want(False)
                 return self._take_free()
             wake_at: float | None = None
             if self._wire_room():
@@ -420,7 +407,7 @@ class Scheduler:
                     if host.jobs:
                         self._grant(slot, host, now)
                         continue
-                    self._set_starved(False)
+                    self._commit_now.want(False)
                     return self._take(slot, host, now)
             if self._over():
                 if await self._claim(max(1, self.hosts_wanted())):
@@ -432,7 +419,7 @@ class Scheduler:
                 wake_at = now + CLAIM_EVERY
             # A worker is idle and nothing may start now: if pages not yet committed may hold
             # links it could fetch, have the sink commit them at once.
-            self._set_starved(self._wire_room() and self._a_host_waits_for_commits())
+            self._commit_now.want(self._wire_room() and self._a_host_waits_for_commits())
             cooling = self._hosts.next_cooling()
             if cooling is not None:
                 wake_at = cooling if wake_at is None else min(wake_at, cooling)
@@ -465,8 +452,7 @@ class Scheduler:
         if self._wire is not None:  # (the fetch stage tells when it starts: `started`)
             self._ledger.unstarted_request(url)
         if host.idle_kept:  # it will reuse the connection kept open for it
-            host.idle_kept -= 1
-            self._kept -= 1
+            self._keep_alive.reused(host)
 
     def _take(self, slot: Slot, host: HostState, now: float) -> Assignment:
         request = host.queue.popleft()
@@ -509,11 +495,6 @@ class Scheduler:
             if slot is None or slot.active < slot.concurrency:
                 return True
         return False
-
-    def _set_starved(self, starved: bool) -> None:
-        if starved != self._starved:
-            self._starved = starved
-            self._on_starved(starved)
 
     def _done_with(self, host: HostState, result: FetchResult | None) -> None:
         host.active -= 1
@@ -692,8 +673,7 @@ class Scheduler:
                 release.close()  # the dispatcher has ended: the leases' close() writes it
             else:
                 self._start(release, f"release {host.name}")
-            self._kept -= host.idle_kept  # closed by aiohttp's keep-alive timeout, at worst
-            host.idle_kept = 0
+            self._keep_alive.released(host)
             if self._more_hosts:
                 self._changed.set()  # room for a host from the table
 

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 
 from scraper.config import Config
 from scraper.crawl.admit import Admission
+from scraper.crawl.commit_now import CommitNow
 from scraper.crawl.fetch import Fetcher
 from scraper.crawl.hosts import Limits, politeness_keys
+from scraper.crawl.keep_alive import KeepAlive
 from scraper.crawl.pipeline import Pipeline
 from scraper.crawl.ports import FetchStage
 from scraper.crawl.robots import RobotsGate
@@ -51,6 +53,7 @@ def build_stages(
     many idle connections may stay open (the socket budget's rest after fetch.concurrency)."""
     scope = config.crawl.scope()
     sink_queue: asyncio.Queue[object] = asyncio.Queue(2 * config.storage.batch_size)
+    commit_now = CommitNow(sink_queue)  # the dispatcher's word to the sink
 
     def read_sitemaps(site: str, declared: tuple[str, ...]) -> None:
         if config.crawl.sitemaps:
@@ -82,13 +85,13 @@ def build_stages(
         wire=fetcher,
         key_of=key_of,
         resolve_key=resolve_key,
-        keep_alive_budget=idle_connections,
-        on_starved=lambda starved: sink.set_eager(starved, sink_queue),
+        keep_alive=KeepAlive(idle_connections),
+        commit_now=commit_now,
         leases=leases,
         concurrency=config.fetch.concurrency,
     )
     fetcher.attach(scheduler)
-    sink = Sink(pages, config.storage, on_stored=scheduler.stored)
+    sink = Sink(pages, config.storage, on_stored=scheduler.stored, commit_now=commit_now)
 
     async def emit(record: PageRecord) -> None:
         scheduler.expect_unrequested_record()
