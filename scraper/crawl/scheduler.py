@@ -11,9 +11,11 @@ up the others.
 Every request to a host takes its turn on the slot, robots.txt and sitemaps included: they are
 **jobs** (`turn()`, through `polite`: `polite.py`), granted by the dispatcher like a page is
 handed out, counted in the slot's active requests, and starting its delay. A request starts the
-delay when it goes on the wire (`started()`), not when it is handed out, and nothing is handed
-out while the fetch stage has no free connection slot, so the gap between two starts at one
-server is never under the delay.
+delay when it goes on the wire (the fetch stage tells `OnTheWire`, built before both and shared:
+`on_the_wire.py`), not when it is handed out, and nothing is handed out while the fetch stage has
+no free connection slot, so the gap between two starts at one server is never under the delay.
+What is queued, handed out, unstarted and unstored is in its `Ledger` (`ledger.py`); which idle
+connections stay open, in `keep_alive.py`; when the sink should commit at once, `commit_now.py`.
 
 Which hosts it may work on comes from its `HostLeases` (`leases.py`), whatever the backend: one
 process is a fleet of one. A host is claimed (or, found by this process, taken at once where the
@@ -45,14 +47,12 @@ from scraper.crawl.hosts import (
     ALLOW_ALL,
     HostSettings,
     HostState,
-    HostTable,
     KeyOf,
     Limits,
     ResolveKey,
     Slot,
     throttle,
 )
-from scraper.crawl.keep_alive import KeepAlive
 from scraper.crawl.leases import (
     CLAIM_EVERY,
     adopt,
@@ -60,9 +60,9 @@ from scraper.crawl.leases import (
     keep_leases,
     politeness_of,
 )
-from scraper.crawl.ledger import Ledger
+from scraper.crawl.on_the_wire import OnTheWire
 from scraper.crawl.polite import NO_FETCH, PoliteFetch
-from scraper.crawl.ports import FetchStage, HostGate, Wire
+from scraper.crawl.ports import FetchStage, HostGate
 from scraper.crawl.ready import ReadyHeap
 from scraper.models import CrawlRequest, ErrorKind, FetchResult, PageRecord
 from scraper.store.base import Frontier, HostLeases, HostPoliteness
@@ -98,10 +98,9 @@ class Scheduler:
         *,
         fetch: FetchStage = NO_FETCH,
         gate: Callable[[FetchStage], HostGate] | None = None,
-        wire: Wire | None = None,
+        wire: OnTheWire | None = None,
         key_of: KeyOf | None = None,
         resolve_key: ResolveKey | None = None,
-        keep_alive: KeepAlive | None = None,
         commit_now: CommitNow | None = None,
         leases: HostLeases,
         concurrency: int = 16,
@@ -109,7 +108,6 @@ class Scheduler:
         self._frontier = frontier
         self._leases = leases  # the hosts this process may work on
         self._concurrency = concurrency  # fetch.concurrency: the slots the hosts kept must fill
-        self._ledger = Ledger()  # queued, handed out, unstarted, unstored
         # Hosts being handed back, sent nothing more until released.
         self._draining: set[str] = set()
         self._limits = limits
@@ -117,13 +115,22 @@ class Scheduler:
         # gate reads robots.txt through this.
         self.polite = PoliteFetch(fetch, self)
         self._gate = gate(self.polite) if gate is not None else None
+        # Shared with the fetch stage, which tells it of requests on and off the wire.
+        if wire is None:
+            wire = OnTheWire(limits)  # (no fetch stage's slots to respect: its own tests)
+        elif wire.limits is not limits:
+            raise ValueError("the dispatcher's limits and its wire's differ")
         self._wire = wire
+        self._slots = wire.slots
+        self._hosts = wire.hosts
+        self._ledger = wire.ledger  # queued, handed out, unstarted, unstored
+        self._keep_alive = wire.keep_alive_budget  # idle connections that may stay open
+        self._changed = wire.changed  # set when there may be something new to hand out
         self._key_of = key_of
         self._resolve_key = resolve_key  # set: the key needs a look-up (an IP), in a task
         # Told when a worker idles while only pages not yet committed can bring it work, so the
         # sink commits at once instead of batching.
         self._commit_now = commit_now or CommitNow()
-        self._hosts = HostTable(limits)
         self._window = limits.host_window
         self._ready = ReadyHeap()  # slots that have work, by the moment each may start next
         self._free: deque[tuple[HostState, Assignment]] = deque()  # needing no fetch: at once
@@ -131,12 +138,10 @@ class Scheduler:
         self._pending_hosts = 0  # held hosts whose maybe_pending is set
         self._more_hosts = False  # a claim may find hosts with pending URLs that are not held
         self._claiming = False
-        self._changed = asyncio.Event()
         self._idle_workers = asyncio.Semaphore(0)
         self._tasks: asyncio.TaskGroup | None = None  # the dispatcher's, while it runs
         self._tasks_running = 0  # tasks of that group not yet done: the crawl is not over meanwhile
         self._stopping = False
-        self._keep_alive = keep_alive or KeepAlive(0)  # idle connections that may stay open
         self._clock: Callable[[], float] | None = None
 
     # The workers' side --------------------------------------------------------------------
@@ -171,34 +176,6 @@ class Scheduler:
         """Hand out nothing more: workers get None once they finish what they hold."""
         self._stopping = True
         self._changed.set()
-
-    def started(self, request: CrawlRequest, first: bool) -> None:
-        """The fetch stage put a request on the wire: its slot's delay counts from now (a
-        request may wait for a connection slot, or retry, after it was handed out)."""
-        if first:
-            self._ledger.started(request.url)
-        host = self._hosts.get(host_key(request.url))
-        if host is not None and host.slot is not None:
-            slot = host.slot
-            slot.next_start = max(slot.next_start, self._now() + slot.delay)
-
-    def ended(self) -> None:
-        """A request left the wire (done, or waiting out a retry's backoff): room for another."""
-        self._changed.set()
-
-    def keep_alive(self, request: CrawlRequest) -> bool:
-        """May the connection of `request`, about to go out, stay open after it? Only if its host
-        has work queued that may start soon, and within the budget of kept connections: so open
-        sockets stay under fetch.concurrency plus that budget, whatever the number of hosts."""
-        return self._keep_alive.may_keep(self._hosts.get(host_key(request.url)), self._now())
-
-    def not_before(self, request: CrawlRequest) -> float:
-        """Seconds until the request's slot allows another start: a retry waits for it too, so
-        the delay holds between an attempt and its retry."""
-        host = self._hosts.get(host_key(request.url))
-        if host is None or host.slot is None:
-            return 0.0
-        return max(0.0, host.slot.next_start - self._now())
 
     def fetched(self, request: CrawlRequest, result: FetchResult) -> None:
         """A fetch finished: free the slot and let its outcome tune it."""
@@ -398,7 +375,7 @@ class Scheduler:
                 self._commit_now.want(False)
                 return self._take_free()
             wake_at: float | None = None
-            if self._wire_room():
+            if self._wire.room():
                 slot, host, wake_at = self._ready.pick(now)
                 if host is not None and host.queue and not self._leases.valid(host.name, now):
                     self.lost([host.name])  # the lease would not outlive a request
@@ -419,7 +396,7 @@ class Scheduler:
                 wake_at = now + CLAIM_EVERY
             # A worker is idle and nothing may start now: if pages not yet committed may hold
             # links it could fetch, have the sink commit them at once.
-            self._commit_now.want(self._wire_room() and self._a_host_waits_for_commits())
+            self._commit_now.want(self._wire.room() and self._a_host_waits_for_commits())
             cooling = self._hosts.next_cooling()
             if cooling is not None:
                 wake_at = cooling if wake_at is None else min(wake_at, cooling)
@@ -428,12 +405,6 @@ class Scheduler:
                     await self._changed.wait()
             except TimeoutError:
                 pass
-
-    def _wire_room(self) -> bool:
-        """Is there a free connection slot for one more request? Handing out more would make a
-        request wait for one, and start later than the moment its slot's delay was set for."""
-        wire = self._wire
-        return wire is None or wire.in_flight + self._ledger.unstarted < wire.wire_limit
 
     def _grant(self, slot: Slot, host: HostState, now: float) -> None:
         url, granted = host.jobs.popleft()
@@ -449,7 +420,7 @@ class Scheduler:
         host.active += 1
         slot.active += 1
         slot.next_start = max(slot.next_start, now + slot.delay)
-        if self._wire is not None:  # (the fetch stage tells when it starts: `started`)
+        if self._slots is not None:  # (the fetch stage tells when it starts: `started`)
             self._ledger.unstarted_request(url)
         if host.idle_kept:  # it will reuse the connection kept open for it
             self._keep_alive.reused(host)
