@@ -25,7 +25,7 @@ with its slot's politeness state once it has nothing active or unstored. Page bu
 
 Hosts are held in memory only while they have work, at most `crawl.queue_size` of them: hosts
 with pending URLs beyond that stay in the frontier table and are claimed, a batch at a time, as
-others finish. Refills from the frontier, robots.txt loads, IP look-ups and the crawl's other
+others finish (`HostWindow`, `host_window.py`, which also drains hosts over the fair share). Refills from the frontier, robots.txt loads, IP look-ups and the crawl's other
 work (reading sitemaps) run as tasks of the dispatcher's TaskGroup: one that fails fails the
 crawl, and none outlives it. The crawl is over when nothing is leased-but-unstored, no such task
 runs, no held host has pending URLs, no host is left to claim and the leases confirm it:
@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scraper.crawl.commit_now import CommitNow
+from scraper.crawl.host_window import HostWindow
 from scraper.crawl.hosts import (
     ALLOW_ALL,
     HostSettings,
@@ -56,7 +57,6 @@ from scraper.crawl.hosts import (
 from scraper.crawl.leases import (
     CLAIM_EVERY,
     adopt,
-    hosts_to_drain,
     keep_leases,
     politeness_of,
 )
@@ -107,9 +107,6 @@ class Scheduler:
     ) -> None:
         self._frontier = frontier
         self._leases = leases  # the hosts this process may work on
-        self._concurrency = concurrency  # fetch.concurrency: the slots the hosts kept must fill
-        # Hosts being handed back, sent nothing more until released.
-        self._draining: set[str] = set()
         self._limits = limits
         # robots.txt and sitemaps take their turn on their host's slot, as a page would: the
         # gate reads robots.txt through this.
@@ -131,13 +128,16 @@ class Scheduler:
         # Told when a worker idles while only pages not yet committed can bring it work, so the
         # sink commits at once instead of batching.
         self._commit_now = commit_now or CommitNow()
-        self._window = limits.host_window
+        # The hosts held, paged in through the leases; fetch.concurrency: the slots the hosts
+        # kept must fill when some are handed back.
+        self._window = HostWindow(
+            self._hosts, leases, frontier, size=limits.host_window, concurrency=concurrency
+        )
+        self._draining = self._window.draining  # being handed back: sent nothing more
         self._ready = ReadyHeap()  # slots that have work, by the moment each may start next
         self._free: deque[tuple[HostState, Assignment]] = deque()  # needing no fetch: at once
         self._refills: deque[HostState] = deque()
         self._pending_hosts = 0  # held hosts whose maybe_pending is set
-        self._more_hosts = False  # a claim may find hosts with pending URLs that are not held
-        self._claiming = False
         self._idle_workers = asyncio.Semaphore(0)
         self._tasks: asyncio.TaskGroup | None = None  # the dispatcher's, while it runs
         self._tasks_running = 0  # tasks of that group not yet done: the crawl is not over meanwhile
@@ -231,17 +231,14 @@ class Scheduler:
     @property
     def hosts_held(self) -> int:
         """Hosts held and not being handed back."""
-        return len(self._hosts) - len(self._draining)
+        return self._window.held
 
     def give_back(self, count: int) -> None:
         """Hand back up to `count` hosts (over the fair share: others joined the crawl, or ran
-        out of hosts), as long as those left fill this process's fetch slots. Each is drained:
-        its queued URLs go back to pending, nothing more is sent there, and its lease goes back
-        once it has nothing active or unstored. (Not at a moment when it has nothing active:
-        a busy host may never have one, so it would never go back.)"""
-        held = [host for host in self._hosts.held() if host.name not in self._draining]
-        for host in hosts_to_drain(self._concurrency, held, count, self._in_hand):
-            self._draining.add(host.name)
+        out of hosts), as long as those left fill this process's fetch slots (`HostWindow.drain`).
+        Each is drained: its queued URLs go back to pending, nothing more is sent there, and its
+        lease goes back once it has nothing active or unstored."""
+        for host in self._window.drain(count, self._in_hand):
             self._drop(host)
         self._changed.set()
 
@@ -249,15 +246,9 @@ class Scheduler:
         return host.active + self._ledger.unstored_of(host.name)
 
     def hosts_wanted(self) -> int:
-        """How many more hosts this process would hold (none once stopping): as many as its
-        host window allows, which the fair share caps. Its slots spread over all of them, so
-        the crawl's hosts progress together and finish together, as on one process. Claiming
-        only what the slots need drains a few hosts at a time at their per-host limit and
-        leaves the rest unclaimed while another process idles: the crawl's last hosts then run
-        alone at per_host_concurrency, which added a third to a 4-worker crawl's time."""
-        if self._stopping or self._frontier.spent:
-            return 0
-        return max(0, self._window - len(self._hosts))
+        """How many more hosts this process would hold: none once stopping, else as many as its
+        host window has room for (`HostWindow.wanted`), which the fair share caps."""
+        return 0 if self._stopping else self._window.wanted()
 
     def politeness(self) -> list[HostPoliteness]:
         """The politeness state of every host held, as a release would leave it (for the host
@@ -370,7 +361,9 @@ class Scheduler:
             now = self._now()
             self._hosts.cool(now)
             self._start_refills()
-            self._start_claim()
+            room = self._window.batch_due()
+            if room:
+                self._start(self._claim_batch(room), "hosts")
             if self._free:
                 self._commit_now.want(False)
                 return self._take_free()
@@ -448,7 +441,7 @@ class Scheduler:
             return True  # the tasks still running (robots.txt, sitemaps) are cancelled
         if self._tasks_running:
             return False
-        return not self._pending_hosts and not self._more_hosts
+        return not self._pending_hosts and not self._window.more
 
     def _a_host_waits_for_commits(self) -> bool:
         """Has a host pages not yet stored, no queued request and room in its slot? Its pages'
@@ -505,12 +498,8 @@ class Scheduler:
             return
         host = self._hosts.get(name)
         if host is None:
-            if not force:
-                if len(self._hosts) >= self._window:
-                    self._more_hosts = True  # it waits in the table for room, and a claim
-                    return
-                if self._leases.take(name) is None:
-                    return  # not this process's now: a claim finds it, if it is to be had
+            if not force and not self._window.may_take(name):
+                return  # no room, or another's: a claim finds it, if it is to be had
             host = self._hold(name)
         self._set_maybe_pending(host, True)
         self._want_refill(host)
@@ -573,28 +562,15 @@ class Scheduler:
         else:
             host.queue.append(request)
 
-    def _start_claim(self) -> None:
-        """Claim hosts in a task while a claim may find some and a tenth of the window is free
-        (so hosts come in batches, not a statement each)."""
-        room = self._window - len(self._hosts)
-        if not self._more_hosts or self._claiming or self._frontier.spent:
-            return
-        if room < max(1, self._window // 10):
-            return
-        self._claiming = True
-        self._start(self._claim_task(room), "hosts")
-
-    async def _claim_task(self, room: int) -> None:
-        try:
-            await self._claim(room)
-        finally:
-            self._claiming = False
+    async def _claim_batch(self, room: int) -> None:
+        """The batch of hosts the window asked for (`HostWindow.batch_due`), taken on."""
+        grants = await self._window.claim_batch(room)
+        if grants:
+            self.granted(grants)
 
     async def _claim(self, limit: int) -> int:
-        """Claim up to `limit` hosts and take them on; how many came. Fewer than asked: none
-        is left to claim now (more may come: this process's stored pages, other processes)."""
-        grants = await self._leases.claim(limit) if limit > 0 else []
-        self._more_hosts = len(grants) >= limit > 0
+        """Claim up to `limit` hosts and take them on; how many came."""
+        grants = await self._window.claim(limit)
         if grants:
             self.granted(grants)
         return len(grants)
@@ -638,14 +614,14 @@ class Scheduler:
         slot, now = host.slot, self._now()
         state = HostPoliteness(host.name) if slot is None else politeness_of(host.name, slot, now)
         if self._hosts.release_if_idle(host, now):
-            self._draining.discard(host.name)
+            more = self._window.released(host.name)
             release = self._leases.release(state)
             if self._tasks is None:
                 release.close()  # the dispatcher has ended: the leases' close() writes it
             else:
                 self._start(release, f"release {host.name}")
             self._keep_alive.released(host)
-            if self._more_hosts:
+            if more:
                 self._changed.set()  # room for a host from the table
 
     def _now(self) -> float:
