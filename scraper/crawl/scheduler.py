@@ -25,9 +25,10 @@ with its slot's politeness state once it has nothing active or unstored. Page bu
 
 Hosts are held in memory only while they have work, at most `crawl.queue_size` of them: hosts
 with pending URLs beyond that stay in the frontier table and are claimed, a batch at a time, as
-others finish (`HostWindow`, `host_window.py`, which also drains hosts over the fair share). Refills from the frontier, robots.txt loads, IP look-ups and the crawl's other
-work (reading sitemaps) run as tasks of the dispatcher's TaskGroup: one that fails fails the
-crawl, and none outlives it. The crawl is over when nothing is leased-but-unstored, no such task
+others finish (`HostWindow`, `host_window.py`, which also drains hosts over the fair share).
+Refills from the frontier, robots.txt loads, IP look-ups and the crawl's other work (reading
+sitemaps) run as tasks of the dispatcher's TaskGroup: one that fails fails the crawl, and none
+outlives it. The crawl is over when nothing is leased-but-unstored, no such task
 runs, no held host has pending URLs, no host is left to claim and the leases confirm it:
 exact accounting, never a timeout.
 """
