@@ -253,7 +253,7 @@ async def run_crawl(
     from scraper.crawl.crawler import Crawler
 
     say = _Announcer(opening)
-    crawler = Crawler(config, fresh=fresh, announce=say, join=join)
+    crawler = Crawler(config, fresh=fresh, announce=say, join=join, quiet=quiet)
     _settle_the_garbage_collector()
     if asyncio.get_running_loop().get_debug():
         _say("asyncio debug mode (--debug-loop): callbacks holding the loop over 100 ms are logged")
@@ -303,6 +303,7 @@ async def _with_workers(crawler: Crawler, count: int, command: list[str]) -> Cra
             *command,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,  # relayed whole lines: the live display stays whole
             start_new_session=True,
         )
         for _ in range(count)
@@ -315,6 +316,23 @@ async def _with_workers(crawler: Crawler, count: int, command: list[str]) -> Cra
         if len(group.exceptions) == 1:
             raise group.exceptions[0] from group
         raise
+
+
+async def _relay_lines(process: asyncio.subprocess.Process, n: int) -> None:
+    """A worker's stderr, a whole line at a time, through this process's stderr (which the live
+    display draws above): written straight to the terminal, a worker's log broke the display
+    mid-line. Its lines are its own log's, already escaped (terminal.visible); one over the
+    stream's 64 KiB limit is left out, and says so."""
+    assert process.stderr is not None
+    while True:
+        try:
+            line = await process.stderr.readline()
+        except ValueError:  # longer than the limit: the stream skips it
+            print(f"worker {n}: (a log line over 64 KiB left out)", file=sys.stderr)
+            continue
+        if not line:
+            return
+        print(f"worker {n}: {line.decode(errors='replace').rstrip()}", file=sys.stderr)
 
 
 async def _crawl_beside(
@@ -343,6 +361,8 @@ async def _crawl_beside(
             pass_on()
 
         relay = tasks.create_task(on_stop(), name="pass the stop on")
+        for n, process in enumerate(processes, 1):
+            tasks.create_task(_relay_lines(process, n), name=f"worker {n}'s log")
         try:
             summary = await crawling
         except BaseException:

@@ -4,10 +4,10 @@ Exit codes: 0 the command ran (fetch errors are data in the database), 2 usage, 
 user errors (one line on stderr), 130 interrupted.
 
 Each command group builds its own parsers and handles its own commands: crawl.py (crawl),
-results.py (crawls, query, export, report, stats), demo.py (demo, demo-site), bench.py (bench);
-common.py holds the options they all take. The crawl's stack (aiohttp, rich) and the report's
-(plotly, jinja2) are imported by the commands that use them: `scraper query` and friends start in
-a fraction of the time.
+results.py (crawls, query, export, report, stats), demo.py (demo, demo-site); common.py holds the
+options they all take. The crawl's stack (aiohttp, rich) and the report's (plotly, jinja2) are
+imported by the commands that use them: `scraper query` and friends start in a fraction of the
+time. The benchmark is a developer tool outside the package (bench/ in the repository).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import sys
 import traceback
 
 from scraper import __version__
-from scraper.cli import bench, crawl, demo, results
+from scraper.cli import crawl, demo, results
 from scraper.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, common_options
 from scraper.cli.logs import setup_logging
 from scraper.errors import ScraperError
@@ -29,8 +29,6 @@ log = logging.getLogger("scraper")
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["bench"]:  # its own options, parsed by scraper.bench (the parser lists it)
-        return bench.run(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         with setup_logging(args.log_level, args.log_file, args.log_format):
@@ -70,5 +68,4 @@ def build_parser() -> argparse.ArgumentParser:
     crawl.add_parsers(commands, common)
     results.add_parsers(commands, common)
     demo.add_parsers(commands, common)
-    bench.add_parsers(commands, common)
     return parser

@@ -18,7 +18,6 @@ from scraper.results.export import export
 from scraper.results.formats import write_table
 from scraper.results.presets import PRESETS
 from scraper.results.query import FORMATS, run_query
-from scraper.results.stats import crawl_stats, format_stats
 from scraper.store import open_results
 
 if TYPE_CHECKING:
@@ -51,6 +50,8 @@ def add_parsers(commands: Commands, common: argparse.ArgumentParser) -> None:
 
 def print_stats(db: str, crawl_id: int | None) -> None:
     """The summary of crawl `crawl_id` (None: the latest) in the database `db`, on stdout."""
+    from scraper.results.stats import crawl_stats, format_stats  # at a crawl's end: not its start
+
     with open_results(db) as reader:
         print(format_stats(crawl_stats(reader, reader.find_crawl(crawl_id))))
 

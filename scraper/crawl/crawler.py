@@ -57,10 +57,12 @@ class Crawler:
         announce: Callable[[str], None] = log.info,
         resolver: AbstractResolver | None = None,
         join: int | None = None,
+        quiet: bool = False,
     ) -> None:
         """`resolver`: how host names are resolved, instead of fetch.resolve and the system's
         (tests, and a layer such as a filter of private addresses). `join`: work on that
-        running crawl beside the processes already on it (a worker; PostgreSQL)."""
+        running crawl beside the processes already on it (a worker; PostgreSQL). `quiet`: the
+        summary only (stalls of the event loop are logged at INFO, and counted)."""
         if not config.crawl.seeds and not config.crawl.seeds_file and join is None:
             raise ConfigError(
                 "no seeds: give start URLs on the command line (or --seeds-file), or set "
@@ -72,6 +74,8 @@ class Crawler:
         self._pipeline_task: asyncio.Task[None] | None = None
         self._scheduler: Scheduler | None = None
         self._lag = LoopLagMonitor(on_stall=self._on_stall, on_tick=self._sample_stages)
+        self._stalls = 0
+        self._quiet = quiet
         self._stage_times = StageSampler()
         self._pipeline: Pipeline | None = None
         self._stored_before = 0  # pages a resumed crawl had already stored
@@ -236,14 +240,21 @@ class Crawler:
             self._stage_times.add(self._pipeline.gauges(), asyncio.get_running_loop().time())
 
     def _on_stall(self, lag_ms: float) -> None:
+        """The first stall is a warning that says what it means; the rest are INFO lines (a busy
+        machine makes several a crawl), all counted in the summary's loop lag."""
         stages = self._pipeline.depths() if self._pipeline is not None else {}
         busiest = max(stages, key=lambda name: stages[name], default="unknown")
-        log.warning(
-            "the event loop stalled %.0f ms (queues: %s; fullest: %s)",
-            lag_ms,
-            ", ".join(f"{k} {v}" for k, v in stages.items()),
-            busiest,
-        )
+        queues = ", ".join(f"{k} {v}" for k, v in stages.items())
+        self._stalls += 1
+        if self._stalls == 1 and not self._quiet:
+            log.warning(
+                "the event loop stalled %.0f ms (queues: %s; fullest: %s): something held the "
+                "crawler's thread (a busy machine, or parsing inline); further stalls are logged "
+                "at INFO and counted in the summary",
+                lag_ms, queues, busiest,
+            )  # fmt: skip
+        else:
+            log.info("the event loop stalled %.0f ms (queues: %s)", lag_ms, queues)
 
     async def _run_pipeline(
         self, backend: Backend, crawl_id: int, frontier: Frontier, done: int, leases: HostLeases

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from scraper.store.base import CrawlRow, HostCount, ResultsReader
+from scraper.store.base import CrawlLimits, CrawlRow, HostCount, ResultsReader
 from scraper.terminal import visible
 
 PERCENTILES = (50, 95, 99)
@@ -39,6 +39,7 @@ class CrawlStats:
     stages: dict[str, dict[str, float]] = field(default_factory=dict)  # load and queue per stage
     host_settings: dict[str, dict[str, float]] = field(default_factory=dict)  # at the end
     workers: tuple[tuple[str, int, str], ...] = ()  # (worker, pages, state): several processes
+    limits: CrawlLimits | None = None
 
     @property
     def pages_per_second(self) -> float:
@@ -65,6 +66,7 @@ def crawl_stats(reader: ResultsReader, crawl: CrawlRow) -> CrawlStats:
         stages=counters.get("stages", {}),
         host_settings=counters.get("hosts", {}),
         workers=tuple(reader.worker_shares(crawl.id)),
+        limits=reader.limits(crawl.id),
     )
 
 
@@ -96,6 +98,31 @@ def percentiles(
     return {p: found[rank] for p, rank in rank_of.items() if rank in found}
 
 
+def _limit_lines(s: CrawlStats) -> list[str]:
+    """Which limit ended a finished crawl, what it left, and how to go on: a limit that acts
+    without a word looks like a site with nothing more."""
+    limits = s.limits
+    if limits is None or s.status != "finished":
+        return []
+    found = []
+    if limits.max_pages and limits.pending and s.pages >= limits.max_pages:
+        found.append(f"crawl.max_pages ({limits.max_pages:,}) reached")
+    if limits.max_pages_per_host and limits.capped_hosts:
+        hosts = "host" if limits.capped_hosts == 1 else "hosts"
+        found.append(
+            f"crawl.max_pages_per_host ({limits.max_pages_per_host:,}) reached on "
+            f"{limits.capped_hosts:,} {hosts}"
+        )
+    if limits.max_depth and limits.deepest is not None and limits.deepest >= limits.max_depth:
+        found.append(f"crawl.max_depth ({limits.max_depth}): links past it not followed")
+    if not found:
+        return []
+    return [
+        f"  limits:    {'; '.join(found)}; {limits.pending:,} URLs left pending. To go on, raise "
+        "the limit (--max-pages N, --set crawl.KEY=N; 0 = none) and run the same command"
+    ]
+
+
 def _worker_lines(s: CrawlStats) -> list[str]:
     """Each process's share, when several worked on the crawl (PostgreSQL)."""
     if not s.workers:
@@ -105,7 +132,13 @@ def _worker_lines(s: CrawlStats) -> list[str]:
         f"{worker} {pages} ({100 * pages / total:.0f}%, {state})"
         for worker, pages, state in s.workers
     )
-    return [f"  workers:   {len(s.workers)}: {shares}"]
+    lines = [f"  workers:   {len(s.workers)}: {shares}"]
+    if len(s.top_hosts) < min(len(s.workers), TOP_HOSTS):  # top_hosts is every host, then
+        lines.append(
+            f"             ({len(s.workers)} processes on {len(s.top_hosts)} hosts: a host is one "
+            "process's at a time, for politeness, so the others had nothing to do)"
+        )
+    return lines
 
 
 def format_stats(s: CrawlStats) -> str:
@@ -119,6 +152,8 @@ def format_stats(s: CrawlStats) -> str:
     lag = ", ".join(
         f"{k} {s.loop_lag_ms[k]:,.1f} ms" for k in ("p50", "p99", "max") if k in s.loop_lag_ms
     )
+    if s.loop_lag_ms.get("stalls"):
+        lag += f", {s.loop_lag_ms['stalls']:.0f} stalls over 100 ms (see the log)"
     stages = ", ".join(
         f"{name} {st['load_pct']:.0f}% (queue {st.get('queue_mean', 0):.0f})"
         for name, st in s.stages.items()
@@ -133,6 +168,7 @@ def format_stats(s: CrawlStats) -> str:
         f"({s.pages_per_second:.1f} pages/s), {s.bytes / 1e6:.1f} MB",
         f"  by status: {counts(s.by_status)}",
         f"  errors:    {counts(s.by_error)}",
+        *_limit_lines(s),
         f"  top hosts: {hosts or 'none'}",
         f"  latency:   {latency or 'none'}",
         f"  loop lag:  {lag or 'not measured'}",

@@ -116,6 +116,18 @@ class HostCount:
     errors: int
 
 
+@dataclass(frozen=True, slots=True)
+class CrawlLimits:
+    """A crawl's page limits (as its config stored them; 0: none) and what they left behind."""
+
+    max_pages: int
+    max_pages_per_host: int
+    max_depth: int
+    pending: int  # URLs discovered and not fetched
+    capped_hosts: int  # hosts with max_pages_per_host URLs done
+    deepest: int | None  # the deepest page stored
+
+
 class Frontier(Protocol):
     """One crawl's frontier. Discovered URLs are added by `PageWriter.write`, in the page's
     transaction; this side seeds, leases and counts."""
@@ -382,6 +394,8 @@ class ResultsReader(Protocol):
     def depth_counts(self, crawl_id: int) -> list[tuple[int, int]]: ...
 
     def content_type_counts(self, crawl_id: int) -> list[tuple[str | None, int]]: ...
+
+    def limits(self, crawl_id: int) -> CrawlLimits: ...
 
     def errors_by_kind(self, crawl_id: int) -> list[tuple[str, int, str, str | None]]:
         """(error_kind, pages, an example URL, its error) per kind, most pages first."""

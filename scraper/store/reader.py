@@ -16,11 +16,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import json
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any, Protocol
 
 from scraper.errors import StorageError
-from scraper.store.base import CrawlCounts, CrawlRow, HostCount, Rows
+from scraper.store.base import CrawlCounts, CrawlLimits, CrawlRow, HostCount, Rows
 from scraper.store.dialect import COUNT_QUERIES, Dialect, counts_from
 
 STREAM_ROWS = 2000  # rows a streaming cursor brings per round trip
@@ -233,6 +234,32 @@ class Reader:
             (crawl_id, limit),
         )
         return [HostCount(str(host), int(pages), int(errors)) for host, pages, errors in rows]
+
+    def limits(self, crawl_id: int) -> CrawlLimits:
+        """What the crawl's limits left: its stored config's limits, the URLs still pending,
+        the hosts at their cap, the deepest page stored."""
+        ((config,),) = self._rows("SELECT config FROM crawls WHERE id = ?", (crawl_id,))
+        crawl = json.loads(config).get("crawl", {}) if config else {}
+        cap = int(crawl.get("max_pages_per_host") or 0)
+        ((pending,),) = self._rows(
+            "SELECT count(*) FROM frontier WHERE crawl_id = ? AND state = 0", (crawl_id,)
+        )
+        ((deepest,),) = self._rows("SELECT max(depth) FROM pages WHERE crawl_id = ?", (crawl_id,))
+        capped = 0
+        if cap:
+            ((capped,),) = self._rows(
+                "SELECT count(*) FROM (SELECT host FROM frontier WHERE crawl_id = ? "
+                "AND state = 2 GROUP BY host HAVING count(*) >= ?) AS full_hosts",
+                (crawl_id, cap),
+            )
+        return CrawlLimits(
+            max_pages=int(crawl.get("max_pages") or 0),
+            max_pages_per_host=cap,
+            max_depth=int(crawl.get("max_depth") or 0),
+            pending=int(pending),
+            capped_hosts=int(capped),
+            deepest=None if deepest is None else int(deepest),
+        )
 
     def status_counts(self, crawl_id: int) -> list[tuple[str, int]]:
         return [

@@ -1,9 +1,10 @@
 """The benchmark's own tools, on a small site: the site on disk, its servers, the CPU accounting,
 and every crawler of the table storing every page exactly once. No figure is asserted here:
-performance targets live in `scraper bench` only."""
+performance targets live in `make bench` only."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import subprocess
@@ -16,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from scraper.bench.harness import format_ratios, format_table, make_cases
-from scraper.bench.measure import RunResult, Stored, Usage, run_crawler
-from scraper.bench.server import Server, lua_modules, nginx_binary, serve
-from scraper.bench.site import cached_site, file_for, read_manifest, write_site
+from bench import ROOT
+from bench.harness import format_ratios, format_table, make_cases
+from bench.measure import RunResult, Stored, Usage, run_crawler
+from bench.server import Server, lua_modules, nginx_binary, serve
+from bench.site import cached_site, file_for, read_manifest, write_site
 from scraper.demosite import SiteSpec
 
 SPEC = SiteSpec(pages=200, page_bytes=4000, extras=False, seed=5)
@@ -128,7 +130,7 @@ subprocess.Popen([sys.executable, "-c",
 
 def test_rusage_counts_the_cpu_of_orphaned_descendants(tmp_path: Path) -> None:
     report = tmp_path / "usage.json"
-    command = [sys.executable, "-m", "scraper.bench.rusage", str(report)]
+    command = [sys.executable, "-m", "bench.rusage", str(report)]
     subprocess.run([*command, "--", sys.executable, "-c", ORPHAN], check=True, timeout=30)
     usage = json.loads(report.read_text())
     assert usage["returncode"] == 0
@@ -206,10 +208,10 @@ def test_rounds_show_the_median_and_pair_the_ratios() -> None:
     assert "ours ÷ scrapy: pages/s 10.00×, CPU per page 0.10×" in ratios  # Scrapy: its one run
 
 
-def test_scraper_bench_is_a_subcommand(tmp_path: Path) -> None:
+def test_the_benchmark_runs_as_a_module_of_the_repository() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "scraper", "bench", "--help"],
-        cwd=tmp_path,
+        [sys.executable, "-m", "bench", "--help"],
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
@@ -219,8 +221,23 @@ def test_scraper_bench_is_a_subcommand(tmp_path: Path) -> None:
     assert "--pages" in result.stdout and "--crawlers" in result.stdout
 
 
+def test_the_package_imports_no_developer_tool_and_no_test_code() -> None:
+    """bench/ and tests/ stay out of the wheel: nothing under scraper/ may import them."""
+    outside = {"bench", "tests", "pgserver", "helpers", "conftest"}
+    found = []
+    for path in sorted((ROOT / "scraper").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            found += [f"{path}: {n}" for n in names if n.split(".")[0] in outside]
+    assert found == []
+
+
 def test_broad_counts_politeness_violations_from_the_servers_log() -> None:
-    from scraper.bench.broad import steady_rate, violations
+    from bench.broad import steady_rate, violations
 
     log = [
         ("a", "/robots.txt", 0.0, 0.5),
@@ -234,7 +251,7 @@ def test_broad_counts_politeness_violations_from_the_servers_log() -> None:
 
 
 def test_a_small_broad_crawl_stores_every_page_once(tmp_path: Path) -> None:
-    from scraper.bench.broad import run_broad
+    from bench.broad import run_broad
 
     result = run_broad(30, pages=2, latency=0.05, delay=0.2, concurrency=8, timeout=120)
     assert result.pages_stored == result.pages_distinct == result.pages_expected == 60

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scraper.bench.timeline import Sample, build
+from bench.timeline import Sample, build
 
 
 def test_requests_count_for_the_worker_that_held_their_host() -> None:

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 import psutil
 import pytest
 from aiohttp import web
 
 from helpers import base_url, crawl, rows, served
+from scraper.config import Config
 from scraper.crawl.admit import Admission
 from scraper.crawl.crawler import Crawler
 from scraper.demosite import STATE, SiteSpec, make_app
 from scraper.errors import StorageError
+from scraper.results.stats import CrawlStats, crawl_stats, format_stats
+from scraper.store import open_results
 
 SPEC = SiteSpec(
     pages=80, page_bytes=4000, special_count=1, slow_seconds=0.1, huge_bytes=400_000, seed=3
@@ -94,6 +98,28 @@ async def test_max_pages_is_exact(demo, make_config):
     assert len(server.app[STATE].hits) <= 25 + 1  # and perhaps a redirect's target
     ((count,),) = await rows(config.storage.db, "SELECT count(*) FROM pages")
     assert count == 25
+    # The summary says which limit ended the crawl, what it left, and how to go on.
+    text = format_stats(await asyncio.to_thread(stats_of, config))
+    ((pending,),) = await rows(config.storage.db, "SELECT count(*) FROM frontier WHERE state = 0")
+    assert pending > 0
+    assert f"limits:    crawl.max_pages (25) reached; {pending} URLs left pending" in text
+    assert "run the same command" in text
+
+
+async def test_a_crawl_no_limit_ended_says_nothing_of_limits(demo, make_config):
+    _, root = demo
+    config = make_config([root], crawl__max_pages_per_host=1000, crawl__max_depth=50)
+    await crawl(config)
+    assert "limits:" not in format_stats(await asyncio.to_thread(stats_of, config))
+
+
+async def test_max_depth_and_per_host_caps_are_named(demo, make_config):
+    _, root = demo
+    config = make_config([root], crawl__max_pages_per_host=10, crawl__max_depth=1)
+    await crawl(config)
+    text = format_stats(await asyncio.to_thread(stats_of, config))
+    assert "crawl.max_pages_per_host (10) reached on 1 host" in text
+    assert "crawl.max_depth (1): links past it not followed" in text
 
 
 async def test_failing_pages_are_stored_with_their_error(aiohttp_server, make_config):
@@ -311,14 +337,27 @@ async def test_a_stalled_loop_is_logged_with_the_stages_queues(aiohttp_server, m
     busy = served(app, 10)
     server = await aiohttp_server(app)
     config = make_config([base_url(server)])
+    caplog.set_level(logging.INFO, logger="scraper.crawl.crawler")
     run = asyncio.create_task(Crawler(config).run())
     await busy.wait()
-    end = time.perf_counter() + 0.2  # the monitor wakes every 50 ms: a lag of at least 150
-    while time.perf_counter() < end:  # hog the loop without a blocking call
-        pass
+    for _ in range(2):
+        end = time.perf_counter() + 0.2  # the monitor wakes every 50 ms: a lag of at least 150
+        while time.perf_counter() < end:  # hog the loop without a blocking call
+            pass
+        await asyncio.sleep(0.1)  # the monitor wakes, late, in between
     assert (await run).status == "finished"
-    stalls = [r.getMessage() for r in caplog.records if "event loop stalled" in r.getMessage()]
-    assert stalls, "no stall warning"
-    assert "queues: fetch" in stalls[0] and "parse" in stalls[0] and "fullest:" in stalls[0]
+    stalls = [r for r in caplog.records if "event loop stalled" in r.getMessage()]
+    assert len(stalls) >= 2, "no stall warning"
+    first, *rest = stalls
+    assert first.levelno == logging.WARNING and "further stalls are logged at INFO" in first.msg
+    message = first.getMessage()
+    assert "queues: fetch" in message and "parse" in message and "fullest:" in message
+    assert all(r.levelno == logging.INFO for r in rest)  # explained once
     ((counters,),) = await rows(config.storage.db, "SELECT counters FROM crawls")
-    assert json.loads(counters)["loop_lag_ms"]["stalls"] >= 1
+    assert json.loads(counters)["loop_lag_ms"]["stalls"] >= 2
+    assert "stalls over 100 ms" in format_stats(await asyncio.to_thread(stats_of, config))
+
+
+def stats_of(config: Config) -> CrawlStats:
+    with open_results(config.storage.db) as reader:
+        return crawl_stats(reader, reader.find_crawl(None))

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from helpers import base_url
-from scraper.bench.pgserver import PgServer
+from pgserver import PgAddress
 from scraper.config import StorageConfig
 from scraper.crawl.seeds import digest_of
 from scraper.demosite import SiteSpec, make_app
@@ -73,7 +73,7 @@ async def site(aiohttp_server: Any) -> str:
 
 
 async def test_a_crawl_stores_the_reachable_pages_and_never_shows_the_password(
-    site: str, pg_url: str, pg_server: PgServer, tmp_path: Path
+    site: str, pg_url: str, pg_server: PgAddress, tmp_path: Path
 ) -> None:
     secret = pg_server.password
     log = tmp_path / "crawl.log"
@@ -181,7 +181,7 @@ async def test_a_crawl_running_elsewhere_is_not_resumed_twice(
 
 @pytest.mark.parametrize("case", ["unreachable", "wrong password", "foreign", "newer schema"])
 async def test_bad_databases_are_one_line_exit_2_and_nothing_is_written(
-    case: str, pg_url: str, pg_server: PgServer, tmp_path: Path
+    case: str, pg_url: str, pg_server: PgAddress, tmp_path: Path
 ) -> None:
     url = pg_url
     if case == "unreachable":
@@ -214,7 +214,7 @@ async def test_bad_databases_are_one_line_exit_2_and_nothing_is_written(
 
 
 async def test_the_password_may_come_from_pgpassword_or_pgpass(
-    site: str, pg_url: str, pg_server: PgServer, tmp_path: Path
+    site: str, pg_url: str, pg_server: PgAddress, tmp_path: Path
 ) -> None:
     import os
 

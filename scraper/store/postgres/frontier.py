@@ -4,7 +4,7 @@ Discovered URLs go through a temporary table filled by COPY, then one INSERT ...
 URLs' order, ON CONFLICT DO NOTHING: every batch takes the unique index's locks in one order, so
 two processes storing batches at once wait for each other but never deadlock. Their `seq` is
 drawn in discovery order first (a volatile nextval is evaluated after the ORDER BY of its
-query), so leases still come oldest first. Measured (scraper/bench/pg_drivers.py): this is the
+query), so leases still come oldest first. Measured (bench/pg_drivers.py): this is the
 cheapest path for the event loop's process, ~6 ms of its CPU per 200 pages and 2,000 URLs against
 ~13 ms with arrays and ~22 ms with pipelined executemany.
 

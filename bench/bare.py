@@ -1,6 +1,6 @@
 """The floor: a bare aiohttp + selectolax crawler, as short as a crawl loop gets.
 
-    python -m scraper.bench.bare SEED --db out.db [--concurrency 64] [--parse-workers 2]
+    python -m bench.bare SEED --db out.db [--concurrency 64] [--parse-workers 2]
 
 A queue, `concurrency` workers sharing one session, a set of seen URLs, parsing in a process pool
 (or inline with `--parse-workers 0`) and a plain sqlite3 batch insert every 200 pages, written

@@ -1,4 +1,4 @@
-"""The dispatcher's cost per hand-out against the number of hosts: `-m scraper.bench.dispatch`.
+"""The dispatcher's cost per hand-out against the number of hosts: `-m bench.dispatch`.
 
 The scheduler alone, over an in-memory frontier of `hosts` hosts with `pages` URLs each, and
 workers that answer at once: no network, no database, no parsing. What is left is the

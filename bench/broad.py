@@ -1,4 +1,4 @@
-"""The `broad` case of `scraper bench`: thousands of small sites, each to be treated politely.
+"""The `broad` case of `python -m bench`: thousands of small sites, each to be treated politely.
 
 Each site listens on an address of its own, 127.1.x.y (Linux routes all of 127.0.0.0/8 to the
 loopback; /etc/hosts is not touched), all served by one aiohttp process (`serve`) that delays
@@ -176,7 +176,7 @@ def run_broad(
         port = free_port()
         log, ready = folder / "requests.jsonl", folder / "ready"
         server = subprocess.Popen(
-            [sys.executable, "-m", "scraper.bench.broad", "serve", "--hosts", str(hosts),
+            [sys.executable, "-m", "bench.broad", "serve", "--hosts", str(hosts),
              "--port", str(port), "--latency", str(latency), "--pages", str(pages),
              "--log", str(log), "--ready", str(ready)],
             stdin=subprocess.DEVNULL,
@@ -281,7 +281,7 @@ def format_results(results: list[BroadResult]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="scraper bench --cases broad")
+    parser = argparse.ArgumentParser(prog="python -m bench --cases broad")
     sub = parser.add_subparsers(dest="what")
     server = sub.add_parser("serve")
     server.add_argument("--hosts", type=int, required=True)

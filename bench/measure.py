@@ -1,6 +1,6 @@
 """One crawler, one run: what it cost and whether it stored every page exactly once.
 
-Each crawler runs as its own process tree under `scraper.bench.rusage`, in a temp folder (never
+Each crawler runs as its own process tree under `bench.rusage`, in a temp folder (never
 the repo, whose config.toml names a public site). CPU is the exact user+sys of the whole tree
 (from the wrapper); memory is sampled every `SAMPLE_INTERVAL`: the main process's peak is its
 kernel high-water mark (VmHWM, exact up to the last sample), the tree's is the largest sum of RSS
@@ -44,13 +44,13 @@ def ours(seed: str, db: str, concurrency: int, workers: int) -> list[str]:
 
 
 def scrapy(seed: str, db: str, concurrency: int, workers: int) -> list[str]:
-    module = "scraper.bench.scrapy_crawl"
+    module = "bench.scrapy_crawl"
     return [sys.executable, "-m", module, seed, "--db", db, "--concurrency", str(concurrency)]
 
 
 def bare(seed: str, db: str, concurrency: int, workers: int) -> list[str]:
     return [
-        *(sys.executable, "-m", "scraper.bench.bare", seed, "--db", db),
+        *(sys.executable, "-m", "bench.bare", seed, "--db", db),
         *("--concurrency", str(concurrency), "--parse-workers", str(workers)),
     ]
 
@@ -142,7 +142,7 @@ def run_crawler(
 def measure(command: list[str], cwd: Path, timeout: float) -> Usage:
     """Run `command` in `cwd` under the rusage wrapper; sample its tree's memory until it ends."""
     report = cwd / "rusage.json"
-    wrapper = [sys.executable, "-m", "scraper.bench.rusage", str(report), "--", *command]
+    wrapper = [sys.executable, "-m", "bench.rusage", str(report), "--", *command]
     log = (cwd / "crawler.log").open("wb")
     started = time.monotonic()
     process = subprocess.Popen(

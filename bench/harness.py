@@ -1,4 +1,4 @@
-"""`scraper bench`: the cases, one table, the ratios.
+"""`python -m bench` (`make bench`): the cases, one table, the ratios.
 
 Every crawler crawls the same site from the same server in the same run, one after the other, so
 the ratios hold even on a machine shared with other work (the absolute figures do not). On a
@@ -263,7 +263,7 @@ def _version(name: str) -> str:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="scraper bench",
+        prog="python -m bench",
         description="Crawl a generated local site with our crawler, Scrapy and a bare aiohttp "
         "loop, side by side, and print one table per case.",
     )
@@ -323,9 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     out = sys.stdout
     if args.server == "nginx" and nginx_binary() is None:
-        print("scraper bench: nginx not found; serving with aiohttp instead", file=sys.stderr)
-    print(f"# scraper bench\n\nMachine: {describe_machine()}", file=out)
-    print(f"Command: scraper bench {' '.join(argv)}", file=out)
+        print("bench: nginx not found; serving with aiohttp instead", file=sys.stderr)
+    print(f"# make bench\n\nMachine: {describe_machine()}", file=out)
+    print(f"Command: python -m bench {' '.join(argv)}", file=out)
     cases = make_cases(args.pages, args.heavy_pages, args.latency)
     started = time.monotonic()
     report: dict[str, Any] = {}

@@ -1,6 +1,6 @@
 """Which PostgreSQL driver, and which bulk path, for the sink's transaction and the leases.
 
-    python -m scraper.bench.pg_drivers [--batches 30]     (asyncpg measured if installed)
+    python -m bench.pg_drivers [--batches 30]     (asyncpg measured if installed)
 
 On a throwaway server (pgserver.py, PostgreSQL's defaults: fsync on), with the real schema, it
 times one sink transaction (200 pages upserted, ~2,000 discovered URLs inserted once of which
@@ -21,9 +21,9 @@ from typing import Any
 
 import psycopg
 
-from scraper.bench.pgserver import PgServer
 from scraper.store.postgres.schema import MIGRATIONS
 from scraper.store.rows import PAGE_COLUMNS
+from tests.pgserver import PgServer
 
 PAGES = 200
 LINKS = 10  # new URLs per page sent to the frontier (after the seen-cache)
@@ -219,7 +219,7 @@ async def main_async(batches: int) -> None:
             ]
         print(f"sink transaction: {PAGES} pages, {PAGES * LINKS} discovered URLs, {PAGES} done")
         for i, (name, run) in enumerate(runs):
-            url = server.create_database(f"sink{i}")
+            url = server.address.create_database(f"sink{i}")
             with psycopg.connect(url, autocommit=True) as conn:
                 for script in MIGRATIONS:
                     conn.execute(script.encode())

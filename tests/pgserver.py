@@ -7,7 +7,10 @@ folder is created for that user. Anything that goes wrong is a `PgServerError`: 
 that needs the server fails, it does not skip.
 
     with PgServer() as server:
-        url = server.create_database("t1")   # postgresql://scraper:...@/t1?host=/tmp/...
+        url = server.address.create_database("t1")   # postgresql://scraper:...@/t1?host=/tmp/...
+
+`PgAddress` is all a client needs (where the server listens, the password): under pytest-xdist the
+controller starts the one server and hands its address to the workers (conftest.py).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -55,27 +59,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class PgServer:
-    """`with PgServer() as server:` a running server until the end of the block.
+@dataclass(frozen=True, slots=True)
+class PgAddress:
+    """A running server: its port on 127.0.0.1, the folder of its Unix socket, the password of
+    its superuser."""
 
-    `durable=False` (the tests) turns fsync off: databases are created and dropped by the hundred
-    and nothing must survive a power cut. The benchmark keeps PostgreSQL's defaults.
-    """
-
-    def __init__(self, *, durable: bool = False, max_connections: int = 200) -> None:
-        self.password = secrets.token_urlsafe(12)
-        self.port = _free_port()
-        self._durable = durable
-        self._max_connections = max_connections
-        self._root = Path(tempfile.mkdtemp(prefix="scraper-pg-"))
-        self.socket_dir = self._root
-        self._data = self._root / "data"
-        self.log_path = self._root / "server.log"
-        self._as_other = os.geteuid() == 0
-        self._bin = bin_dir()
-        self._started = False
-
-    # The URLs ----------------------------------------------------------------------------------
+    port: int
+    socket_dir: str
+    password: str
 
     def url(self, dbname: str = "postgres", *, password: bool = True) -> str:
         """Over the Unix socket (with the password in the URL unless told not to)."""
@@ -85,8 +76,6 @@ class PgServer:
     def tcp_url(self, dbname: str = "postgres", *, password: str | None = None) -> str:
         secret = self.password if password is None else password
         return f"postgresql://{USER}:{secret}@127.0.0.1:{self.port}/{dbname}"
-
-    # Databases ---------------------------------------------------------------------------------
 
     def create_database(self, name: str) -> str:
         """A new empty database; its URL."""
@@ -98,6 +87,25 @@ class PgServer:
     def drop_database(self, name: str) -> None:
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class PgServer:
+    """`with PgServer() as server:` a running server until the end of the block.
+
+    `durable=False` (the tests) turns fsync off: databases are created and dropped by the hundred
+    and nothing must survive a power cut. The benchmark keeps PostgreSQL's defaults.
+    """
+
+    def __init__(self, *, durable: bool = False, max_connections: int = 200) -> None:
+        self._bin = bin_dir()
+        self._durable = durable
+        self._max_connections = max_connections
+        self._root = Path(tempfile.mkdtemp(prefix="scraper-pg-"))
+        self.address = PgAddress(_free_port(), str(self._root), secrets.token_urlsafe(12))
+        self._data = self._root / "data"
+        self.log_path = self._root / "server.log"
+        self._as_other = os.geteuid() == 0
+        self._started = False
 
     # Life --------------------------------------------------------------------------------------
 
@@ -119,7 +127,7 @@ class PgServer:
 
     def start(self) -> None:
         pwfile = self._root / "pwfile"
-        pwfile.write_text(self.password + "\n")
+        pwfile.write_text(self.address.password + "\n")
         if self._as_other:
             shutil.chown(self._root, RUN_AS)
             shutil.chown(pwfile, RUN_AS)
@@ -140,8 +148,8 @@ class PgServer:
         pwfile.unlink()
         options = {
             "listen_addresses": "127.0.0.1",
-            "port": str(self.port),
-            "unix_socket_directories": str(self.socket_dir),
+            "port": str(self.address.port),
+            "unix_socket_directories": self.address.socket_dir,
             "max_connections": str(self._max_connections),
             "log_line_prefix": "%m [%p] ",
         }
@@ -197,3 +205,26 @@ class PgServer:
                 f"{program} failed ({done.returncode}): {done.stderr.strip() or done.stdout}\n"
                 f"{self.log()}"
             )
+
+
+
+def main() -> None:
+    """`make postgres`: a throw-away server for trying `scraper crawl --workers`, until Ctrl-C
+    (or SIGTERM). Its data lives in a temporary folder and goes with it."""
+    import signal
+
+    ends = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, ends)  # waited for below, not raised mid-start
+    with PgServer(durable=True) as server:
+        server.address.create_database("crawls")
+        url = server.address.tcp_url("crawls")
+        print(
+            "A throw-away PostgreSQL server is up (Ctrl-C stops it and deletes its data):\n"
+            f"\n  {url}\n\nTry: .venv/bin/scraper crawl URL1 URL2 --workers 2 --db '{url}'",
+            flush=True,
+        )
+        signal.sigwait(ends)
+
+
+if __name__ == "__main__":
+    main()

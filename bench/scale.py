@@ -1,6 +1,6 @@
 """`make bench-scale`: one crawl on several processes, on PostgreSQL, against SQLite's one.
 
-    python -m scraper.bench.scale [--hosts 24] [--pages 150] [--latency 0.2] [--workers 1,2,4]
+    python -m bench.scale [--hosts 24] [--pages 150] [--latency 0.2] [--workers 1,2,4]
                                   [--concurrency 16] [--cpu-pages 3000] [--json FILE]
                                   [--no-sqlite] [--timeline]
 
@@ -40,10 +40,10 @@ from typing import Any
 import psycopg
 from aiohttp import web
 
-from scraper.bench.pgserver import PgServer
-from scraper.bench.timeline import Sample, build, sample_leases
+from bench.timeline import Sample, build, sample_leases
 from scraper.demosite import SiteSpec, make_app
 from scraper.store import open_results
+from tests.pgserver import PgServer
 
 # Per host: 4 requests in flight at most (20 pages/s at 200 ms), and 20 ms between starts (which
 # the concurrency binds first, at this latency, but which is checked all the same): the crawl
@@ -169,7 +169,7 @@ def crawl_options(concurrency: int, parse_workers: int, *, latency_case: bool) -
     if latency_case:
         options += ["--set", f"fetch.per_host_concurrency={PER_HOST}"]
         options += ["--set", f"fetch.per_host_delay={DELAY}"]
-    else:  # one host: its slots sized like the global cap, as `scraper bench` does
+    else:  # one host: its slots sized like the global cap, as `python -m bench` does
         options += ["--set", f"fetch.per_host_concurrency={concurrency}"]
     return options
 
@@ -248,7 +248,7 @@ async def latency_case(args: argparse.Namespace, server: PgServer, folder: Path)
             if backend == "sqlite":
                 db = str(folder / f"latency-{n}.db")
             else:
-                db = await asyncio.to_thread(server.create_database, f"latency_{n}")
+                db = await asyncio.to_thread(server.address.create_database, f"latency_{n}")
             options = crawl_options(args.concurrency, 1, latency_case=True)
             server_before = server.cpu_seconds()
             samples: list[Sample] = []
@@ -278,8 +278,8 @@ async def latency_case(args: argparse.Namespace, server: PgServer, folder: Path)
 
 
 async def cpu_case(args: argparse.Namespace, server: PgServer, folder: Path) -> list[Run]:
-    from scraper.bench.server import serve
-    from scraper.bench.site import cached_site, default_cache
+    from bench.server import serve
+    from bench.site import cached_site, default_cache
 
     spec = SiteSpec(pages=args.cpu_pages, page_bytes=40_000, links_per_page=45, extras=False)
     root, _ = await asyncio.to_thread(cached_site, spec, default_cache())
@@ -290,7 +290,7 @@ async def cpu_case(args: argparse.Namespace, server: PgServer, folder: Path) -> 
             if backend == "sqlite":
                 db = str(folder / f"cpu-{n}.db")
             else:
-                db = await asyncio.to_thread(server.create_database, f"cpu_{n}")
+                db = await asyncio.to_thread(server.address.create_database, f"cpu_{n}")
             options = crawl_options(64, 2, latency_case=False)
             server_before = server.cpu_seconds()
             wall, cpu, code, p99 = await run_crawl("cpu", db, [site.url], 1, options, folder)

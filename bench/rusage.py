@@ -1,6 +1,6 @@
 """Run a command; write the CPU time of its whole process tree, as JSON, when it is over.
 
-    python -m scraper.bench.rusage OUT.json -- COMMAND...
+    python -m bench.rusage OUT.json -- COMMAND...
 
 Sampling a process tree misses whatever a short-lived process did between two samples, and
 getrusage(RUSAGE_CHILDREN) only counts descendants that their own parent waited for. A parse pool
@@ -46,7 +46,7 @@ def reap_all() -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) < 3 or argv[1] != "--":
-        print("usage: python -m scraper.bench.rusage OUT.json -- COMMAND...", file=sys.stderr)
+        print("usage: python -m bench.rusage OUT.json -- COMMAND...", file=sys.stderr)
         return 2
     out, command = Path(argv[0]), argv[2:]
     exact = become_subreaper()

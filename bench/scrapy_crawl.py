@@ -1,6 +1,6 @@
 """The same crawl as a plain Scrapy 2.x project would do it (needs the `bench` extra).
 
-    python -m scraper.bench.scrapy_crawl SEED --db out.db [--concurrency 64]
+    python -m bench.scrapy_crawl SEED --db out.db [--concurrency 64]
 
 One spider that extracts what our crawler is configured to (title, meta description, `p.price`,
 links) and follows in-site links with `response.follow`; Scrapy's own dupe filter de-duplicates
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> None:
     process = CrawlerProcess(
         settings={
             "BENCH_DB": args.db,
-            "ITEM_PIPELINES": {"scraper.bench.scrapy_crawl.SqlitePipeline": 300},
+            "ITEM_PIPELINES": {"bench.scrapy_crawl.SqlitePipeline": 300},
             "CONCURRENT_REQUESTS": args.concurrency,
             "CONCURRENT_REQUESTS_PER_DOMAIN": args.concurrency,
             "ROBOTSTXT_OBEY": False,

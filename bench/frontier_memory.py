@@ -5,7 +5,7 @@ crawls it with the fetch count capped (crawl.max_pages), so the frontier grows t
 pages fetched. Reports the crawler process's peak RSS (from os.wait4) against URLs discovered, at
 several sizes: flat means memory does not depend on the frontier's size.
 
-    python -m scraper.bench.frontier_memory [--pages 1000 2500 5000] [--fanout 200]
+    python -m bench.frontier_memory [--pages 1000 2500 5000] [--fanout 200]
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--fanout", type=int, default=200)
     args = parser.parse_args()
     port = free_port()
-    module = "scraper.bench.frontier_memory"
+    module = "bench.frontier_memory"
     site = subprocess.Popen([sys.executable, "-m", module, "--serve", str(port), str(args.fanout)])
     try:
         wait_for(port)

@@ -4,7 +4,7 @@ nginx runs from a config file in a private temp folder (`-p`, `-c`, `-e`): nothi
 read or changed, and it stops with the benchmark. It cannot add latency by itself, so the latency
 case uses the Lua module (`libnginx-mod-http-lua`) to `ngx.sleep` before each response: the sleep
 is a timer on nginx's event loop, so 64 requests waiting cost it nothing. When nginx (or, for
-latency, its Lua module) is missing, `python -m scraper.bench.server` serves the same files with
+latency, its Lua module) is missing, `python -m bench.server` serves the same files with
 aiohttp, `asyncio.sleep` standing in for the latency.
 """
 
@@ -134,7 +134,7 @@ def _nginx(binary: str, root: Path, latency: float, modules: list[Path]) -> Iter
 @contextlib.contextmanager
 def _aiohttp(root: Path, latency: float) -> Iterator[Server]:
     port = free_port()
-    command = [sys.executable, "-m", "scraper.bench.server", str(root), "--port", str(port)]
+    command = [sys.executable, "-m", "bench.server", str(root), "--port", str(port)]
     command += ["--latency", str(latency)]
     with (
         tempfile.TemporaryDirectory(prefix="scraper-bench-aiohttp-") as tmp,
