@@ -207,7 +207,6 @@ class PgServer:
             )
 
 
-
 def main() -> None:
     """`make postgres`: a throw-away server for trying `scraper crawl --workers`, until Ctrl-C
     (or SIGTERM). Its data lives in a temporary folder and goes with it."""

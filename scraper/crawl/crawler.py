@@ -25,7 +25,7 @@ from scraper.crawl.pipeline import Pipeline
 from scraper.crawl.scheduler import Scheduler
 from scraper.crawl.seeds import SeedFile, digest_of
 from scraper.crawl.sockets import raise_open_files_limit, socket_budget
-from scraper.crawl.stages import build_stages
+from scraper.crawl.stages import build_stages, wire_for
 from scraper.errors import ConfigError, ScraperError
 from scraper.models import CrawlRequest, CrawlSnapshot, SeedList
 from scraper.parse.pool import ParsePool
@@ -262,13 +262,15 @@ class Crawler:
         config = self._config
         scope = config.crawl.scope()
         budget = socket_budget(config.fetch.concurrency, config.parse.workers, self._open_files)
+        wire = wire_for(config, budget)  # the connection slots, the fetcher's and the dispatcher's
         fetcher = Fetcher(
             config.fetch,
             outside=scope.outside,  # the boundary of every request: pages, robots.txt, sitemaps
             # (a seeds file's hosts are not trusted: a list of thousands is not read by hand)
             trusted_hosts=(host_of(seed) for seed in config.crawl.seeds),
             resolver=self._resolver,
-            concurrency=budget.wire,
+            wire=wire.slots,
+            listener=wire,  # (told as requests go on and off the wire: the dispatcher's side)
         )
         async with fetcher, ParsePool(config.parse) as parser:
             stages = build_stages(
@@ -278,7 +280,7 @@ class Crawler:
                 pages=backend.pages(crawl_id),
                 fetcher=fetcher,
                 parser=parser,
-                idle_connections=budget.idle,
+                wire=wire,
             )
             scheduler, pipeline = stages.scheduler, stages.pipeline
             self._scheduler, self._pipeline, self._stored_before = scheduler, pipeline, done

@@ -50,9 +50,11 @@ class Fetcher:
 
     `outside` is the crawl's boundary (`Scope.outside`): why no request may go to a URL, None
     when one may. `trusted_hosts` are the seeds' hosts, whatever addresses they are on
-    (fetch.block_private). `concurrency`: connection slots, if fewer than fetch.concurrency
-    (what the process's open-files limit allows, `sockets.socket_budget`); `resolver`: instead
-    of the one `fetch.resolve` and the system give (the guard still wraps it)."""
+    (fetch.block_private). `wire`: the connection slots, if not fetch.concurrency of them (what
+    the process's open-files limit allows, `sockets.socket_budget`), shared with `listener`,
+    who is told as requests go on and off them (the dispatcher's `OnTheWire`; none: every
+    connection may stay open); `resolver`: instead of the one `fetch.resolve` and the system give
+    (the guard still wraps it)."""
 
     def __init__(
         self,
@@ -61,16 +63,17 @@ class Fetcher:
         outside: Callable[[str], str | None] = everywhere,
         trusted_hosts: Iterable[str] = (),
         resolver: AbstractResolver | None = None,
-        concurrency: int | None = None,
+        wire: WireSlots | None = None,
+        listener: WireListener | None = None,
     ) -> None:
         self._config = config
         self._outside = outside
         self._guard = AddressGuard(block=config.block_private, trusted_hosts=trusted_hosts)
-        self._wire = WireSlots(concurrency or config.concurrency)
+        self._wire = wire or WireSlots(config.concurrency)
         self._retries = RetryPolicy.of(config)
         self._session: aiohttp.ClientSession | None = None
         self._connector_resolver: AbstractResolver | None = None
-        self._listener: WireListener = Everyone()
+        self._listener = listener or Everyone()
         self.resolver = resolver  # names, cached (what the dispatcher asks for IP keys)
 
     @property
@@ -82,10 +85,6 @@ class Fetcher:
     def wire_limit(self) -> int:
         """Requests that may be on the wire at once now."""
         return self._wire.limit
-
-    def attach(self, listener: WireListener) -> None:
-        """Tell `listener` (the dispatcher) as requests go on and off the wire."""
-        self._listener = listener
 
     async def __aenter__(self) -> Self:
         config = self._config

@@ -2,8 +2,8 @@
 coordinator (`crawler.py`) passes in, so no stage imports another.
 
     FetchStage     the fetch stage as robots.txt, sitemaps and PoliteFetch use it (Fetcher)
-    Wire           the fetch stage's connection slots, as the dispatcher reads them (Fetcher)
-    WireListener   who the fetch stage tells about requests on the wire (the dispatcher)
+    WireListener   who the fetch stage tells about requests on the wire (on_the_wire.py's
+                   OnTheWire: the dispatcher's side of the connection slots)
     HostRules      what robots.txt says about one host (robots.py's RobotsRules)
     HostGate       where a host's HostRules come from (robots.py's RobotsGate)
 """
@@ -28,23 +28,9 @@ class FetchStage(Protocol):
     ) -> FetchResult: ...
 
 
-class Wire(Protocol):
-    """What the dispatcher needs to know of the fetch stage's connection slots."""
-
-    @property
-    def in_flight(self) -> int:
-        """Requests on the wire now."""
-        ...
-
-    @property
-    def wire_limit(self) -> int:
-        """How many may be (fetch.concurrency, lowered while the process is out of sockets)."""
-        ...
-
-
 class WireListener(Protocol):
     """Who is told when requests go on and off the wire, and decides which connections stay
-    open (the dispatcher, `scheduler.py`)."""
+    open (the dispatcher's side of the connection slots, `on_the_wire.py`)."""
 
     def started(self, request: CrawlRequest, first: bool) -> None:
         """`first`: the request's first attempt (not a retry, nor a try again for sockets)."""

@@ -11,9 +11,11 @@ up the others.
 Every request to a host takes its turn on the slot, robots.txt and sitemaps included: they are
 **jobs** (`turn()`, through `polite`: `polite.py`), granted by the dispatcher like a page is
 handed out, counted in the slot's active requests, and starting its delay. A request starts the
-delay when it goes on the wire (`started()`), not when it is handed out, and nothing is handed
-out while the fetch stage has no free connection slot, so the gap between two starts at one
-server is never under the delay.
+delay when it goes on the wire (the fetch stage tells `OnTheWire`, built before both and shared:
+`on_the_wire.py`), not when it is handed out, and nothing is handed out while the fetch stage has
+no free connection slot, so the gap between two starts at one server is never under the delay.
+What is queued, handed out, unstarted and unstored is in its `Ledger` (`ledger.py`); which idle
+connections stay open, in `keep_alive.py`; when the sink should commit at once, `commit_now.py`.
 
 Which hosts it may work on comes from its `HostLeases` (`leases.py`), whatever the backend: one
 process is a fleet of one. A host is claimed (or, found by this process, taken at once where the
@@ -23,9 +25,10 @@ with its slot's politeness state once it has nothing active or unstored. Page bu
 
 Hosts are held in memory only while they have work, at most `crawl.queue_size` of them: hosts
 with pending URLs beyond that stay in the frontier table and are claimed, a batch at a time, as
-others finish. Refills from the frontier, robots.txt loads, IP look-ups and the crawl's other
-work (reading sitemaps) run as tasks of the dispatcher's TaskGroup: one that fails fails the
-crawl, and none outlives it. The crawl is over when nothing is leased-but-unstored, no such task
+others finish (`HostWindow`, `host_window.py`, which also drains hosts over the fair share).
+Refills from the frontier, robots.txt loads, IP look-ups and the crawl's other work (reading
+sitemaps) run as tasks of the dispatcher's TaskGroup: one that fails fails the crawl, and none
+outlives it. The crawl is over when nothing is leased-but-unstored, no such task
 runs, no held host has pending URLs, no host is left to claim and the leases confirm it:
 exact accounting, never a timeout.
 """
@@ -40,11 +43,12 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from scraper.crawl.commit_now import CommitNow
+from scraper.crawl.host_window import HostWindow
 from scraper.crawl.hosts import (
     ALLOW_ALL,
     HostSettings,
     HostState,
-    HostTable,
     KeyOf,
     Limits,
     ResolveKey,
@@ -54,22 +58,18 @@ from scraper.crawl.hosts import (
 from scraper.crawl.leases import (
     CLAIM_EVERY,
     adopt,
-    hosts_to_drain,
     keep_leases,
     politeness_of,
 )
+from scraper.crawl.on_the_wire import OnTheWire
 from scraper.crawl.polite import NO_FETCH, PoliteFetch
-from scraper.crawl.ports import FetchStage, HostGate, Wire
+from scraper.crawl.ports import FetchStage, HostGate
 from scraper.crawl.ready import ReadyHeap
 from scraper.models import CrawlRequest, ErrorKind, FetchResult, PageRecord
 from scraper.store.base import Frontier, HostLeases, HostPoliteness
 from scraper.urls import host_key
 
 log = logging.getLogger(__name__)
-
-# A connection to a host whose next request may start within this many seconds is kept open;
-# others are closed at once (under aiohttp's 15 s keep-alive, after which it closes them anyway).
-KEEP_HORIZON = 10.0
 
 
 class _DispatchEnded(Exception):
@@ -99,59 +99,50 @@ class Scheduler:
         *,
         fetch: FetchStage = NO_FETCH,
         gate: Callable[[FetchStage], HostGate] | None = None,
-        wire: Wire | None = None,
+        wire: OnTheWire | None = None,
         key_of: KeyOf | None = None,
         resolve_key: ResolveKey | None = None,
-        keep_alive_budget: int = 0,
-        on_starved: Callable[[bool], None] = lambda starved: None,
+        commit_now: CommitNow | None = None,
         leases: HostLeases,
         concurrency: int = 16,
     ) -> None:
         self._frontier = frontier
         self._leases = leases  # the hosts this process may work on
-        self._concurrency = concurrency  # fetch.concurrency: the slots the hosts kept must fill
-        # Requests handed out and not yet stored, by URL (a host is handed back only when none
-        # of its pages is still on its way to the sink).
-        self._unstored: dict[str, str] = {}
-        self._unstored_per_host: dict[str, int] = {}
-        # Hosts being handed back, sent nothing more until released.
-        self._draining: set[str] = set()
         self._limits = limits
         # robots.txt and sitemaps take their turn on their host's slot, as a page would: the
         # gate reads robots.txt through this.
         self.polite = PoliteFetch(fetch, self)
         self._gate = gate(self.polite) if gate is not None else None
+        # Shared with the fetch stage, which tells it of requests on and off the wire.
+        if wire is None:
+            wire = OnTheWire(limits)  # (no fetch stage's slots to respect: its own tests)
+        elif wire.limits is not limits:
+            raise ValueError("the dispatcher's limits and its wire's differ")
         self._wire = wire
+        self._slots = wire.slots
+        self._hosts = wire.hosts
+        self._ledger = wire.ledger  # queued, handed out, unstarted, unstored
+        self._keep_alive = wire.keep_alive_budget  # idle connections that may stay open
+        self._changed = wire.changed  # set when there may be something new to hand out
         self._key_of = key_of
         self._resolve_key = resolve_key  # set: the key needs a look-up (an IP), in a task
         # Told when a worker idles while only pages not yet committed can bring it work, so the
         # sink commits at once instead of batching.
-        self._on_starved = on_starved
-        self._starved = False
-        self._hosts = HostTable(limits)
-        self._window = limits.host_window
+        self._commit_now = commit_now or CommitNow()
+        # The hosts held, paged in through the leases; fetch.concurrency: the slots the hosts
+        # kept must fill when some are handed back.
+        self._window = HostWindow(
+            self._hosts, leases, frontier, size=limits.host_window, concurrency=concurrency
+        )
+        self._draining = self._window.draining  # being handed back: sent nothing more
         self._ready = ReadyHeap()  # slots that have work, by the moment each may start next
         self._free: deque[tuple[HostState, Assignment]] = deque()  # needing no fetch: at once
         self._refills: deque[HostState] = deque()
         self._pending_hosts = 0  # held hosts whose maybe_pending is set
-        self._more_hosts = False  # a claim may find hosts with pending URLs that are not held
-        self._claiming = False
-        self._changed = asyncio.Event()
         self._idle_workers = asyncio.Semaphore(0)
         self._tasks: asyncio.TaskGroup | None = None  # the dispatcher's, while it runs
         self._tasks_running = 0  # tasks of that group not yet done: the crawl is not over meanwhile
         self._stopping = False
-        self._queued = 0  # requests leased into memory, not yet handed out
-        # Handed out (pages and jobs) and not yet on the wire, by URL: one that never gets there
-        # (outside the boundary, say) is forgotten when it is done.
-        self._unstarted: dict[str, int] = {}
-        self._unstarted_total = 0
-        self._kept = 0  # idle connections we let stay open (≤ keep_alive_budget)
-        self._keep_budget = keep_alive_budget
-        # Handed out (or a sitemap's record, expected) and not yet stored: the crawl is not over
-        # while any is. ("In flight" is a request on the wire: the fetch stage's count.)
-        self.unstored = 0
-        self.handed = 0
         self._clock: Callable[[], float] | None = None
 
     # The workers' side --------------------------------------------------------------------
@@ -170,53 +161,26 @@ class Scheduler:
     def expect_unrequested_record(self) -> None:
         """A record that no request of ours led to (a sitemap's row) is on its way to the sink:
         the crawl is not over until it is stored."""
-        self.unstored += 1
+        self._ledger.expect_record()
+
+    @property
+    def unstored(self) -> int:
+        """Handed out (or a sitemap's record, expected) and not yet stored."""
+        return self._ledger.unstored
+
+    @property
+    def handed(self) -> int:
+        """Requests handed out since the start."""
+        return self._ledger.handed
 
     def stop(self) -> None:
         """Hand out nothing more: workers get None once they finish what they hold."""
         self._stopping = True
         self._changed.set()
 
-    def started(self, request: CrawlRequest, first: bool) -> None:
-        """The fetch stage put a request on the wire: its slot's delay counts from now (a
-        request may wait for a connection slot, or retry, after it was handed out)."""
-        if first:
-            self._forget_unstarted(request.url)
-        host = self._hosts.get(host_key(request.url))
-        if host is not None and host.slot is not None:
-            slot = host.slot
-            slot.next_start = max(slot.next_start, self._now() + slot.delay)
-
-    def ended(self) -> None:
-        """A request left the wire (done, or waiting out a retry's backoff): room for another."""
-        self._changed.set()
-
-    def keep_alive(self, request: CrawlRequest) -> bool:
-        """May the connection of `request`, about to go out, stay open after it? Only if its host
-        has work queued that may start soon, and within the budget of kept connections: so open
-        sockets stay under fetch.concurrency plus that budget, whatever the number of hosts."""
-        host = self._hosts.get(host_key(request.url))
-        if host is None or host.slot is None or not (host.queue or host.jobs):
-            return False
-        if self._kept >= self._keep_budget:
-            return False
-        if host.slot.next_start - self._now() > KEEP_HORIZON:
-            return False
-        host.idle_kept += 1
-        self._kept += 1
-        return True
-
-    def not_before(self, request: CrawlRequest) -> float:
-        """Seconds until the request's slot allows another start: a retry waits for it too, so
-        the delay holds between an attempt and its retry."""
-        host = self._hosts.get(host_key(request.url))
-        if host is None or host.slot is None:
-            return 0.0
-        return max(0.0, host.slot.next_start - self._now())
-
     def fetched(self, request: CrawlRequest, result: FetchResult) -> None:
         """A fetch finished: free the slot and let its outcome tune it."""
-        self._forget_unstarted(request.url)  # (if it never went on the wire)
+        self._ledger.started(request.url)  # (if it never went on the wire)
         host = self._hosts.get(host_key(request.url))
         if host is not None:
             self._done_with(host, result)
@@ -224,21 +188,12 @@ class Scheduler:
 
     def stored(self, records: list[PageRecord]) -> None:
         """The sink committed these pages (and the URLs they discovered)."""
-        self.unstored -= len(records)
         leases = self._leases
         for record in records:
             for child_host in {host_key(child.url) for child in record.children}:
                 if leases.holds(child_host):  # (another's host: its owner finds them)
                     self._note_pending(child_host)
-        for record in records:
-            name = self._unstored.pop(record.fetch.request.url, None)
-            if name is None:
-                continue
-            left = self._unstored_per_host.get(name, 1) - 1
-            if left > 0:
-                self._unstored_per_host[name] = left
-            else:
-                self._unstored_per_host.pop(name, None)
+        for name in self._ledger.stored([record.fetch.request.url for record in records]):
             host = self._hosts.get(name)
             if host is not None:
                 self._release_if_idle(host)
@@ -269,7 +224,7 @@ class Scheduler:
         self._changed.set()
 
     def _drop(self, host: HostState) -> None:
-        self._queued -= len(host.queue)
+        self._ledger.queued -= len(host.queue)
         host.queue.clear()
         self._set_maybe_pending(host, False)
         self._release_if_idle(host)
@@ -277,33 +232,24 @@ class Scheduler:
     @property
     def hosts_held(self) -> int:
         """Hosts held and not being handed back."""
-        return len(self._hosts) - len(self._draining)
+        return self._window.held
 
     def give_back(self, count: int) -> None:
         """Hand back up to `count` hosts (over the fair share: others joined the crawl, or ran
-        out of hosts), as long as those left fill this process's fetch slots. Each is drained:
-        its queued URLs go back to pending, nothing more is sent there, and its lease goes back
-        once it has nothing active or unstored. (Not at a moment when it has nothing active:
-        a busy host may never have one, so it would never go back.)"""
-        held = [host for host in self._hosts.held() if host.name not in self._draining]
-        for host in hosts_to_drain(self._concurrency, held, count, self._in_hand):
-            self._draining.add(host.name)
+        out of hosts), as long as those left fill this process's fetch slots (`HostWindow.drain`).
+        Each is drained: its queued URLs go back to pending, nothing more is sent there, and its
+        lease goes back once it has nothing active or unstored."""
+        for host in self._window.drain(count, self._in_hand):
             self._drop(host)
         self._changed.set()
 
     def _in_hand(self, host: HostState) -> int:
-        return host.active + self._unstored_per_host.get(host.name, 0)
+        return host.active + self._ledger.unstored_of(host.name)
 
     def hosts_wanted(self) -> int:
-        """How many more hosts this process would hold (none once stopping): as many as its
-        host window allows, which the fair share caps. Its slots spread over all of them, so
-        the crawl's hosts progress together and finish together, as on one process. Claiming
-        only what the slots need drains a few hosts at a time at their per-host limit and
-        leaves the rest unclaimed while another process idles: the crawl's last hosts then run
-        alone at per_host_concurrency, which added a third to a 4-worker crawl's time."""
-        if self._stopping or self._frontier.spent:
-            return 0
-        return max(0, self._window - len(self._hosts))
+        """How many more hosts this process would hold: none once stopping, else as many as its
+        host window has room for (`HostWindow.wanted`), which the fair share caps."""
+        return 0 if self._stopping else self._window.wanted()
 
     def politeness(self) -> list[HostPoliteness]:
         """The politeness state of every host held, as a release would leave it (for the host
@@ -344,7 +290,7 @@ class Scheduler:
             await granted
         except asyncio.CancelledError:
             if granted.done() and not granted.cancelled():
-                self._forget_unstarted(url)  # granted just as it was cancelled: never started
+                self._ledger.started(url)  # granted just as it was cancelled: never started
                 self._done_with(host, None)
             else:
                 with contextlib.suppress(ValueError):
@@ -354,7 +300,7 @@ class Scheduler:
         try:
             yield
         finally:
-            self._forget_unstarted(url)  # (if its fetch never went on the wire)
+            self._ledger.started(url)  # (if its fetch never went on the wire)
             self._done_with(host, None)
             self._changed.set()
 
@@ -367,7 +313,7 @@ class Scheduler:
     # State for progress displays -------------------------------------------------------------
 
     def queued(self) -> int:
-        return self._queued
+        return self._ledger.queued
 
     def hosts(self) -> dict[str, HostSettings]:
         """Each slot's settings now; for slots already released, as they were then."""
@@ -416,12 +362,14 @@ class Scheduler:
             now = self._now()
             self._hosts.cool(now)
             self._start_refills()
-            self._start_claim()
+            room = self._window.batch_due()
+            if room:
+                self._start(self._claim_batch(room), "hosts")
             if self._free:
-                self._set_starved(False)
+                self._commit_now.want(False)
                 return self._take_free()
             wake_at: float | None = None
-            if self._wire_room():
+            if self._wire.room():
                 slot, host, wake_at = self._ready.pick(now)
                 if host is not None and host.queue and not self._leases.valid(host.name, now):
                     self.lost([host.name])  # the lease would not outlive a request
@@ -430,7 +378,7 @@ class Scheduler:
                     if host.jobs:
                         self._grant(slot, host, now)
                         continue
-                    self._set_starved(False)
+                    self._commit_now.want(False)
                     return self._take(slot, host, now)
             if self._over():
                 if await self._claim(max(1, self.hosts_wanted())):
@@ -442,7 +390,7 @@ class Scheduler:
                 wake_at = now + CLAIM_EVERY
             # A worker is idle and nothing may start now: if pages not yet committed may hold
             # links it could fetch, have the sink commit them at once.
-            self._set_starved(self._wire_room() and self._a_host_waits_for_commits())
+            self._commit_now.want(self._wire.room() and self._a_host_waits_for_commits())
             cooling = self._hosts.next_cooling()
             if cooling is not None:
                 wake_at = cooling if wake_at is None else min(wake_at, cooling)
@@ -451,12 +399,6 @@ class Scheduler:
                     await self._changed.wait()
             except TimeoutError:
                 pass
-
-    def _wire_room(self) -> bool:
-        """Is there a free connection slot for one more request? Handing out more would make a
-        request wait for one, and start later than the moment its slot's delay was set for."""
-        wire = self._wire
-        return wire is None or wire.in_flight + self._unstarted_total < wire.wire_limit
 
     def _grant(self, slot: Slot, host: HostState, now: float) -> None:
         url, granted = host.jobs.popleft()
@@ -472,54 +414,35 @@ class Scheduler:
         host.active += 1
         slot.active += 1
         slot.next_start = max(slot.next_start, now + slot.delay)
-        if self._wire is not None:  # (the fetch stage tells when it starts: `started`)
-            self._unstarted[url] = self._unstarted.get(url, 0) + 1
-            self._unstarted_total += 1
+        if self._slots is not None:  # (the fetch stage tells when it starts: `started`)
+            self._ledger.unstarted_request(url)
         if host.idle_kept:  # it will reuse the connection kept open for it
-            host.idle_kept -= 1
-            self._kept -= 1
+            self._keep_alive.reused(host)
 
     def _take(self, slot: Slot, host: HostState, now: float) -> Assignment:
         request = host.queue.popleft()
-        self._queued -= 1
         self._ready.rotate(slot, host)
-        self.unstored += 1
-        self.handed += 1
         self._start_request(slot, host, now, request.url)
-        self._unstored[request.url] = host.name
-        self._unstored_per_host[host.name] = self._unstored_per_host.get(host.name, 0) + 1
+        self._ledger.handed_out(request.url, host.name)
         self._ready.offer(slot)
         self._want_refill(host)
         return Assignment(request)
 
     def _take_free(self) -> Assignment:
         host, assignment = self._free.popleft()
-        self._queued -= 1
-        self.unstored += 1
-        self.handed += 1
-        self._unstored[assignment.request.url] = host.name
-        self._unstored_per_host[host.name] = self._unstored_per_host.get(host.name, 0) + 1
+        self._ledger.handed_out(assignment.request.url, host.name)
         self._want_refill(host)
         self._release_if_idle(host)
         return assignment
 
     def _over(self) -> bool:
-        if self.unstored or self._queued or self._unstarted_total:
+        if not self._ledger.settled:
             return False
         if self._frontier.spent:
             return True  # the tasks still running (robots.txt, sitemaps) are cancelled
         if self._tasks_running:
             return False
-        return not self._pending_hosts and not self._more_hosts
-
-    def _forget_unstarted(self, url: str) -> None:
-        count = self._unstarted.get(url)
-        if count:
-            self._unstarted_total -= 1
-            if count == 1:
-                del self._unstarted[url]
-            else:
-                self._unstarted[url] = count - 1
+        return not self._pending_hosts and not self._window.more
 
     def _a_host_waits_for_commits(self) -> bool:
         """Has a host pages not yet stored, no queued request and room in its slot? Its pages'
@@ -527,7 +450,7 @@ class Scheduler:
         needs no commit to go on: with this test a crawl of one busy host commits in batches
         (in the cpu benchmark every commit was eager before, 8 pages each against 200). Looks
         only at hosts with unstored pages (bounded by the pages in flight), not at every host."""
-        for name in self._unstored_per_host:
+        for name in self._ledger.hosts_unstored():
             host = self._hosts.get(name)
             if host is None:
                 return True  # released meanwhile: its links would bring it back
@@ -537,11 +460,6 @@ class Scheduler:
             if slot is None or slot.active < slot.concurrency:
                 return True
         return False
-
-    def _set_starved(self, starved: bool) -> None:
-        if starved != self._starved:
-            self._starved = starved
-            self._on_starved(starved)
 
     def _done_with(self, host: HostState, result: FetchResult | None) -> None:
         host.active -= 1
@@ -581,12 +499,8 @@ class Scheduler:
             return
         host = self._hosts.get(name)
         if host is None:
-            if not force:
-                if len(self._hosts) >= self._window:
-                    self._more_hosts = True  # it waits in the table for room, and a claim
-                    return
-                if self._leases.take(name) is None:
-                    return  # not this process's now: a claim finds it, if it is to be had
+            if not force and not self._window.may_take(name):
+                return  # no room, or another's: a claim finds it, if it is to be had
             host = self._hold(name)
         self._set_maybe_pending(host, True)
         self._want_refill(host)
@@ -610,7 +524,7 @@ class Scheduler:
                 self._refills.popleft()
                 host.refill_queued = False
                 continue
-            room = self._limits.queue_size - self._queued
+            room = self._limits.queue_size - self._ledger.queued
             if room <= 0:
                 return  # memory is full; refills resume as requests are taken
             self._refills.popleft()
@@ -637,7 +551,7 @@ class Scheduler:
     def _admit(self, host: HostState, request: CrawlRequest) -> None:
         """A leased request: to the host's queue, or, if it needs no fetch (fresh, or robots.txt
         rules it out), to the free queue, handed out at once."""
-        self._queued += 1
+        self._ledger.queued += 1
         if request.fresh:
             self._free.append((host, Assignment(request)))
             return
@@ -649,28 +563,15 @@ class Scheduler:
         else:
             host.queue.append(request)
 
-    def _start_claim(self) -> None:
-        """Claim hosts in a task while a claim may find some and a tenth of the window is free
-        (so hosts come in batches, not a statement each)."""
-        room = self._window - len(self._hosts)
-        if not self._more_hosts or self._claiming or self._frontier.spent:
-            return
-        if room < max(1, self._window // 10):
-            return
-        self._claiming = True
-        self._start(self._claim_task(room), "hosts")
-
-    async def _claim_task(self, room: int) -> None:
-        try:
-            await self._claim(room)
-        finally:
-            self._claiming = False
+    async def _claim_batch(self, room: int) -> None:
+        """The batch of hosts the window asked for (`HostWindow.batch_due`), taken on."""
+        grants = await self._window.claim_batch(room)
+        if grants:
+            self.granted(grants)
 
     async def _claim(self, limit: int) -> int:
-        """Claim up to `limit` hosts and take them on; how many came. Fewer than asked: none
-        is left to claim now (more may come: this process's stored pages, other processes)."""
-        grants = await self._leases.claim(limit) if limit > 0 else []
-        self._more_hosts = len(grants) >= limit > 0
+        """Claim up to `limit` hosts and take them on; how many came."""
+        grants = await self._window.claim(limit)
         if grants:
             self.granted(grants)
         return len(grants)
@@ -692,7 +593,7 @@ class Scheduler:
             slot.min_delay = max(slot.min_delay, rules.delay)  # robots.txt Crawl-delay
             slot.delay = max(slot.delay, slot.min_delay)
         queued, host.queue = host.queue, deque()
-        self._queued -= len(queued)
+        self._ledger.queued -= len(queued)
         for request in queued:
             self._admit(host, request)
         self._ready.add(host)
@@ -709,20 +610,19 @@ class Scheduler:
         self._changed.set()  # the dispatcher may be waiting for it: leases, rules, the end
 
     def _release_if_idle(self, host: HostState) -> None:
-        if self._unstored_per_host.get(host.name) or host.busy():
+        if self._ledger.unstored_of(host.name) or host.busy():
             return  # its pages are on their way to the sink: its lease stays ours till then
         slot, now = host.slot, self._now()
         state = HostPoliteness(host.name) if slot is None else politeness_of(host.name, slot, now)
         if self._hosts.release_if_idle(host, now):
-            self._draining.discard(host.name)
+            more = self._window.released(host.name)
             release = self._leases.release(state)
             if self._tasks is None:
                 release.close()  # the dispatcher has ended: the leases' close() writes it
             else:
                 self._start(release, f"release {host.name}")
-            self._kept -= host.idle_kept  # closed by aiohttp's keep-alive timeout, at worst
-            host.idle_kept = 0
-            if self._more_hosts:
+            self._keep_alive.released(host)
+            if more:
                 self._changed.set()  # room for a host from the table
 
     def _now(self) -> float:

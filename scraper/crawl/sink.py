@@ -6,7 +6,7 @@ a crash at any instant loses nothing and repeats nothing.
 
 A batch commits per `storage.batch_size` records, per `storage.flush_interval` seconds, or one
 by one while a fetch worker idles for want of a request that may start and pages are not yet
-committed (`set_eager`: their links may be its next work; the scheduler says when). A batch
+committed (`commit_now.py`: their links may be its next work; the scheduler says when). A batch
 interrupted by cancellation is finished before the task gives up.
 """
 
@@ -17,10 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 from scraper.config import StorageConfig
+from scraper.crawl.commit_now import FLUSH, CommitNow
 from scraper.models import PageRecord
 from scraper.store.base import PageWriter
-
-_FLUSH = object()  # put on the queue to ask for a commit now
 
 
 class Sink:
@@ -31,18 +30,13 @@ class Sink:
         writer: PageWriter,
         config: StorageConfig,
         on_stored: Callable[[list[PageRecord]], None] = lambda records: None,
+        commit_now: CommitNow | None = None,
     ) -> None:
         self._writer = writer
         self._config = config
         self._on_stored = on_stored
-        self._eager = False
+        self._commit_now = commit_now or CommitNow()  # eager: commit each record as it comes
         self.writing = False
-
-    def set_eager(self, eager: bool, queue: asyncio.Queue[Any]) -> None:
-        """Eager: commit each record as it comes (the crawl waits on them), not in batches."""
-        self._eager = eager
-        if eager and not queue.full():
-            queue.put_nowait(_FLUSH)  # and commit what is held now
 
     async def consume(self, queue: asyncio.Queue[Any]) -> None:
         loop = asyncio.get_running_loop()
@@ -61,7 +55,7 @@ class Sink:
                     if item is None:
                         ended = True
                         break
-                    if item is _FLUSH:
+                    if item is FLUSH:
                         await self._flush(batch)
                     else:
                         if not batch:
@@ -70,7 +64,7 @@ class Sink:
                         if len(batch) >= self._config.batch_size:
                             await self._flush(batch)
                     if queue.empty():
-                        if self._eager:
+                        if self._commit_now.eager:
                             await self._flush(batch)
                         break
                     item = queue.get_nowait()

@@ -1,9 +1,10 @@
 """Building one crawl's stages and wiring them: the dispatcher with its robots.txt gate, the
 sink, the sitemap reader, the admission policy, and the pipeline that runs them, over a fetch
 stage and a parse pool the caller has opened. Each object is built whole, in the order of what
-it needs; none is attached to another afterwards (but the fetch stage's wire listener:
-`Fetcher.attach`). Wiring only: the stages' logic is in their modules, the crawl's life (start,
-resume, stop, record) in `crawler.py`.
+it needs; none is attached to another afterwards (what two need of each other is built first
+and given to both: the connection slots with the dispatcher's side of them, `wire_for`, and
+the sink's commit-now signal). Wiring only: the stages' logic is in their modules, the crawl's
+life (start, resume, stop, record) in `crawler.py`.
 """
 
 from __future__ import annotations
@@ -13,14 +14,19 @@ from dataclasses import dataclass
 
 from scraper.config import Config
 from scraper.crawl.admit import Admission
+from scraper.crawl.commit_now import CommitNow
 from scraper.crawl.fetch import Fetcher
 from scraper.crawl.hosts import Limits, politeness_keys
+from scraper.crawl.keep_alive import KeepAlive
+from scraper.crawl.on_the_wire import OnTheWire
 from scraper.crawl.pipeline import Pipeline
 from scraper.crawl.ports import FetchStage
 from scraper.crawl.robots import RobotsGate
 from scraper.crawl.scheduler import Scheduler
 from scraper.crawl.sink import Sink
 from scraper.crawl.sitemaps import SitemapReader
+from scraper.crawl.sockets import SocketBudget
+from scraper.crawl.wire import WireSlots
 from scraper.models import PageRecord
 from scraper.parse.pool import ParsePool
 from scraper.parse.sitemap import parse_sitemap
@@ -45,12 +51,13 @@ def build_stages(
     pages: PageWriter,
     fetcher: Fetcher,
     parser: ParsePool,
-    idle_connections: int,
+    wire: OnTheWire,
 ) -> Stages:
-    """The stages of one crawl over an open `fetcher` and `parser`. `idle_connections`: how
-    many idle connections may stay open (the socket budget's rest after fetch.concurrency)."""
+    """The stages of one crawl over an open `fetcher` and `parser`, and the `wire` the fetcher
+    was made with (`wire_for`)."""
     scope = config.crawl.scope()
     sink_queue: asyncio.Queue[object] = asyncio.Queue(2 * config.storage.batch_size)
+    commit_now = CommitNow(sink_queue)  # the dispatcher's word to the sink
 
     def read_sitemaps(site: str, declared: tuple[str, ...]) -> None:
         if config.crawl.sitemaps:
@@ -76,19 +83,17 @@ def build_stages(
     key_of, resolve_key = politeness_keys(config.fetch.politeness_key, fetcher.resolver)
     scheduler = Scheduler(
         frontier,
-        limits(config),
+        wire.limits,
         fetch=fetcher,
         gate=make_gate,
-        wire=fetcher,
+        wire=wire,
         key_of=key_of,
         resolve_key=resolve_key,
-        keep_alive_budget=idle_connections,
-        on_starved=lambda starved: sink.set_eager(starved, sink_queue),
+        commit_now=commit_now,
         leases=leases,
         concurrency=config.fetch.concurrency,
     )
-    fetcher.attach(scheduler)
-    sink = Sink(pages, config.storage, on_stored=scheduler.stored)
+    sink = Sink(pages, config.storage, on_stored=scheduler.stored, commit_now=commit_now)
 
     async def emit(record: PageRecord) -> None:
         scheduler.expect_unrequested_record()
@@ -112,6 +117,16 @@ def build_stages(
     )
     pipeline = Pipeline(config, scheduler, fetcher, parser, sink, sink_queue, admission)
     return Stages(scheduler, pipeline)
+
+
+def wire_for(config: Config, budget: SocketBudget) -> OnTheWire:
+    """The connection slots of one crawl, with the dispatcher's side of them: made before the
+    fetcher (`Fetcher(..., wire=wire.slots, listener=wire)`) and the dispatcher, given to both.
+    `budget`: the slots the open-files limit allows, and the idle connections that may stay open
+    besides (`sockets.socket_budget`)."""
+    return OnTheWire(
+        limits(config), slots=WireSlots(budget.wire), keep_alive=KeepAlive(budget.idle)
+    )
 
 
 def limits(config: Config) -> Limits:

@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from helpers import Site, base_url, crawl, too_close
+from scraper.crawl.commit_now import CommitNow
 from scraper.crawl.hosts import Limits
 from scraper.crawl.ports import HostRules
 from scraper.crawl.scheduler import Assignment, Scheduler
@@ -438,16 +439,18 @@ async def test_a_retry_waits_for_the_hosts_delay_too(aiohttp_server, make_config
 async def test_the_sink_is_hurried_only_when_a_host_waits_for_its_links() -> None:
     """While the one host has URLs to fetch, idle workers (its slot is full) are no reason to
     commit pages one by one: their links are not needed yet. Once it has none left but in
-    unstored pages, they are (the sink is told, `on_starved`)."""
+    unstored pages, they are (the sink is told, `CommitNow`)."""
     frontier = MemoryFrontier([f"http://a.example/{n}" for n in range(40)])
     left_when_hurried: list[int] = []
     scheduler: Scheduler
 
-    def on_starved(starved: bool) -> None:
-        if starved:
-            left_when_hurried.append(len(frontier.pending) + scheduler.queued())
+    class Hurried(CommitNow):
+        def want(self, eager: bool) -> None:
+            if eager and not self.eager:
+                left_when_hurried.append(len(frontier.pending) + scheduler.queued())
+            super().want(eager)
 
-    scheduler = scheduler_over(frontier, Limits(per_host_concurrency=2), on_starved=on_starved)
+    scheduler = scheduler_over(frontier, Limits(per_host_concurrency=2), commit_now=Hurried())
 
     handoff: asyncio.Queue[Assignment | None] = asyncio.Queue()
     async with asyncio.TaskGroup() as tasks:
