@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from types import TracebackType
 from typing import Self, TypeVar
@@ -36,6 +37,7 @@ class ParsePool:
         self._pool = ProcessPool(config.workers, config.nice) if config.workers else None
         self._timeout = config.timeout  # CPU seconds per page, or per call of `run`
         self._open = False
+        self._ready: asyncio.Task[None] | None = None  # the workers' start, owned here
 
     @property
     def inline(self) -> bool:
@@ -43,11 +45,23 @@ class ParsePool:
         return self._pool is None
 
     async def __aenter__(self) -> Self:
+        """The workers start in the background: the crawl's first requests (robots.txt, the
+        seeds) need no parser, and waiting for the workers' start and imports first put them
+        all before the first request (bench/startup.py measures it)."""
         if self._pool is not None:
-            await self._pool.__aenter__()
-            await asyncio.gather(*(self._pool.run(warm_up, None) for _ in self._pool.pids))
+            self._ready = asyncio.create_task(self._start(self._pool), name="parse workers start")
         self._open = True
         return self
+
+    @staticmethod
+    async def _start(pool: ProcessPool) -> None:
+        await pool.__aenter__()
+        await asyncio.gather(*(pool.run(warm_up, None) for _ in pool.pids))
+
+    async def _started(self) -> ProcessPool:
+        assert self._pool is not None and self._ready is not None
+        await asyncio.shield(self._ready)  # a caller cancelled must not cancel the start
+        return self._pool
 
     async def parse_many(self, jobs: list[ParseJob]) -> list[ParseResult | ParseFailure]:
         """Parse a batch of pages in one round trip, each page within parse.timeout; a worker
@@ -56,6 +70,7 @@ class ParsePool:
         if self._pool is None:
             await asyncio.sleep(0)  # between two inline batches the fetchers and timers get a turn
             return parse_pages(jobs)
+        await self._started()
         return await self._in_time(each_within, (self._timeout, parse_pages, jobs))
 
     async def run(self, function: Callable[[J], R], job: J) -> R:
@@ -65,6 +80,7 @@ class ParsePool:
         if self._pool is None:
             await asyncio.sleep(0)
             return function(job)
+        await self._started()
         return await self._in_time(within, (self._timeout, function, job))
 
     async def _in_time(self, function: Callable[[J], R], call: J) -> R:
@@ -88,5 +104,8 @@ class ParsePool:
         tb: TracebackType | None,
     ) -> None:
         self._open = False
+        if self._ready is not None:  # let a start under way finish, so its workers are stopped
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._ready)  # its error, if any, was a caller's to see
         if self._pool is not None:
             await self._pool.__aexit__(exc_type, exc, tb)
