@@ -10,25 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import queue
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from typing import Literal, Protocol, TextIO
 
-from rich.console import Console, RenderableType
 from rich.filesize import decimal
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TaskProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.text import Text
 
 from scraper.models import CrawlSnapshot
 from scraper.terminal import visible
@@ -65,7 +51,12 @@ async def show_progress(
     if mode == "off":
         yield
         return
-    view: View = LiveView() if mode == "live" else LineView()
+    if mode == "live":
+        from scraper.cli.live import LiveView  # rich's display: only when a terminal shows it
+
+        view: View = LiveView()
+    else:
+        view = LineView()
     period = LIVE_PERIOD if mode == "live" else interval
     await asyncio.to_thread(view.start)
     sampler = asyncio.create_task(_sample_every(period, sample, view), name="progress")
@@ -118,14 +109,14 @@ def format_line(s: CrawlSnapshot, rate: float, elapsed: float) -> str:
     done = f"{s.pages}/{s.max_pages}" if s.max_pages else f"{s.pages}"
     line = (
         f"{done} pages, {rate:.1f} pages/s, queued {s.queued}, in flight {s.in_flight}, "
-        f"errors {s.errors}, {decimal(s.bytes)}, loop lag {_lag(s)} ms, {elapsed:.0f} s"
+        f"errors {s.errors}, {decimal(s.bytes)}, loop lag {lag(s)} ms, {elapsed:.0f} s"
     )
     if s.max_pages and rate > 0:
         line += f", ETA {max(0, s.max_pages - s.pages) / rate:.0f} s"
     return visible(line)  # counters only today; whatever a line gains, it shows no escape codes
 
 
-def _lag(s: CrawlSnapshot) -> str:
+def lag(s: CrawlSnapshot) -> str:
     return f"{s.loop_lag_p50_ms:.1f}/{s.loop_lag_p99_ms:.1f}/{s.loop_lag_max_ms:.0f}"
 
 
@@ -143,77 +134,3 @@ def _fields(s: CrawlSnapshot) -> dict[str, object]:
             "max": s.loop_lag_max_ms,
         },
     }
-
-
-class _Rate(ProgressColumn):
-    def render(self, task: Task) -> Text:
-        return Text(f"{task.speed or 0:.1f} pages/s", style="progress.data.speed")
-
-
-class _CrawlProgress(Progress):
-    """rich's progress bar plus a line of the crawl's other counters under it."""
-
-    details: Text = Text()
-
-    def get_renderables(self) -> Iterable[RenderableType]:
-        yield from super().get_renderables()
-        yield self.details
-
-
-class LiveView:
-    """A rich display redrawn by its own thread from the latest sample the loop handed over."""
-
-    def __init__(self, console: Console | None = None) -> None:
-        self._progress = _CrawlProgress(
-            TextColumn("[bold]crawling"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TaskProgressColumn(),
-            _Rate(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-            console=console,
-            auto_refresh=False,
-            transient=True,  # the summary printed after it says it all
-        )
-        self._task = self._progress.add_task("pages", total=None)
-        self._inbox: queue.SimpleQueue[CrawlSnapshot | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._draw, name="progress", daemon=True)
-
-    def start(self) -> None:
-        self._progress.start()
-        self._thread.start()
-
-    def show(self, snapshot: CrawlSnapshot) -> None:
-        self._inbox.put(snapshot)
-
-    def stop(self) -> None:
-        self._inbox.put(None)
-        self._thread.join()
-        self._progress.stop()
-
-    def _draw(self) -> None:
-        while (snapshot := self._inbox.get()) is not None:
-            self._update(snapshot)
-            self._progress.refresh()
-
-    def _update(self, s: CrawlSnapshot) -> None:
-        self._progress.update(self._task, completed=s.pages, total=s.max_pages or None)
-        elapsed = self._progress.tasks[0].elapsed or 0.0
-        pieces = [
-            ("queued ", "dim"),
-            (str(s.queued), ""),
-            ("  in flight ", "dim"),
-            (str(s.in_flight), ""),
-            ("  errors ", "dim"),
-            (str(s.errors), "red" if s.errors else ""),
-            ("  ", ""),
-            (decimal(s.bytes), ""),
-            ("  loop lag p50/p99/max ", "dim"),
-            (f"{_lag(s)} ms", ""),
-            ("  elapsed ", "dim"),
-            (f"{elapsed:.0f} s", ""),
-        ]
-        # rich passes ESC and most control characters through to the terminal: each piece goes
-        # through `visible` (counters only today, but a host name may join them).
-        self._progress.details = Text.assemble(*((visible(t), style) for t, style in pieces))
