@@ -22,9 +22,6 @@ def render_cli_reference() -> str:
         lines += [f"## `scraper {name}` {{#scraper-{name}}}", ""]
         lines += [parser.description or summary, ""]
         own = [a for a in parser._actions if a.dest not in common and a.dest != "help"]
-        if not parser.add_help:  # parses its own options (`scraper bench`)
-            lines += [f"Its options: `scraper {name} --help`.", ""]
-            continue
         lines += ["```", _usage(parser).rstrip(), "```", ""]
         if own:
             lines += [*_table(own), ""]

@@ -5,7 +5,7 @@ Politeness is kept per **slot** (`hosts.py`): a host, a registrable domain or an
 active (handed out and not done) and its delay (per-host delay, Crawl-delay, backoff,
 Retry-After) has passed since its last start. Slots that have work sit in a heap keyed on the
 moment each may start next (`ready.py`), so a hand-out costs O(log slots) whatever the number of
-hosts (`scraper.bench.dispatch` measures it). A slow, throttled or backing-off host never holds
+hosts (`python -m bench.dispatch` measures it). A slow, throttled or backing-off host never holds
 up the others.
 
 Every request to a host takes its turn on the slot, robots.txt and sitemaps included: they are
