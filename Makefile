@@ -42,7 +42,7 @@ lock:
 	$(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade -e '.[$(EXTRAS)]'
-	$(LOCK_VENV)/bin/python -m pytest
+	$(LOCK_VENV)/bin/python -m pytest $(PYTEST_ARGS)
 	{ echo "# The versions make install and make test install; written by make lock."; \
 	  $(LOCK_VENV)/bin/python -m pip freeze --all --exclude-editable; } > $(LOCK).new
 	mv $(LOCK).new $(LOCK)
@@ -58,8 +58,9 @@ demo: $(RUNTIME)
 # Three pytest-xdist workers: most of a test's time is spent waiting on its servers and processes
 # (the suite used 2.7 CPU minutes in 6 wall minutes, one at a time), so three keep 2 cores busy
 # without starving the tests that time their processes; tests/conftest.py keeps those together.
+PYTEST_ARGS := -n 3 --dist loadgroup
 test: $(STAMP) $(CHROMIUM) $(INITDB)
-	$(BIN)/python -m pytest -n 3 --dist loadgroup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq
