@@ -37,7 +37,7 @@ $(STAMP): $(RUNTIME)
 # The newest versions inside pyproject.toml's ranges, in a virtualenv of their own; the suite runs
 # against them, and only when it passes do they become the lock.
 LOCK_VENV := .venv-lock
-lock:
+lock: $(CHROMIUM) $(INITDB)
 	rm -rf $(LOCK_VENV)
 	$(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
