@@ -373,6 +373,11 @@ class Scheduler:
                 slot, host, wake_at = self._ready.pick(now)
                 if host is not None and host.queue and not self._leases.valid(host.name, now):
                     self.lost([host.name])  # the lease would not outlive a request
+                    # Yield before looking again: the renewal that would make the lease valid
+                    # runs on this loop. Without it a host with work left (a robots.txt job) was
+                    # picked, found invalid and dropped again and again, the loop never yielding
+                    # and the renewal never done (a process at 100% CPU, seen under load).
+                    await asyncio.sleep(0)
                     continue
                 if slot is not None and host is not None:
                     if host.jobs:
