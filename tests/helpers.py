@@ -8,7 +8,6 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -87,22 +86,10 @@ def new_database(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def too_close(starts: list[float], delay: float, jitter: float) -> list[tuple[int, float]]:
-    """The runs of k + 1 request starts (as a server saw them arrive) that span less than k
-    delays, less `jitter`: (k, span) of each. Arrival is not departure: on a busy machine one
-    request can arrive tens of milliseconds late and the next on time, so no single gap is held
-    to the delay alone; a crawler that sends faster than the delay fails over a few requests."""
-    ordered = sorted(starts)
-    return [
-        (k, round(ordered[i + k] - ordered[i], 3))
-        for i in range(len(ordered))
-        for k in range(1, len(ordered) - i)
-        if ordered[i + k] - ordered[i] < k * delay - jitter
-    ]
-
-
 class Site:
-    """A small site: /, /p/0 … /p/{n-1} all linked from /, optional robots.txt and latency."""
+    """A small site: /, /p/0 … /p/{n-1} all linked from /, optional robots.txt and latency.
+    `starts` holds each request with the moment it came, on the loop's clock (real time, or a
+    looptime test's controlled one)."""
 
     def __init__(self, pages: int = 10, *, robots: Any = None, latency: float = 0.0) -> None:
         self.pages = pages
@@ -119,13 +106,13 @@ class Site:
         self.app.router.add_get("/{path:.+}", self.page)
 
     async def robots_txt(self, request: web.Request) -> web.Response:
-        self.starts.append((request.path, time.monotonic()))
+        self.starts.append((request.path, asyncio.get_running_loop().time()))
         if isinstance(self.robots, str):
             return web.Response(text=self.robots)
         return web.Response(status=self.robots if isinstance(self.robots, int) else 404)
 
     async def page(self, request: web.Request) -> web.Response:
-        self.starts.append((request.path_qs, time.monotonic()))
+        self.starts.append((request.path_qs, asyncio.get_running_loop().time()))
         if len(self.fetched()) == self.pages + 1:
             self.all_fetched.set()
         for count, event in self._reached.items():
