@@ -8,6 +8,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,10 @@ from selectolax.lexbor import LexborHTMLParser
 from scraper.config import Config
 from scraper.crawl.crawler import Crawler
 from scraper.demosite import STATE
-from scraper.store.base import CrawlSummary
+from scraper.models import CrawlRequest
+from scraper.store.base import CrawlSummary, FrontierState
 from scraper.store.sqlite.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
+from scraper.urls import host_key
 
 
 async def crawl(config: Config) -> CrawlSummary:
@@ -138,6 +141,48 @@ class Site:
 
     def starts_before(self, moment: float) -> list[str]:
         return [path for path, at in self.starts if at < moment]
+
+
+class MemoryFrontier:
+    """The Frontier protocol over a dict, enough for the dispatcher alone; `max_pages` counts
+    leases, as a backend's does."""
+
+    def __init__(self, urls: Sequence[str], max_pages: int = 0) -> None:
+        self.pending = {url: CrawlRequest(url) for url in urls}
+        self.leased: list[str] = []
+        self.max_pages = max_pages
+
+    @property
+    def spent(self) -> bool:
+        return bool(self.max_pages) and len(self.leased) >= self.max_pages
+
+    def capped(self, host: str) -> bool:
+        return False
+
+    def forget(self, host: str) -> None:
+        pass
+
+    async def seed(self, requests: Sequence[CrawlRequest]) -> None:
+        for request in requests:
+            self.pending.setdefault(request.url, request)
+
+    async def reset_leases(self) -> int:
+        return 0
+
+    async def lease(self, host: str, limit: int) -> list[CrawlRequest]:
+        if self.max_pages:
+            limit = min(limit, self.max_pages - len(self.leased))
+        mine = [r for r in self.pending.values() if host_key(r.url) == host][:limit]
+        for request in mine:
+            del self.pending[request.url]
+            self.leased.append(request.url)
+        return mine
+
+    async def pending_hosts(self, limit: int, after: str = "") -> list[str]:
+        return sorted(h for h in {host_key(url) for url in self.pending} if h > after)[:limit]
+
+    async def count(self, state: FrontierState) -> int:
+        return len(self.pending) if state == FrontierState.PENDING else len(self.leased)
 
 
 # A regex that backtracks for ever (~1.6^n steps) on "a" * n + "b", in `re` and in the `regex`

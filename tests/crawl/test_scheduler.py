@@ -9,66 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-from helpers import Site, base_url, crawl
+from bench.dispatch import answered, run_dispatcher
+from helpers import MemoryFrontier, Site, base_url, crawl
 from scraper.crawl.commit_now import CommitNow
 from scraper.crawl.hosts import Limits
 from scraper.crawl.ports import FetchStage, HostRules
 from scraper.crawl.robots import RobotsGate
-from scraper.crawl.scheduler import Assignment, Scheduler
+from scraper.crawl.scheduler import Scheduler
 from scraper.domains import registrable_domain
 from scraper.errors import StorageError
-from scraper.models import CrawlRequest, FetchResult, PageRecord
-from scraper.store.base import FrontierState, HostPoliteness
+from scraper.models import CrawlRequest, FetchResult
+from scraper.store.base import HostPoliteness
 from scraper.store.sqlite.leases import SqliteHostLeases
 from scraper.urls import host_key
-
-
-class MemoryFrontier:
-    """The Frontier protocol over a dict, enough for the dispatcher alone; `max_pages` counts
-    leases, as a backend's does."""
-
-    def __init__(self, urls: Sequence[str], max_pages: int = 0) -> None:
-        self.pending = {url: CrawlRequest(url) for url in urls}
-        self.leased: list[str] = []
-        self.max_pages = max_pages
-
-    @property
-    def spent(self) -> bool:
-        return bool(self.max_pages) and len(self.leased) >= self.max_pages
-
-    def capped(self, host: str) -> bool:
-        return False
-
-    def forget(self, host: str) -> None:
-        pass
-
-    async def seed(self, requests: Sequence[CrawlRequest]) -> None:
-        for request in requests:
-            self.pending.setdefault(request.url, request)
-
-    async def reset_leases(self) -> int:
-        return 0
-
-    async def lease(self, host: str, limit: int) -> list[CrawlRequest]:
-        if self.max_pages:
-            limit = min(limit, self.max_pages - len(self.leased))
-        mine = [r for r in self.pending.values() if host_key(r.url) == host][:limit]
-        for request in mine:
-            del self.pending[request.url]
-            self.leased.append(request.url)
-        return mine
-
-    async def pending_hosts(self, limit: int, after: str = "") -> list[str]:
-        return sorted(h for h in {host_key(url) for url in self.pending} if h > after)[:limit]
-
-    async def count(self, state: FrontierState) -> int:
-        return len(self.pending) if state == FrontierState.PENDING else len(self.leased)
 
 
 def scheduler_over(frontier: MemoryFrontier, limits: Limits, **options: Any) -> Scheduler:
@@ -101,32 +60,10 @@ class Gate:
 URLS = [f"http://{host}.example/{n}" for host in ("a", "b") for n in range(5)]
 
 
-async def work(
-    scheduler: Scheduler, handoff: asyncio.Queue[Assignment | None], to_sink: float = 0.0
-) -> list[str]:
-    """A fetch worker that answers at once and has each page stored `to_sink` seconds later (at
-    once by default): the URLs it got."""
-    handled = []
-    while True:
-        scheduler.want_work()
-        assignment = await handoff.get()
-        if assignment is None:
-            return handled
-        request = assignment.request
-        result = FetchResult(request, fetched_at="", attempts=1, status=200, elapsed_ms=1.0)
-        scheduler.fetched(request, result)
-        handled.append(request.url)
-        await asyncio.sleep(to_sink)
-        scheduler.stored([PageRecord(fetch=result)])
-
-
 async def dispatch(scheduler: Scheduler, workers: int = 3) -> list[str]:
-    """Run the dispatcher and its workers to the end: every URL handed out."""
-    handoff: asyncio.Queue[Assignment | None] = asyncio.Queue()
-    async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(scheduler.run(handoff, workers))
-        handed = [tasks.create_task(work(scheduler, handoff)) for _ in range(workers)]
-    return [url for task in handed for url in task.result()]
+    """Run the dispatcher and its workers, which answer at once, to the end: every URL handed
+    out."""
+    return await run_dispatcher(scheduler, workers, to_sink=0.0)
 
 
 async def test_every_url_is_handed_out_once_and_the_hosts_are_released() -> None:
@@ -299,14 +236,7 @@ class Server:
         self.starts: list[tuple[str, float]] = []
         self.active = self.most_active = 0
 
-    async def fetch(
-        self,
-        request: CrawlRequest,
-        *,
-        any_type: bool = False,
-        time_limit: float | None = None,
-        body_limit: int | None = None,
-    ) -> FetchResult:
+    async def fetch(self, request: CrawlRequest, **options: Any) -> FetchResult:
         path = "/" + request.url.split("/", 3)[3]
         self.starts.append((path, asyncio.get_running_loop().time()))
         self.active += 1
@@ -347,21 +277,7 @@ async def test_robots_txt_takes_a_turn_and_starts_the_delay() -> None:
     )
     began = asyncio.get_running_loop().time()
 
-    async def worker(handoff: asyncio.Queue[Assignment | None]) -> None:
-        while True:
-            scheduler.want_work()
-            assignment = await handoff.get()
-            if assignment is None:
-                return
-            result = await server.fetch(assignment.request)
-            scheduler.fetched(assignment.request, result)
-            scheduler.stored([PageRecord(fetch=result)])
-
-    handoff: asyncio.Queue[Assignment | None] = asyncio.Queue()
-    async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(scheduler.run(handoff, 2))
-        for _ in range(2):
-            tasks.create_task(worker(handoff))
+    await run_dispatcher(scheduler, 2, server.fetch)
     paths = [path for path, _ in server.starts]
     assert paths[0] == "/robots.txt" and sorted(paths[1:]) == sorted(
         ["/sitemap.xml", "/", "/p/0", "/p/1", "/p/2"]
@@ -380,25 +296,12 @@ async def test_hosts_beyond_the_window_wait_in_the_frontier() -> None:
     urls = [f"http://h{n}.example/{page}" for n in range(300) for page in range(2)]
     scheduler = scheduler_over(MemoryFrontier(urls), Limits(per_host_concurrency=1, max_hosts=20))
     held: list[int] = []
-    handoff: asyncio.Queue[Assignment | None] = asyncio.Queue()
 
-    async def worker() -> list[str]:
-        got = []
-        while True:
-            scheduler.want_work()
-            assignment = await handoff.get()
-            if assignment is None:
-                return got
-            held.append(scheduler.held_hosts())
-            result = FetchResult(assignment.request, fetched_at="", attempts=1, status=200)
-            scheduler.fetched(assignment.request, result)
-            got.append(assignment.request.url)
-            scheduler.stored([PageRecord(fetch=result)])
+    async def fetch(request: CrawlRequest) -> FetchResult:
+        held.append(scheduler.held_hosts())
+        return answered(request)
 
-    async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(scheduler.run(handoff, 4))
-        workers = [tasks.create_task(worker()) for _ in range(4)]
-    handed = [url for task in workers for url in task.result()]
+    handed = await run_dispatcher(scheduler, 4, fetch)
     assert sorted(handed) == sorted(urls)
     assert max(held) <= 20
     assert scheduler.held_hosts() == 0 and scheduler.held_slots() == 0
@@ -418,29 +321,18 @@ async def test_hosts_of_one_domain_share_its_politeness() -> None:
     active: dict[str, int] = {}
     most: dict[str, int] = {}
     together = 0
-    handoff: asyncio.Queue[Assignment | None] = asyncio.Queue()
 
-    async def worker() -> None:
+    async def fetch(request: CrawlRequest) -> FetchResult:
         nonlocal together
-        while True:
-            scheduler.want_work()
-            assignment = await handoff.get()
-            if assignment is None:
-                return
-            key = registrable_domain(host_key(assignment.request.url))
-            active[key] = active.get(key, 0) + 1
-            most[key] = max(most.get(key, 0), active[key])
-            together = max(together, sum(active.values()))
-            await asyncio.sleep(0.01)
-            active[key] -= 1
-            result = FetchResult(assignment.request, fetched_at="", attempts=1, status=200)
-            scheduler.fetched(assignment.request, result)
-            scheduler.stored([PageRecord(fetch=result)])
+        key = registrable_domain(host_key(request.url))
+        active[key] = active.get(key, 0) + 1
+        most[key] = max(most.get(key, 0), active[key])
+        together = max(together, sum(active.values()))
+        await asyncio.sleep(0.01)
+        active[key] -= 1
+        return answered(request)
 
-    async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(scheduler.run(handoff, 4))
-        for _ in range(4):
-            tasks.create_task(worker())
+    await run_dispatcher(scheduler, 4, fetch)
     assert most == {"example.com": 1, "other.org": 1}
     assert together == 2
     assert scheduler.handed == 12
@@ -543,11 +435,7 @@ async def test_the_sink_is_hurried_only_when_a_host_waits_for_its_links() -> Non
 
     scheduler = scheduler_over(frontier, Limits(per_host_concurrency=2), commit_now=Hurried())
 
-    handoff: asyncio.Queue[Assignment | None] = asyncio.Queue()
-    async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(scheduler.run(handoff, 6))
-        workers = [tasks.create_task(work(scheduler, handoff, to_sink=0.005)) for _ in range(6)]
-    assert sum(len(w.result()) for w in workers) == 40
+    assert len(await run_dispatcher(scheduler, 6, to_sink=0.005)) == 40
     assert all(left == 0 for left in left_when_hurried), left_when_hurried
 
 
@@ -629,33 +517,18 @@ async def test_a_busy_host_over_the_fair_share_is_drained_and_handed_back() -> N
     scheduler = Scheduler(frontier, Limits(per_host_concurrency=1), leases=leases, concurrency=1)
     handed: list[str] = []
 
-    async def worker(handoff: asyncio.Queue[Assignment | None]) -> None:
-        while True:
-            scheduler.want_work()
-            assignment = await handoff.get()
-            if assignment is None:
-                return
-            request = assignment.request
-            assert host_key(request.url) in leases.mine  # never a host that is not ours
-            handed.append(request.url)
-            leases.events.append(("handed", request.url, 0))
-            if len(handed) == 2:  # a request in flight at each host: another process joins
-                leases.share = 1
-            # In flight until one host is being handed back.
-            await until(lambda: len(handed) >= 2 and scheduler.hosts_held == 1)
-            result = FetchResult(request, fetched_at="", attempts=1, status=200, elapsed_ms=1.0)
-            scheduler.fetched(request, result)
-            leases.stored.add(request.url)
-            scheduler.stored([PageRecord(fetch=result)])
+    async def fetch(request: CrawlRequest) -> FetchResult:
+        assert host_key(request.url) in leases.mine  # never a host that is not ours
+        handed.append(request.url)
+        leases.events.append(("handed", request.url, 0))
+        if len(handed) == 2:  # a request in flight at each host: another process joins
+            leases.share = 1
+        # In flight until one host is being handed back.
+        await until(lambda: len(handed) >= 2 and scheduler.hosts_held == 1)
+        leases.stored.add(request.url)  # (stored next: a release gives back only the others)
+        return answered(request)
 
-    async def crawl_it() -> None:
-        handoff: asyncio.Queue[Assignment | None] = asyncio.Queue()
-        async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(scheduler.run(handoff, 2))
-            for _ in range(2):
-                tasks.create_task(worker(handoff))
-
-    await asyncio.wait_for(crawl_it(), 60)
+    await asyncio.wait_for(run_dispatcher(scheduler, 2, fetch), 60)
     assert sorted(handed) == sorted(urls)  # each once
     released = [(host, back) for kind, host, back in leases.events if kind == "released"]
     drained, given_back = released[0]
@@ -682,24 +555,12 @@ async def test_the_per_host_delay_and_concurrency_hold_exactly_on_the_loops_cloc
     began = loop.time()
     starts: dict[str, list[float]] = {"a.example": [], "b.example": []}
 
-    async def worker(handoff: asyncio.Queue[Assignment | None]) -> None:
-        while True:
-            scheduler.want_work()
-            assignment = await handoff.get()
-            if assignment is None:
-                return
-            request = assignment.request
-            starts[host_key(request.url)].append(round(loop.time() - began, 6))
-            await asyncio.sleep(0.5)
-            result = FetchResult(request, fetched_at="", attempts=1, status=200, elapsed_ms=1.0)
-            scheduler.fetched(request, result)
-            scheduler.stored([PageRecord(fetch=result)])
+    async def fetch(request: CrawlRequest) -> FetchResult:
+        starts[host_key(request.url)].append(round(loop.time() - began, 6))
+        await asyncio.sleep(0.5)
+        return answered(request)
 
-    handoff: asyncio.Queue[Assignment | None] = asyncio.Queue()
-    async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(scheduler.run(handoff, 3))
-        for _ in range(3):
-            tasks.create_task(worker(handoff))
+    await run_dispatcher(scheduler, 3, fetch)
     assert starts == {
         "a.example": [0.0, 2.0, 4.0, 6.0, 8.0],
         "b.example": [0.0, 2.0, 4.0, 6.0, 8.0],
@@ -716,27 +577,13 @@ async def test_a_throttled_host_waits_out_its_retry_after_on_the_loops_clock() -
     began = loop.time()
     starts: list[float] = []
 
-    async def worker(handoff: asyncio.Queue[Assignment | None]) -> None:
-        while True:
-            scheduler.want_work()
-            assignment = await handoff.get()
-            if assignment is None:
-                return
-            request = assignment.request
-            starts.append(round(loop.time() - began, 6))
-            throttled = len(starts) == 1
-            result = FetchResult(
-                request, fetched_at="", attempts=1, status=429 if throttled else 200,
-                elapsed_ms=1.0, throttled=throttled, retry_after=30.0 if throttled else None,
-            )  # fmt: skip
-            scheduler.fetched(request, result)
-            scheduler.stored([PageRecord(fetch=result)])
+    async def fetch(request: CrawlRequest) -> FetchResult:
+        starts.append(round(loop.time() - began, 6))
+        if len(starts) > 1:
+            return answered(request)
+        return answered(request, status=429, throttled=True, retry_after=30.0)
 
-    handoff: asyncio.Queue[Assignment | None] = asyncio.Queue()
-    async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(scheduler.run(handoff, 2))
-        for _ in range(2):
-            tasks.create_task(worker(handoff))
+    await run_dispatcher(scheduler, 2, fetch)
     assert starts[0] == 0.0 and starts[1] == 30.0
 
 
@@ -792,29 +639,15 @@ async def test_late_renewals_do_not_make_the_dispatcher_spin() -> None:
     # and again, the clock never moving on.)
     scheduler = Scheduler(frontier, Limits(per_host_delay=0.25), leases=leases, concurrency=3)
     loop = asyncio.get_running_loop()
-    handed: list[str] = []
 
-    async def worker(handoff: asyncio.Queue[Assignment | None]) -> None:
-        while True:
-            scheduler.want_work()
-            assignment = await handoff.get()
-            if assignment is None:
-                return
-            request = assignment.request
-            host = host_key(request.url)
-            assert loop.time() + leases.margin < leases.until[host]  # it outlives the request
-            handed.append(request.url)
-            await asyncio.sleep(0.125)
-            result = FetchResult(request, fetched_at="", attempts=1, status=200, elapsed_ms=1.0)
-            scheduler.fetched(request, result)
-            leases.stored.add(request.url)
-            scheduler.stored([PageRecord(fetch=result)])
+    async def fetch(request: CrawlRequest) -> FetchResult:
+        until = leases.until[host_key(request.url)]
+        assert loop.time() + leases.margin < until  # the lease outlives the request
+        await asyncio.sleep(0.125)
+        leases.stored.add(request.url)  # (stored next: a release gives back only the others)
+        return answered(request)
 
-    handoff: asyncio.Queue[Assignment | None] = asyncio.Queue()
-    async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(scheduler.run(handoff, 3))
-        for _ in range(3):
-            tasks.create_task(worker(handoff))
+    handed = await run_dispatcher(scheduler, 3, fetch)
     assert sorted(handed) == sorted(urls)  # each once
     assert leases.renewals >= 2  # the crawl outlasted a lease: renewals ran in between
     assert any(kind == "released" and back for kind, _, back in leases.events)  # drops happened
