@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import signal
@@ -27,6 +28,7 @@ import pytest
 from aiohttp import web
 
 from scraper.demosite import SiteSpec, make_app
+from scraper.store.fleet_health import merge_healths
 
 # Each test runs two or three crawl processes (each with a parse worker) beside PostgreSQL and
 # this test's server: 4-10 s on a quiet 2-core machine, and up to ~40 s measured with both cores
@@ -338,6 +340,38 @@ async def test_crawl_workers_end_with_a_crawl_that_cannot_begin(
     code, _, err = await finish(process, within=60)  # its workers' stderr is closed too
     assert code == 2, err
     assert err.count("scraper: error:") == 1, err  # the crawl's one line; the workers say nothing
+
+
+async def test_the_summary_of_a_fleet_is_the_whole_crawl_s(
+    site: Served, pg_url: str, tmp_path: Path
+) -> None:
+    """A crawl and two `scraper worker`s, then `scraper stats`: its counts are the database's,
+    its stages and per-host settings every process's merged (each kept in its `workers` row),
+    so a host that only another process crawled is there, whichever recorded the crawl's end."""
+    first = await start("crawl", *site.roots, "--db", pg_url, *OPTIONS, cwd=tmp_path)
+    others = await workers_joined(pg_url, tmp_path, OPTIONS)
+    for process in (first, *others):
+        code, _, err = await finish(process)
+        assert code == 0, err
+    await assert_complete(pg_url, site)
+    code, out, err = await finish(await start("stats", "--db", pg_url, cwd=tmp_path))
+    assert code == 0, err
+    ((stored,),) = await rows(pg_url, "SELECT count(*) FROM pages")
+    assert f"Crawl 1 finished: {stored} pages" in out
+    workers = await rows(pg_url, "SELECT pages, health FROM workers ORDER BY finished_at, id")
+    assert sum(pages for pages, _ in workers) == stored and "workers:   3:" in out
+    healths = [json.loads(text) for _, text in workers]
+    ((counters,),) = await rows(pg_url, "SELECT counters FROM crawls")
+    kept = json.loads(counters)
+    everyone = {host for h in healths for host in h["hosts"]}
+    crawled = {root.split("/")[2] for root in site.roots}
+    assert set(kept["hosts"]) == everyone == crawled
+    # Some process never held some host: its own figures were not the crawl's.
+    assert any(set(h["hosts"]) != crawled for h in healths), healths
+    assert kept["stages"] == merge_healths(healths)["stages"]
+    assert kept["loop_lag_ms"]["samples"] == sum(h["loop_lag_ms"]["samples"] for h in healths)
+    (per_host,) = [line for line in out.splitlines() if line.startswith("  per host:")]
+    assert per_host.count(" every ") == min(len(crawled), 5)  # the summary shows five
 
 
 @pytest.mark.parametrize("victim", ["the crawl's own process", "a worker"])

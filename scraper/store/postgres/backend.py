@@ -22,8 +22,8 @@ class PgBackend(Opened):
         # their discoveries and done marks, a lease with its state), so the crawl resumes from
         # a consistent point and fetches those pages again.
         self._db = PgDatabase(url, setup=(CREATE_FOUND, "SET synchronous_commit = off"))
-        self._crawls = PgCrawlLog(self._db)
         self.worker = worker_name()
+        self._crawls = PgCrawlLog(self._db, self.worker)
 
     @property
     def location(self) -> str:
