@@ -27,6 +27,8 @@ import psycopg
 import pytest
 from aiohttp import web
 
+from scraper.crawl.crawler import Crawler
+from scraper.crawl.gauges import GAUGE_PERIOD
 from scraper.demosite import SiteSpec, make_app
 from scraper.store.fleet_health import merge_healths
 
@@ -372,6 +374,58 @@ async def test_the_summary_of_a_fleet_is_the_whole_crawl_s(
     assert kept["loop_lag_ms"]["samples"] == sum(h["loop_lag_ms"]["samples"] for h in healths)
     (per_host,) = [line for line in out.splitlines() if line.startswith("  per host:")]
     assert per_host.count(" every ") == min(len(crawled), 5)  # the summary shows five
+
+
+async def test_the_live_display_counts_the_whole_fleet_s_requests_and_urls(
+    pg_url: str, tmp_path: Path, make_config: Any
+) -> None:
+    """The crawl's process (here, in this test's loop: its snapshot is what its display draws)
+    and two workers; one host's pages hang. Once every other host is crawled, what is on the
+    wire anywhere is that host's requests, held by the server, whichever process sent them, and
+    nothing is left in the frontier: the display's counts, read through the database every few
+    seconds, say so, with the processes' number."""
+    async with serve(hang=True) as site:
+        config = make_config(
+            site.roots,
+            fetch__per_host_delay=DELAY, fetch__per_host_concurrency=PER_HOST,
+            fetch__concurrency=4, fetch__autothrottle=False, fetch__total_timeout=60,
+            fetch__retries=0, storage__db=pg_url, storage__lease_ttl=80, storage__batch_size=5,
+            storage__flush_interval=0.2, crawl__shutdown_grace=300,
+        )  # fmt: skip
+        crawler = Crawler(config)
+        crawling = asyncio.create_task(crawler.run())
+        try:
+            await crawler.began.wait()
+            others = [
+                await start("worker", "--db", pg_url, "--crawl", str(crawler.crawl_id), *PATIENT,
+                            cwd=tmp_path)
+                for _ in range(2)
+            ]  # fmt: skip
+            await joined(pg_url, 3, tuple(others))
+            crawled = len(site.expected()) - len(SPEC.reachable())  # all but the hanging host's
+            while (await rows(pg_url, "SELECT count(*) FROM pages"))[0][0] < crawled:
+                await asyncio.sleep(0.1)
+            await until(lambda: site.waiting >= 1)
+            await asyncio.sleep(2 * GAUGE_PERIOD + 1)  # every process has exchanged since
+            held = [port for port, transport in site.held.items() if still_connected(transport)]
+            ((pending,),) = await rows(pg_url, "SELECT count(*) FROM frontier WHERE state = 0")
+            shown = crawler.snapshot()
+            assert shown.processes == 3
+            assert shown.in_flight == len(held) >= 1  # the server's count, over the processes
+            assert shown.queued == pending == 0
+            assert shown.here_in_flight <= shown.in_flight
+            site.gate.set()
+            for process in others:
+                code, _, err = await finish(process)
+                assert code == 0, err
+            summary = await asyncio.wait_for(crawling, DEADLINE)
+        finally:
+            site.gate.set()
+            if not crawling.done():
+                crawler.stop()
+                await asyncio.wait([crawling], timeout=DEADLINE)
+    assert summary.status == "finished"
+    assert summary.pages == len(site.expected())
 
 
 @pytest.mark.parametrize("victim", ["the crawl's own process", "a worker"])

@@ -154,3 +154,33 @@ async def test_a_worker_that_ends_after_the_crawl_was_recorded_joins_its_summary
     assert kept["loop_lag_ms"]["p99"] == 9.0 and kept["loop_lag_ms"]["stalls"] == 3
     assert kept["by_status"] == {"2xx": 2}  # the first one's record of the end is kept
     assert sorted(pages for _, pages, _ in shares) == [1, 1]
+
+
+async def test_each_process_reads_the_others_gauges_and_the_crawl_s_pending_urls(
+    pg_url: str,
+) -> None:
+    """The live display's counts in a fleet (crawl/gauges.py): the other processes' gauges, as
+    they last published them, and the frontier's pending URLs; a stopped process counts no more.
+    """
+    config = StorageConfig(db=pg_url)
+    seeds = [f"{A}/", f"{A}/2", f"{B}/", f"{B}/2", f"{B}/3"]
+    async with open_backend(config) as one, open_backend(config) as two:
+        crawl_id = await one.crawls.start(digest_of(seeds), "{}")
+        await one.frontier(crawl_id).seed([CrawlRequest(url=url) for url in seeds])
+        await one.frontier(crawl_id).reset_leases()
+        await two.join(crawl_id)
+        one_leases, two_leases = (b.leases(crawl_id, ttl=60, margin=1) for b in (one, two))
+        (a,) = await one_leases.claim(1)  # (each process registers at its first claim)
+        (b,) = await two_leases.claim(1)
+        taken = await one.frontier(crawl_id).lease(a.host, 10)  # its queue: leased, not pending
+        alone = await one.gauges(crawl_id).exchange(len(taken), 1, count_pending=True)
+        assert (alone.others, alone.queued, alone.in_flight) == (0, 0, 0)  # two has said nothing
+        await two.gauges(crawl_id).exchange(3, 2, count_pending=False)
+        load = await one.gauges(crawl_id).exchange(len(taken), 1, count_pending=True)
+        assert (load.others, load.queued, load.in_flight) == (1, 3, 2)
+        assert (load.pending, load.pending_capped) == (len(seeds) - len(taken), False)
+        assert (await two.gauges(crawl_id).exchange(0, 0, count_pending=False)).pending is None
+        await two_leases.close("interrupted", [HostPoliteness(b.host)])
+        load = await one.gauges(crawl_id).exchange(len(taken), 1, count_pending=True)
+        assert (load.others, load.queued, load.in_flight) == (0, 0, 0)
+        await one_leases.close("finished")
