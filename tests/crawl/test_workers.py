@@ -403,7 +403,9 @@ async def test_the_live_display_counts_the_whole_fleet_s_requests_and_urls(
             ]  # fmt: skip
             await joined(pg_url, 3, tuple(others))
             crawled = len(site.expected()) - len(SPEC.reachable())  # all but the hanging host's
+            deadline = time.monotonic() + DEADLINE
             while (await rows(pg_url, "SELECT count(*) FROM pages"))[0][0] < crawled:
+                assert time.monotonic() < deadline, "the other hosts were not crawled"
                 await asyncio.sleep(0.1)
             await until(lambda: site.waiting >= 1)
             await asyncio.sleep(2 * GAUGE_PERIOD + 1)  # every process has exchanged since
