@@ -196,7 +196,7 @@ class PageRecord:
 class CrawlSnapshot:
     """A crawl's counters at one moment, for a progress display; read-only, cheap to take."""
 
-    pages: int = 0  # through the pipeline and handed to the sink
+    pages: int = 0  # the crawl's: stored before, by other processes, and handed to the sink
     errors: int = 0  # of those, the ones stored with an error
     bytes: int = 0
     queued: int = 0  # the crawl's URLs not yet fetched: in its frontier and admitted (below)

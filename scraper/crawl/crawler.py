@@ -100,7 +100,9 @@ class Crawler:
         queued, in_flight = self._own_gauges()
         fleet = self._gauges.load if self._gauges is not None else FleetLoad()
         return CrawlSnapshot(
-            pages=self._stored_before + pages,
+            # In a fleet, every other process's pages (of every run: what a resumed crawl had)
+            # and this one's; alone, what the crawl had when this process began, and its own.
+            pages=(self._stored_before if fleet.stored is None else fleet.stored) + pages,
             errors=errors,
             bytes=size,
             queued=(fleet.pending or 0) + fleet.queued + queued,

@@ -316,6 +316,7 @@ class FleetLoad:
     others: int = 0  # processes on the crawl beside this one (gauged in the last few seconds)
     queued: int = 0
     in_flight: int = 0
+    stored: int | None = None  # pages every other process (of every run) stored; None: unknown
 
 
 PENDING_COUNTED = 100_000  # a live display's count of pending URLs stops here: a bounded query

@@ -383,7 +383,7 @@ async def test_the_live_display_counts_the_whole_fleet_s_requests_and_urls(
     and two workers; one host's pages hang. Once every other host is crawled, what is on the
     wire anywhere is that host's requests, held by the server, whichever process sent them, and
     nothing is left in the frontier: the display's counts, read through the database every few
-    seconds, say so, with the processes' number."""
+    seconds, say so, with the processes' number and every process's pages."""
     async with serve(hang=True) as site:
         config = make_config(
             site.roots,
@@ -416,6 +416,7 @@ async def test_the_live_display_counts_the_whole_fleet_s_requests_and_urls(
             assert shown.in_flight == len(held) >= 1  # the server's count, over the processes
             assert shown.queued == pending == 0
             assert shown.here_in_flight <= shown.in_flight
+            assert shown.pages == crawled  # every process's, as the database has them
             site.gate.set()
             for process in others:
                 code, _, err = await finish(process)

@@ -177,10 +177,14 @@ async def test_each_process_reads_the_others_gauges_and_the_crawl_s_pending_urls
         assert (alone.others, alone.queued, alone.in_flight) == (0, 0, 0)  # two has said nothing
         await two.gauges(crawl_id).exchange(3, 2, count_pending=False)
         load = await one.gauges(crawl_id).exchange(len(taken), 1, count_pending=True)
-        assert (load.others, load.queued, load.in_flight) == (1, 3, 2)
-        assert (load.pending, load.pending_capped) == (len(seeds) - len(taken), False)
+        assert (load.others, load.queued, load.in_flight, load.stored) == (1, 3, 2, 0)
+        (request,) = await two.frontier(crawl_id).lease(b.host, 1)
+        await two.pages(crawl_id).write([page(request.url)])
+        load = await one.gauges(crawl_id).exchange(len(taken), 1, count_pending=True)
+        assert load.stored == 1  # the pages the others stored, as their rows count them
+        assert (load.pending, load.pending_capped) == (len(seeds) - len(taken) - 1, False)
         assert (await two.gauges(crawl_id).exchange(0, 0, count_pending=False)).pending is None
         await two_leases.close("interrupted", [HostPoliteness(b.host)])
         load = await one.gauges(crawl_id).exchange(len(taken), 1, count_pending=True)
-        assert (load.others, load.queued, load.in_flight) == (0, 0, 0)
+        assert (load.others, load.queued, load.in_flight, load.stored) == (0, 0, 0, 1)
         await one_leases.close("finished")

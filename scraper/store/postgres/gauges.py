@@ -1,6 +1,7 @@
 """A fleet's live gauges on PostgreSQL: each process writes its URLs admitted and not fetched and
 its requests on the wire into its `workers` row every few seconds (crawl/gauges.py), and reads
-the others' summed, with the frontier's pending URLs when it shows them. Three statements on the
+the others' summed (and the pages they stored, every run's), with the frontier's pending URLs
+when it shows them. Three statements on the
 host leases' connection every few seconds, none per page; the count of pending URLs reads the
 partial index of pending rows and stops at PENDING_COUNTED (~20 ms at that size here)."""
 
@@ -17,10 +18,11 @@ _PUBLISH = (
     "UPDATE workers SET queued = %s, in_flight = %s, gauged_at = now() "
     "WHERE crawl_id = %s AND id = %s"
 )
+_LIVE = f"status = 'running' AND gauged_at > now() - interval '{STALE}'"
 _OTHERS = (
-    "SELECT count(*), coalesce(sum(queued), 0), coalesce(sum(in_flight), 0) FROM workers "
-    f"WHERE crawl_id = %s AND id <> %s AND status = 'running' "
-    f"AND gauged_at > now() - interval '{STALE}'"
+    f"SELECT count(*) FILTER (WHERE {_LIVE}), coalesce(sum(queued) FILTER (WHERE {_LIVE}), 0), "
+    f"coalesce(sum(in_flight) FILTER (WHERE {_LIVE}), 0), coalesce(sum(pages), 0) "
+    "FROM workers WHERE crawl_id = %s AND id <> %s"
 )
 _PENDING = (
     "SELECT count(*) FROM (SELECT 1 FROM frontier WHERE crawl_id = %s AND state = 0 "
@@ -54,6 +56,7 @@ class PgFleetGauges:
                 others=int(row[0]),
                 queued=int(row[1]),
                 in_flight=int(row[2]),
+                stored=int(row[3]),
             )
 
         return await self._db.run(work, on="hosts", transaction=False, label="gauges")
