@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import regex as re
 from selectolax.lexbor import LexborHTMLParser, SelectolaxError
 
 from scraper.config.checks import shorten, show, suggest
@@ -88,10 +89,6 @@ def _build_rule(where: str, name: str, spec: Any) -> ExtractRule:
 def _check_regex(where: str, regex: Any) -> None:
     if not isinstance(regex, str) or not regex:
         raise ConfigError(f"{where}.regex = {show(regex)}: must be a regular expression string")
-    # Imported here, by a config that has an [extract] regex: the package's import is ~6 ms
-    # of a crawl's start-up (python -X importtime), which most configs need not pay.
-    import regex as re
-
     try:
         compiled = re.compile(regex)
     except re.error as exc:

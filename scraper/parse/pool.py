@@ -14,21 +14,12 @@ from typing import Self, TypeVar
 
 from scraper.config import ParseConfig
 from scraper.models import ParseFailure, ParseJob, ParseResult
+from scraper.parse.page import parse_pages, warm_up
 from scraper.parse.procpool import ProcessPool, WorkerDied
 from scraper.parse.procworker import each_within, within
 
 J = TypeVar("J")
 R = TypeVar("R")
-
-
-def _warm_up(_: None) -> None:
-    """`parse.page.warm_up`, run in each worker at its start: the page parser (selectolax,
-    regex, the encoding tables: ~22 ms of imports, python -X importtime) is imported by the
-    workers and, here, by the first batch, which comes after the crawl's first response, not
-    before its first request."""
-    from scraper.parse.page import warm_up
-
-    warm_up(None)
 
 
 class ParsePool:
@@ -65,7 +56,7 @@ class ParsePool:
     @staticmethod
     async def _start(pool: ProcessPool) -> None:
         await pool.__aenter__()
-        await asyncio.gather(*(pool.run(_warm_up, None) for _ in pool.pids))
+        await asyncio.gather(*(pool.run(warm_up, None) for _ in pool.pids))
 
     async def _started(self) -> ProcessPool:
         assert self._pool is not None and self._ready is not None
@@ -76,8 +67,6 @@ class ParsePool:
         """Parse a batch of pages in one round trip, each page within parse.timeout; a worker
         over it is ended and the call raises WorkerDied (`timed_out`)."""
         assert self._open, "ParsePool used outside `async with`"
-        from scraper.parse.page import parse_pages  # (see _warm_up)
-
         if self._pool is None:
             await asyncio.sleep(0)  # between two inline batches the fetchers and timers get a turn
             return parse_pages(jobs)

@@ -12,6 +12,8 @@ import io
 import zlib
 from dataclasses import dataclass
 
+from lxml import etree
+
 from scraper.urls import Scope, UrlPolicy, canonicalize
 
 
@@ -38,10 +40,6 @@ def parse_sitemap(job: SitemapJob) -> Sitemap:
         xml = _gunzip(job.body, job.max_bytes) if job.body[:2] == b"\x1f\x8b" else job.body
     except (zlib.error, ValueError) as exc:
         return Sitemap(error=f"not a readable gzip file: {exc}")
-    # Imported by the first sitemap a worker parses: lxml's import is ~7 ms of the crawl's
-    # start-up (python -X importtime) that a crawl without sitemaps need not pay.
-    from lxml import etree
-
     pages: list[str] = []
     sitemaps: list[str] = []
     try:
