@@ -27,7 +27,9 @@ from scraper.crawl.seeds import SeedFile, digest_of
 from scraper.crawl.sockets import raise_open_files_limit, socket_budget
 from scraper.crawl.stages import build_stages, wire_for
 from scraper.errors import ConfigError, ScraperError
-from scraper.models import CrawlRequest, CrawlSnapshot, SeedList
+from scraper.crawl.response import HTML_TYPES, SPIDER_TYPES
+from scraper.models import CrawlRequest, CrawlSnapshot, PageRecord, SeedList, SpiderRef
+from scraper.spider.load import find_spider
 from scraper.parse.pool import ParsePool
 from scraper.store import open_backend
 from scraper.store.base import (
@@ -58,11 +60,16 @@ class Crawler:
         resolver: AbstractResolver | None = None,
         join: int | None = None,
         quiet: bool = False,
+        spider: SpiderRef | None = None,
+        on_stored: Callable[[list[PageRecord]], None] | None = None,
     ) -> None:
         """`resolver`: how host names are resolved, instead of fetch.resolve and the system's
         (tests, and a layer such as a filter of private addresses). `join`: work on that
         running crawl beside the processes already on it (a worker; PostgreSQL). `quiet`: the
-        summary only (stalls of the event loop are logged at INFO, and counted)."""
+        summary only (stalls of the event loop are logged at INFO, and counted). `spider`: the
+        crawl's spider, found (`spider/load.py`); None: crawl.spider's, found as the crawl
+        starts (off the loop), or none. `on_stored`: told of each batch of pages committed (on
+        the loop: it must not block)."""
         if not config.crawl.seeds and not config.crawl.seeds_file and join is None:
             raise ConfigError(
                 "no seeds: give start URLs on the command line (or --seeds-file), or set "
@@ -83,6 +90,8 @@ class Crawler:
         self._resolver = resolver
         self._open_files = 0
         self._join = join
+        self._spider = spider
+        self._on_stored = on_stored
         self._shared = False  # host leases shared with other processes (PostgreSQL)
         self.crawl_id: int | None = None
         self.began = asyncio.Event()  # set once crawl_id is known (its row exists, it runs)
@@ -145,6 +154,8 @@ class Crawler:
             seeds = await seed_file.scan() if seed_file else digest_of(config.crawl.seeds)
             if seed_file is not None:
                 self._announce_seeds(seeds)
+            if self._spider is None and config.crawl.spider:
+                _, self._spider = await asyncio.to_thread(find_spider, config.crawl.spider)
             async with open_backend(config.storage) as backend:
                 return await self._run(backend, seeds, seed_file, started)
         finally:
@@ -171,8 +182,8 @@ class Crawler:
         crawls = backend.crawls
         if self._join is not None:
             crawl_id, resumed, again = self._join, False, 0
-            await backend.join(crawl_id, _fleet_rules(config))
-            frontier = backend.frontier(crawl_id, config.crawl.recrawl_after, _fleet_rules(config))
+            await backend.join(crawl_id, self._rules())
+            frontier = backend.frontier(crawl_id, config.crawl.recrawl_after, self._rules())
         else:
             to_resume = await self._crawl_to_resume(backend, seeds)
             resumed = to_resume is not None
@@ -181,7 +192,7 @@ class Crawler:
             else:
                 crawl_id = to_resume
                 await crawls.reopen(crawl_id)
-            frontier = backend.frontier(crawl_id, config.crawl.recrawl_after, _fleet_rules(config))
+            frontier = backend.frontier(crawl_id, config.crawl.recrawl_after, self._rules())
             again = await frontier.reset_leases()
             await frontier.seed([CrawlRequest(url=seed) for seed in config.crawl.seeds])
             if seed_file is not None:
@@ -189,7 +200,7 @@ class Crawler:
                     await frontier.seed(batch)
         self.crawl_id = crawl_id
         self.began.set()
-        leases = _leases(backend, crawl_id, config)
+        leases = _leases(backend, crawl_id, config, self._rules())
         self._shared = leases.shared
         done = await frontier.count(FrontierState.DONE)
         if resumed:
@@ -220,6 +231,9 @@ class Crawler:
                 "(run again with its seeds to resume it)"
             )
         return mine or None
+
+    def _rules(self) -> FleetRules:
+        return _fleet_rules(self._config, self._spider)
 
     def _politeness(self) -> list[HostPoliteness]:
         """What the hosts still held leave their next owners (a stopped process's)."""
@@ -271,6 +285,7 @@ class Crawler:
             resolver=self._resolver,
             wire=wire.slots,
             listener=wire,  # (told as requests go on and off the wire: the dispatcher's side)
+            types=SPIDER_TYPES if self._spider is not None else HTML_TYPES,
         )
         async with fetcher, ParsePool(config.parse) as parser:
             stages = build_stages(
@@ -281,6 +296,8 @@ class Crawler:
                 fetcher=fetcher,
                 parser=parser,
                 wire=wire,
+                spider=self._spider,
+                on_stored=self._on_stored,
             )
             scheduler, pipeline = stages.scheduler, stages.pipeline
             self._scheduler, self._pipeline, self._stored_before = scheduler, pipeline, done
@@ -309,11 +326,11 @@ class Crawler:
             return "interrupted" if self._stopping else "finished"
 
 
-def _leases(backend: Backend, crawl_id: int, config: Config) -> HostLeases:
+def _leases(backend: Backend, crawl_id: int, config: Config, rules: FleetRules) -> HostLeases:
     """This process's host leases; with shared ones, the lease must outlast a request."""
     margin = request_margin(config.fetch)
     leases = backend.leases(
-        crawl_id, ttl=config.storage.lease_ttl, margin=margin, rules=_fleet_rules(config)
+        crawl_id, ttl=config.storage.lease_ttl, margin=margin, rules=rules
     )
     if leases.shared and config.storage.lease_ttl * 5 / 6 <= margin:
         raise ConfigError(
@@ -325,13 +342,14 @@ def _leases(backend: Backend, crawl_id: int, config: Config) -> HostLeases:
     return leases
 
 
-def _fleet_rules(config: Config) -> FleetRules:
-    """What the backend keeps for the whole crawl: the page budgets its leases count, and the
-    politeness key a fleet leases hosts by."""
+def _fleet_rules(config: Config, spider: SpiderRef | None) -> FleetRules:
+    """What the backend keeps for the whole crawl: the page budgets its leases count, the
+    politeness key a fleet leases hosts by, and the spider every process calls."""
     return FleetRules(
         max_pages=config.crawl.max_pages,
         max_pages_per_host=config.crawl.max_pages_per_host,
         politeness_key=config.fetch.politeness_key,
+        spider=spider.digest if spider is not None else "",
     )
 
 

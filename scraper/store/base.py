@@ -220,12 +220,14 @@ class FleetRules:
     """What every process on one crawl applies alike, kept by the backend for the whole crawl:
     the page limits (crawl.max_pages, crawl.max_pages_per_host; 0 = none), counted by
     `Frontier.lease` in its transaction as URLs are leased (a budget is the URLs leased or done
-    in the crawl, whichever run stored them), and the politeness key: with "domain" a domain's
-    hosts are leased together, so they have one owner at a time."""
+    in the crawl, whichever run stored them), the politeness key (with "domain" a domain's
+    hosts are leased together, so they have one owner at a time), and the spider: every process
+    calls the same callbacks."""
 
     max_pages: int = 0
     max_pages_per_host: int = 0
     politeness_key: str = "host"  # fetch.politeness_key
+    spider: str = ""  # the digest of the crawl's spider's source ("": none)
 
     @property
     def by_domain(self) -> bool:
