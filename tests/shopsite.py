@@ -70,7 +70,7 @@ def make_shop(*, hits: dict[str, int] | None = None) -> web.Application:
     return app
 
 
-SHOP_SPIDER = '''
+SHOP_SPIDER = """
 import json
 import scraper
 
@@ -92,4 +92,4 @@ class Shop(scraper.Spider):
             "listing": page.meta["listing"],
             "depth": page.depth,
         }
-'''
+"""

@@ -32,8 +32,8 @@ from scraper.store.location import is_postgres
 
 if TYPE_CHECKING:
     from scraper.cli.common import Commands
-    from scraper.models import SpiderRef
     from scraper.crawl.crawler import Crawler
+    from scraper.models import SpiderRef
     from scraper.store.base import CrawlSummary
 
 

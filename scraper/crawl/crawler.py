@@ -22,15 +22,15 @@ from scraper.crawl.fetch import Fetcher
 from scraper.crawl.health import LoopLagMonitor, StageSampler
 from scraper.crawl.leases import request_margin
 from scraper.crawl.pipeline import Pipeline
+from scraper.crawl.response import HTML_TYPES, SPIDER_TYPES
 from scraper.crawl.scheduler import Scheduler
 from scraper.crawl.seeds import SeedFile, digest_of
 from scraper.crawl.sockets import raise_open_files_limit, socket_budget
 from scraper.crawl.stages import build_stages, wire_for
 from scraper.errors import ConfigError, ScraperError
-from scraper.crawl.response import HTML_TYPES, SPIDER_TYPES
 from scraper.models import CrawlRequest, CrawlSnapshot, PageRecord, SeedList, SpiderRef
-from scraper.spider.load import find_spider
 from scraper.parse.pool import ParsePool
+from scraper.spider.load import find_spider
 from scraper.store import open_backend
 from scraper.store.base import (
     Backend,
@@ -329,9 +329,7 @@ class Crawler:
 def _leases(backend: Backend, crawl_id: int, config: Config, rules: FleetRules) -> HostLeases:
     """This process's host leases; with shared ones, the lease must outlast a request."""
     margin = request_margin(config.fetch)
-    leases = backend.leases(
-        crawl_id, ttl=config.storage.lease_ttl, margin=margin, rules=rules
-    )
+    leases = backend.leases(crawl_id, ttl=config.storage.lease_ttl, margin=margin, rules=rules)
     if leases.shared and config.storage.lease_ttl * 5 / 6 <= margin:
         raise ConfigError(
             f"storage.lease_ttl = {config.storage.lease_ttl:g}: a lease must outlast a request's "

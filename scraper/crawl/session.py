@@ -10,7 +10,6 @@ addresses and makes the sockets. aiohttp follows no redirect by itself.
 from __future__ import annotations
 
 import json
-
 from typing import Any
 
 import aiohttp

@@ -97,6 +97,7 @@ def build_stages(
         leases=leases,
         concurrency=config.fetch.concurrency,
     )
+
     def stored(records: list[PageRecord]) -> None:
         scheduler.stored(records)
         if on_stored is not None:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from scraper.spider.page import Page
 
+
 @dataclass(frozen=True, slots=True)
 class Request:
     """A request a callback asks for: `yield scraper.Request(url, callback="product")`.

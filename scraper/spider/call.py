@@ -15,7 +15,7 @@ import json
 import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from scraper.models import CrawlRequest, SpiderCall, SpiderRef, request_key
 from scraper.spider.api import Request, Spider
@@ -42,9 +42,7 @@ class Outcome:
     trace: str | None = None
 
 
-def call_spider(
-    call: SpiderCall, page: Page, policy: UrlPolicy, scope: Scope | None
-) -> Outcome:
+def call_spider(call: SpiderCall, page: Page, policy: UrlPolicy, scope: Scope | None) -> Outcome:
     """Run the callback `call` names on `page`; never raises for the callback's faults."""
     try:
         spider = _instance(call.spider)
@@ -92,7 +90,7 @@ def _outputs(returned: Any) -> Iterable[Any]:
             f"returned a {type(returned).__name__}: a callback yields (or returns a list of) "
             "dicts and scraper.Request objects"
         )
-    return returned
+    return cast(Iterable[Any], returned)
 
 
 def _request(

@@ -419,6 +419,15 @@ class ResultsReader(Protocol):
         """The seeds of every crawl, as stored (JSON lists)."""
         ...
 
+    def items(self, crawl_id: int | None, *, after: int = 0, limit: int | None = None) -> Rows:
+        """A spider's items (id, url, position, callback, data as JSON text), of one crawl or
+        all, in the order stored; `after`: only those with a greater id; `limit`: at most."""
+        ...
+
+    def item_counts(self, crawl_id: int) -> tuple[list[tuple[str, int]], int]:
+        """The crawl's items per callback (most first), and how many of its pages have any."""
+        ...
+
     def worker_shares(self, crawl_id: int) -> list[tuple[str, int, str]]:
         """(worker, pages it stored, its state) of each process that worked on the crawl, most
         pages first; none on a backend with one process per crawl."""

@@ -154,8 +154,14 @@ class PgFrontier:
             "max_pages = excluded.max_pages, max_pages_per_host = excluded.max_pages_per_host, "
             "politeness_key = excluded.politeness_key, taken = excluded.taken, "
             "spider = excluded.spider",
-            (crawl, rules.max_pages, rules.max_pages_per_host, rules.politeness_key, done,
-             rules.spider),  # fmt: skip
+            (
+                crawl,
+                rules.max_pages,
+                rules.max_pages_per_host,
+                rules.politeness_key,
+                done,
+                rules.spider,
+            ),
         )
         await conn.execute(
             "UPDATE hosts SET taken = 0, capped = false WHERE crawl_id = %s AND taken > 0",

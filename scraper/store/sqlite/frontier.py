@@ -169,10 +169,9 @@ async def insert_discovered(
     await conn.executemany(
         INSERT_DISCOVERED,
         [
-            (crawl_id, r.identity, host_key(r.url), r.depth, r.referrer, r.hops,
-             *request_values(r))
+            (crawl_id, r.identity, host_key(r.url), r.depth, r.referrer, r.hops, *request_values(r))
             for r in requests
-        ],  # fmt: skip
+        ],
     )
 
 

@@ -54,9 +54,7 @@ class SqlitePageWriter:
             await insert_discovered(conn, crawl, (c for r in records for c in r.children))
             if items:
                 await conn.executemany(INSERT_ITEMS, items)
-            await conn.executemany(
-                MARK_DONE, [(crawl, r.fetch.request.identity) for r in records]
-            )
+            await conn.executemany(MARK_DONE, [(crawl, r.fetch.request.identity) for r in records])
 
     async def links_from(self, url: str) -> list[str]:
         rows = await self._db.fetchall("SELECT links FROM pages WHERE url = ?", (url,))

@@ -1,0 +1,228 @@
+"""Spiders: the user's callbacks in the parse workers, their requests as frontier rows, their
+items as rows. Real crawls (`scraper crawl --spider` in a subprocess) of a real shop site."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+from shopsite import LISTINGS, SHOP_SPIDER, all_products, make_shop
+
+from helpers import base_url, rows, scraper_cli
+
+FAST = ["--set", "fetch.retry_backoff=0.01", "--set", "crawl.sitemaps=false",
+        "--set", "parse.workers=1", "-q"]  # fmt: skip
+
+
+async def shop(aiohttp_server: Any, **options: Any) -> tuple[str, dict[str, int]]:
+    hits: dict[str, int] = {}
+    server = await aiohttp_server(make_shop(hits=hits, **options))
+    return base_url(server), hits
+
+
+async def write_spider(folder: Path, source: str, name: str = "shop.py") -> str:
+    await asyncio.to_thread((folder / name).write_text, textwrap.dedent(source))
+    return f"{name}:Shop"
+
+
+def expected_items(root: str) -> list[tuple[str, str]]:
+    """(page URL, listing URL) of every product, as the shop spider stores them."""
+    listing = {pid: pid // 100 for pid in all_products()}
+    return sorted(
+        (f"{root}product/{pid}", root if n == 0 else f"{root}?page={n}")
+        for pid, n in listing.items()
+    )
+
+
+async def stored_items(db: Path) -> list[tuple[str, str]]:
+    found = await rows(db, "SELECT url, data FROM items ORDER BY url")
+    return sorted((url, json.loads(data)["listing"]) for url, data in found)
+
+
+async def test_products_listed_only_in_embedded_json_are_found_and_stored(
+    aiohttp_server: Any, tmp_path: Path
+) -> None:
+    root, hits = await shop(aiohttp_server)
+    spider = await write_spider(tmp_path, SHOP_SPIDER)
+    code, _, err = await scraper_cli(
+        "crawl", root, "--spider", spider, "--db", "shop.db", *FAST, cwd=tmp_path
+    )
+    assert code == 0, err
+    db = tmp_path / "shop.db"
+    assert await stored_items(db) == expected_items(root)
+    # An item is the callback's dict as JSON: the name as a browser shows it, depth from meta.
+    (data,) = await rows(db, f"SELECT data FROM items WHERE url = '{root}product/102'")
+    assert json.loads(data[0]) == {
+        "name": "Product 102",
+        "price": 102 % 7 + 0.5,
+        "listing": f"{root}?page=1",
+        "depth": 2,
+    }
+    assert await rows(db, "SELECT DISTINCT callback FROM items") == [("product",)]
+    # Links are followed only where a callback asks: every page links to /about, never fetched.
+    assert "/about" not in hits
+    assert len(await rows(db, "SELECT url FROM pages")) == LISTINGS + len(all_products())
+    assert await rows(db, "SELECT count(*) FROM pages WHERE error_kind IS NOT NULL") == [(0,)]
+    assert await rows(db, "SELECT status FROM crawls") == [("finished",)]
+
+
+RAISING = (
+    SHOP_SPIDER
+    + """
+    def product(self, page):
+        pid = int(page.url.rsplit("/", 1)[1])
+        if pid % 5 == 3:
+            raise KeyError(f"no price for {pid}")
+        yield {"listing": page.meta["listing"], "pid": pid}
+"""
+)
+
+
+async def test_a_callback_that_raises_costs_its_page_only(aiohttp_server, tmp_path) -> None:
+    root, _ = await shop(aiohttp_server)
+    spider = await write_spider(tmp_path, RAISING)
+    code, _, err = await scraper_cli(
+        "crawl", root, "--spider", spider, "--db", "shop.db", *FAST, cwd=tmp_path
+    )
+    assert code == 0, err
+    db = tmp_path / "shop.db"
+    failed = [pid for pid in all_products() if pid % 5 == 3]
+    expected = [item for item in expected_items(root) if int(item[0].rsplit("/", 1)[1]) % 5 != 3]
+    assert await stored_items(db) == expected
+    errors = await rows(db, "SELECT url, error_kind, error FROM pages WHERE error_kind IS NOT NULL")
+    assert sorted(errors) == sorted(
+        (f"{root}product/{pid}", "callback", f"product: KeyError: 'no price for {pid}'")
+        for pid in failed
+    )
+    # The page itself is stored as parsed: its title, its links.
+    (title,) = await rows(db, f"SELECT title FROM pages WHERE url = '{root}product/{failed[0]}'")
+    assert title == (f"Product {failed[0]}",)
+    assert "the spider's callback failed" in err
+
+
+NEVER_RETURNS = (
+    SHOP_SPIDER
+    + """
+    def product(self, page):
+        import time
+        pid = int(page.url.rsplit("/", 1)[1])
+        if pid == 101:
+            while True:  # computes for ever
+                pass
+        if pid == 202:
+            time.sleep(3600)  # waits for ever
+        yield {"listing": page.meta["listing"], "pid": pid}
+"""
+)
+
+
+@pytest.mark.timeout(120)
+async def test_a_callback_that_never_returns_costs_its_page_and_its_worker(
+    aiohttp_server, tmp_path
+) -> None:
+    root, _ = await shop(aiohttp_server)
+    spider = await write_spider(tmp_path, NEVER_RETURNS)
+    code, _, err = await scraper_cli(
+        "crawl", root, "--spider", spider, "--db", "shop.db", *FAST,
+        "--set", "parse.timeout=0.5", cwd=tmp_path,
+    )  # fmt: skip
+    assert code == 0, err
+    db = tmp_path / "shop.db"
+    stuck = {f"{root}product/101", f"{root}product/202"}
+    assert await stored_items(db) == [i for i in expected_items(root) if i[0] not in stuck]
+    errors = await rows(db, "SELECT url, error_kind FROM pages WHERE error_kind IS NOT NULL")
+    assert sorted(errors) == sorted((url, "parse") for url in stuck)
+    assert await rows(db, "SELECT status FROM crawls") == [("finished",)]
+
+
+NOT_JSON = (
+    SHOP_SPIDER
+    + """
+    def product(self, page):
+        import datetime
+        pid = int(page.url.rsplit("/", 1)[1])
+        if pid == 3:
+            yield page.follow("/product/999", meta={"when": datetime.date(2020, 1, 1)})
+        if pid == 4:
+            yield {"when": datetime.date(2020, 1, 1)}
+        yield {"listing": page.meta["listing"], "pid": pid}
+"""
+)
+
+
+async def test_meta_or_an_item_that_is_not_json_is_a_clear_error_on_that_page(
+    aiohttp_server, tmp_path
+) -> None:
+    root, hits = await shop(aiohttp_server)
+    spider = await write_spider(tmp_path, NOT_JSON)
+    code, _, err = await scraper_cli(
+        "crawl", root, "--spider", spider, "--db", "shop.db", *FAST, cwd=tmp_path
+    )
+    assert code == 0, err
+    db = tmp_path / "shop.db"
+    errors = dict(await rows(db, "SELECT url, error FROM pages WHERE error_kind = 'callback'"))
+    assert errors == {
+        f"{root}product/3": f"product: CallbackError: meta of the request to {root}product/999 "
+        "is not JSON-serialisable: Object of type date is not JSON serializable",
+        f"{root}product/4": "product: CallbackError: item 1 is not JSON-serialisable: Object of "
+        "type date is not JSON serializable",
+    }
+    assert "/product/999" not in hits  # nothing of a failed page is kept, its requests neither
+    assert len(await stored_items(db)) == len(all_products()) - 2
+
+
+API_SPIDER = """
+import json
+import scraper
+
+
+class Shop(scraper.Spider):
+    def parse(self, page):
+        for below in (2, 2, 4):  # the second is the first again: one request
+            yield scraper.Request(
+                "/api/search", callback="found", method="POST",
+                headers={"Content-Type": "application/json", "X-Token": "t-1"},
+                body=json.dumps({"below": below}), meta={"below": below},
+            )
+        yield page.follow("/product/1", callback="product")
+        yield page.follow("/product/1", callback="product")  # the same: fetched once
+        yield page.follow("/product/1", callback="product", dont_filter=True)  # again
+
+    def found(self, page):
+        data = page.json()
+        yield {"below": page.meta["below"], "token": data["token"], "found": data["found"],
+               "type": page.headers["content-type"].split(";")[0], "status": page.status}
+
+    def product(self, page):
+        yield {"product": page.css_first("h1").text()}
+"""
+
+
+async def test_a_post_with_a_json_body_is_sent_and_deduplicated_by_its_body(
+    aiohttp_server, tmp_path
+) -> None:
+    root, hits = await shop(aiohttp_server)
+    spider = await write_spider(tmp_path, API_SPIDER)
+    code, _, err = await scraper_cli(
+        "crawl", root, "--spider", spider, "--db", "shop.db", *FAST, cwd=tmp_path
+    )
+    assert code == 0, err
+    db = tmp_path / "shop.db"
+    assert hits["POST /api/search"] == 2  # below 2 and below 4; the repeat was not sent
+    assert hits["/product/1"] == 2  # once, and once more for dont_filter
+    found = [json.loads(d) for (d,) in await rows(db, "SELECT data FROM items ORDER BY id")]
+    searches = sorted((f for f in found if "below" in f), key=lambda f: f["below"])
+    every = all_products()
+    assert searches == [
+        {"below": b, "token": "t-1", "found": [p for p in every if p % 7 + 0.5 < b],
+         "type": "application/json", "status": 200}
+        for b in (2, 4)
+    ]  # fmt: skip
+    assert [f for f in found if "product" in f] == [{"product": "Product 1"}] * 2
+    # The POSTs are pages of their own: the URL with a fragment naming method and body.
+    posts = await rows(db, "SELECT url FROM pages WHERE url LIKE '%/api/search#POST-%'")
+    assert len(posts) == 2
