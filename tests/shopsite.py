@@ -4,6 +4,7 @@ the tests crawl it with, as source text (each test writes the one it needs to a 
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from aiohttp import web
@@ -12,23 +13,31 @@ LISTINGS = 4  # listing pages, each with PER_LISTING products
 PER_LISTING = 5
 
 
-def product_ids(listing: int) -> list[int]:
-    return [listing * 100 + n for n in range(PER_LISTING)]
+def product_ids(listing: int, per_listing: int = PER_LISTING) -> list[int]:
+    return [listing * 100 + n for n in range(per_listing)]
 
 
-def all_products() -> list[int]:
-    return [pid for listing in range(LISTINGS) for pid in product_ids(listing)]
+def all_products(listings: int = LISTINGS, per_listing: int = PER_LISTING) -> list[int]:
+    return [pid for listing in range(listings) for pid in product_ids(listing, per_listing)]
 
 
-def make_shop(*, hits: dict[str, int] | None = None) -> web.Application:
-    """The shop; `hits` counts the requests per path (and method, for the API)."""
+def make_shop(
+    *,
+    hits: dict[str, int] | None = None,
+    listings: int = LISTINGS,
+    per_listing: int = PER_LISTING,
+    latency: float = 0.0,
+) -> web.Application:
+    """The shop of `listings` pages of `per_listing` products (under 100), each page served
+    after `latency` seconds; `hits` counts the requests per path (and method, for the API)."""
     counts = hits if hits is not None else {}
 
     async def listing(request: web.Request) -> web.Response:
         counts[request.path_qs] = counts.get(request.path_qs, 0) + 1
+        await asyncio.sleep(latency)
         number = int(request.query.get("page", "0"))
-        data: dict[str, object] = {"products": product_ids(number)}
-        if number + 1 < LISTINGS:
+        data: dict[str, object] = {"products": product_ids(number, per_listing)}
+        if number + 1 < listings:
             data["next"] = f"/?page={number + 1}"
         html = (
             "<html><head><title>Shop</title></head><body><h1>Listing</h1>"
@@ -39,6 +48,7 @@ def make_shop(*, hits: dict[str, int] | None = None) -> web.Application:
 
     async def product(request: web.Request) -> web.Response:
         counts[request.path] = counts.get(request.path, 0) + 1
+        await asyncio.sleep(latency)
         pid = int(request.match_info["pid"])
         html = (
             f"<html><head><title>Product {pid}</title></head><body>"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 from shopsite import LISTINGS, SHOP_SPIDER, all_products, make_shop
 
-from helpers import base_url, rows, scraper_cli
+from helpers import SCRAPER, base_url, rows, scraper_cli
 
 FAST = ["--set", "fetch.retry_backoff=0.01", "--set", "crawl.sitemaps=false",
         "--set", "parse.workers=1", "-q"]  # fmt: skip
@@ -177,6 +178,7 @@ async def test_meta_or_an_item_that_is_not_json_is_a_clear_error_on_that_page(
 
 API_SPIDER = """
 import json
+import subprocess
 import scraper
 
 
@@ -205,16 +207,28 @@ class Shop(scraper.Spider):
 async def test_a_post_with_a_json_body_is_sent_and_deduplicated_by_its_body(
     aiohttp_server, tmp_path
 ) -> None:
+    await crawl_the_api(aiohttp_server, tmp_path, str(tmp_path / "shop.db"))
+
+
+async def test_a_post_with_a_json_body_on_postgresql(aiohttp_server, tmp_path, pg_url) -> None:
+    await crawl_the_api(aiohttp_server, tmp_path, pg_url)
+
+
+async def crawl_the_api(aiohttp_server: Any, tmp_path: Path, db: str) -> None:
     root, hits = await shop(aiohttp_server)
     spider = await write_spider(tmp_path, API_SPIDER)
     code, _, err = await scraper_cli(
-        "crawl", root, "--spider", spider, "--db", "shop.db", *FAST, cwd=tmp_path
+        "crawl", root, "--spider", spider, "--db", db, *FAST, cwd=tmp_path
     )
     assert code == 0, err
-    db = tmp_path / "shop.db"
+    code, out, err = await scraper_cli(
+        "query", "--db", db, "--format", "json", "SELECT url, data FROM items", cwd=tmp_path
+    )
+    assert code == 0, err
+    stored = json.loads(out)
     assert hits["POST /api/search"] == 2  # below 2 and below 4; the repeat was not sent
     assert hits["/product/1"] == 2  # once, and once more for dont_filter
-    found = [json.loads(d) for (d,) in await rows(db, "SELECT data FROM items ORDER BY id")]
+    found = [json.loads(row["data"]) for row in stored]
     searches = sorted((f for f in found if "below" in f), key=lambda f: f["below"])
     every = all_products()
     assert searches == [
@@ -224,5 +238,40 @@ async def test_a_post_with_a_json_body_is_sent_and_deduplicated_by_its_body(
     ]  # fmt: skip
     assert [f for f in found if "product" in f] == [{"product": "Product 1"}] * 2
     # The POSTs are pages of their own: the URL with a fragment naming method and body.
-    posts = await rows(db, "SELECT url FROM pages WHERE url LIKE '%/api/search#POST-%'")
-    assert len(posts) == 2
+    posts = {row["url"] for row in stored if "#POST-" in row["url"]}
+    assert len(posts) == 2 and all(url.startswith(f"{root}api/search#POST-") for url in posts)
+
+
+BIG: dict[str, Any] = {"listings": 8, "per_listing": 12, "latency": 0.01}
+
+
+@pytest.mark.parametrize("after_hits", [5, 40, 90])
+async def test_kill_9_then_resume_gives_every_item_exactly_once(
+    aiohttp_server, tmp_path, after_hits
+) -> None:
+    root, hits = await shop(aiohttp_server, **BIG)
+    spider = await write_spider(tmp_path, SHOP_SPIDER)
+    line = [*SCRAPER, "crawl", root, "--spider", spider, "--db", "shop.db", *FAST,
+            "--concurrency", "4", "--set", "storage.batch_size=5"]  # fmt: skip
+    process = await asyncio.create_subprocess_exec(
+        *line, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    while sum(hits.values()) < after_hits:
+        assert process.returncode is None, await process.communicate()
+        await asyncio.sleep(0.005)
+    process.kill()
+    await asyncio.wait_for(process.communicate(), 10)
+    code, _, err = await scraper_cli(*line[3:], cwd=tmp_path)
+    assert code == 0, err
+    assert "resuming crawl 1" in err
+    db = tmp_path / "shop.db"
+    products = all_products(BIG["listings"], BIG["per_listing"])
+    listing = {pid: pid // 100 for pid in products}
+    assert await stored_items(db) == sorted(
+        (f"{root}product/{pid}", root if n == 0 else f"{root}?page={n}")
+        for pid, n in listing.items()
+    )
+    assert await rows(db, "SELECT count(*), count(DISTINCT url) FROM items") == [
+        (len(products), len(products))
+    ]
+    assert await rows(db, "SELECT id, status FROM crawls") == [(1, "finished")]
