@@ -57,7 +57,7 @@ async def start(*args: str, cwd: Path) -> asyncio.subprocess.Process:
 
 
 async def finish(process: asyncio.subprocess.Process) -> tuple[int, str]:
-    out, err = await asyncio.wait_for(process.communicate(), DEADLINE)
+    _, err = await asyncio.wait_for(process.communicate(), DEADLINE)
     assert process.returncode is not None
     return process.returncode, err.decode()
 
