@@ -394,7 +394,10 @@ class Reader:
         )
 
     def item_counts(self, crawl_id: int) -> tuple[list[tuple[str, int]], int]:
-        """The crawl's items per callback (most first), and how many of its pages have any."""
+        """The crawl's items per callback (most first), and how many of its pages have any
+        (none in a database from before spiders: no items table)."""
+        if not self._has_table("items"):
+            return [], 0
         by_callback = self._rows(
             "SELECT callback, count(*) FROM items WHERE crawl_id = ? GROUP BY callback "
             "ORDER BY 2 DESC, 1",
@@ -404,6 +407,16 @@ class Reader:
             "SELECT count(DISTINCT url) FROM items WHERE crawl_id = ?", (crawl_id,)
         )
         return [(str(name), int(n)) for name, n in by_callback], int(pages or 0)
+
+    def _has_table(self, name: str) -> bool:
+        if self._dialect.name == "sqlite":
+            sql = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?"
+        else:
+            sql = (
+                "SELECT count(*) FROM pg_tables "
+                "WHERE tablename = ? AND schemaname = current_schema()"
+            )
+        return bool(self._one(sql, (name,))[0])
 
     # -- the user's SQL ---------------------------------------------------------------------
 

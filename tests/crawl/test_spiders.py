@@ -275,3 +275,86 @@ async def test_kill_9_then_resume_gives_every_item_exactly_once(
         (len(products), len(products))
     ]
     assert await rows(db, "SELECT id, status FROM crawls") == [(1, "finished")]
+
+
+PIPELINE = (
+    SHOP_SPIDER
+    + """
+    def process_item(self, item, page):
+        if item["price"] < 2:
+            return None  # dropped
+        item["currency"] = "EUR"  # enriched
+        item["name"] = "=" + item["name"]  # what a spreadsheet would run, from a hostile page
+        item["tags"] = ["a", "b"]
+        return item
+"""
+)
+
+
+async def test_process_item_drops_and_enriches_and_export_items_writes_them(
+    aiohttp_server, tmp_path
+) -> None:
+    root, _ = await shop(aiohttp_server)
+    spider = await write_spider(tmp_path, PIPELINE)
+    code, _, err = await scraper_cli(
+        "crawl", root, "--spider", spider, "--db", "shop.db", *FAST, cwd=tmp_path
+    )
+    assert code == 0, err
+    kept = [pid for pid in all_products() if pid % 7 + 0.5 >= 2]
+    code, out, err = await scraper_cli("export", "--items", "--db", "shop.db", cwd=tmp_path)
+    assert code == 0, err
+    items = [json.loads(line) for line in out.splitlines()]
+    assert sorted(item["name"] for item in items) == sorted(f"=Product {p}" for p in kept)
+    assert all(item["currency"] == "EUR" and item["tags"] == ["a", "b"] for item in items)
+    code, out, err = await scraper_cli(
+        "export", "--items", "--format", "csv", "--db", "shop.db", cwd=tmp_path
+    )
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "name,price,listing,depth,currency,tags"
+    assert len(lines) == 1 + len(kept)
+    assert all(line.startswith("'=Product ") for line in lines[1:])  # formula-safe
+    assert all(line.endswith(',EUR,"[""a"", ""b""]"') for line in lines[1:])
+    code, out, err = await scraper_cli("stats", "--db", "shop.db", cwd=tmp_path)
+    assert code == 0, err
+    assert f"items:     {len(kept)} (product {len(kept)}), from {len(kept)} pages" in out
+
+
+async def test_scraper_parse_prints_what_a_callback_yields(aiohttp_server, tmp_path) -> None:
+    root, hits = await shop(aiohttp_server)
+    spider = await write_spider(tmp_path, SHOP_SPIDER)
+    code, out, err = await scraper_cli(
+        "parse", f"{root}product/3", "--spider", spider, "--callback", "product",
+        "--meta", '{"listing": "from the command line"}', cwd=tmp_path,
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out) == {
+        "url": f"{root}product/3",
+        "status": 200,
+        "callback": "product",
+        "items": [{"name": "Product 3", "price": 3.5, "listing": "from the command line",
+                   "depth": 0}],
+        "requests": [],
+        "error": None,
+    }  # fmt: skip
+    code, out, err = await scraper_cli("parse", root, "--spider", spider, cwd=tmp_path)
+    assert code == 0, err
+    requests = json.loads(out)["requests"]
+    assert [r["url"] for r in requests] == [f"{root}product/{p}" for p in range(5)] + [
+        f"{root}?page=1"
+    ]
+    assert requests[0]["callback"] == "product" and requests[0]["meta"] == {"listing": root}
+    assert requests[-1]["callback"] == "parse"
+    assert "/about" not in hits  # one page fetched, nothing followed
+    # A callback that raises: the error in the JSON, the traceback on stderr, exit code 1.
+    raising = await write_spider(tmp_path, RAISING, "raising.py")
+    code, out, err = await scraper_cli(
+        "parse", f"{root}product/3", "--spider", raising, "--callback", "product", cwd=tmp_path
+    )
+    assert code == 1
+    assert json.loads(out)["error"] == "product: KeyError: 'no price for 3'"
+    assert "Traceback" in err and "raise KeyError" in err
+    # Bad input: one line, exit code 2.
+    for args in (["--spider", "nowhere.py:Shop"], ["--spider", spider, "--meta", "[1]"]):
+        code, _, err = await scraper_cli("parse", root, *args, cwd=tmp_path)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
