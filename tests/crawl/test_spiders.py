@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,7 @@ async def test_meta_or_an_item_that_is_not_json_is_a_clear_error_on_that_page(
 API_SPIDER = """
 import json
 import subprocess
+import sys
 import scraper
 
 
@@ -358,3 +360,62 @@ async def test_scraper_parse_prints_what_a_callback_yields(aiohttp_server, tmp_p
     for args in (["--spider", "nowhere.py:Shop"], ["--spider", spider, "--meta", "[1]"]):
         code, _, err = await scraper_cli("parse", root, *args, cwd=tmp_path)
         assert code == 2 and len(err.strip().splitlines()) == 1, err
+
+
+LIBRARY_SCRIPT = (
+    SHOP_SPIDER
+    + """
+
+import asyncio
+import sqlite3
+import sys
+import time
+
+SETTINGS = {"parse.workers": 1, "crawl.sitemaps": False, "fetch.retry_backoff": 0.01}
+
+
+def crawl_status(db):
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT status FROM crawls").fetchone()[0]
+
+
+async def main(root):
+    seen = []
+    async with scraper.Crawl([root], spider=Shop, db="lib.db", settings=SETTINGS) as run:
+        async for item in run.items():
+            seen.append(item)
+            if len(seen) == 1:
+                # A consumer far behind: the crawl goes on, and ends, without it.
+                deadline = time.monotonic() + 60
+                while await asyncio.to_thread(crawl_status, "lib.db") != "finished":
+                    assert time.monotonic() < deadline, "the crawl waited for its consumer"
+                    await asyncio.sleep(0.05)
+    return seen, run.summary
+
+
+if __name__ == "__main__":
+    seen, summary = asyncio.run(main(sys.argv[1]))
+    again = scraper.crawl([sys.argv[1]], spider=Shop, db="lib2.db", settings=SETTINGS)
+    print(json.dumps({"items": seen, "pages": summary.pages, "status": summary.status,
+                      "again": [again.pages, again.status]}))
+"""
+)
+
+
+async def test_the_library_from_a_script_yields_every_item_once(aiohttp_server, tmp_path) -> None:
+    root, _ = await shop(aiohttp_server)
+    await asyncio.to_thread((tmp_path / "crawl_shop.py").write_text, LIBRARY_SCRIPT)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "crawl_shop.py", root, cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, err.decode()
+    result = json.loads(out)
+    pages = LISTINGS + len(all_products())
+    assert result["status"] == "finished" and result["pages"] == pages
+    assert sorted((i["name"], i["listing"]) for i in result["items"]) == sorted(
+        (f"Product {pid}", root if pid < 100 else f"{root}?page={pid // 100}")
+        for pid in all_products()
+    )
+    assert result["again"] == [pages, "finished"]
