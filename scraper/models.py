@@ -43,6 +43,7 @@ class ErrorKind(enum.StrEnum):
     CALLBACK = "callback"  # the spider's callback raised (or yielded what cannot be stored)
 
 
+@pickled_as_arguments  # a spider's requests come back from the parse workers, dozens a page
 @dataclass(frozen=True, slots=True)
 class CrawlRequest:
     """One request the crawl means to make, its URL already canonical.

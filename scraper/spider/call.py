@@ -21,7 +21,7 @@ from scraper.models import CrawlRequest, SpiderCall, SpiderRef, request_key
 from scraper.spider.api import Request, Spider
 from scraper.spider.load import load_class
 from scraper.spider.page import Page
-from scraper.urls import Scope, UrlPolicy, canonicalize
+from scraper.urls import Scope, UrlPolicy, resolve_each
 
 # One instance per spider class per worker process, made on its first page.
 _instances: dict[SpiderRef, Spider] = {}
@@ -50,11 +50,10 @@ def call_spider(call: SpiderCall, page: Page, policy: UrlPolicy, scope: Scope | 
         if not callable(method):
             raise CallbackError(f"the spider has no method {call.callback!r}")
         items: list[str] = []
-        requests: list[CrawlRequest] = []
+        asked: list[Request] = []
         for output in _outputs(method(page)):
             if isinstance(output, Request):
-                request = _request(output, page, call, len(requests), policy, spider)
-                requests.append(request)
+                asked.append(output)
             elif isinstance(output, Mapping):
                 item = spider.process_item(dict(output), page)
                 if item is not None:
@@ -64,12 +63,32 @@ def call_spider(call: SpiderCall, page: Page, policy: UrlPolicy, scope: Scope | 
                     f"yielded a {type(output).__name__}: a callback yields dicts (items) and "
                     "scraper.Request objects"
                 )
+        requests = _requests(asked, page, call, policy, scope, spider)
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:
         return Outcome(error=f"{call.callback}: {_one_line(exc)}", trace=traceback.format_exc())
-    kept = tuple(r for r in requests if scope is None or scope.allows(r.url, base=page.url))
-    return Outcome(items=tuple(items), requests=kept)
+    return Outcome(items=tuple(items), requests=requests)
+
+
+def _requests(
+    asked: list[Request],
+    page: Page,
+    call: SpiderCall,
+    policy: UrlPolicy,
+    scope: Scope | None,
+    spider: Spider,
+) -> tuple[CrawlRequest, ...]:
+    """The requests a callback yielded, as frontier rows: canonical, in scope, each with its
+    identity. Their URLs are resolved as a page's links are (`urls.resolve_each`: remembered per
+    site, so a menu's links cost a look-up); one that is not http(s), or outside the scope, is
+    dropped, as such a link would be."""
+    answers = resolve_each((r.url for r in asked), page.base, policy, scope)
+    kept: list[CrawlRequest] = []
+    for place, (request, (url, allowed)) in enumerate(zip(asked, answers, strict=True)):
+        if url is not None and allowed:
+            kept.append(_request(request, url, call, place, spider))
+    return tuple(kept)
 
 
 def _instance(ref: SpiderRef) -> Spider:
@@ -94,11 +113,14 @@ def _outputs(returned: Any) -> Iterable[Any]:
 
 
 def _request(
-    asked: Request, page: Page, call: SpiderCall, place: int, policy: UrlPolicy, spider: Spider
+    asked: Request, url: str, call: SpiderCall, place: int, spider: Spider
 ) -> CrawlRequest:
-    url = canonicalize(asked.url, page.base, policy)
-    if url is None:
-        raise CallbackError(f"request {place + 1}: {asked.url!r} is not an http(s) URL")
+    if (
+        asked.callback == "parse"
+        and asked.method == "GET"
+        and not (asked.meta or asked.headers or asked.body or asked.dont_filter)
+    ):
+        return CrawlRequest(url)  # a plain link, the most common request by far
     if not isinstance(asked.callback, str) or not callable(getattr(spider, asked.callback, None)):
         raise CallbackError(f"request to {url}: the spider has no method {asked.callback!r}")
     method = asked.method.upper()
