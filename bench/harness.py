@@ -42,7 +42,13 @@ from .measure import CRAWLERS, MB, RunResult, run_crawler
 from .server import lua_modules, nginx_binary, serve
 from .site import cached_site, default_cache
 
-DEFAULT_CRAWLERS = ("ours", "scrapy", "bare", "bare-inline")
+DEFAULT_CRAWLERS = ("ours", "ours-spider", "scrapy", "bare", "bare-inline")
+# The ratios shown under each table: (crawler, against). A spider's targets (issue #21): its
+# pages/s ≥ 4× Scrapy's, and its CPU per page ≤ 1.15× that of `ours` (the [extract] rules).
+RATIOS = (
+    ("ours", "scrapy"), ("ours", "bare"), ("ours", "bare-inline"),
+    ("ours-spider", "scrapy"), ("ours-spider", "ours"),
+)  # fmt: skip
 CASES = ("cpu", "latency", "heavy", "broad")
 DEFAULT_CASES = ("cpu", "latency", "heavy")  # broad (~4 min, ours only): --cases broad
 
@@ -197,12 +203,13 @@ def _stages(stages: Any) -> str:
 
 
 def format_ratios(case: Case, rounds: Rounds, concurrency: int) -> str:
-    """Ours ÷ each other crawler. With several rounds of both, round k of ours is set against
-    round k of the other (they ran seconds apart, in the same mood of the machine) and the
-    median of those ratios is given, each round's in brackets."""
+    """Ours (and ours with a spider) ÷ each other crawler (`RATIOS`). With several rounds of
+    both, round k of ours is set against round k of the other (they ran seconds apart, in the
+    same mood of the machine) and the median of those ratios is given, each round's in
+    brackets."""
     lines = []
-    mine = rounds.get("ours", [])
-    for other in ("scrapy", "bare", "bare-inline"):
+    for ours, other in RATIOS:
+        mine = rounds.get(ours, [])
         theirs = rounds.get(other, [])
         if not mine or not theirs:
             continue
@@ -213,7 +220,7 @@ def format_ratios(case: Case, rounds: Rounds, concurrency: int) -> str:
         if speed and cpu:
             each = f" (rounds: {', '.join(f'{x:.2f}' for x in speed)})" if len(speed) > 1 else ""
             lines.append(
-                f"ours ÷ {other}: pages/s {statistics.median(speed):.2f}×{each}, "
+                f"{ours} ÷ {other}: pages/s {statistics.median(speed):.2f}×{each}, "
                 f"CPU per page {statistics.median(cpu):.2f}×"
             )
     if case.latency:

@@ -144,7 +144,7 @@ def server(site: Path) -> Iterator[Server]:
         yield server
 
 
-@pytest.mark.parametrize("crawler", ["ours", "scrapy", "bare", "bare-inline"])
+@pytest.mark.parametrize("crawler", ["ours", "ours-spider", "scrapy", "bare", "bare-inline"])
 def test_every_crawler_stores_every_page_once(site: Path, server: Server, crawler: str) -> None:
     if crawler == "scrapy":
         pytest.importorskip("scrapy")
