@@ -77,6 +77,11 @@ class Crawler:
                 "no seeds: give start URLs on the command line (or --seeds-file), or set "
                 "crawl.seeds in config.toml"
             )
+        if (spider is not None or config.crawl.spider) and config.parse.workers == 0:
+            raise ConfigError(
+                "parse.workers = 0 parses on the event loop, where a spider's callbacks may not "
+                "run (they could stall every download): give it 1 or more"
+            )
         self._config = config
         self._fresh = fresh
         self._announce = announce

@@ -419,3 +419,24 @@ async def test_the_library_from_a_script_yields_every_item_once(aiohttp_server, 
         for pid in all_products()
     )
     assert result["again"] == [pages, "finished"]
+
+
+async def test_bad_spiders_are_one_line_and_exit_code_2(tmp_path) -> None:
+    spider = await write_spider(tmp_path, SHOP_SPIDER)
+    await asyncio.to_thread((tmp_path / "broken.py").write_text, "import scraper\nclass Shop(:\n")
+    await asyncio.to_thread((tmp_path / "plain.py").write_text, "class Shop:\n    pass\n")
+    cases = {
+        ("--spider", "shop.py"): "give FILE.py:Class or module.path:Class",
+        ("--spider", "missing.py:Shop"): "no such file",
+        ("--spider", "shop.py:Nope"): "no class Nope",
+        ("--spider", "broken.py:Shop"): "importing it raised SyntaxError",
+        ("--spider", "plain.py:Shop"): "not a subclass of scraper.Spider",
+        ("--spider", "no.such.module:Shop"): "No module named 'no'",
+        ("--spider", spider, "--set", "parse.workers=0"): "where a spider's callbacks may not run",
+    }
+    for args, said in cases.items():
+        code, _, err = await scraper_cli(
+            "crawl", "http://127.0.0.1:9/", *args, "--db", "x.db", "-q", cwd=tmp_path
+        )
+        assert code == 2, (args, err)
+        assert len(err.strip().splitlines()) == 1 and said in err, (args, err)
