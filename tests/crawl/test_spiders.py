@@ -440,3 +440,36 @@ async def test_bad_spiders_are_one_line_and_exit_code_2(tmp_path) -> None:
         )
         assert code == 2, (args, err)
         assert len(err.strip().splitlines()) == 1 and said in err, (args, err)
+
+
+SETTINGS_SPIDER = SHOP_SPIDER.replace(
+    'name = "shop"',
+    'name = "shop"\n    start_urls = ["ROOT"]\n    allowed_domains = ["127.0.0.1"]\n'
+    '    settings = {"crawl.max_pages": 5, "storage.batch_size": 3}',
+)
+
+
+async def test_a_module_spider_from_config_with_its_settings_below_set(
+    aiohttp_server, tmp_path
+) -> None:
+    root, _ = await shop(aiohttp_server)
+    package = tmp_path / "shopspiders"
+    await asyncio.to_thread(package.mkdir)
+    await asyncio.to_thread((package / "__init__.py").write_text, "")
+    source = textwrap.dedent(SETTINGS_SPIDER).replace("ROOT", root)
+    await asyncio.to_thread((package / "shop.py").write_text, source)
+    config = '[crawl]\nspider = "shopspiders.shop:Shop"\nmax_pages = 3\nsitemaps = false\n'
+    await asyncio.to_thread((tmp_path / "config.toml").write_text, config)
+    # No seeds on the command line: the spider's start_urls; its max_pages over config.toml's.
+    code, _, err = await scraper_cli("crawl", "--db", "a.db", "-q", cwd=tmp_path)
+    assert code == 0, err
+    assert await rows(tmp_path / "a.db", "SELECT count(*) FROM pages") == [(5,)]
+    # --set over the spider's settings.
+    code, _, err = await scraper_cli(
+        "crawl", "--db", "b.db", "-q", "--set", "crawl.max_pages=7", cwd=tmp_path
+    )
+    assert code == 0, err
+    assert await rows(tmp_path / "b.db", "SELECT count(*) FROM pages") == [(7,)]
+    (config_json,) = (await rows(tmp_path / "b.db", "SELECT config FROM crawls"))[0]
+    assert json.loads(config_json)["crawl"]["spider"] == "shopspiders.shop:Shop"
+    assert json.loads(config_json)["storage"]["batch_size"] == 3
