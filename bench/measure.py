@@ -54,6 +54,22 @@ def ours_spider(seed: str, db: str, concurrency: int, workers: int) -> list[str]
     ]
 
 
+def ours_shop(seed: str, db: str, concurrency: int, workers: int) -> list[str]:
+    """Ours with the shop case's spider (bench/shop_spider.py)."""
+    spider = Path(__file__).with_name("shop_spider.py")
+    return [
+        *(sys.executable, "-m", "scraper", "crawl", seed, "--db", db),
+        *("--spider", f"{spider}:ShopSpider"),
+        *("--concurrency", str(concurrency), "--set", f"parse.workers={workers}"),
+        *("--set", f"fetch.per_host_concurrency={concurrency}"),
+    ]
+
+
+def scrapy_shop(seed: str, db: str, concurrency: int, workers: int) -> list[str]:
+    module = "bench.scrapy_shop"
+    return [sys.executable, "-m", module, seed, "--db", db, "--concurrency", str(concurrency)]
+
+
 def scrapy(seed: str, db: str, concurrency: int, workers: int) -> list[str]:
     module = "bench.scrapy_crawl"
     return [sys.executable, "-m", module, seed, "--db", db, "--concurrency", str(concurrency)]
@@ -73,7 +89,9 @@ def bare_inline(seed: str, db: str, concurrency: int, workers: int) -> list[str]
 CRAWLERS: dict[str, CommandFactory] = {
     "ours": ours,
     "ours-spider": ours_spider,
+    "ours-shop": ours_shop,
     "scrapy": scrapy,
+    "scrapy-shop": scrapy_shop,
     "bare": bare,
     "bare-inline": bare_inline,
 }
