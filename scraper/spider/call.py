@@ -23,6 +23,8 @@ from scraper.spider.load import load_class
 from scraper.spider.page import Page
 from scraper.urls import Scope, UrlPolicy, resolve_each
 
+# Headers that carry credentials: a request with one is refused rather than stored.
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 # One instance per spider class per worker process, made on its first page.
 _instances: dict[SpiderRef, Spider] = {}
 
@@ -123,6 +125,13 @@ def _request(
         return CrawlRequest(url)  # a plain link, the most common request by far
     if not isinstance(asked.callback, str) or not callable(getattr(spider, asked.callback, None)):
         raise CallbackError(f"request to {url}: the spider has no method {asked.callback!r}")
+    if asked.headers:
+        secret = sorted(CREDENTIAL_HEADERS & {name.lower() for name in asked.headers})
+        if secret:
+            raise CallbackError(
+                f"request to {url}: a request is stored in the frontier (to be sent again after "
+                f"a resume), and credentials never are: no {', '.join(secret)} header"
+            )
     method = asked.method.upper()
     body = asked.body.encode() if isinstance(asked.body, str) else asked.body
     token = f"{call.identity} {place}" if asked.dont_filter else None

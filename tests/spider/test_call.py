@@ -52,6 +52,9 @@ class Shop(scraper.Spider):
     def bad_callback(self, page):
         yield page.follow("x", callback="nope")
 
+    def secret(self, page):
+        yield page.follow("x", headers={"Authorization": "Bearer s3cret"})
+
     def process_item(self, item, page):
         if item.get("n") == 2:
             return None
@@ -129,6 +132,9 @@ def test_a_returned_list_and_process_item(spider) -> None:
         ("bad_callback", "bad_callback: CallbackError: request to http://shop.test/dir/x: the "
                          "spider has no method 'nope'"),
         ("missing", "missing: CallbackError: the spider has no method 'missing'"),
+        ("secret", "secret: CallbackError: request to http://shop.test/dir/x: a request is "
+                   "stored in the frontier (to be sent again after a resume), and credentials "
+                   "never are: no authorization header"),
     ],
 )  # fmt: skip
 def test_what_cannot_be_stored_is_the_pages_error(spider, callback, error) -> None:
