@@ -227,15 +227,17 @@ class ParseResult:
     text_hash: str | None = None
     text: str | None = None  # only with parse.text = "store"
     links_json: str = "[]"  # every outgoing link, in document order, each once
-    follow: tuple[str, ...] = ()  # the links within the crawl's scope (depth aside)
+    # The links within the crawl's scope (depth aside); with a spider, instead, the plain
+    # requests its callback yielded (GETs for `parse`, nothing else: followed as links are).
+    follow: tuple[str, ...] = ()
     fields_json: str | None = None  # the [extract] values; None when there are no rules
     links_cut: int = 0  # links dropped: past crawl.max_links_per_page, or over max_url_length
     # The fields that gave up on this page (a regex over its time), each with why, as JSON:
     # their values are null, and the page, its links and its other fields stand.
     field_errors_json: str | None = None
     # A spider's callback: the items it yielded (each a JSON object, in order, after the
-    # spider's process_item), the requests (in scope, canonical, not yet given a depth), and
-    # why it failed (then neither: a page's callback counts whole or not at all).
+    # spider's process_item), its other requests (in scope, canonical, not yet given a depth),
+    # and why it failed (then none of them: a page's callback counts whole or not at all).
     items: tuple[str, ...] = ()
     requests: tuple[CrawlRequest, ...] = ()
     callback_error: str | None = None

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from scraper.cli.crawl import load_with_spider
 from scraper.errors import ConfigError
+from scraper.models import CrawlRequest
 from scraper.urls import canonicalize
 
 if TYPE_CHECKING:
@@ -46,7 +47,6 @@ def add_parsers(commands: Commands, common: argparse.ArgumentParser) -> None:
 
 def _parse_command(args: argparse.Namespace) -> int:
     from scraper.crawl.one_page import parse_one
-    from scraper.models import CrawlRequest
 
     url = canonicalize(args.url)
     if url is None:
@@ -87,7 +87,13 @@ def _report(page: OnePage, callback: str) -> dict[str, Any]:
         "status": fetch.status,
         "callback": callback,
         "items": [json.loads(item) for item in parsed.items] if parsed else [],
-        "requests": [_request(r) for r in parsed.requests] if parsed else [],
+        # Those with a callback, meta or data first, then the plain GETs for `parse`.
+        "requests": [
+            *(_request(r) for r in parsed.requests),
+            *(_request(CrawlRequest(url)) for url in parsed.follow),
+        ]
+        if parsed
+        else [],
         "error": page.why or (parsed.callback_error if parsed else None),
     }
     return report

@@ -333,8 +333,7 @@ class Pipeline:
             log.warning("%s: the spider's callback failed: %s", result.request.url,
                         outcome.callback_error)  # fmt: skip
             log.debug("%s", outcome.callback_trace)
-        if self._spider is not None:
-            children = self._admission.requested(result.request, outcome.requests)
-        else:
-            children = self._admission.links(result.request, outcome.follow)
+        children = self._admission.links(result.request, outcome.follow)
+        if outcome.requests:  # a spider's requests other than plain GETs
+            children += self._admission.requested(result.request, outcome.requests)
         return PageRecord(fetch=stored, parsed=outcome, children=children)
