@@ -33,6 +33,7 @@ from scraper.store.location import is_postgres
 if TYPE_CHECKING:
     from scraper.cli.common import Commands
     from scraper.crawl.crawler import Crawler
+    from scraper.models import SpiderRef
     from scraper.store.base import CrawlSummary
 
 
@@ -58,6 +59,12 @@ def add_parsers(commands: Commands, common: argparse.ArgumentParser) -> None:
         "--seeds-file",
         metavar="FILE",
         help='start URLs, one a line (# comments; "-": standard input): crawl.seeds_file',
+    )
+    crawl.add_argument(
+        "--spider",
+        metavar="FILE.py:CLASS",
+        help="a spider whose callbacks parse the pages: FILE.py:Class or module.path:Class "
+        "(crawl.spider)",
     )
     crawl.add_argument(
         "--concurrency",
@@ -107,6 +114,11 @@ def add_parsers(commands: Commands, common: argparse.ArgumentParser) -> None:
         help='which crawl (default: the latest); "-": read its id from standard input once '
         "the crawl has begun (how `crawl --workers` starts its workers)",
     )
+    worker.add_argument(
+        "--spider",
+        metavar="FILE.py:CLASS",
+        help="the crawl's spider (crawl.spider): a worker joins only with the same source",
+    )
     worker.add_argument("-q", "--quiet", action="store_true", help="no progress, only the summary")
     worker.set_defaults(command=_worker_command)
 
@@ -132,7 +144,7 @@ def _crawl_command(args: argparse.Namespace) -> int:
         values["fetch.concurrency"] = args.concurrency
     if args.max_pages is not None:
         values["crawl.max_pages"] = args.max_pages
-    config = load(args, values)
+    config, spider = load_with_spider(args, values)
     if args.workers > 1 and not is_postgres(config.storage.db):
         raise ConfigError(
             f"--workers {args.workers}: several processes on one crawl need PostgreSQL "
@@ -149,6 +161,7 @@ def _crawl_command(args: argparse.Namespace) -> int:
             workers=(args.workers - 1, workers),
             # (--log-format json: stderr is for machines; the crawls row keeps the config)
             opening=None if args.quiet or args.log_format == "json" else _which_config(args),
+            spider=spider,
         ),
         debug=args.debug_loop,
     )
@@ -157,6 +170,20 @@ def _crawl_command(args: argparse.Namespace) -> int:
         print("Run the same command again to resume this crawl where it stopped.")
         return EXIT_INTERRUPTED
     return 0
+
+
+def load_with_spider(
+    args: argparse.Namespace, values: dict[str, Any]
+) -> tuple[Config, SpiderRef | None]:
+    """The config, with its spider's settings between config.toml and --set, and the spider
+    (`--spider`, else crawl.spider), imported here, at the edge, before any crawl begins."""
+    spec = getattr(args, "spider", None) or load(args, dict(values)).crawl.spider
+    if not spec:
+        return load(args, values), None
+    from scraper.spider.load import find_spider, spider_settings
+
+    cls, ref = find_spider(spec)
+    return load(args, values, below=spider_settings(cls, spec)), ref
 
 
 def _which_config(args: argparse.Namespace) -> str:
@@ -180,10 +207,10 @@ def _worker_command(args: argparse.Namespace) -> int:
     with open_results(db) as reader:
         crawl = reader.find_crawl(wanted)
     # The crawl's seeds, as it stored them: they make its scope (crawl.allowed_domains = []).
-    config = load(args, {"crawl.seeds": json.loads(crawl.seeds)})
+    config, spider = load_with_spider(args, {"crawl.seeds": json.loads(crawl.seeds)})
     _refuse_politeness_by_ip(config, "worker")
     crawl_id = crawl.id
-    summary = asyncio.run(run_crawl(config, quiet=args.quiet, join=crawl_id))
+    summary = asyncio.run(run_crawl(config, quiet=args.quiet, join=crawl_id, spider=spider))
     print(
         f"Worker on crawl {summary.crawl_id} {summary.status}: "
         f"{summary.pages} pages in the crawl so far"
@@ -226,6 +253,8 @@ def _worker_command_line(args: argparse.Namespace) -> list[str]:
         line += ["--set", item]
     if args.db:
         line += ["--db", args.db]
+    if args.spider:
+        line += ["--spider", args.spider]
     if args.concurrency is not None:
         line += ["--set", f"fetch.concurrency={args.concurrency}"]
     if args.max_pages is not None:
@@ -243,6 +272,7 @@ async def run_crawl(
     join: int | None = None,
     workers: tuple[int, list[str] | None] = (0, None),
     opening: str | None = None,
+    spider: SpiderRef | None = None,
 ) -> CrawlSummary:
     """Crawl as `config` says, showing progress unless `quiet`, until done or stopped by a
     signal; `fresh`: start a new crawl even if the last one did not finish; `join`: work on
@@ -253,7 +283,7 @@ async def run_crawl(
     from scraper.crawl.crawler import Crawler
 
     say = _Announcer(opening)
-    crawler = Crawler(config, fresh=fresh, announce=say, join=join, quiet=quiet)
+    crawler = Crawler(config, fresh=fresh, announce=say, join=join, quiet=quiet, spider=spider)
     _settle_the_garbage_collector()
     if asyncio.get_running_loop().get_debug():
         _say("asyncio debug mode (--debug-loop): callbacks holding the loop over 100 ms are logged")

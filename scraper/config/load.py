@@ -20,10 +20,14 @@ def load_config(
     *,
     overrides: Sequence[str] = (),
     values: Mapping[str, Any] | None = None,
+    below: Mapping[str, Any] | None = None,
 ) -> Config:
-    """Read `path` (None: defaults only), apply `--set` overrides, then `values` ("section.key" →
-    value, e.g. seeds and shortcuts from the command line), and check everything."""
+    """Read `path` (None: defaults only), apply `below` ("section.key" → value: a spider's
+    settings, above the file and below the rest), `--set` overrides, then `values` (e.g. seeds
+    and shortcuts from the command line), and check everything."""
     raw = _read_toml(path) if path is not None else {}
+    for key, value in (below or {}).items():
+        _assign(raw, key, value)
     for item in overrides:
         key, value = _parse_override(item)
         _assign(raw, key, value)

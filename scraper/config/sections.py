@@ -141,6 +141,17 @@ class CrawlConfig:
             '`""` = none.',
         ),
     )
+    spider: str = field(
+        default="",
+        metadata=_opt(
+            str_or_empty,
+            "A spider whose callbacks parse the pages (see the Spiders guide): "
+            '`"shop.py:Shop"` (a file, relative to the working directory) or '
+            '`"shop.spiders:Shop"` (a module). With a spider, links are followed only where a '
+            "callback asks, and what the callbacks yield is stored in `items`. `--spider` sets "
+            'it. `""` = none.',
+        ),
+    )
     allowed_domains: tuple[str, ...] = field(
         default=(),
         metadata=_opt(

@@ -23,13 +23,15 @@ from scraper.crawl.gauges import CrawlGauges
 from scraper.crawl.health import LoopLagMonitor, StageSampler
 from scraper.crawl.leases import request_margin
 from scraper.crawl.pipeline import Pipeline
+from scraper.crawl.response import HTML_TYPES, SPIDER_TYPES
 from scraper.crawl.scheduler import Scheduler
 from scraper.crawl.seeds import SeedFile, digest_of
 from scraper.crawl.sockets import raise_open_files_limit, socket_budget
 from scraper.crawl.stages import build_stages, wire_for
 from scraper.errors import ConfigError, ScraperError
-from scraper.models import CrawlRequest, CrawlSnapshot, SeedList
+from scraper.models import CrawlRequest, CrawlSnapshot, PageRecord, SeedList, SpiderRef
 from scraper.parse.pool import ParsePool
+from scraper.spider.load import find_spider
 from scraper.store import open_backend
 from scraper.store.base import (
     Backend,
@@ -60,15 +62,25 @@ class Crawler:
         resolver: AbstractResolver | None = None,
         join: int | None = None,
         quiet: bool = False,
+        spider: SpiderRef | None = None,
+        on_stored: Callable[[list[PageRecord]], None] | None = None,
     ) -> None:
         """`resolver`: how host names are resolved, instead of fetch.resolve and the system's
         (tests, and a layer such as a filter of private addresses). `join`: work on that
         running crawl beside the processes already on it (a worker; PostgreSQL). `quiet`: the
-        summary only (stalls of the event loop are logged at INFO, and counted)."""
+        summary only (stalls of the event loop are logged at INFO, and counted). `spider`: the
+        crawl's spider, found (`spider/load.py`); None: crawl.spider's, found as the crawl
+        starts (off the loop), or none. `on_stored`: told of each batch of pages committed (on
+        the loop: it must not block)."""
         if not config.crawl.seeds and not config.crawl.seeds_file and join is None:
             raise ConfigError(
                 "no seeds: give start URLs on the command line (or --seeds-file), or set "
                 "crawl.seeds in config.toml"
+            )
+        if (spider is not None or config.crawl.spider) and config.parse.workers == 0:
+            raise ConfigError(
+                "parse.workers = 0 parses on the event loop, where a spider's callbacks may not "
+                "run (they could stall every download): give it 1 or more"
             )
         self._config = config
         self._fresh = fresh
@@ -86,6 +98,8 @@ class Crawler:
         self._resolver = resolver
         self._open_files = 0
         self._join = join
+        self._spider = spider
+        self._on_stored = on_stored
         self._shared = False  # host leases shared with other processes (PostgreSQL)
         self.crawl_id: int | None = None
         self.began = asyncio.Event()  # set once crawl_id is known (its row exists, it runs)
@@ -162,6 +176,8 @@ class Crawler:
             seeds = await seed_file.scan() if seed_file else digest_of(config.crawl.seeds)
             if seed_file is not None:
                 self._announce_seeds(seeds)
+            if self._spider is None and config.crawl.spider:
+                _, self._spider = await asyncio.to_thread(find_spider, config.crawl.spider)
             async with open_backend(config.storage) as backend:
                 return await self._run(backend, seeds, seed_file, started)
         finally:
@@ -188,8 +204,8 @@ class Crawler:
         crawls = backend.crawls
         if self._join is not None:
             crawl_id, resumed, again = self._join, False, 0
-            await backend.join(crawl_id, _fleet_rules(config))
-            frontier = backend.frontier(crawl_id, config.crawl.recrawl_after, _fleet_rules(config))
+            await backend.join(crawl_id, self._rules())
+            frontier = backend.frontier(crawl_id, config.crawl.recrawl_after, self._rules())
         else:
             to_resume = await self._crawl_to_resume(backend, seeds)
             resumed = to_resume is not None
@@ -198,7 +214,7 @@ class Crawler:
             else:
                 crawl_id = to_resume
                 await crawls.reopen(crawl_id)
-            frontier = backend.frontier(crawl_id, config.crawl.recrawl_after, _fleet_rules(config))
+            frontier = backend.frontier(crawl_id, config.crawl.recrawl_after, self._rules())
             again = await frontier.reset_leases()
             await frontier.seed([CrawlRequest(url=seed) for seed in config.crawl.seeds])
             if seed_file is not None:
@@ -206,7 +222,7 @@ class Crawler:
                     await frontier.seed(batch)
         self.crawl_id = crawl_id
         self.began.set()
-        leases = _leases(backend, crawl_id, config)
+        leases = _leases(backend, crawl_id, config, self._rules())
         self._shared = leases.shared
         done = await frontier.count(FrontierState.DONE)
         if resumed:
@@ -237,6 +253,9 @@ class Crawler:
                 "(run again with its seeds to resume it)"
             )
         return mine or None
+
+    def _rules(self) -> FleetRules:
+        return _fleet_rules(self._config, self._spider)
 
     def _politeness(self) -> list[HostPoliteness]:
         """What the hosts still held leave their next owners (a stopped process's)."""
@@ -288,6 +307,7 @@ class Crawler:
             resolver=self._resolver,
             wire=wire.slots,
             listener=wire,  # (told as requests go on and off the wire: the dispatcher's side)
+            types=SPIDER_TYPES if self._spider is not None else HTML_TYPES,
         )
         async with fetcher, ParsePool(config.parse) as parser:
             stages = build_stages(
@@ -298,6 +318,8 @@ class Crawler:
                 fetcher=fetcher,
                 parser=parser,
                 wire=wire,
+                spider=self._spider,
+                on_stored=self._on_stored,
             )
             scheduler, pipeline = stages.scheduler, stages.pipeline
             self._scheduler, self._pipeline, self._stored_before = scheduler, pipeline, done
@@ -332,12 +354,10 @@ class Crawler:
             return "interrupted" if self._stopping else "finished"
 
 
-def _leases(backend: Backend, crawl_id: int, config: Config) -> HostLeases:
+def _leases(backend: Backend, crawl_id: int, config: Config, rules: FleetRules) -> HostLeases:
     """This process's host leases; with shared ones, the lease must outlast a request."""
     margin = request_margin(config.fetch)
-    leases = backend.leases(
-        crawl_id, ttl=config.storage.lease_ttl, margin=margin, rules=_fleet_rules(config)
-    )
+    leases = backend.leases(crawl_id, ttl=config.storage.lease_ttl, margin=margin, rules=rules)
     if leases.shared and config.storage.lease_ttl * 5 / 6 <= margin:
         raise ConfigError(
             f"storage.lease_ttl = {config.storage.lease_ttl:g}: a lease must outlast a request's "
@@ -348,13 +368,14 @@ def _leases(backend: Backend, crawl_id: int, config: Config) -> HostLeases:
     return leases
 
 
-def _fleet_rules(config: Config) -> FleetRules:
-    """What the backend keeps for the whole crawl: the page budgets its leases count, and the
-    politeness key a fleet leases hosts by."""
+def _fleet_rules(config: Config, spider: SpiderRef | None) -> FleetRules:
+    """What the backend keeps for the whole crawl: the page budgets its leases count, the
+    politeness key a fleet leases hosts by, and the spider every process calls."""
     return FleetRules(
         max_pages=config.crawl.max_pages,
         max_pages_per_host=config.crawl.max_pages_per_host,
         politeness_key=config.fetch.politeness_key,
+        spider=spider.digest if spider is not None else "",
     )
 
 

@@ -32,7 +32,7 @@ from scraper.crawl.failures import describe, failure_of
 from scraper.crawl.out_of_sockets import OutOfSockets, out_of_sockets, until_sockets
 from scraper.crawl.ports import WireListener
 from scraper.crawl.redirects import follow_redirects
-from scraper.crawl.response import read_response
+from scraper.crawl.response import HTML_TYPES, read_response
 from scraper.crawl.retries import Retryable, RetryPolicy, with_retries
 from scraper.crawl.session import make_session, request_options
 from scraper.crawl.wire import Everyone, WireSlots
@@ -65,6 +65,7 @@ class Fetcher:
         resolver: AbstractResolver | None = None,
         wire: WireSlots | None = None,
         listener: WireListener | None = None,
+        types: frozenset[str] = HTML_TYPES,
     ) -> None:
         self._config = config
         self._outside = outside
@@ -74,6 +75,7 @@ class Fetcher:
         self._session: aiohttp.ClientSession | None = None
         self._connector_resolver: AbstractResolver | None = None
         self._listener = listener or Everyone()
+        self._types = types  # the media types whose bodies are read for the parser
         self.resolver = resolver  # names, cached (what the dispatcher asks for IP keys)
 
     @property
@@ -186,7 +188,8 @@ class Fetcher:
                 request, close=close, time_limit=time_limit, connect_timeout=config.connect_timeout
             )
             try:
-                async with self._session.get(request.url, **options) as response:
+                session = self._session
+                async with session.request(request.verb, request.url, **options) as response:
                     self._wire.connected()
                     return await read_response(
                         response,
@@ -197,6 +200,7 @@ class Fetcher:
                         max_bytes=config.max_bytes,
                         any_type=any_type,
                         body_limit=body_limit,
+                        types=self._types,
                     )
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 if out_of_sockets(exc):

@@ -21,7 +21,16 @@ from scraper.crawl.fetch import Fetcher
 from scraper.crawl.health import StageGauge
 from scraper.crawl.scheduler import Assignment, Scheduler
 from scraper.crawl.sink import Sink
-from scraper.models import REDIRECTS, FetchResult, PageRecord, ParseFailure, ParseJob, ParseResult
+from scraper.models import (
+    REDIRECTS,
+    FetchResult,
+    PageRecord,
+    ParseFailure,
+    ParseJob,
+    ParseResult,
+    SpiderCall,
+    SpiderRef,
+)
 from scraper.parse.pool import ParsePool
 from scraper.parse.procpool import WorkerDied
 from scraper.store.base import utc_now
@@ -84,6 +93,7 @@ class Pipeline:
         sink: Sink,
         sink_queue: asyncio.Queue[object],
         admission: Admission,
+        spider: SpiderRef | None = None,
     ) -> None:
         self._config = config
         self._scheduler = scheduler
@@ -91,6 +101,7 @@ class Pipeline:
         self._parser = parser
         self._sink = sink
         self._admission = admission
+        self._spider = spider  # whose callbacks parse the pages, with what they yield
         self._scope = config.crawl.scope()
         self._policy = config.crawl.url_policy()
         # Twice the slots: a worker waiting out a retry backoff holds no slot, so others fill it.
@@ -182,6 +193,9 @@ class Pipeline:
             self._backlog.release(estimate)
             return False
         request, skip = assignment.request, assignment.skip_reason
+        if self._spider is not None and (request.fresh or request.etag or request.last_modified):
+            # A callback needs the body: a spider's crawl asks for every page whole.
+            request = dataclasses.replace(request, fresh=False, etag=None, last_modified=None)
         if skip is not None:
             result = FetchResult(
                 request=request,
@@ -232,7 +246,12 @@ class Pipeline:
 
     def _count(self, record: PageRecord) -> None:
         self._pages += 1
-        self._errors += record.fetch.error_kind is not None or record.parse_error is not None
+        parsed = record.parsed
+        self._errors += (
+            record.fetch.error_kind is not None
+            or record.parse_error is not None
+            or (parsed is not None and parsed.callback_error is not None)
+        )
         self._bytes += record.fetch.bytes or 0
 
     async def _process(self, batch: list[FetchResult]) -> list[PageRecord]:
@@ -288,6 +307,21 @@ class Pipeline:
             policy=self._policy,
             scope=self._scope,  # so the parser's process filters the links, not the loop
             regex_timeout=self._config.parse.regex_timeout,
+            spider=self._spider_call(result),
+        )
+
+    def _spider_call(self, result: FetchResult) -> SpiderCall | None:
+        if self._spider is None:
+            return None
+        request = result.request
+        return SpiderCall(
+            spider=self._spider,
+            callback=request.callback or "parse",
+            meta=request.meta,
+            status=result.status or 0,
+            headers=result.headers,
+            depth=request.depth,
+            identity=request.identity,
         )
 
     def _parsed(self, result: FetchResult, outcome: ParseResult | ParseFailure) -> PageRecord:
@@ -295,8 +329,11 @@ class Pipeline:
         if isinstance(outcome, ParseFailure):  # the parser's bug must not lose the page: record it
             log.warning("parse failed for %s: %s", result.request.url, outcome.error)
             return PageRecord(fetch=stored, parse_error=outcome.error)
-        return PageRecord(
-            fetch=stored,
-            parsed=outcome,
-            children=self._admission.links(result.request, outcome.follow),
-        )
+        if outcome.callback_error is not None:
+            log.warning("%s: the spider's callback failed: %s", result.request.url,
+                        outcome.callback_error)  # fmt: skip
+            log.debug("%s", outcome.callback_trace)
+        children = self._admission.links(result.request, outcome.follow)
+        if outcome.requests:  # a spider's requests other than plain GETs
+            children += self._admission.requested(result.request, outcome.requests)
+        return PageRecord(fetch=stored, parsed=outcome, children=children)

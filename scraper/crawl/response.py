@@ -20,6 +20,9 @@ from scraper.models import CrawlRequest, ErrorKind, FetchResult
 from scraper.urls import canonicalize
 
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+# What a spider's callback may read besides HTML: an API's JSON, XML, plain text.
+SPIDER_TYPES = HTML_TYPES | {"application/json", "text/json", "application/xml", "text/xml",
+                             "text/plain"}  # fmt: skip
 READ_CHUNK = 64 * 1024
 
 
@@ -33,9 +36,11 @@ async def read_response(
     max_bytes: int,
     any_type: bool = False,
     body_limit: int | None = None,
+    types: frozenset[str] = HTML_TYPES,
 ) -> FetchResult:
     """The result of attempt number `attempt` of `request`, timed from `started` (a
-    perf_counter reading); raises Retryable for a 429 or a 5xx."""
+    perf_counter reading); raises Retryable for a 429 or a 5xx. `types`: the media types whose
+    bodies are read for the parser (a spider's crawl adds JSON, XML and plain text)."""
     content_type = response.headers.get("Content-Type")
     mime = content_type.split(";", 1)[0].strip().lower() if content_type else None
     common: dict[str, Any] = {
@@ -47,6 +52,7 @@ async def read_response(
         "content_type": content_type,
         "etag": response.headers.get("ETag"),
         "last_modified": response.headers.get("Last-Modified"),
+        "headers": tuple(response.headers.items()),
     }
 
     def result(**fields: Any) -> FetchResult:
@@ -64,7 +70,7 @@ async def read_response(
         target = canonicalize(location, request.url) if location else None
         common["final_url"] = target if status != 304 else common["final_url"]
         return result()
-    if mime is not None and mime not in HTML_TYPES and not any_type:
+    if mime is not None and mime not in types and not any_type:
         return result(bytes=response.content_length)  # recorded, not downloaded nor parsed
     limit = body_limit or max_bytes
     declared = response.content_length

@@ -168,7 +168,7 @@ class Scheduler:
 
     def fetched(self, request: CrawlRequest, result: FetchResult) -> None:
         """A fetch finished: free the slot and let its outcome tune it."""
-        self._ledger.started(request.url)  # (if it never went on the wire)
+        self._ledger.started(request.identity)  # (if it never went on the wire)
         host = self._hosts.get(host_key(request.url))
         if host is not None:
             self._done_with(host, result)
@@ -181,7 +181,7 @@ class Scheduler:
             for child_host in {host_key(child.url) for child in record.children}:
                 if leases.holds(child_host):  # (another's host: its owner finds them)
                     self._loader.note_pending(child_host)
-        for name in self._ledger.stored([record.fetch.request.url for record in records]):
+        for name in self._ledger.stored([record.fetch.request.identity for record in records]):
             host = self._hosts.get(name)
             if host is not None:
                 self._release_if_idle(host)
@@ -397,15 +397,15 @@ class Scheduler:
     def _take(self, slot: Slot, host: HostState, now: float) -> Assignment:
         request = host.queue.popleft()
         self._ready.rotate(slot, host)
-        self._start_request(slot, host, now, request.url)
-        self._ledger.handed_out(request.url, host.name)
+        self._start_request(slot, host, now, request.identity)
+        self._ledger.handed_out(request.identity, host.name)
         self._ready.offer(slot)
         self._loader.want_refill(host)
         return Assignment(request)
 
     def _take_free(self) -> Assignment:
         host, assignment = self._free.popleft()
-        self._ledger.handed_out(assignment.request.url, host.name)
+        self._ledger.handed_out(assignment.request.identity, host.name)
         self._loader.want_refill(host)
         self._release_if_idle(host)
         return assignment

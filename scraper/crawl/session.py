@@ -9,6 +9,7 @@ addresses and makes the sockets. aiohttp follows no redirect by itself.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import aiohttp
@@ -56,18 +57,22 @@ def make_connector(
 def request_options(
     request: CrawlRequest, *, close: bool, time_limit: float | None, connect_timeout: float
 ) -> dict[str, Any]:
-    """The keyword arguments of `session.get` for `request`, beyond its URL: no redirect
+    """The keyword arguments of `session.request` for `request`, beyond its method and URL: its
+    body (a spider's request's), its headers, no redirect
     followed (each hop is a request of its own, within the crawl's boundary), the validators
     of a stored page (a conditional request), `Connection: close` where the connection is not
     to idle in the pool, and a `time_limit` shorter than fetch.total_timeout."""
     options: dict[str, Any] = {"allow_redirects": False, "headers": _headers(request, close)}
+    if request.body is not None:
+        options["data"] = request.body
     if time_limit is not None:  # (passing timeout=None would mean no timeout at all)
         options["timeout"] = aiohttp.ClientTimeout(total=time_limit, connect=connect_timeout)
     return options
 
 
 def _headers(request: CrawlRequest, close: bool) -> dict[str, str] | None:
-    headers = {}
+    """A spider's request's own headers (`scraper.Request(headers=...)`), then ours."""
+    headers: dict[str, str] = json.loads(request.headers) if request.headers else {}
     if close:
         headers["Connection"] = "close"
     if request.etag:

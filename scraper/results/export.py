@@ -1,8 +1,12 @@
-"""`scraper export`: every page with its extracted fields, as JSON lines or CSV, streamed.
+"""`scraper export`: every page with its extracted fields, or with `--items` every item a
+spider yielded, as JSON lines or CSV, streamed.
 
 Rows go from the database's cursor to the output one at a time, so memory stays flat for any
 database size. JSON lines keep the data's shape (`fields`, `links` as JSON values); CSV, made for
 spreadsheets, gives each extracted field a column of its own (`fields.price`; a list as JSON).
+Items are written as the spider yielded them: a JSON line each, or in CSV a column per key (in
+the order keys first appear; a list or an object as JSON), which costs a second pass over the
+items (the first finds the keys), never memory.
 """
 
 from __future__ import annotations
@@ -74,3 +78,38 @@ def _write_csv(
 
 def _cell(value: Any) -> Any:
     return json.dumps(value, ensure_ascii=False) if isinstance(value, list | dict) else value
+
+
+def export_items(
+    db: str | Path,
+    out: TextIO,
+    fmt: str = "jsonl",
+    crawl_id: int | None = None,
+    *,
+    formulas: bool = False,
+) -> int:
+    """Write the items (of one crawl, or all) to `out`, in the order stored; returns how many.
+    CSV cells that would start a spreadsheet formula are neutralised unless `formulas`."""
+    with open_results(str(db)) as reader:
+        if crawl_id is not None:
+            reader.find_crawl(crawl_id)
+        if fmt == "csv":
+            keys: dict[str, None] = {}
+            for item in _items(reader.items(crawl_id).rows):
+                keys.update(dict.fromkeys(item))
+            header = list(keys)
+            cells = (
+                [_cell(item.get(k)) for k in header] for item in _items(reader.items(crawl_id).rows)
+            )
+            return write_csv(header, cells, out, formulas=formulas)
+        count = 0
+        for row in reader.items(crawl_id).rows:
+            out.write(row[4] + "\n")  # stored as the worker encoded it: JSON, one line
+            count += 1
+        return count
+
+
+def _items(rows: Iterator[tuple[Any, ...]]) -> Iterator[dict[str, Any]]:
+    for row in rows:
+        item = json.loads(row[4])
+        yield item if isinstance(item, dict) else {"item": item}

@@ -40,6 +40,8 @@ class CrawlStats:
     host_settings: dict[str, dict[str, float]] = field(default_factory=dict)  # at the end
     workers: tuple[tuple[str, int, str], ...] = ()  # (worker, pages, state): several processes
     limits: CrawlLimits | None = None
+    items_by_callback: tuple[tuple[str, int], ...] = ()  # a spider's items, per callback
+    item_pages: int = 0  # pages that yielded items
 
     @property
     def pages_per_second(self) -> float:
@@ -50,6 +52,7 @@ def crawl_stats(reader: ResultsReader, crawl: CrawlRow) -> CrawlStats:
     counters = json.loads(crawl.counters) if crawl.counters else {}
     counts = reader.counts(crawl.id)
     measured, latencies = reader.latencies(crawl.id)
+    by_callback, item_pages = reader.item_counts(crawl.id)
     return CrawlStats(
         crawl_id=crawl.id,
         status=crawl.status,
@@ -67,6 +70,8 @@ def crawl_stats(reader: ResultsReader, crawl: CrawlRow) -> CrawlStats:
         host_settings=counters.get("hosts", {}),
         workers=tuple(reader.worker_shares(crawl.id)),
         limits=reader.limits(crawl.id),
+        items_by_callback=tuple(by_callback),
+        item_pages=item_pages,
     )
 
 
@@ -141,6 +146,19 @@ def _worker_lines(s: CrawlStats) -> list[str]:
     return lines
 
 
+def _item_lines(s: CrawlStats) -> list[str]:
+    """A spider's items: how many, per callback, and per page that yielded any."""
+    if not s.items_by_callback:
+        return []
+    total = sum(n for _, n in s.items_by_callback)
+    each = ", ".join(f"{callback} {n:,}" for callback, n in s.items_by_callback)
+    per_page = total / s.item_pages if s.item_pages else 0.0
+    return [
+        f"  items:     {total:,} ({each}), from {s.item_pages:,} pages ({per_page:.1f} a page); "
+        f"scraper export --items --db {shlex.quote(s.db)}"
+    ]
+
+
 def format_stats(s: CrawlStats) -> str:
     def counts(d: dict[str, int]) -> str:
         return ", ".join(f"{k} {v}" for k, v in d.items()) or "none"
@@ -169,6 +187,7 @@ def format_stats(s: CrawlStats) -> str:
         f"  by status: {counts(s.by_status)}",
         f"  errors:    {counts(s.by_error)}",
         *_limit_lines(s),
+        *_item_lines(s),
         f"  top hosts: {hosts or 'none'}",
         f"  latency:   {latency or 'none'}",
         f"  loop lag:  {lag or 'not measured'}",

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from scraper.models import PageRecord
 from scraper.store.postgres.database import Conn, PgDatabase
 from scraper.store.postgres.frontier import MARK_DONE, insert_discovered
-from scraper.store.rows import PAGE_COLUMNS, kept, page_row
+from scraper.store.rows import PAGE_COLUMNS, item_rows, kept, page_row
 
 UPSERT_PAGE = (
     f"INSERT INTO pages ({', '.join(PAGE_COLUMNS)}) "
@@ -27,6 +27,11 @@ TOUCH_NOT_MODIFIED = (
     f"attempts = %(attempts)s, not_modified = 1 WHERE {BY_URL}"
 )
 TOUCH_FRESH = f"UPDATE pages SET crawl_id = %(crawl)s WHERE {BY_URL}"
+# A page's items, stored with it, once per crawl (see the SQLite writer).
+INSERT_ITEMS = (
+    "INSERT INTO items (crawl_id, url, position, callback, data) VALUES (%s, %s, %s, %s, %s) "
+    "ON CONFLICT DO NOTHING"
+)
 
 
 class PgPageWriter:
@@ -40,10 +45,11 @@ class PgPageWriter:
     async def write(self, records: Sequence[PageRecord]) -> None:
         crawl = self._crawl_id
         # The last record of a URL wins, as it would on SQLite (one statement per row there).
-        full = {r.fetch.request.url: r for r in records if not kept(r)}
+        full = {r.fetch.request.identity: r for r in records if not kept(r)}
         not_modified = [r.fetch for r in records if r.fetch.status == 304]
-        fresh = [r.fetch.request.url for r in records if r.fetch.request.fresh]
-        own = sorted({r.fetch.request.url for r in records})
+        fresh = [r.fetch.request.identity for r in records if r.fetch.request.fresh]
+        own = sorted({r.fetch.request.identity for r in records})
+        items = sorted(item_rows(crawl, records))
 
         async def work(conn: Conn) -> None:
             cursor = conn.cursor()
@@ -62,7 +68,7 @@ class PgPageWriter:
                             "at": f.fetched_at,
                             "ms": f.elapsed_ms,
                             "attempts": f.attempts,
-                            "url": f.request.url,
+                            "url": f.request.identity,
                         }
                         for f in not_modified
                     ],
@@ -71,6 +77,8 @@ class PgPageWriter:
                 await cursor.executemany(
                     TOUCH_FRESH, [{"crawl": crawl, "url": url} for url in sorted(fresh)]
                 )
+            if items:
+                await cursor.executemany(INSERT_ITEMS, items)
             await cursor.execute(MARK_DONE, (own, crawl))
             await cursor.execute(
                 "UPDATE workers SET pages = pages + %s WHERE crawl_id = %s AND id = %s",
