@@ -17,10 +17,12 @@ from typing import Any
 
 from aiohttp.abc import AbstractResolver
 
+from scraper.archive.archive import Archive
 from scraper.config import Config
 from scraper.crawl.fetch import Fetcher
 from scraper.crawl.health import LoopLagMonitor, StageSampler
 from scraper.crawl.leases import request_margin
+from scraper.crawl.on_the_wire import OnTheWire
 from scraper.crawl.pipeline import Pipeline
 from scraper.crawl.scheduler import Scheduler
 from scraper.crawl.seeds import SeedFile, digest_of
@@ -263,6 +265,24 @@ class Crawler:
         scope = config.crawl.scope()
         budget = socket_budget(config.fetch.concurrency, config.parse.workers, self._open_files)
         wire = wire_for(config, budget)  # the connection slots, the fetcher's and the dispatcher's
+        async with contextlib.AsyncExitStack() as stack:
+            archive = None
+            if config.storage.warc:  # the writer process, its folder checked before any fetch
+                archive = await stack.enter_async_context(Archive(config.storage))
+            return await self._run_stages(backend, crawl_id, frontier, done, leases, wire, archive)
+
+    async def _run_stages(
+        self,
+        backend: Backend,
+        crawl_id: int,
+        frontier: Frontier,
+        done: int,
+        leases: HostLeases,
+        wire: OnTheWire,
+        archive: Archive | None,
+    ) -> str:
+        config = self._config
+        scope = config.crawl.scope()
         fetcher = Fetcher(
             config.fetch,
             outside=scope.outside,  # the boundary of every request: pages, robots.txt, sitemaps
@@ -271,6 +291,7 @@ class Crawler:
             resolver=self._resolver,
             wire=wire.slots,
             listener=wire,  # (told as requests go on and off the wire: the dispatcher's side)
+            archive=archive,
         )
         async with fetcher, ParsePool(config.parse) as parser:
             stages = build_stages(
@@ -281,6 +302,7 @@ class Crawler:
                 fetcher=fetcher,
                 parser=parser,
                 wire=wire,
+                archive=archive,
             )
             scheduler, pipeline = stages.scheduler, stages.pipeline
             self._scheduler, self._pipeline, self._stored_before = scheduler, pipeline, done

@@ -11,6 +11,7 @@ PAGE_COLUMNS = [
     "fetched_at", "elapsed_ms", "bytes", "attempts", "encoding", "title", "description",
     "canonical", "text_length", "text_hash", "text", "fields", "error_kind", "error", "etag",
     "last_modified", "links", "links_cut", "field_errors", "not_modified",
+    "warc_file", "warc_offset", "warc_length", "warc_date", "warc_digest",
 ]  # fmt: skip
 
 
@@ -53,4 +54,13 @@ def page_row(crawl_id: int, record: PageRecord) -> tuple[Any, ...]:
         parsed.links_cut if parsed else None,
         parsed.field_errors_json if parsed else None,
         None,  # not_modified: a page stored whole was modified (or new)
+        *_archived(record),
     )
+
+
+def _archived(record: PageRecord) -> tuple[Any, ...]:
+    """Where the page's response record is in the WARC archive (storage.warc), or NULLs."""
+    where = record.fetch.archived
+    if where is None:
+        return (None, None, None, None, None)
+    return (where.file, where.offset, where.length, where.date, where.digest)

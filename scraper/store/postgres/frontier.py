@@ -66,7 +66,8 @@ LEASE = (
     "    ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED"
     "  ) s WHERE f.seq = s.seq RETURNING f.seq, f.url, f.depth, f.referrer, f.hops"
     ") "
-    "SELECT l.url, l.depth, l.referrer, l.hops, p.etag, p.last_modified, p.fetched_at > %s "
+    "SELECT l.url, l.depth, l.referrer, l.hops, p.etag, p.last_modified, p.fetched_at > %s, "
+    "  p.warc_date, p.warc_digest "
     "FROM leased l LEFT JOIN pages p ON md5(p.url) = md5(l.url) AND p.url = l.url "
     "ORDER BY l.seq"
 )
@@ -189,8 +190,10 @@ class PgFrontier:
                 etag=etag,
                 last_modified=modified,
                 fresh=bool(fresh) and self._recrawl_after > 0,
+                archived_date=warc_date,
+                archived_digest=warc_digest,
             )
-            for url, depth, referrer, hops, etag, modified, fresh in rows
+            for url, depth, referrer, hops, etag, modified, fresh, warc_date, warc_digest in rows
         ]
 
     async def _lease_counted(

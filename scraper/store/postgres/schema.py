@@ -176,5 +176,16 @@ SCHEMA_V6 = """
 ALTER TABLE pages ADD COLUMN not_modified smallint;
 """
 
-MIGRATIONS: Sequence[str] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6)
+# v7: as SQLite's v10: where the page's response record is in the WARC archive (storage.warc).
+SCHEMA_V7 = """
+ALTER TABLE pages ADD COLUMN warc_file text;
+ALTER TABLE pages ADD COLUMN warc_offset bigint;
+ALTER TABLE pages ADD COLUMN warc_length bigint;
+ALTER TABLE pages ADD COLUMN warc_date text;
+ALTER TABLE pages ADD COLUMN warc_digest text;
+"""
+
+MIGRATIONS: Sequence[str] = (
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7,
+)  # fmt: skip
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -101,7 +101,8 @@ class SqliteFrontier:
                 rows = list(
                     await conn.execute_fetchall(
                         "SELECT f.seq, f.url, f.depth, f.referrer, f.hops, p.etag, "
-                        "  p.last_modified, p.fetched_at > strftime('%Y-%m-%dT%H:%M:%f', 'now', ?) "
+                        "  p.last_modified, p.fetched_at > strftime('%Y-%m-%dT%H:%M:%f', 'now', ?), "
+                        "  p.warc_date, p.warc_digest "
                         "FROM frontier f LEFT JOIN pages p ON p.url = f.url "
                         f"WHERE f.crawl_id = ? AND f.host = ? AND f.state = {PENDING} "
                         "ORDER BY f.seq LIMIT ?",
@@ -121,8 +122,10 @@ class SqliteFrontier:
                 etag=etag,
                 last_modified=modified,
                 fresh=bool(fresh) and self._recrawl_after > 0,
+                archived_date=warc_date,
+                archived_digest=warc_digest,
             )
-            for _, url, depth, referrer, hops, etag, modified, fresh in rows
+            for _, url, depth, referrer, hops, etag, modified, fresh, warc_date, warc_digest in rows
         ]
 
     async def _room(self, conn: aiosqlite.Connection, host: str, limit: int) -> int:
