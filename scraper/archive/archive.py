@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import errno
 import logging
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
 

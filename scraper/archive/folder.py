@@ -18,6 +18,7 @@ blocking file I/O.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -114,10 +115,8 @@ class WarcFolder:
             _write_all(self._fd, data)
         except OSError:
             # A full disk, say: the file must not end in a torn record while it is ours.
-            try:
+            with contextlib.suppress(OSError):  # (else the repair at the next start does)
                 os.ftruncate(self._fd, self._size)
-            except OSError:
-                pass  # the repair at the next start cuts it back instead
             raise
         self._size += len(data)
 

@@ -126,7 +126,10 @@ def _add_export(commands: Commands, common: argparse.ArgumentParser) -> None:
         "fields as an object, CSV gives each field a column (fields.NAME).",
     )
     exporter.add_argument(
-        "--format", choices=EXPORT_FORMATS, default="jsonl", help="JSON lines or CSV"
+        "--format",
+        choices=EXPORT_FORMATS,
+        default="jsonl",
+        help="JSON lines, CSV, or cdxj: the index of the WARC records (storage.warc)",
     )
     exporter.add_argument("--out", type=Path, metavar="FILE", help="default: standard output")
     exporter.add_argument("--crawl", type=int, metavar="ID", help="only this crawl's pages")

@@ -262,13 +262,12 @@ class Crawler:
         self, backend: Backend, crawl_id: int, frontier: Frontier, done: int, leases: HostLeases
     ) -> str:
         config = self._config
-        scope = config.crawl.scope()
         budget = socket_budget(config.fetch.concurrency, config.parse.workers, self._open_files)
         wire = wire_for(config, budget)  # the connection slots, the fetcher's and the dispatcher's
-        async with contextlib.AsyncExitStack() as stack:
-            archive = None
-            if config.storage.warc:  # the writer process, its folder checked before any fetch
-                archive = await stack.enter_async_context(Archive(config.storage))
+        if not config.storage.warc:
+            return await self._run_stages(backend, crawl_id, frontier, done, leases, wire, None)
+        # The archive's writer process, its folder checked (and torn files repaired) first.
+        async with Archive(config.storage) as archive:
             return await self._run_stages(backend, crawl_id, frontier, done, leases, wire, archive)
 
     async def _run_stages(

@@ -42,7 +42,9 @@ class BodyDecoder:
         """True when the body is kept as it came (no coding, or one we do not decode)."""
         coding = self._coding
         return not (
-            coding in ZLIB_CODINGS or (coding == "br" and HAS_BROTLI) or (coding == "zstd" and HAS_ZSTD)
+            coding in ZLIB_CODINGS
+            or (coding == "br" and HAS_BROTLI)
+            or (coding == "zstd" and HAS_ZSTD)
         )
 
     @property

@@ -84,7 +84,10 @@ async def read_response(
     if declared is not None and declared > limit and decoder.passes and body_limit is None:
         exchange = wire.made(b"", truncated="length") if wire else None
         return result(
-            bytes=declared, error_kind=ErrorKind.TOO_LARGE, error=_too_large(limit), exchange=exchange
+            bytes=declared,
+            error_kind=ErrorKind.TOO_LARGE,
+            error=_too_large(limit),
+            exchange=exchange,
         )
     if declared is not None and declared <= limit and decoder.passes:
         whole = await response.read()  # one await: its size is declared, within the limit
@@ -93,13 +96,13 @@ async def read_response(
         async for chunk in response.content.iter_chunked(READ_CHUNK):
             decoder.feed(chunk)
             if decoder.over:
-                raw = wire.made(bytes(decoder.raw), truncated="length") if wire else None
+                cut = wire.made(bytes(decoder.raw), truncated="length") if wire else None
                 if body_limit is not None:  # the first body_limit bytes are what is wanted
-                    return result(bytes=limit, body=bytes(decoder.decoded[:limit]), exchange=raw)
+                    return result(bytes=limit, body=bytes(decoder.decoded[:limit]), exchange=cut)
                 size = len(decoder.decoded)
                 too_large = _too_large(limit)
                 return result(
-                    bytes=size, error_kind=ErrorKind.TOO_LARGE, error=too_large, exchange=raw
+                    bytes=size, error_kind=ErrorKind.TOO_LARGE, error=too_large, exchange=cut
                 )
         decoder.finish()
     except DecodingError as exc:  # what aiohttp raised when it decoded: a payload error
@@ -156,7 +159,8 @@ class PeerResponse(aiohttp.ClientResponse):
         transport = connection.transport
         address = transport.get_extra_info("peername") if transport is not None else None
         self.peer = str(address[0]) if address else None
-        return await super().start(connection)
+        await super().start(connection)
+        return self
 
 
 def _peer_address(response: aiohttp.ClientResponse) -> str | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import gzip
 import io
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ from aiohttp import web
 from warcio.archiveiterator import ArchiveIterator
 
 from helpers import crawl, crawl_with, rows
+from scraper.results.export import export
 
 PLAIN = b"<html><head><title>plain</title></head><body><a href='/zipped'>z</a>" + b"p" * 3000
 ZIPPED = b"<html><head><title>zipped</title></head><body><a href='/gone'>g</a>" + b"z" * 9000
@@ -123,9 +126,23 @@ async def test_every_fetch_is_archived_as_sent_and_a_recrawl_writes_revisits(
     )
     titles = {url: title for url, title, *_ in stored}
     assert titles[base + "zipped"] == "zipped"
-    assert all(file for _, _, file, _, _ in stored), await rows(config.storage.db, "SELECT url, status, error_kind, error FROM pages")
+    assert all(file for _, _, file, _, _ in stored)  # the sitemap and the 404 too
     for url, _, file, offset, length in stored:  # each row points at its whole response record
         assert await asyncio.to_thread(record_at, warc / file, offset, length) == ("response", url)
+
+    # The CDXJ index from the database names each page's response record where it is.
+    out = io.StringIO()
+    assert await asyncio.to_thread(export, config.storage.db, out, "cdxj") == len(stored)
+    lines = out.getvalue().splitlines()
+    assert lines == sorted(lines)
+    for line in lines:
+        key, stamp, fields = line.split(" ", 2)
+        entry = json.loads(fields)
+        place = (warc / entry["filename"], int(entry["offset"]), int(entry["length"]))
+        assert await asyncio.to_thread(record_at, *place) == ("response", entry["url"])
+        assert entry["digest"] == responses[entry["url"]]["digest"].removeprefix("sha1:")
+        assert stamp == re.sub(r"\D", "", responses[entry["url"]]["date"])[:14]
+        assert key.startswith(f"1,0,0,127:{server.port})/")
 
     # A re-crawl: the page with an ETag answers 304, archived as a revisit of its response.
     again = make_config(
