@@ -201,8 +201,10 @@ def format_ratios(case: Case, rounds: Rounds, concurrency: int) -> str:
     round k of the other (they ran seconds apart, in the same mood of the machine) and the
     median of those ratios is given, each round's in brackets."""
     lines = []
-    mine = rounds.get("ours", [])
-    for other in ("scrapy", "bare", "bare-inline"):
+    # ours-warc ÷ ours: what archiving every fetch (storage.warc) costs.
+    comparisons = [("ours", o) for o in ("scrapy", "bare", "bare-inline")] + [("ours-warc", "ours")]
+    for name, other in comparisons:
+        mine = rounds.get(name, [])
         theirs = rounds.get(other, [])
         if not mine or not theirs:
             continue
@@ -213,7 +215,7 @@ def format_ratios(case: Case, rounds: Rounds, concurrency: int) -> str:
         if speed and cpu:
             each = f" (rounds: {', '.join(f'{x:.2f}' for x in speed)})" if len(speed) > 1 else ""
             lines.append(
-                f"ours ÷ {other}: pages/s {statistics.median(speed):.2f}×{each}, "
+                f"{name} ÷ {other}: pages/s {statistics.median(speed):.2f}×{each}, "
                 f"CPU per page {statistics.median(cpu):.2f}×"
             )
     if case.latency:

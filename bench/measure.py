@@ -43,6 +43,11 @@ def ours(seed: str, db: str, concurrency: int, workers: int) -> list[str]:
     ]
 
 
+def ours_warc(seed: str, db: str, concurrency: int, workers: int) -> list[str]:
+    """Ours, archiving every fetch into WARC files beside the database (storage.warc)."""
+    return [*ours(seed, db, concurrency, workers), "--warc", str(Path(db).parent / "warc")]
+
+
 def scrapy(seed: str, db: str, concurrency: int, workers: int) -> list[str]:
     module = "bench.scrapy_crawl"
     return [sys.executable, "-m", module, seed, "--db", db, "--concurrency", str(concurrency)]
@@ -61,6 +66,7 @@ def bare_inline(seed: str, db: str, concurrency: int, workers: int) -> list[str]
 
 CRAWLERS: dict[str, CommandFactory] = {
     "ours": ours,
+    "ours-warc": ours_warc,
     "scrapy": scrapy,
     "bare": bare,
     "bare-inline": bare_inline,
@@ -135,7 +141,7 @@ def run_crawler(
         db = str(Path(tmp) / "crawl.db")
         command = CRAWLERS[name](seed, db, concurrency, workers)
         usage = measure(command, Path(tmp), timeout)
-        stored = read_results(db, set(expected), ours=name == "ours")
+        stored = read_results(db, set(expected), ours=name.startswith("ours"))
     return RunResult(name, usage, stored)
 
 
