@@ -42,7 +42,7 @@ def check(*paths: Path) -> None:
 
 def test_a_file_is_open_while_written_then_takes_its_final_name(tmp_path: Path) -> None:
     folder = WarcFolder(FolderSettings(str(tmp_path), 10_000_000))
-    ((name, offset, length), _) = folder.append(members())
+    ((name, offset, _), _) = folder.append(members())
     assert [p.name for p in tmp_path.iterdir()] == [name + OPEN]
     assert name.startswith("scraper-") and name.endswith(f"-{os.getpid()}-00001.warc.gz")
     folder.close()
