@@ -36,7 +36,10 @@ class Archive:
 
     def __init__(self, config: StorageConfig, software: str = "scraper") -> None:
         self._settings = FolderSettings(
-            str(Path(config.warc).expanduser().absolute()), config.warc_max_size, software
+            str(Path(config.warc).expanduser().absolute()),
+            config.warc_max_size,
+            redact_auth=config.warc_redact_auth,
+            software=software,
         )
         self._pool = ProcessPool(1)
         self.repaired: list[str] = []  # torn files of dead writers, repaired at the start

@@ -42,6 +42,7 @@ class FolderSettings:
 
     folder: str
     max_size: int
+    redact_auth: bool = True  # storage.warc_redact_auth
     software: str = "scraper"
 
 

@@ -25,6 +25,9 @@ WARC_VERSION = "1.1"
 SERVER_NOT_MODIFIED = "http://netpreserve.org/warc/1.1/revisit/server-not-modified"
 GZIP_LEVEL = 1
 GZIP_WBITS = 16 + isal_zlib.MAX_WBITS  # a gzip header and trailer around the deflate stream
+REDACTED = "[redacted]"
+REDACTED_ALWAYS = frozenset({"proxy-authorization"})
+REDACTED_IF_ASKED = frozenset({"authorization", "cookie"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +76,9 @@ def warcinfo(filename: str, fields: dict[str, str]) -> bytes:
     return gzip_member(writer.serialize(record))
 
 
-def exchange_members(exchange: Exchange) -> list[Member]:
-    """The records of one exchange, as gzip members, the capture (response or revisit) first."""
+def exchange_members(exchange: Exchange, redact_auth: bool = True) -> list[Member]:
+    """The records of one exchange, as gzip members, the capture (response or revisit) first;
+    `redact_auth` (storage.warc_redact_auth): the request's credentials and cookies not kept."""
     writer = _writer()
     date = warc_date(exchange.date)
     common = {"WARC-Date": date}
@@ -112,7 +116,7 @@ def exchange_members(exchange: Exchange) -> list[Member]:
         exchange.url,
         "request",
         warc_headers_dict=request_headers,
-        http_headers=_http_headers(exchange.request_head),
+        http_headers=_redacted(_http_headers(exchange.request_head), redact_auth),
     )
     return [
         Member(gzip_member(captured), capture=True, date=date, digest=digest),
@@ -125,6 +129,16 @@ def warc_date(stored: str) -> str:
     (`2026-12-08T01:02:03.456000Z`, WARC 1.1's fractional seconds)."""
     base, _, fraction = stored.removesuffix("+00:00").removesuffix("Z").partition(".")
     return f"{base}.{fraction.ljust(6, '0')[:6]}Z"
+
+
+def _redacted(headers: StatusAndHeaders, redact_auth: bool) -> StatusAndHeaders:
+    """A request's headers with the secrets' values replaced: a proxy's credentials always (the
+    crawler's, never the site's business), the site's credentials and cookies if asked."""
+    secret = REDACTED_ALWAYS | (REDACTED_IF_ASKED if redact_auth else frozenset())
+    headers.headers = [
+        (name, REDACTED if name.lower() in secret else value) for name, value in headers.headers
+    ]
+    return headers
 
 
 def _http_headers(head: bytes) -> StatusAndHeaders:

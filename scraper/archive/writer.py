@@ -26,7 +26,7 @@ def write_exchanges(call: tuple[FolderSettings, list[Exchange]]) -> list[Archive
     """Write each exchange's records (its capture first); where each capture went."""
     settings, exchanges = call
     folder = _folder(settings)
-    members = [exchange_members(exchange) for exchange in exchanges]
+    members = [exchange_members(exchange, settings.redact_auth) for exchange in exchanges]
     places = folder.append([member.data for records in members for member in records])
     archived = []
     at = 0

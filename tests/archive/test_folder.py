@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -129,3 +130,29 @@ def test_a_full_disk_raises_and_leaves_no_torn_record(tmp_path: Path) -> None:
         folder.close()
         check(*disk.iterdir())  # cut back after the failed write: every record whole
         assert not any(p.name.endswith(OPEN) for p in disk.iterdir())
+
+
+def test_request_credentials_are_redacted_unless_asked_to_keep_them() -> None:
+    secret = Exchange(
+        url="http://127.0.0.1:1/x",
+        date="2026-12-08T01:02:03.456+00:00",
+        ip="127.0.0.1",
+        request_head=(
+            b"GET /x HTTP/1.1\r\nAuthorization: Basic dTpzZWNyZXQ=\r\nCookie: id=s3cret\r\n"
+            b"Proxy-Authorization: Basic cHJveHk6cGFzcw==\r\nAccept: */*\r\n\r\n"
+        ),
+        response_head=b"HTTP/1.1 200 OK\r\n\r\n",
+        body=b"",
+    )
+
+    def request_headers(redact: bool) -> dict[str, str]:
+        _, request = exchange_members(secret, redact)
+        record = next(iter(ArchiveIterator(io.BytesIO(request.data))))
+        return dict(record.http_headers.headers)
+
+    hidden = request_headers(True)
+    assert hidden["Authorization"] == hidden["Cookie"] == "[redacted]"
+    assert hidden["Proxy-Authorization"] == "[redacted]" and hidden["Accept"] == "*/*"
+    kept = request_headers(False)
+    assert (kept["Authorization"], kept["Cookie"]) == ("Basic dTpzZWNyZXQ=", "id=s3cret")
+    assert kept["Proxy-Authorization"] == "[redacted]"  # never the site's business
