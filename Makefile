@@ -59,8 +59,17 @@ demo: $(RUNTIME)
 # (the suite used 2.7 CPU minutes in 6 wall minutes, one at a time), so three keep 2 cores busy
 # without starving the tests that time their processes; tests/conftest.py keeps those together.
 PYTEST_ARGS := -n 3 --dist loadgroup
-test: $(STAMP) $(CHROMIUM) $(INITDB)
+# pywb, which replays a crawl's WARC files, for the archive's replay test: in a virtualenv of
+# its own (its pins and its brotlipy would clash with ours), at the versions of its lock.
+REPLAY_VENV := .venv-replay
+REPLAY      := $(REPLAY_VENV)/.installed
+test: $(STAMP) $(CHROMIUM) $(INITDB) $(REPLAY)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+$(REPLAY): constraints-replay.txt
+	$(PYTHON) -m venv $(REPLAY_VENV)
+	$(REPLAY_VENV)/bin/python -m pip install --quiet --constraint constraints-replay.txt pywb
+	touch $(REPLAY)
 
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq
@@ -100,7 +109,7 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) $(LOCK_VENV) *.egg-info .pytest_cache site
+	rm -rf $(VENV) $(LOCK_VENV) $(REPLAY_VENV) *.egg-info .pytest_cache site
 
 # Peak RSS against URLs discovered (the frontier lives on disk): ~2 minutes.
 bench-memory: $(STAMP)

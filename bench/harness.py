@@ -50,6 +50,7 @@ DEFAULT_CRAWLERS = ("ours", "ours-spider", "scrapy", "bare", "bare-inline")
 RATIOS = (
     ("ours", "scrapy"), ("ours", "bare"), ("ours", "bare-inline"),
     ("ours-spider", "scrapy"), ("ours-spider", "ours"), ("ours-shop", "scrapy-shop"),
+    ("ours-warc", "ours"),  # what archiving every fetch (storage.warc) costs
 )  # fmt: skip
 CASES = ("cpu", "latency", "heavy", "shop", "broad")
 DEFAULT_CASES = ("cpu", "latency", "heavy", "shop")  # broad (~4 min, ours only): --cases broad

@@ -74,6 +74,11 @@ def scrapy_shop(seed: str, db: str, concurrency: int, workers: int) -> list[str]
     return [sys.executable, "-m", module, seed, "--db", db, "--concurrency", str(concurrency)]
 
 
+def ours_warc(seed: str, db: str, concurrency: int, workers: int) -> list[str]:
+    """Ours, archiving every fetch into WARC files beside the database (storage.warc)."""
+    return [*ours(seed, db, concurrency, workers), "--warc", str(Path(db).parent / "warc")]
+
+
 def scrapy(seed: str, db: str, concurrency: int, workers: int) -> list[str]:
     module = "bench.scrapy_crawl"
     return [sys.executable, "-m", module, seed, "--db", db, "--concurrency", str(concurrency)]
@@ -94,6 +99,7 @@ CRAWLERS: dict[str, CommandFactory] = {
     "ours": ours,
     "ours-spider": ours_spider,
     "ours-shop": ours_shop,
+    "ours-warc": ours_warc,
     "scrapy": scrapy,
     "scrapy-shop": scrapy_shop,
     "bare": bare,

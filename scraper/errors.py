@@ -4,6 +4,7 @@
     ├── ConfigError         config.toml, --set or a command-line value is invalid (a line for
     │                       each problem found)
     ├── StorageError        the database cannot be created, opened or written, or is not ours
+    ├── ArchiveError        the WARC folder (storage.warc) cannot be written: not writable, full
     ├── QueryError          `scraper query` was given bad SQL or a statement that writes
     └── OutputError         a file to write (--out, --log-file) cannot be created or written
 
@@ -40,6 +41,10 @@ class ConfigError(ScraperError):
 
 
 class StorageError(ScraperError):
+    pass
+
+
+class ArchiveError(ScraperError):
     pass
 
 

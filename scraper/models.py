@@ -66,6 +66,10 @@ class CrawlRequest:
     callback: str | None = None  # the spider's method for the response (None: "parse")
     meta: str | None = None  # JSON object, handed to the callback as page.meta
     key: str | None = None  # the identity when it is not the URL (`request_key`)
+    # The stored page's response record in the WARC archive (storage.warc): its WARC-Date and
+    # payload digest, which a 304's revisit record refers to. None: not archived.
+    archived_date: str | None = None
+    archived_digest: str | None = None
 
     @property
     def identity(self) -> str:
@@ -91,6 +95,38 @@ def request_key(url: str, method: str, body: bytes | None, token: str | None) ->
     return f"{url}#{method}-{digest.hexdigest()[:20]}"
 
 
+@out_of_band("body")  # through the archive writer's shared memory, not its pipe
+@pickled_as_arguments
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One request and its response as they went over the wire: what the WARC archive keeps
+    (storage.warc; written by scraper/archive/records.py in the writer process)."""
+
+    url: str
+    date: str  # when the request started (FetchResult.fetched_at)
+    ip: str | None  # the address connected to (WARC-IP-Address)
+    request_head: bytes  # the request line and the headers sent, up to the blank line
+    response_head: bytes  # the status line and the headers received, up to the blank line
+    body: bytes  # as received: Content-Encoding kept (transfer coding removed)
+    truncated: str | None = None  # WARC-Truncated: "length" (a limit), "unspecified" (not read)
+    # A 304 to a conditional request: the WARC-Date and payload digest of the stored page's
+    # response record, which its revisit record refers to.
+    revisit_of: tuple[str, str] | None = None
+
+
+@pickled_as_arguments
+@dataclass(frozen=True, slots=True)
+class Archived:
+    """Where a response (or revisit) record went: a WARC file of the storage.warc folder, the
+    offset and length of its gzip member there, and what a CDXJ line says of it."""
+
+    file: str  # the file's final name (without ".open"), in the storage.warc folder
+    offset: int
+    length: int
+    date: str  # its WARC-Date
+    digest: str  # its WARC-Payload-Digest, "sha1:" and base 32
+
+
 @dataclass(frozen=True, slots=True)
 class FetchResult:
     """What the fetch stage learnt about one request: a response, or why there is none."""
@@ -111,6 +147,8 @@ class FetchResult:
     error_kind: ErrorKind | None = None
     error: str | None = None
     headers: tuple[tuple[str, str], ...] = ()  # the response's, for a spider's page.headers
+    exchange: Exchange | None = None  # what went on the wire, with storage.warc set
+    archived: Archived | None = None  # where it went in the archive (then `exchange` is None)
 
     @property
     def parsable(self) -> bool:

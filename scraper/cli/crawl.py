@@ -78,6 +78,11 @@ def add_parsers(commands: Commands, common: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"crawl.max_pages (default: {default('crawl.max_pages')})",
     )
+    crawl.add_argument(
+        "--warc",
+        metavar="FOLDER",
+        help="archive every fetch into WARC files in FOLDER (storage.warc; default: none)",
+    )
     crawl.add_argument("-q", "--quiet", action="store_true", help="no progress, only the summary")
     crawl.add_argument(
         "--fresh", action="store_true", help="start a new crawl even if the last one did not finish"
@@ -144,6 +149,8 @@ def _crawl_command(args: argparse.Namespace) -> int:
         values["fetch.concurrency"] = args.concurrency
     if args.max_pages is not None:
         values["crawl.max_pages"] = args.max_pages
+    if args.warc is not None:
+        values["storage.warc"] = args.warc
     config, spider = load_with_spider(args, values)
     if args.workers > 1 and not is_postgres(config.storage.db):
         raise ConfigError(
@@ -259,6 +266,8 @@ def _worker_command_line(args: argparse.Namespace) -> list[str]:
         line += ["--set", f"fetch.concurrency={args.concurrency}"]
     if args.max_pages is not None:
         line += ["--set", f"crawl.max_pages={args.max_pages}"]
+    if args.warc is not None:  # (a TOML string: JSON's quoting is TOML's for a basic string)
+        line += ["--set", f"storage.warc={json.dumps(args.warc)}"]
     if args.log_file is not None:
         line += ["--log-file", str(args.log_file)]
     return [*line, "--crawl", "-"]

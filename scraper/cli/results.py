@@ -130,7 +130,10 @@ def _add_export(commands: Commands, common: argparse.ArgumentParser) -> None:
         "--items", action="store_true", help="the spider's items (the items table), not pages"
     )
     exporter.add_argument(
-        "--format", choices=EXPORT_FORMATS, default="jsonl", help="JSON lines or CSV"
+        "--format",
+        choices=EXPORT_FORMATS,
+        default="jsonl",
+        help="JSON lines, CSV, or cdxj: the index of the WARC records (storage.warc)",
     )
     exporter.add_argument("--out", type=Path, metavar="FILE", help="default: standard output")
     exporter.add_argument(

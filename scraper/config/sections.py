@@ -601,6 +601,33 @@ class StorageConfig:
             "waits between attempts) by a sixth, or the crawl refuses to start.",
         ),
     )
+    warc: str = field(
+        default="",
+        metadata=_opt(
+            str_or_empty,
+            "A folder to archive every fetch into as WARC 1.1 files (ISO 28500): a request and "
+            "a response record for each page, robots.txt and sitemap, bodies exactly as "
+            "received, a revisit record for a 304 (see the Archiving guide). Created if missing; "
+            "`--warc` sets it. Empty: no archive.",
+        ),
+    )
+    warc_max_size: int = field(
+        default=1_000_000_000,
+        metadata=_opt(
+            integer(1),
+            "Bytes a WARC file may reach before the next record starts a new file (a record "
+            "bigger than that has a file of its own).",
+        ),
+    )
+    warc_redact_auth: bool = field(
+        default=True,
+        metadata=_opt(
+            boolean,
+            "Write the values of the `Authorization` and `Cookie` request headers to the WARC "
+            'request records as "[redacted]" (false: as sent, which replaying a login-only '
+            "site needs). `Proxy-Authorization` is always redacted.",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,11 +17,13 @@ from typing import Any
 
 from aiohttp.abc import AbstractResolver
 
+from scraper.archive.archive import Archive
 from scraper.config import Config
 from scraper.crawl.fetch import Fetcher
 from scraper.crawl.gauges import CrawlGauges
 from scraper.crawl.health import LoopLagMonitor, StageSampler
 from scraper.crawl.leases import request_margin
+from scraper.crawl.on_the_wire import OnTheWire
 from scraper.crawl.pipeline import Pipeline
 from scraper.crawl.response import HTML_TYPES, SPIDER_TYPES
 from scraper.crawl.scheduler import Scheduler
@@ -296,9 +298,26 @@ class Crawler:
         self, backend: Backend, crawl_id: int, frontier: Frontier, done: int, leases: HostLeases
     ) -> str:
         config = self._config
-        scope = config.crawl.scope()
         budget = socket_budget(config.fetch.concurrency, config.parse.workers, self._open_files)
         wire = wire_for(config, budget)  # the connection slots, the fetcher's and the dispatcher's
+        if not config.storage.warc:
+            return await self._run_stages(backend, crawl_id, frontier, done, leases, wire, None)
+        # The archive's writer process, its folder checked (and torn files repaired) first.
+        async with Archive(config.storage) as archive:
+            return await self._run_stages(backend, crawl_id, frontier, done, leases, wire, archive)
+
+    async def _run_stages(
+        self,
+        backend: Backend,
+        crawl_id: int,
+        frontier: Frontier,
+        done: int,
+        leases: HostLeases,
+        wire: OnTheWire,
+        archive: Archive | None,
+    ) -> str:
+        config = self._config
+        scope = config.crawl.scope()
         fetcher = Fetcher(
             config.fetch,
             outside=scope.outside,  # the boundary of every request: pages, robots.txt, sitemaps
@@ -308,6 +327,7 @@ class Crawler:
             wire=wire.slots,
             listener=wire,  # (told as requests go on and off the wire: the dispatcher's side)
             types=SPIDER_TYPES if self._spider is not None else HTML_TYPES,
+            archive=archive,
         )
         async with fetcher, ParsePool(config.parse) as parser:
             stages = build_stages(
@@ -320,6 +340,7 @@ class Crawler:
                 wire=wire,
                 spider=self._spider,
                 on_stored=self._on_stored,
+                archive=archive,
             )
             scheduler, pipeline = stages.scheduler, stages.pipeline
             self._scheduler, self._pipeline, self._stored_before = scheduler, pipeline, done

@@ -4,7 +4,8 @@ One session, one connection pool: at most as many connections in use as there ar
 slots (`wire.py`); idle ones stay open only where the dispatcher says so (`Connection: close`
 otherwise). Names go through the crawl's resolver (`dns.py`, cached there; aiohttp's own cache
 is off), and with fetch.block_private the address guard (`addresses.py`) both vets the names'
-addresses and makes the sockets. aiohttp follows no redirect by itself.
+addresses and makes the sockets. aiohttp follows no redirect by itself, and decompresses no
+body: `response.py` does (`decoding.py`), so the archive (storage.warc) gets bodies as they came.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver
 
 from scraper.config import FetchConfig
+from scraper.crawl.response import PeerResponse
 from scraper.models import CrawlRequest
 
 KEEPALIVE_TIMEOUT = 15.0  # aiohttp's default: an idle connection is closed after this
@@ -33,6 +35,8 @@ def make_session(
             sock_read=config.read_timeout,
         ),
         headers={"User-Agent": config.user_agent},
+        auto_decompress=False,
+        response_class=PeerResponse,  # with the address connected to, for the archive
     )
 
 

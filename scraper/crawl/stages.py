@@ -21,7 +21,7 @@ from scraper.crawl.hosts import Limits, politeness_keys
 from scraper.crawl.keep_alive import KeepAlive
 from scraper.crawl.on_the_wire import OnTheWire
 from scraper.crawl.pipeline import Pipeline
-from scraper.crawl.ports import FetchStage
+from scraper.crawl.ports import Archiver, FetchStage
 from scraper.crawl.robots import RobotsGate
 from scraper.crawl.scheduler import Scheduler
 from scraper.crawl.sink import Sink
@@ -55,10 +55,12 @@ def build_stages(
     wire: OnTheWire,
     spider: SpiderRef | None = None,
     on_stored: Callable[[list[PageRecord]], None] | None = None,
+    archive: Archiver | None = None,
 ) -> Stages:
     """The stages of one crawl over an open `fetcher` and `parser`, and the `wire` the fetcher
     was made with (`wire_for`); `spider`: whose callbacks parse the pages; `on_stored`: told
-    of each batch of pages once committed (after the dispatcher)."""
+    of each batch of pages once committed (after the dispatcher); `archive`: the open WARC
+    archive (storage.warc), if any."""
     scope = config.crawl.scope()
     sink_queue: asyncio.Queue[object] = asyncio.Queue(2 * config.storage.batch_size)
     commit_now = CommitNow(sink_queue)  # the dispatcher's word to the sink
@@ -125,7 +127,9 @@ def build_stages(
         links_from=sink.links_from,
         select=lambda urls, base: parser.run(in_scope, (scope, urls, base)),
     )
-    pipeline = Pipeline(config, scheduler, fetcher, parser, sink, sink_queue, admission, spider)
+    pipeline = Pipeline(
+        config, scheduler, fetcher, parser, sink, sink_queue, admission, spider, archive=archive
+    )
     return Stages(scheduler, pipeline)
 
 

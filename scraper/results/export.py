@@ -1,5 +1,6 @@
 """`scraper export`: every page with its extracted fields, or with `--items` every item a
-spider yielded, as JSON lines or CSV, streamed.
+spider yielded, as JSON lines or CSV, streamed; or the CDXJ index of the pages' WARC records
+(storage.warc; `archive/cdxj.py`).
 
 Rows go from the database's cursor to the output one at a time, so memory stays flat for any
 database size. JSON lines keep the data's shape (`fields`, `links` as JSON values); CSV, made for
@@ -16,10 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from scraper.archive.cdxj import write_cdxj
 from scraper.results.formats import write_csv
 from scraper.store import open_results
 
-FORMATS = ("jsonl", "csv")
+FORMATS = ("jsonl", "csv", "cdxj")
 JSON_COLUMNS = ("fields", "field_errors", "links")  # stored as JSON text; exported as JSON values
 FIELD_PREFIX = "fields."
 
@@ -39,6 +41,8 @@ def export(
             reader.find_crawl(crawl_id)  # a clear error for a crawl that is not there
         pages = reader.pages(crawl_id)
         rows = (dict(zip(pages.columns, row, strict=True)) for row in pages.rows)
+        if fmt == "cdxj":
+            return write_cdxj(rows, out)
         if fmt == "csv":
             names = reader.field_names(crawl_id)
             return _write_csv(rows, names, pages.columns, out, formulas=formulas)

@@ -12,6 +12,7 @@ PAGE_COLUMNS = [
     "fetched_at", "elapsed_ms", "bytes", "attempts", "encoding", "title", "description",
     "canonical", "text_length", "text_hash", "text", "fields", "error_kind", "error", "etag",
     "last_modified", "links", "links_cut", "field_errors", "not_modified",
+    "warc_file", "warc_offset", "warc_length", "warc_date", "warc_digest",
 ]  # fmt: skip
 
 
@@ -27,12 +28,12 @@ def request_values(request: CrawlRequest) -> tuple[Any, ...]:
 
 def leased_request(row: Sequence[Any], recrawl_after: float) -> CrawlRequest:
     """A request from its frontier row: its identity (the `url` column), depth, referrer and
-    hops, its REQUEST_COLUMNS, then its stored page's etag and last_modified, and whether the
-    page is younger than `recrawl_after` (0: none is)."""
+    hops, its REQUEST_COLUMNS, then its stored page's etag and last_modified, whether the
+    page is younger than `recrawl_after` (0: none is), and its WARC record's date and digest."""
     identity, depth, referrer, hops, *rest = row
     n = len(REQUEST_COLUMNS)
     method, headers, body, callback, meta = rest[:n]
-    etag, modified, fresh = rest[n:]
+    etag, modified, fresh, warc_date, warc_digest = rest[n:]
     url, _, _ = identity.partition("#")  # a canonical URL has no fragment: only a key does
     return CrawlRequest(
         url=url,
@@ -48,6 +49,8 @@ def leased_request(row: Sequence[Any], recrawl_after: float) -> CrawlRequest:
         callback=callback,
         meta=meta,
         key=identity if url != identity else None,
+        archived_date=warc_date,
+        archived_digest=warc_digest,
     )
 
 
@@ -102,4 +105,13 @@ def page_row(crawl_id: int, record: PageRecord) -> tuple[Any, ...]:
         parsed.links_cut if parsed else None,
         parsed.field_errors_json if parsed else None,
         None,  # not_modified: a page stored whole was modified (or new)
+        *_archived(record),
     )
+
+
+def _archived(record: PageRecord) -> tuple[Any, ...]:
+    """Where the page's response record is in the WARC archive (storage.warc), or NULLs."""
+    where = record.fetch.archived
+    if where is None:
+        return (None, None, None, None, None)
+    return (where.file, where.offset, where.length, where.date, where.digest)

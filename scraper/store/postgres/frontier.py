@@ -71,7 +71,8 @@ LEASE = (
     f"  {', '.join('f.' + c for c in REQUEST_COLUMNS)}"
     ") "
     "SELECT l.url, l.depth, l.referrer, l.hops, "
-    f"{', '.join('l.' + c for c in REQUEST_COLUMNS)}, p.etag, p.last_modified, p.fetched_at > %s "
+    f"{', '.join('l.' + c for c in REQUEST_COLUMNS)}, p.etag, p.last_modified, p.fetched_at > %s, "
+    "  p.warc_date, p.warc_digest "
     "FROM leased l LEFT JOIN pages p ON md5(p.url) = md5(l.url) AND p.url = l.url "
     "ORDER BY l.seq"
 )

@@ -210,7 +210,17 @@ CREATE UNIQUE INDEX items_page ON items (crawl_id, md5(url), position);
 ALTER TABLE crawl_rules ADD COLUMN spider text NOT NULL DEFAULT '';
 """
 
+# v9: as SQLite's v11: where the page's response record is in the WARC archive (storage.warc).
+SCHEMA_V9 = """
+ALTER TABLE pages ADD COLUMN warc_file text;
+ALTER TABLE pages ADD COLUMN warc_offset bigint;
+ALTER TABLE pages ADD COLUMN warc_length bigint;
+ALTER TABLE pages ADD COLUMN warc_date text;
+ALTER TABLE pages ADD COLUMN warc_digest text;
+"""
+
 MIGRATIONS: Sequence[str] = (
-    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
+    SCHEMA_V9,
 )  # fmt: skip
 SCHEMA_VERSION = len(MIGRATIONS)

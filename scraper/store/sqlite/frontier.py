@@ -103,7 +103,9 @@ class SqliteFrontier:
                     await conn.execute_fetchall(
                         "SELECT f.seq, f.url, f.depth, f.referrer, f.hops, "
                         f"{', '.join('f.' + c for c in REQUEST_COLUMNS)}, p.etag, "
-                        "  p.last_modified, p.fetched_at > strftime('%Y-%m-%dT%H:%M:%f', 'now', ?) "
+                        "  p.last_modified, "
+                        "  p.fetched_at > strftime('%Y-%m-%dT%H:%M:%f', 'now', ?), "
+                        "  p.warc_date, p.warc_digest "
                         "FROM frontier f LEFT JOIN pages p ON p.url = f.url "
                         f"WHERE f.crawl_id = ? AND f.host = ? AND f.state = {PENDING} "
                         "ORDER BY f.seq LIMIT ?",

@@ -162,8 +162,20 @@ CREATE TABLE items (
 );
 """
 
+# v11: where the page's response record is in the WARC archive (storage.warc): the file's name in
+# the folder, the offset and length of its gzip member, its WARC-Date and payload digest (what a
+# 304's revisit record refers to, and what `export --format cdxj` writes). NULL: not archived.
+SCHEMA_V11_WARC = """
+ALTER TABLE pages ADD COLUMN warc_file TEXT;
+ALTER TABLE pages ADD COLUMN warc_offset INTEGER;
+ALTER TABLE pages ADD COLUMN warc_length INTEGER;
+ALTER TABLE pages ADD COLUMN warc_date TEXT;
+ALTER TABLE pages ADD COLUMN warc_digest TEXT;
+"""
+
 MIGRATIONS: Sequence[str] = (
     SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5_TEXT_HASH, SCHEMA_V6_LINKS_CUT,
     SCHEMA_V7_SEEDS_DIGEST, SCHEMA_V8_FIELD_ERRORS, SCHEMA_V9_NOT_MODIFIED, SCHEMA_V10_SPIDERS,
+    SCHEMA_V11_WARC,
 )  # fmt: skip
 SCHEMA_VERSION = len(MIGRATIONS)
