@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
+from proxyserver import PROXY_PASSWORD, PROXY_USER, ForwardProxy, tinyproxy
 
 from pgserver import PgAddress, PgServer, PgServerError
 from scraper.config import Config, build_config
@@ -71,6 +72,9 @@ def make_config(tmp_path: Path) -> ConfigFactory:
             "storage": {"db": str(tmp_path / "crawl.db"), "batch_size": 50},
         }
         for dotted, value in values.items():
+            if "__" not in dotted:  # a top-level table such as [[auth]]
+                raw[dotted] = value
+                continue
             section, key = dotted.split("__", 1)
             raw.setdefault(section, {})[key] = value
         return build_config(raw)
@@ -84,7 +88,11 @@ def make_config(tmp_path: Path) -> ConfigFactory:
 # mid-crawl. Two such tests at once on 2 cores broke that (a joining worker, still starting, found
 # the site crawled by the first), where one at a time, beside the rest of the suite, holds.
 # bench/test_bench.py's tests share a module's site and server: one worker builds them once.
-ONE_AT_A_TIME = {"crawl/test_workers.py": "fleets", "bench/test_bench.py": "bench-site"}
+ONE_AT_A_TIME = {
+    "crawl/test_workers.py": "fleets",
+    "crawl/test_cookie_handover.py": "fleets",
+    "bench/test_bench.py": "bench-site",
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -173,3 +181,10 @@ def no_leftover_processes() -> Iterator[None]:
         with contextlib.suppress(psutil.Error):
             process.kill()
     psutil.wait_procs(leftovers, timeout=10)
+
+
+@pytest.fixture
+def good_proxy(tmp_path: Path) -> Iterator[ForwardProxy]:
+    """tinyproxy on 127.0.0.1, wanting PROXY_USER and PROXY_PASSWORD (tests/proxyserver.py)."""
+    with tinyproxy(tmp_path, "good", PROXY_USER, PROXY_PASSWORD) as proxy:
+        yield proxy

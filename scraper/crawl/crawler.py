@@ -18,10 +18,17 @@ from typing import Any
 from aiohttp.abc import AbstractResolver
 
 from scraper.config import Config
+from scraper.crawl.addresses import AddressGuard
+from scraper.crawl.cookies import CookieJars, CookieLeases
+from scraper.crawl.credentials import NONE as NO_CREDENTIALS
+from scraper.crawl.credentials import Credentials, read_credentials
+from scraper.crawl.dns import make_resolver
 from scraper.crawl.fetch import Fetcher
 from scraper.crawl.health import LoopLagMonitor, StageSampler
+from scraper.crawl.identity import Identities
 from scraper.crawl.leases import request_margin
 from scraper.crawl.pipeline import Pipeline
+from scraper.crawl.proxies import ProxyPool, proxy_pool, target_vetter
 from scraper.crawl.scheduler import Scheduler
 from scraper.crawl.seeds import SeedFile, digest_of
 from scraper.crawl.sockets import raise_open_files_limit, socket_budget
@@ -58,11 +65,13 @@ class Crawler:
         resolver: AbstractResolver | None = None,
         join: int | None = None,
         quiet: bool = False,
+        credentials: Credentials | None = None,
     ) -> None:
         """`resolver`: how host names are resolved, instead of fetch.resolve and the system's
         (tests, and a layer such as a filter of private addresses). `join`: work on that
         running crawl beside the processes already on it (a worker; PostgreSQL). `quiet`: the
-        summary only (stalls of the event loop are logged at INFO, and counted)."""
+        summary only (stalls of the event loop are logged at INFO, and counted). `credentials`:
+        the secrets the config names, read at the edge (None: `run` reads them, in a thread)."""
         if not config.crawl.seeds and not config.crawl.seeds_file and join is None:
             raise ConfigError(
                 "no seeds: give start URLs on the command line (or --seeds-file), or set "
@@ -83,6 +92,8 @@ class Crawler:
         self._resolver = resolver
         self._open_files = 0
         self._join = join
+        self._credentials = credentials
+        self._proxies: ProxyPool | None = None
         self._shared = False  # host leases shared with other processes (PostgreSQL)
         self.crawl_id: int | None = None
         self.began = asyncio.Event()  # set once crawl_id is known (its row exists, it runs)
@@ -138,6 +149,8 @@ class Crawler:
         loop = asyncio.get_running_loop()
         started = loop.time()
         self._open_files = raise_open_files_limit()
+        if self._credentials is None:  # (environment variables and files: not on the loop)
+            self._credentials = await asyncio.to_thread(read_credentials, config)
         seed_file = None
         if config.crawl.seeds_file:
             seed_file = SeedFile(config.crawl.seeds_file, config.crawl.url_policy())
@@ -189,7 +202,10 @@ class Crawler:
                     await frontier.seed(batch)
         self.crawl_id = crawl_id
         self.began.set()
-        leases = _leases(backend, crawl_id, config)
+        leases: HostLeases = _leases(backend, crawl_id, config)
+        jars = CookieJars(store=leases.remember_cookies) if config.fetch.cookies else None
+        if jars is not None:  # each host's jar goes with its lease
+            leases = CookieLeases(leases, jars)
         self._shared = leases.shared
         done = await frontier.count(FrontierState.DONE)
         if resumed:
@@ -198,7 +214,7 @@ class Crawler:
                 f"{again} in flight when it stopped will be fetched again (--fresh starts anew)"
             )
         try:
-            status = await self._run_pipeline(backend, crawl_id, frontier, done, leases)
+            status = await self._run_pipeline(backend, crawl_id, frontier, done, leases, jars)
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "failed"
             with contextlib.suppress(ScraperError):  # the first error is the one to report
@@ -229,11 +245,14 @@ class Crawler:
         """What the crawl's row keeps of how it ran: loop lag, and each host's last settings."""
         hosts = self._scheduler.hosts() if self._scheduler is not None else {}
         busiest = sorted(hosts.items(), key=lambda item: -item[1]["in_flight"])[:TOP_HOSTS]
-        return {
+        health: dict[str, Any] = {
             "loop_lag_ms": self._lag.stats().as_json(),
             "stages": self._stage_times.as_json(),
             "hosts": dict(busiest),
         }
+        if self._proxies is not None:
+            health["proxies"] = self._proxies.stats()
+        return health
 
     def _sample_stages(self) -> None:
         if self._pipeline is not None:
@@ -257,20 +276,38 @@ class Crawler:
             log.info("the event loop stalled %.0f ms (queues: %s)", lag_ms, queues)
 
     async def _run_pipeline(
-        self, backend: Backend, crawl_id: int, frontier: Frontier, done: int, leases: HostLeases
+        self,
+        backend: Backend,
+        crawl_id: int,
+        frontier: Frontier,
+        done: int,
+        leases: HostLeases,
+        jars: CookieJars | None,
     ) -> str:
         config = self._config
         scope = config.crawl.scope()
         budget = socket_budget(config.fetch.concurrency, config.parse.workers, self._open_files)
         wire = wire_for(config, budget)  # the connection slots, the fetcher's and the dispatcher's
+        credentials = self._credentials or NO_CREDENTIALS
+        resolver = self._resolver or make_resolver(dict(config.fetch.resolve), config.fetch.dns_ttl)
+        # (a seeds file's hosts are not trusted: a list of thousands is not read by hand)
+        seed_hosts = [host_of(seed) for seed in config.crawl.seeds]
+        proxies = proxy_pool(config.fetch, credentials)
+        self._proxies = proxies
+        vet = None
+        if proxies is not None and config.fetch.block_private:
+            vet = target_vetter(resolver, AddressGuard(block=True, trusted_hosts=seed_hosts))
         fetcher = Fetcher(
             config.fetch,
             outside=scope.outside,  # the boundary of every request: pages, robots.txt, sitemaps
-            # (a seeds file's hosts are not trusted: a list of thousands is not read by hand)
-            trusted_hosts=(host_of(seed) for seed in config.crawl.seeds),
-            resolver=self._resolver,
+            # the proxies' own addresses are configuration, so trusted like the seeds'
+            trusted_hosts=[*seed_hosts, *(p.url.host or "" for p in proxies.proxies)]
+            if proxies is not None
+            else seed_hosts,
+            resolver=resolver,
             wire=wire.slots,
             listener=wire,  # (told as requests go on and off the wire: the dispatcher's side)
+            identities=Identities(config.fetch.user_agent, credentials, jars, proxies, vet),
         )
         async with fetcher, ParsePool(config.parse) as parser:
             stages = build_stages(

@@ -15,6 +15,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver
 
 from scraper.config import FetchConfig
+from scraper.crawl.identity import RequestIdentity
 from scraper.models import CrawlRequest
 
 KEEPALIVE_TIMEOUT = 15.0  # aiohttp's default: an idle connection is closed after this
@@ -32,6 +33,8 @@ def make_session(
             sock_read=config.read_timeout,
         ),
         headers={"User-Agent": config.user_agent},
+        # Cookies are kept per host, with the host's lease (`cookies.py`), not session-wide.
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
 
 
@@ -54,19 +57,29 @@ def make_connector(
 
 
 def request_options(
-    request: CrawlRequest, *, close: bool, time_limit: float | None, connect_timeout: float
+    request: CrawlRequest,
+    *,
+    close: bool,
+    time_limit: float | None,
+    connect_timeout: float,
+    identity: RequestIdentity | None = None,
 ) -> dict[str, Any]:
     """The keyword arguments of `session.get` for `request`, beyond its URL: no redirect
-    followed (each hop is a request of its own, within the crawl's boundary), the validators
-    of a stored page (a conditional request), `Connection: close` where the connection is not
-    to idle in the pool, and a `time_limit` shorter than fetch.total_timeout."""
-    options: dict[str, Any] = {"allow_redirects": False, "headers": _headers(request, close)}
+    followed (each hop is a request of its own, within the crawl's boundary), the `identity`
+    the URL gets (headers, login: `identity.py`), the validators of a stored page (a
+    conditional request), `Connection: close` where the connection is not to idle in the
+    pool, and a `time_limit` shorter than fetch.total_timeout."""
+    headers = dict(identity.headers) if identity is not None else {}
+    headers.update(_headers(request, close))
+    options: dict[str, Any] = {"allow_redirects": False, "headers": headers or None}
+    if identity is not None and identity.middlewares:
+        options["middlewares"] = identity.middlewares
     if time_limit is not None:  # (passing timeout=None would mean no timeout at all)
         options["timeout"] = aiohttp.ClientTimeout(total=time_limit, connect=connect_timeout)
     return options
 
 
-def _headers(request: CrawlRequest, close: bool) -> dict[str, str] | None:
+def _headers(request: CrawlRequest, close: bool) -> dict[str, str]:
     headers = {}
     if close:
         headers["Connection"] = "close"
@@ -74,4 +87,4 @@ def _headers(request: CrawlRequest, close: bool) -> dict[str, str] | None:
         headers["If-None-Match"] = request.etag
     if request.last_modified:
         headers["If-Modified-Since"] = request.last_modified
-    return headers or None
+    return headers

@@ -40,6 +40,8 @@ class CrawlStats:
     host_settings: dict[str, dict[str, float]] = field(default_factory=dict)  # at the end
     workers: tuple[tuple[str, int, str], ...] = ()  # (worker, pages, state): several processes
     limits: CrawlLimits | None = None
+    # fetch.proxies: per proxy (its address, no credentials), requests, failures, times benched
+    proxies: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def pages_per_second(self) -> float:
@@ -67,6 +69,7 @@ def crawl_stats(reader: ResultsReader, crawl: CrawlRow) -> CrawlStats:
         host_settings=counters.get("hosts", {}),
         workers=tuple(reader.worker_shares(crawl.id)),
         limits=reader.limits(crawl.id),
+        proxies=counters.get("proxies", {}),
     )
 
 
@@ -141,6 +144,22 @@ def _worker_lines(s: CrawlStats) -> list[str]:
     return lines
 
 
+def _proxy_lines(s: CrawlStats) -> list[str]:
+    """A line for the proxies, when the crawl went through some (fetch.proxies)."""
+    if not s.proxies:
+        return []
+    each = ", ".join(
+        f"{name} {c.get('requests', 0)} requests"
+        + (
+            f" ({c['failures']} failed, benched {c.get('benched', 0)}×)"
+            if c.get("failures")
+            else ""
+        )
+        for name, c in s.proxies.items()
+    )
+    return [f"  proxies:   {each}"]
+
+
 def format_stats(s: CrawlStats) -> str:
     def counts(d: dict[str, int]) -> str:
         return ", ".join(f"{k} {v}" for k, v in d.items()) or "none"
@@ -175,6 +194,7 @@ def format_stats(s: CrawlStats) -> str:
         f"  stages:    {stages or 'not measured'} (mean load: the one near 100% limits)",
         f"  per host:  {settings or 'none'} (concurrency and delay at the end)",
         *_worker_lines(s),
+        *_proxy_lines(s),
         f"  results:   {s.db}  (scraper query --db {shlex.quote(s.db)} "
         '"SELECT url, status, title FROM pages LIMIT 10")',
     ]

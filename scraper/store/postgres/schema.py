@@ -176,5 +176,13 @@ SCHEMA_V6 = """
 ALTER TABLE pages ADD COLUMN not_modified smallint;
 """
 
-MIGRATIONS: Sequence[str] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6)
+# v7: each host's cookie jar (fetch.cookies), as its last owner changed it: it goes with the
+# host's lease to the process that takes the host next (crawl/cookies.py).
+SCHEMA_V7_COOKIES = """
+ALTER TABLE hosts ADD COLUMN cookies text;
+"""
+
+MIGRATIONS: Sequence[str] = (
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7_COOKIES,
+)  # fmt: skip
 SCHEMA_VERSION = len(MIGRATIONS)
