@@ -7,6 +7,7 @@ from scraper.store.opened import Opened
 from scraper.store.postgres.crawls import PgCrawlLog
 from scraper.store.postgres.database import PgDatabase
 from scraper.store.postgres.frontier import CREATE_FOUND, PgFrontier
+from scraper.store.postgres.gauges import PgFleetGauges
 from scraper.store.postgres.leases import PgHostLeases, worker_name
 from scraper.store.postgres.writer import PgPageWriter
 
@@ -22,8 +23,8 @@ class PgBackend(Opened):
         # their discoveries and done marks, a lease with its state), so the crawl resumes from
         # a consistent point and fetches those pages again.
         self._db = PgDatabase(url, setup=(CREATE_FOUND, "SET synchronous_commit = off"))
-        self._crawls = PgCrawlLog(self._db)
         self.worker = worker_name()
+        self._crawls = PgCrawlLog(self._db, self.worker)
 
     @property
     def location(self) -> str:
@@ -45,6 +46,9 @@ class PgBackend(Opened):
         self, crawl_id: int, *, ttl: float, margin: float, rules: FleetRules = NO_RULES
     ) -> PgHostLeases:
         return PgHostLeases(self._db, crawl_id, self.worker, ttl=ttl, margin=margin, rules=rules)
+
+    def gauges(self, crawl_id: int) -> PgFleetGauges:
+        return PgFleetGauges(self._db, crawl_id, self.worker)
 
     async def join(self, crawl_id: int, rules: FleetRules = NO_RULES) -> None:
         await self._crawls.join(crawl_id)

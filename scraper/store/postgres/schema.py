@@ -176,13 +176,25 @@ SCHEMA_V6 = """
 ALTER TABLE pages ADD COLUMN not_modified smallint;
 """
 
-# v7: each host's cookie jar (fetch.cookies), as its last owner changed it: it goes with the
+# v7: a fleet's crawl is summed up whole (store/fleet_health.py, crawl/gauges.py). `health`: how
+# the process ran (its loop lag, stage loads and the per-host settings it learned, JSON), written
+# at its end; the crawl's `counters` keep every process's merged. `queued` and `in_flight`: its
+# URLs admitted and not yet fetched, and its requests on the wire, as of `gauged_at` (the
+# server's clock), written every few seconds while it runs, so a live display shows the crawl's.
+SCHEMA_V7 = """
+ALTER TABLE workers ADD COLUMN health text;
+ALTER TABLE workers ADD COLUMN queued integer NOT NULL DEFAULT 0;
+ALTER TABLE workers ADD COLUMN in_flight integer NOT NULL DEFAULT 0;
+ALTER TABLE workers ADD COLUMN gauged_at timestamptz;
+"""
+
+# v8: each host's cookie jar (fetch.cookies), as its last owner changed it: it goes with the
 # host's lease to the process that takes the host next (crawl/cookies.py).
-SCHEMA_V7_COOKIES = """
+SCHEMA_V8_COOKIES = """
 ALTER TABLE hosts ADD COLUMN cookies text;
 """
 
 MIGRATIONS: Sequence[str] = (
-    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7_COOKIES,
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8_COOKIES,
 )  # fmt: skip
 SCHEMA_VERSION = len(MIGRATIONS)
