@@ -550,6 +550,23 @@ class FetchConfig:
             "Seconds a proxy that failed (refused, a timeout connecting, 407) is left out.",
         ),
     )
+    sessions: bool = field(
+        default=False,
+        metadata=_opt(
+            boolean,
+            "Sessions: a response whose status is in `blocked_status` retires the host's "
+            "session (its cookies emptied, the next proxy) and the request is tried again, "
+            "within `retries`. A 429 or 503 never retires one (it slows the host instead).",
+        ),
+    )
+    blocked_status: tuple[int, ...] = field(
+        default=(401, 403),
+        metadata=_opt(
+            list_of(integer(400, 499)),
+            "With `sessions`, the statuses that say a session is blocked.",
+            kind="list of integers",
+        ),
+    )
     rules: tuple[HeaderRule, ...] = field(
         default=(),
         metadata=_opt(

@@ -59,6 +59,13 @@ class CookieJars:
         if record:
             self.jar(host).update_cookies_from_headers(_restored(record), URL(f"http://{host}/"))
 
+    async def clear(self, host: str) -> None:
+        """A new session for the host (`sessions.py`): no cookie kept, and none stored."""
+        had = host in self._jars and len(self._jars[host]) > 0
+        self._jars.pop(host, None)
+        if had and self._store is not None:
+            await self._store(host, "[]")
+
     def forget(self, host: str) -> None:
         """The host is no longer this process's: its next owner has the jar."""
         self._jars.pop(host, None)

@@ -32,6 +32,7 @@ from scraper.crawl.pipeline import Pipeline
 from scraper.crawl.proxies import ProxyPool, proxy_pool, target_vetter
 from scraper.crawl.scheduler import Scheduler
 from scraper.crawl.seeds import SeedFile, digest_of
+from scraper.crawl.sessions import Sessions
 from scraper.crawl.sockets import raise_open_files_limit, socket_budget
 from scraper.crawl.stages import build_stages, wire_for
 from scraper.errors import ConfigError, ScraperError
@@ -97,6 +98,7 @@ class Crawler:
         self._join = join
         self._credentials = credentials
         self._proxies: ProxyPool | None = None
+        self._sessions: Sessions | None = None
         self._shared = False  # host leases shared with other processes (PostgreSQL)
         self.crawl_id: int | None = None
         self.began = asyncio.Event()  # set once crawl_id is known (its row exists, it runs)
@@ -269,6 +271,8 @@ class Crawler:
         }
         if self._proxies is not None:
             health["proxies"] = self._proxies.stats()
+        if self._sessions is not None:
+            health["sessions"] = self._sessions.stats()
         return health
 
     def _sample_stages(self) -> None:
@@ -311,6 +315,8 @@ class Crawler:
         seed_hosts = [host_of(seed) for seed in config.crawl.seeds]
         proxies = proxy_pool(config.fetch, credentials)
         self._proxies = proxies
+        if config.fetch.sessions:
+            self._sessions = Sessions(frozenset(config.fetch.blocked_status), jars)
         vet = None
         if proxies is not None and config.fetch.block_private:
             vet = target_vetter(resolver, AddressGuard(block=True, trusted_hosts=seed_hosts))
@@ -324,7 +330,9 @@ class Crawler:
             resolver=resolver,
             wire=wire.slots,
             listener=wire,  # (told as requests go on and off the wire: the dispatcher's side)
-            identities=Identities(config.fetch.user_agent, credentials, jars, proxies, vet),
+            identities=Identities(
+                config.fetch.user_agent, credentials, jars, proxies, vet, self._sessions
+            ),
         )
         async with fetcher, ParsePool(config.parse) as parser:
             stages = build_stages(

@@ -205,6 +205,7 @@ class Fetcher:
                         max_bytes=config.max_bytes,
                         any_type=any_type,
                         body_limit=body_limit,
+                        retry_statuses=self._identities.retry_statuses,
                     )
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 if out_of_sockets(exc):

@@ -26,6 +26,7 @@ from aiohttp import DigestAuthMiddleware
 from scraper.crawl.cookies import CookieJars
 from scraper.crawl.credentials import NONE, Credentials, Headers, Login
 from scraper.crawl.proxies import ProxyPool, Vet
+from scraper.crawl.sessions import Sessions
 from scraper.secrets import Secret
 from scraper.urls import host_key
 
@@ -52,10 +53,14 @@ class Identities:
         jars: CookieJars | None = None,
         proxies: ProxyPool | None = None,
         vet: Vet | None = None,
+        sessions: Sessions | None = None,
     ) -> None:
         """`jars`: the hosts' cookie jars (None: fetch.cookies is off, no cookie is kept);
         `proxies`: the pool requests go through (None: straight to the site); `vet`: how a
-        proxied request's target is checked against fetch.block_private (`proxies.py`)."""
+        proxied request's target is checked against fetch.block_private (`proxies.py`);
+        `sessions`: fetch.sessions, a host's session retired when it says blocked (None: off)."""
+        self._sessions = sessions
+        self.retry_statuses = sessions.blocked if sessions is not None else frozenset()
         self._jars = jars
         self._proxies = proxies
         self._vet = vet
@@ -87,8 +92,11 @@ class Identities:
             headers["Authorization"] = basic_authorization(login)
         elif login is not None:
             middlewares = (self._digests[host], *middlewares)
-        if self._proxies is not None:  # outermost: a Digest answer goes by the same proxy
-            middlewares = (self._proxies.middleware(host, self._vet), *middlewares)
+        session = self._sessions.generation(host) if self._sessions is not None else 0
+        if self._proxies is not None:  # outside those: a Digest answer goes by the same proxy
+            middlewares = (self._proxies.middleware(host, self._vet, session), *middlewares)
+        if self._sessions is not None:  # outermost: sees the answer the request ends with
+            middlewares = (self._sessions.middleware(host), *middlewares)
         return RequestIdentity(
             headers=headers,
             login=scheme,

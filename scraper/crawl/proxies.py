@@ -122,11 +122,15 @@ class ProxyPool:
         self.counts = [ProxyCounts() for _ in proxies]
         self.reasons: Counter[str] = Counter()
 
-    def order(self, host: str) -> list[int]:
-        """The proxies a request to `host` may try, first choice first; benched ones left out."""
+    def order(self, host: str, session: int = 0) -> list[int]:
+        """The proxies a request to `host` may try, first choice first; benched ones left out.
+        `session`: the host's session number (`sessions.py`): each new one moves the host to
+        the next proxy (per_host, sticky; round_robin moves with every request anyway)."""
         n = len(self.proxies)
         if self._strategy == ProxyStrategy.PER_HOST:
-            start = zlib.crc32(host.encode()) % n
+            start = (zlib.crc32(host.encode()) + session) % n
+        elif self._strategy == ProxyStrategy.STICKY:
+            start = (self._next + session) % n
         else:
             start = self._next
         now = self._clock()
@@ -148,8 +152,8 @@ class ProxyPool:
         if self._strategy == ProxyStrategy.STICKY:
             self._next = index
 
-    def middleware(self, host: str, vet: Vet | None) -> ThroughProxies:
-        return ThroughProxies(self, host, vet)
+    def middleware(self, host: str, vet: Vet | None, session: int = 0) -> ThroughProxies:
+        return ThroughProxies(self, host, vet, session)
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Per proxy (as shown): requests sent through it, failures, times benched."""
@@ -179,18 +183,19 @@ class ThroughProxies:
     """aiohttp client middleware: the request through the pool's proxies, in its order, until
     one works; the target vetted first (`vet`, fetch.block_private)."""
 
-    __slots__ = ("_host", "_pool", "_vet")
+    __slots__ = ("_host", "_pool", "_session", "_vet")
 
-    def __init__(self, pool: ProxyPool, host: str, vet: Vet | None) -> None:
+    def __init__(self, pool: ProxyPool, host: str, vet: Vet | None, session: int = 0) -> None:
         self._pool = pool
         self._host = host
         self._vet = vet
+        self._session = session
 
     async def __call__(self, request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
         if self._vet is not None:
             await self._vet(request.url)
         pool = self._pool
-        order = pool.order(self._host)
+        order = pool.order(self._host, self._session)
         for index in order:
             proxy = pool.proxies[index]
             request.headers.popall(hdrs.PROXY_AUTHORIZATION, None)  # never the last one's

@@ -33,9 +33,11 @@ async def read_response(
     max_bytes: int,
     any_type: bool = False,
     body_limit: int | None = None,
+    retry_statuses: frozenset[int] = frozenset(),
 ) -> FetchResult:
     """The result of attempt number `attempt` of `request`, timed from `started` (a
-    perf_counter reading); raises Retryable for a 429 or a 5xx."""
+    perf_counter reading); raises Retryable for a 429 or a 5xx, and for `retry_statuses`
+    (fetch.blocked_status with fetch.sessions: the next attempt is a new session's)."""
     content_type = response.headers.get("Content-Type")
     mime = content_type.split(";", 1)[0].strip().lower() if content_type else None
     common: dict[str, Any] = {
@@ -57,6 +59,8 @@ async def read_response(
     if status == 429 or status >= 500:
         retry_after = parse_retry_after(response.headers.get("Retry-After"))
         raise Retryable(result(error_kind=ErrorKind.HTTP, error=_http_error(response)), retry_after)
+    if status in retry_statuses:
+        raise Retryable(result(error_kind=ErrorKind.HTTP, error=_http_error(response)))
     if status >= 400:
         return result(error_kind=ErrorKind.HTTP, error=_http_error(response))
     if status >= 300:  # a redirect (its target is the next hop), or 304 Not Modified

@@ -14,6 +14,7 @@ import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from scraper.store.base import CrawlLimits, CrawlRow, HostCount, ResultsReader
 from scraper.terminal import visible
@@ -42,6 +43,8 @@ class CrawlStats:
     limits: CrawlLimits | None = None
     # fetch.proxies: per proxy (its address, no credentials), requests, failures, times benched
     proxies: dict[str, dict[str, int]] = field(default_factory=dict)
+    # fetch.sessions: sessions retired in all, and per host its requests and retirements
+    sessions: dict[str, Any] = field(default_factory=dict)
 
     @property
     def pages_per_second(self) -> float:
@@ -70,6 +73,7 @@ def crawl_stats(reader: ResultsReader, crawl: CrawlRow) -> CrawlStats:
         workers=tuple(reader.worker_shares(crawl.id)),
         limits=reader.limits(crawl.id),
         proxies=counters.get("proxies", {}),
+        sessions=counters.get("sessions", {}),
     )
 
 
@@ -145,9 +149,8 @@ def _worker_lines(s: CrawlStats) -> list[str]:
 
 
 def _proxy_lines(s: CrawlStats) -> list[str]:
-    """A line for the proxies, when the crawl went through some (fetch.proxies)."""
-    if not s.proxies:
-        return []
+    """A line for the proxies, when the crawl went through some (fetch.proxies), and one for
+    the sessions (fetch.sessions)."""
     each = ", ".join(
         f"{name} {c.get('requests', 0)} requests"
         + (
@@ -157,7 +160,14 @@ def _proxy_lines(s: CrawlStats) -> list[str]:
         )
         for name, c in s.proxies.items()
     )
-    return [f"  proxies:   {each}"]
+    lines = [f"  proxies:   {each}"] if each else []
+    if s.sessions:
+        hosts = ", ".join(
+            f"{host} {c.get('retired', 0)} of {c.get('requests', 0)} requests"
+            for host, c in (s.sessions.get("hosts") or {}).items()
+        )
+        lines.append(f"  sessions:  {s.sessions.get('retired', 0)} retired ({hosts or 'none'})")
+    return lines
 
 
 def format_stats(s: CrawlStats) -> str:

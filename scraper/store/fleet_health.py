@@ -17,7 +17,9 @@ merge of one health is that health.
 - **hosts**: the union of every process's, a host that several processes held with the settings
   of the one that ended last; ordered by requests in flight, then by each process's own order,
   so every process's busiest hosts come first.
-- **proxies** (fetch.proxies): per proxy, its requests, failures and times benched, summed.
+- **proxies** (fetch.proxies): per proxy, its requests, failures and times benched, summed;
+  **sessions** (fetch.sessions): sessions retired, and per host its requests and retirements,
+  summed.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 # The crawl's `counters` keys a health holds.
-HEALTH_KEYS = ("loop_lag_ms", "stages", "hosts", "proxies")
+HEALTH_KEYS = ("loop_lag_ms", "stages", "hosts", "proxies", "sessions")
 MAX_HOSTS = 50  # per-host settings the merged health keeps (each process records its top 10)
 
 Health = Mapping[str, Any]
@@ -50,6 +52,12 @@ def merge_healths(healths: Sequence[Health]) -> dict[str, Any]:
     proxies = _merge_proxies([h.get("proxies") or {} for h in present])
     if proxies:  # (only a crawl through fetch.proxies has them)
         merged["proxies"] = proxies
+    sessions = [h["sessions"] for h in present if h.get("sessions")]
+    if sessions:  # (only a crawl with fetch.sessions has them)
+        merged["sessions"] = {
+            "retired": sum(int(s.get("retired", 0)) for s in sessions),
+            "hosts": _merge_proxies([s.get("hosts") or {} for s in sessions]),
+        }
     return merged
 
 
