@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from scraper.cli.common import EXIT_INTERRUPTED, config_path, default, load
 from scraper.cli.results import print_stats
 from scraper.config import Config
+from scraper.crawl.credentials import Credentials, read_credentials
 from scraper.errors import ConfigError
 from scraper.store import open_results
 from scraper.store.location import is_postgres
@@ -160,9 +161,13 @@ def _crawl_command(args: argparse.Namespace) -> int:
     if args.workers > 1:
         _refuse_politeness_by_ip(config, f"--workers {args.workers}")
     workers = _worker_command_line(args) if args.workers > 1 else None
+    # The secrets config.toml names, and the logins of seeds given as user:pass@host: read now,
+    # so a missing one is a line and exit 2 before the crawl's row exists.
+    credentials = read_credentials(config, args.seeds)
     summary = asyncio.run(
         run_crawl(
             config,
+            credentials=credentials,
             quiet=args.quiet,
             fresh=args.fresh,
             workers=(args.workers - 1, workers),
@@ -217,7 +222,10 @@ def _worker_command(args: argparse.Namespace) -> int:
     config, spider = load_with_spider(args, {"crawl.seeds": json.loads(crawl.seeds)})
     _refuse_politeness_by_ip(config, "worker")
     crawl_id = crawl.id
-    summary = asyncio.run(run_crawl(config, quiet=args.quiet, join=crawl_id, spider=spider))
+    credentials = read_credentials(config)
+    summary = asyncio.run(
+        run_crawl(config, credentials=credentials, quiet=args.quiet, join=crawl_id, spider=spider)
+    )
     print(
         f"Worker on crawl {summary.crawl_id} {summary.status}: "
         f"{summary.pages} pages in the crawl so far"
@@ -277,6 +285,7 @@ async def run_crawl(
     config: Config,
     *,
     quiet: bool,
+    credentials: Credentials | None = None,
     fresh: bool = False,
     join: int | None = None,
     workers: tuple[int, list[str] | None] = (0, None),
@@ -287,12 +296,21 @@ async def run_crawl(
     signal; `fresh`: start a new crawl even if the last one did not finish; `join`: work on
     that running crawl beside its other processes; `workers`: how many `scraper worker`s to
     start beside this process once its crawl runs, and their command line; `opening`: the line
-    said first, once the crawl has begun (so a database that cannot be opened stays one line)."""
+    said first, once the crawl has begun (so a database that cannot be opened stays one line);
+    `credentials`: the secrets `config` names, read (None: the crawler reads them)."""
     from scraper.cli.progress import choose_mode, show_progress
     from scraper.crawl.crawler import Crawler
 
     say = _Announcer(opening)
-    crawler = Crawler(config, fresh=fresh, announce=say, join=join, quiet=quiet, spider=spider)
+    crawler = Crawler(
+        config,
+        fresh=fresh,
+        announce=say,
+        join=join,
+        quiet=quiet,
+        spider=spider,
+        credentials=credentials,
+    )
     _settle_the_garbage_collector()
     if asyncio.get_running_loop().get_debug():
         _say("asyncio debug mode (--debug-loop): callbacks holding the loop over 100 ms are logged")

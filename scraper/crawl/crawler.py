@@ -19,15 +19,23 @@ from aiohttp.abc import AbstractResolver
 
 from scraper.archive.archive import Archive
 from scraper.config import Config
+from scraper.crawl.addresses import AddressGuard
+from scraper.crawl.cookies import CookieJars, CookieLeases
+from scraper.crawl.credentials import NONE as NO_CREDENTIALS
+from scraper.crawl.credentials import Credentials, read_credentials
+from scraper.crawl.dns import make_resolver
 from scraper.crawl.fetch import Fetcher
 from scraper.crawl.gauges import CrawlGauges
 from scraper.crawl.health import LoopLagMonitor, StageSampler
+from scraper.crawl.identity import Identities
 from scraper.crawl.leases import request_margin
 from scraper.crawl.on_the_wire import OnTheWire
 from scraper.crawl.pipeline import Pipeline
+from scraper.crawl.proxies import ProxyPool, proxy_pool, target_vetter
 from scraper.crawl.response import HTML_TYPES, SPIDER_TYPES
 from scraper.crawl.scheduler import Scheduler
 from scraper.crawl.seeds import SeedFile, digest_of
+from scraper.crawl.sessions import Sessions
 from scraper.crawl.sockets import raise_open_files_limit, socket_budget
 from scraper.crawl.stages import build_stages, wire_for
 from scraper.errors import ConfigError, ScraperError
@@ -66,6 +74,7 @@ class Crawler:
         quiet: bool = False,
         spider: SpiderRef | None = None,
         on_stored: Callable[[list[PageRecord]], None] | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         """`resolver`: how host names are resolved, instead of fetch.resolve and the system's
         (tests, and a layer such as a filter of private addresses). `join`: work on that
@@ -73,7 +82,8 @@ class Crawler:
         summary only (stalls of the event loop are logged at INFO, and counted). `spider`: the
         crawl's spider, found (`spider/load.py`); None: crawl.spider's, found as the crawl
         starts (off the loop), or none. `on_stored`: told of each batch of pages committed (on
-        the loop: it must not block)."""
+        the loop: it must not block). `credentials`: the secrets the config names, read at the
+        edge (None: `run` reads them, in a thread)."""
         if not config.crawl.seeds and not config.crawl.seeds_file and join is None:
             raise ConfigError(
                 "no seeds: give start URLs on the command line (or --seeds-file), or set "
@@ -102,6 +112,9 @@ class Crawler:
         self._join = join
         self._spider = spider
         self._on_stored = on_stored
+        self._credentials = credentials
+        self._proxies: ProxyPool | None = None
+        self._sessions: Sessions | None = None
         self._shared = False  # host leases shared with other processes (PostgreSQL)
         self.crawl_id: int | None = None
         self.began = asyncio.Event()  # set once crawl_id is known (its row exists, it runs)
@@ -171,6 +184,8 @@ class Crawler:
         loop = asyncio.get_running_loop()
         started = loop.time()
         self._open_files = raise_open_files_limit()
+        if self._credentials is None:  # (environment variables and files: not on the loop)
+            self._credentials = await asyncio.to_thread(read_credentials, config)
         seed_file = None
         if config.crawl.seeds_file:
             seed_file = SeedFile(config.crawl.seeds_file, config.crawl.url_policy())
@@ -224,7 +239,10 @@ class Crawler:
                     await frontier.seed(batch)
         self.crawl_id = crawl_id
         self.began.set()
-        leases = _leases(backend, crawl_id, config, self._rules())
+        leases: HostLeases = _leases(backend, crawl_id, config, self._rules())
+        jars = CookieJars(store=leases.remember_cookies) if config.fetch.cookies else None
+        if jars is not None:  # each host's jar goes with its lease
+            leases = CookieLeases(leases, jars)
         self._shared = leases.shared
         done = await frontier.count(FrontierState.DONE)
         if resumed:
@@ -233,7 +251,7 @@ class Crawler:
                 f"{again} in flight when it stopped will be fetched again (--fresh starts anew)"
             )
         try:
-            status = await self._run_pipeline(backend, crawl_id, frontier, done, leases)
+            status = await self._run_pipeline(backend, crawl_id, frontier, done, leases, jars)
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "failed"
             with contextlib.suppress(ScraperError):  # the first error is the one to report
@@ -267,11 +285,16 @@ class Crawler:
         """What the crawl's row keeps of how it ran: loop lag, and each host's last settings."""
         hosts = self._scheduler.hosts() if self._scheduler is not None else {}
         busiest = sorted(hosts.items(), key=lambda item: -item[1]["in_flight"])[:TOP_HOSTS]
-        return {
+        health: dict[str, Any] = {
             "loop_lag_ms": self._lag.stats().as_json(),
             "stages": self._stage_times.as_json(),
             "hosts": dict(busiest),
         }
+        if self._proxies is not None:
+            health["proxies"] = self._proxies.stats()
+        if self._sessions is not None:
+            health["sessions"] = self._sessions.stats()
+        return health
 
     def _sample_stages(self) -> None:
         if self._pipeline is not None:
@@ -295,16 +318,26 @@ class Crawler:
             log.info("the event loop stalled %.0f ms (queues: %s)", lag_ms, queues)
 
     async def _run_pipeline(
-        self, backend: Backend, crawl_id: int, frontier: Frontier, done: int, leases: HostLeases
+        self,
+        backend: Backend,
+        crawl_id: int,
+        frontier: Frontier,
+        done: int,
+        leases: HostLeases,
+        jars: CookieJars | None,
     ) -> str:
         config = self._config
         budget = socket_budget(config.fetch.concurrency, config.parse.workers, self._open_files)
         wire = wire_for(config, budget)  # the connection slots, the fetcher's and the dispatcher's
         if not config.storage.warc:
-            return await self._run_stages(backend, crawl_id, frontier, done, leases, wire, None)
+            return await self._run_stages(
+                backend, crawl_id, frontier, done, leases, jars, wire, None
+            )
         # The archive's writer process, its folder checked (and torn files repaired) first.
         async with Archive(config.storage) as archive:
-            return await self._run_stages(backend, crawl_id, frontier, done, leases, wire, archive)
+            return await self._run_stages(
+                backend, crawl_id, frontier, done, leases, jars, wire, archive
+            )
 
     async def _run_stages(
         self,
@@ -313,21 +346,38 @@ class Crawler:
         frontier: Frontier,
         done: int,
         leases: HostLeases,
+        jars: CookieJars | None,
         wire: OnTheWire,
         archive: Archive | None,
     ) -> str:
         config = self._config
         scope = config.crawl.scope()
+        credentials = self._credentials or NO_CREDENTIALS
+        resolver = self._resolver or make_resolver(dict(config.fetch.resolve), config.fetch.dns_ttl)
+        # (a seeds file's hosts are not trusted: a list of thousands is not read by hand)
+        seed_hosts = [host_of(seed) for seed in config.crawl.seeds]
+        proxies = proxy_pool(config.fetch, credentials)
+        self._proxies = proxies
+        if config.fetch.sessions:
+            self._sessions = Sessions(frozenset(config.fetch.blocked_status), jars)
+        vet = None
+        if proxies is not None and config.fetch.block_private:
+            vet = target_vetter(resolver, AddressGuard(block=True, trusted_hosts=seed_hosts))
         fetcher = Fetcher(
             config.fetch,
             outside=scope.outside,  # the boundary of every request: pages, robots.txt, sitemaps
-            # (a seeds file's hosts are not trusted: a list of thousands is not read by hand)
-            trusted_hosts=(host_of(seed) for seed in config.crawl.seeds),
-            resolver=self._resolver,
+            # the proxies' own addresses are configuration, so trusted like the seeds'
+            trusted_hosts=[*seed_hosts, *(p.url.host or "" for p in proxies.proxies)]
+            if proxies is not None
+            else seed_hosts,
+            resolver=resolver,
             wire=wire.slots,
             listener=wire,  # (told as requests go on and off the wire: the dispatcher's side)
             types=SPIDER_TYPES if self._spider is not None else HTML_TYPES,
             archive=archive,
+            identities=Identities(
+                config.fetch.user_agent, credentials, jars, proxies, vet, self._sessions
+            ),
         )
         async with fetcher, ParsePool(config.parse) as parser:
             stages = build_stages(

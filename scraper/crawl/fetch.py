@@ -34,6 +34,7 @@ from scraper.config import FetchConfig
 from scraper.crawl.addresses import AddressGuard, GuardedResolver
 from scraper.crawl.dns import make_resolver
 from scraper.crawl.failures import describe, failure_of
+from scraper.crawl.identity import Identities
 from scraper.crawl.out_of_sockets import OutOfSockets, out_of_sockets, until_sockets
 from scraper.crawl.ports import Archiver, WireListener
 from scraper.crawl.redirects import follow_redirects
@@ -59,7 +60,8 @@ class Fetcher:
     the process's open-files limit allows, `sockets.socket_budget`), shared with `listener`,
     who is told as requests go on and off them (the dispatcher's `OnTheWire`; none: every
     connection may stay open); `resolver`: instead of the one `fetch.resolve` and the system give
-    (the guard still wraps it)."""
+    (the guard still wraps it); `identities`: the headers and logins each URL gets
+    (`identity.py`; none: fetch.user_agent alone)."""
 
     def __init__(
         self,
@@ -72,6 +74,7 @@ class Fetcher:
         listener: WireListener | None = None,
         types: frozenset[str] = HTML_TYPES,
         archive: Archiver | None = None,
+        identities: Identities | None = None,
     ) -> None:
         self._config = config
         self._outside = outside
@@ -84,6 +87,7 @@ class Fetcher:
         self._types = types  # the media types whose bodies are read for the parser
         self._archive = archive
         self.resolver = resolver  # names, cached (what the dispatcher asks for IP keys)
+        self._identities = identities or Identities(config.user_agent)
 
     @property
     def in_flight(self) -> int:
@@ -199,7 +203,11 @@ class Fetcher:
             # keeps it 15 s), so open sockets stay bounded whatever the number of hosts.
             close = not self._listener.keep_alive(request)
             options = request_options(
-                request, close=close, time_limit=time_limit, connect_timeout=config.connect_timeout
+                request,
+                close=close,
+                time_limit=time_limit,
+                connect_timeout=config.connect_timeout,
+                identity=self._identities.for_url(request.url),
             )
             try:
                 session = self._session
@@ -216,6 +224,7 @@ class Fetcher:
                         body_limit=body_limit,
                         types=self._types,
                         capture=self._archive is not None,
+                        retry_statuses=self._identities.retry_statuses,
                     )
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 if out_of_sockets(exc):

@@ -43,11 +43,13 @@ async def read_response(
     body_limit: int | None = None,
     types: frozenset[str] = HTML_TYPES,
     capture: bool = False,
+    retry_statuses: frozenset[int] = frozenset(),
 ) -> FetchResult:
     """The result of attempt number `attempt` of `request`, timed from `started` (a
-    perf_counter reading); raises Retryable for a 429 or a 5xx. `types`: the media types whose
-    bodies are read for the parser (a spider's crawl adds JSON, XML and plain text); `capture`:
-    with its Exchange."""
+    perf_counter reading); raises Retryable for a 429 or a 5xx, and for `retry_statuses`
+    (fetch.blocked_status with fetch.sessions: the next attempt is a new session's). `types`:
+    the media types whose bodies are read for the parser (a spider's crawl adds JSON, XML and
+    plain text); `capture`: with its Exchange."""
     wire = _Wire(response, fetched_at) if capture else None
     content_type = response.headers.get("Content-Type")
     mime = content_type.split(";", 1)[0].strip().lower() if content_type else None
@@ -73,6 +75,10 @@ async def read_response(
         exchange = await wire.unparsed(response, max_bytes) if wire else None
         failed = result(error_kind=ErrorKind.HTTP, error=_http_error(response), exchange=exchange)
         raise Retryable(failed, retry_after)
+    if status in retry_statuses:
+        exchange = await wire.unparsed(response, max_bytes) if wire else None
+        failed = result(error_kind=ErrorKind.HTTP, error=_http_error(response), exchange=exchange)
+        raise Retryable(failed)
     if status >= 300:  # an error, a redirect (its target is the next hop), or 304 Not Modified
         exchange = await wire.unparsed(response, max_bytes) if wire else None
         if status >= 400:

@@ -17,6 +17,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver
 
 from scraper.config import FetchConfig
+from scraper.crawl.identity import RequestIdentity
 from scraper.crawl.response import PeerResponse
 from scraper.models import CrawlRequest
 
@@ -37,6 +38,8 @@ def make_session(
         headers={"User-Agent": config.user_agent},
         auto_decompress=False,
         response_class=PeerResponse,  # with the address connected to, for the archive
+        # Cookies are kept per host, with the host's lease (`cookies.py`), not session-wide.
+        cookie_jar=aiohttp.DummyCookieJar(),
     )
 
 
@@ -59,14 +62,24 @@ def make_connector(
 
 
 def request_options(
-    request: CrawlRequest, *, close: bool, time_limit: float | None, connect_timeout: float
+    request: CrawlRequest,
+    *,
+    close: bool,
+    time_limit: float | None,
+    connect_timeout: float,
+    identity: RequestIdentity | None = None,
 ) -> dict[str, Any]:
     """The keyword arguments of `session.request` for `request`, beyond its method and URL: its
-    body (a spider's request's), its headers, no redirect
-    followed (each hop is a request of its own, within the crawl's boundary), the validators
-    of a stored page (a conditional request), `Connection: close` where the connection is not
-    to idle in the pool, and a `time_limit` shorter than fetch.total_timeout."""
-    options: dict[str, Any] = {"allow_redirects": False, "headers": _headers(request, close)}
+    body (a spider's request's), no redirect followed (each hop is a request of its own, within
+    the crawl's boundary), the `identity` the URL gets (headers, login: `identity.py`) under the
+    request's own headers, the validators of a stored page (a conditional request),
+    `Connection: close` where the connection is not to idle in the pool, and a `time_limit`
+    shorter than fetch.total_timeout."""
+    headers = dict(identity.headers) if identity is not None else {}
+    headers.update(_headers(request, close))
+    options: dict[str, Any] = {"allow_redirects": False, "headers": headers or None}
+    if identity is not None and identity.middlewares:
+        options["middlewares"] = identity.middlewares
     if request.body is not None:
         options["data"] = request.body
     if time_limit is not None:  # (passing timeout=None would mean no timeout at all)
@@ -74,7 +87,7 @@ def request_options(
     return options
 
 
-def _headers(request: CrawlRequest, close: bool) -> dict[str, str] | None:
+def _headers(request: CrawlRequest, close: bool) -> dict[str, str]:
     """A spider's request's own headers (`scraper.Request(headers=...)`), then ours."""
     headers: dict[str, str] = json.loads(request.headers) if request.headers else {}
     if close:
@@ -83,4 +96,4 @@ def _headers(request: CrawlRequest, close: bool) -> dict[str, str] | None:
         headers["If-None-Match"] = request.etag
     if request.last_modified:
         headers["If-Modified-Since"] = request.last_modified
-    return headers or None
+    return headers

@@ -14,6 +14,7 @@ import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from scraper.store.base import CrawlLimits, CrawlRow, HostCount, ResultsReader
 from scraper.terminal import visible
@@ -42,6 +43,10 @@ class CrawlStats:
     limits: CrawlLimits | None = None
     items_by_callback: tuple[tuple[str, int], ...] = ()  # a spider's items, per callback
     item_pages: int = 0  # pages that yielded items
+    # fetch.proxies: per proxy (its address, no credentials), requests, failures, times benched
+    proxies: dict[str, dict[str, int]] = field(default_factory=dict)
+    # fetch.sessions: sessions retired in all, and per host its requests and retirements
+    sessions: dict[str, Any] = field(default_factory=dict)
 
     @property
     def pages_per_second(self) -> float:
@@ -72,6 +77,8 @@ def crawl_stats(reader: ResultsReader, crawl: CrawlRow) -> CrawlStats:
         limits=reader.limits(crawl.id),
         items_by_callback=tuple(by_callback),
         item_pages=item_pages,
+        proxies=counters.get("proxies", {}),
+        sessions=counters.get("sessions", {}),
     )
 
 
@@ -159,6 +166,28 @@ def _item_lines(s: CrawlStats) -> list[str]:
     ]
 
 
+def _proxy_lines(s: CrawlStats) -> list[str]:
+    """A line for the proxies, when the crawl went through some (fetch.proxies), and one for
+    the sessions (fetch.sessions)."""
+    each = ", ".join(
+        f"{name} {c.get('requests', 0)} requests"
+        + (
+            f" ({c['failures']} failed, benched {c.get('benched', 0)}×)"
+            if c.get("failures")
+            else ""
+        )
+        for name, c in s.proxies.items()
+    )
+    lines = [f"  proxies:   {each}"] if each else []
+    if s.sessions:
+        hosts = ", ".join(
+            f"{host} {c.get('retired', 0)} of {c.get('requests', 0)} requests"
+            for host, c in (s.sessions.get("hosts") or {}).items()
+        )
+        lines.append(f"  sessions:  {s.sessions.get('retired', 0)} retired ({hosts or 'none'})")
+    return lines
+
+
 def format_stats(s: CrawlStats) -> str:
     def counts(d: dict[str, int]) -> str:
         return ", ".join(f"{k} {v}" for k, v in d.items()) or "none"
@@ -194,6 +223,7 @@ def format_stats(s: CrawlStats) -> str:
         f"  stages:    {stages or 'not measured'} (mean load: the one near 100% limits)",
         f"  per host:  {settings or 'none'} (concurrency and delay at the end)",
         *_worker_lines(s),
+        *_proxy_lines(s),
         f"  results:   {s.db}  (scraper query --db {shlex.quote(s.db)} "
         '"SELECT url, status, title FROM pages LIMIT 10")',
     ]

@@ -213,6 +213,7 @@ class HostPoliteness:
     crawl_delay: float | None = None  # robots.txt's Crawl-delay
     backoff: float | None = None
     robots: str | None = None  # robots.txt as its first fetcher recorded it (RobotsGate)
+    cookies: str | None = None  # the host's cookie jar as last stored (crawl/cookies.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,6 +295,11 @@ class HostLeases(Protocol):
 
     def remember_robots(self, host: str, record: str) -> Coroutine[Any, Any, None]:
         """Keep the host's robots.txt (as RobotsGate recorded it) for its next owners."""
+        ...
+
+    def remember_cookies(self, host: str, record: str) -> Coroutine[Any, Any, None]:
+        """Keep the host's cookie jar (`crawl/cookies.py`'s record) for its next owner: this
+        process after a restart, or another of the fleet that takes the host over."""
         ...
 
     async def over(self) -> bool:

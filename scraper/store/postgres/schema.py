@@ -219,8 +219,14 @@ ALTER TABLE pages ADD COLUMN warc_date text;
 ALTER TABLE pages ADD COLUMN warc_digest text;
 """
 
+# v10: each host's cookie jar (fetch.cookies), as its last owner changed it: it goes with the
+# host's lease to the process that takes the host next (crawl/cookies.py).
+SCHEMA_V10 = """
+ALTER TABLE hosts ADD COLUMN cookies text;
+"""
+
 MIGRATIONS: Sequence[str] = (
     SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
-    SCHEMA_V9,
+    SCHEMA_V9, SCHEMA_V10,
 )  # fmt: skip
 SCHEMA_VERSION = len(MIGRATIONS)

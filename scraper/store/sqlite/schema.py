@@ -173,9 +173,20 @@ ALTER TABLE pages ADD COLUMN warc_date TEXT;
 ALTER TABLE pages ADD COLUMN warc_digest TEXT;
 """
 
+# v12: each host's cookie jar (fetch.cookies), as the crawl last changed it: a resumed crawl
+# carries on with the cookies of the pages it stored (crawl/cookies.py).
+SCHEMA_V12_COOKIES = """
+CREATE TABLE cookies (
+    crawl_id INTEGER NOT NULL REFERENCES crawls(id),
+    host     TEXT NOT NULL,
+    jar      TEXT NOT NULL,
+    PRIMARY KEY (crawl_id, host)
+) WITHOUT ROWID;
+"""
+
 MIGRATIONS: Sequence[str] = (
     SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5_TEXT_HASH, SCHEMA_V6_LINKS_CUT,
     SCHEMA_V7_SEEDS_DIGEST, SCHEMA_V8_FIELD_ERRORS, SCHEMA_V9_NOT_MODIFIED, SCHEMA_V10_SPIDERS,
-    SCHEMA_V11_WARC,
+    SCHEMA_V11_WARC, SCHEMA_V12_COOKIES,
 )  # fmt: skip
 SCHEMA_VERSION = len(MIGRATIONS)
