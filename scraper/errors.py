@@ -49,3 +49,9 @@ class QueryError(ScraperError):
 
 class OutputError(ScraperError):
     pass
+
+
+class DatabaseBack(StorageError):
+    """Not a failure to report: a unit of work was cut by a lost connection to the database,
+    and the connection is back. Whether its transaction committed is for the caller to find
+    out (store/postgres/database.py `run(..., again=False)`)."""

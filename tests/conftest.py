@@ -84,7 +84,11 @@ def make_config(tmp_path: Path) -> ConfigFactory:
 # mid-crawl. Two such tests at once on 2 cores broke that (a joining worker, still starting, found
 # the site crawled by the first), where one at a time, beside the rest of the suite, holds.
 # bench/test_bench.py's tests share a module's site and server: one worker builds them once.
-ONE_AT_A_TIME = {"crawl/test_workers.py": "fleets", "bench/test_bench.py": "bench-site"}
+ONE_AT_A_TIME = {
+    "crawl/test_workers.py": "fleets",
+    "crawl/test_reconnect.py": "fleets",  # fleets too, on a server of their own they restart
+    "bench/test_bench.py": "bench-site",
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -84,6 +84,7 @@ class Crawler:
         self._open_files = 0
         self._join = join
         self._shared = False  # host leases shared with other processes (PostgreSQL)
+        self._leases: HostLeases | None = None
         self.crawl_id: int | None = None
         self.began = asyncio.Event()  # set once crawl_id is known (its row exists, it runs)
         self.stopped = asyncio.Event()  # set by stop()
@@ -104,6 +105,7 @@ class Crawler:
             loop_lag_p50_ms=lag.p50,
             loop_lag_p99_ms=lag.p99,
             loop_lag_max_ms=lag.max,
+            database_away_s=self._leases.away if self._leases is not None else None,
         )
 
     def stop(self) -> None:
@@ -190,7 +192,7 @@ class Crawler:
         self.crawl_id = crawl_id
         self.began.set()
         leases = _leases(backend, crawl_id, config)
-        self._shared = leases.shared
+        self._shared, self._leases = leases.shared, leases
         done = await frontier.count(FrontierState.DONE)
         if resumed:
             self._announce(

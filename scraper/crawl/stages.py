@@ -93,7 +93,13 @@ def build_stages(
         leases=leases,
         concurrency=config.fetch.concurrency,
     )
-    sink = Sink(pages, config.storage, on_stored=scheduler.stored, commit_now=commit_now)
+    sink = Sink(
+        pages,
+        config.storage,
+        on_stored=scheduler.stored,
+        commit_now=commit_now,
+        on_dropped=scheduler.dropped,
+    )
 
     async def emit(record: PageRecord) -> None:
         scheduler.expect_unrequested_record()
