@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 from crawl.test_workers import (
     OPTIONS,
@@ -215,3 +216,34 @@ async def test_a_lease_that_expired_while_away_is_not_written_by_its_old_holder(
     workers = await rows(db, "SELECT pages FROM workers")
     assert sum(pages for (pages,) in workers) == len(site.expected())
     assert_polite(site)
+
+
+async def test_stats_waits_for_a_restarting_database_and_says_so(
+    site: Served, own_server: PgServer, db: str, tmp_path: Path
+) -> None:
+    """A smart shutdown waits for its clients, meanwhile telling new ones it is shutting down:
+    `scraper stats` asks again (through the moments the server is down) until it is back."""
+    code, _, err = await finish(
+        await start("crawl", site.roots[0], "--db", db, *OPTIONS, cwd=tmp_path)
+    )
+    assert code == 0, err
+    client = await psycopg.AsyncConnection.connect(db)
+    halting = asyncio.ensure_future(asyncio.to_thread(own_server.halt, "smart"))
+    try:
+        while "smart shutdown request" not in await asyncio.to_thread(own_server.log):
+            await asyncio.sleep(0.05)
+        stats = await start("stats", "--db", db, cwd=tmp_path)
+        # It is told the server is shutting down (the server logs each refusal), and waits.
+        while "the database system is shutting down" not in await asyncio.to_thread(
+            own_server.log
+        ):
+            assert stats.returncode is None
+            await asyncio.sleep(0.05)
+    finally:
+        await client.close()  # the shutdown goes on, then the server comes back
+        await halting
+        await asyncio.to_thread(own_server.resume)
+    code, out, err = await finish(stats, within=60)
+    assert code == 0, err
+    assert "the database is restarting (" in err and "Traceback" not in err, err
+    assert out.startswith("Crawl 1 finished: ")

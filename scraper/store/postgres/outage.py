@@ -35,13 +35,31 @@ MOST_WAIT = 5.0
 RECHECK = 2.0
 
 
-def connection_lost(exc: BaseException, conn: psycopg.AsyncConnection[Any] | None) -> bool:
+def connection_lost(
+    exc: BaseException, conn: psycopg.AsyncConnection[Any] | psycopg.Connection[Any] | None
+) -> bool:
     """Did `exc` (raised by work on `conn`) come from losing the server, not from the work?"""
     if isinstance(exc, GOING_AWAY):
         return True
     if not isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
         return False
     return conn is None or conn.broken or conn.closed
+
+
+# What the server says while it starts up, recovers or shuts down: at connection time libpq
+# gives its message without an error code, so the words tell.
+RESTARTING = (
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+    "terminating connection due to administrator command",
+)
+
+
+def is_restarting(exc: psycopg.Error) -> bool:
+    """Does the server say it is going down or coming up (not "no such server")?"""
+    return isinstance(exc, GOING_AWAY) or any(words in str(exc) for words in RESTARTING)
 
 
 def next_wait(wait: float) -> float:
