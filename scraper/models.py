@@ -196,11 +196,15 @@ class PageRecord:
 class CrawlSnapshot:
     """A crawl's counters at one moment, for a progress display; read-only, cheap to take."""
 
-    pages: int = 0  # through the pipeline and handed to the sink
+    pages: int = 0  # the crawl's: stored before, by other processes, and handed to the sink
     errors: int = 0  # of those, the ones stored with an error
     bytes: int = 0
-    queued: int = 0  # admitted, not yet fetched
-    in_flight: int = 0  # requests on the wire now (at most fetch.concurrency)
+    queued: int = 0  # the crawl's URLs not yet fetched: in its frontier and admitted (below)
+    in_flight: int = 0  # the crawl's requests on the wire now, over every process on it
+    queued_capped: bool = False  # `queued` counted the frontier's pending URLs up to a bound
+    processes: int = 1  # processes on the crawl (a fleet), this one included
+    here_queued: int = 0  # this process's: admitted, not yet fetched
+    here_in_flight: int = 0  # this process's requests on the wire (at most fetch.concurrency)
     max_pages: int = 0  # crawl.max_pages: 0 = no bound
     loop_lag_p50_ms: float = 0.0  # how late the event loop wakes tasks, so far (p50, p99, max)
     loop_lag_p99_ms: float = 0.0

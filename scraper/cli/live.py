@@ -24,7 +24,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from scraper.cli.progress import lag
+from scraper.cli.progress import in_flight, lag, queued
 from scraper.models import CrawlSnapshot
 from scraper.terminal import visible
 
@@ -86,9 +86,9 @@ class LiveView:
         elapsed = self._progress.tasks[0].elapsed or 0.0
         pieces = [
             ("queued ", "dim"),
-            (str(s.queued), ""),
+            (queued(s), ""),
             ("  in flight ", "dim"),
-            (str(s.in_flight), ""),
+            (in_flight(s), ""),
             ("  errors ", "dim"),
             (str(s.errors), "red" if s.errors else ""),
             ("  ", ""),

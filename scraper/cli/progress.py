@@ -108,7 +108,7 @@ def format_line(s: CrawlSnapshot, rate: float, elapsed: float) -> str:
     loop lag 0.4/7.5/30 ms, 12 s` (the loop's lag: p50/p99/max so far)."""
     done = f"{s.pages}/{s.max_pages}" if s.max_pages else f"{s.pages}"
     line = (
-        f"{done} pages, {rate:.1f} pages/s, queued {s.queued}, in flight {s.in_flight}, "
+        f"{done} pages, {rate:.1f} pages/s, queued {queued(s)}, in flight {in_flight(s)}, "
         f"errors {s.errors}, {decimal(s.bytes)}, loop lag {lag(s)} ms, {elapsed:.0f} s"
     )
     if s.max_pages and rate > 0:
@@ -116,6 +116,18 @@ def format_line(s: CrawlSnapshot, rate: float, elapsed: float) -> str:
     if s.database_away_s is not None:
         line += f", paused: database away {s.database_away_s:.0f} s, reconnecting"
     return visible(line)  # counters only today; whatever a line gains, it shows no escape codes
+
+
+def queued(s: CrawlSnapshot) -> str:
+    """The crawl's URLs not yet fetched (its frontier's pending ones counted up to a bound), and
+    in a fleet this process's beside them: `5210 (here 40)`."""
+    crawl = f"{s.queued}+" if s.queued_capped else f"{s.queued}"
+    return f"{crawl} (here {s.here_queued})" if s.processes > 1 else crawl
+
+
+def in_flight(s: CrawlSnapshot) -> str:
+    """The crawl's requests on the wire, and in a fleet this process's: `12 (here 4)`."""
+    return f"{s.in_flight} (here {s.here_in_flight})" if s.processes > 1 else f"{s.in_flight}"
 
 
 def lag(s: CrawlSnapshot) -> str:
@@ -130,6 +142,9 @@ def _fields(s: CrawlSnapshot) -> dict[str, object]:
         "bytes": s.bytes,
         "queued": s.queued,
         "in_flight": s.in_flight,
+        "queued_capped": s.queued_capped,
+        "processes": s.processes,
+        "here": {"queued": s.here_queued, "in_flight": s.here_in_flight},
         "max_pages": s.max_pages,
         "loop_lag_ms": {
             "p50": s.loop_lag_p50_ms,

@@ -19,6 +19,7 @@ from aiohttp.abc import AbstractResolver
 
 from scraper.config import Config
 from scraper.crawl.fetch import Fetcher
+from scraper.crawl.gauges import CrawlGauges
 from scraper.crawl.health import LoopLagMonitor, StageSampler
 from scraper.crawl.leases import request_margin
 from scraper.crawl.pipeline import Pipeline
@@ -33,6 +34,7 @@ from scraper.store import open_backend
 from scraper.store.base import (
     Backend,
     CrawlSummary,
+    FleetLoad,
     FleetRules,
     Frontier,
     FrontierState,
@@ -78,6 +80,7 @@ class Crawler:
         self._quiet = quiet
         self._stage_times = StageSampler()
         self._pipeline: Pipeline | None = None
+        self._gauges: CrawlGauges | None = None  # the other processes' gauges, for the display
         self._stored_before = 0  # pages a resumed crawl had already stored
         self._stopping = False
         self._resolver = resolver
@@ -95,18 +98,32 @@ class Crawler:
             return CrawlSnapshot(max_pages=self._config.crawl.max_pages)
         pages, errors, size = self._pipeline.counts()
         lag = self._lag.stats()
+        queued, in_flight = self._own_gauges()
+        fleet = self._gauges.load if self._gauges is not None else FleetLoad()
         return CrawlSnapshot(
-            pages=self._stored_before + pages,
+            # In a fleet, every other process's pages (of every run: what a resumed crawl had)
+            # and this one's; alone, what the crawl had when this process began, and its own.
+            pages=(self._stored_before if fleet.stored is None else fleet.stored) + pages,
             errors=errors,
             bytes=size,
-            queued=self._scheduler.queued(),
-            in_flight=self._pipeline.on_the_wire(),
+            queued=(fleet.pending or 0) + fleet.queued + queued,
+            in_flight=fleet.in_flight + in_flight,
+            queued_capped=fleet.pending_capped,
+            processes=1 + fleet.others,
+            here_queued=queued,
+            here_in_flight=in_flight,
             max_pages=self._config.crawl.max_pages,
             loop_lag_p50_ms=lag.p50,
             loop_lag_p99_ms=lag.p99,
             loop_lag_max_ms=lag.max,
             database_away_s=self._leases.away if self._leases is not None else None,
         )
+
+    def _own_gauges(self) -> tuple[int, int]:
+        """This process's URLs admitted and not fetched, and its requests on the wire."""
+        if self._pipeline is None or self._scheduler is None:
+            return 0, 0
+        return self._scheduler.queued(), self._pipeline.on_the_wire()
 
     def stop(self) -> None:
         """Take no new work; give requests in flight crawl.shutdown_grace seconds, then cancel.
@@ -286,6 +303,10 @@ class Crawler:
             )
             scheduler, pipeline = stages.scheduler, stages.pipeline
             self._scheduler, self._pipeline, self._stored_before = scheduler, pipeline, done
+            gauges = CrawlGauges(
+                backend.gauges(crawl_id), self._own_gauges, count_pending=not self._quiet
+            )
+            self._gauges = gauges
             try:
                 async with asyncio.TaskGroup() as tasks:
                     running = tasks.create_task(pipeline.run(), name="pipeline")
@@ -293,6 +314,7 @@ class Crawler:
                     if self._stopping:
                         self._begin_stop()
                     watch = tasks.create_task(self._lag.run(), name="loop-lag")
+                    gauging = tasks.create_task(gauges.run(), name="fleet gauges")
                     try:
                         # Waited for here, not by the TaskGroup's exit, so that its failure
                         # interrupts this wait (TaskGroups handle that case cleanly). Cancelled
@@ -300,6 +322,7 @@ class Crawler:
                         await asyncio.wait([running])
                     finally:
                         watch.cancel()  # it measures the loop while the pipeline runs
+                        gauging.cancel()
             except asyncio.CancelledError:
                 if not self._stopping:
                     raise  # cancelled from outside: recorded by run(), then keep cancelling

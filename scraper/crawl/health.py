@@ -174,7 +174,8 @@ class StageSampler:
 
     def as_json(self) -> dict[str, dict[str, float | int]]:
         """The shape the crawl's `counters` keeps under `stages`; busy_s is the busy share of the
-        time the samples span."""
+        time the samples span, span_s that time (what a fleet's merge weighs each process's
+        figures by: store/fleet_health.py)."""
         n = self._samples
         if not n:
             return {}
@@ -186,6 +187,7 @@ class StageSampler:
                 "load_pct": round(self._load[name] / n * 100, 1),
                 "queue_mean": round(self._queued[name] / n, 1),
                 "queue_max": self._queue_max[name],
+                "span_s": round(span, 2),
             }
             for name in self._busy
         }

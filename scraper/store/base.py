@@ -313,6 +313,32 @@ class HostLeases(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class FleetLoad:
+    """What the crawl's other processes do now, and what its table holds, as a live display
+    wants it (crawl/gauges.py): `pending` URLs in the frontier (None: not counted; at most
+    PENDING_COUNTED, then `pending_capped`), and the other processes' gauges summed."""
+
+    pending: int | None = None
+    pending_capped: bool = False
+    others: int = 0  # processes on the crawl beside this one (gauged in the last few seconds)
+    queued: int = 0
+    in_flight: int = 0
+    stored: int | None = None  # pages every other process (of every run) stored; None: unknown
+
+
+PENDING_COUNTED = 100_000  # a live display's count of pending URLs stops here: a bounded query
+
+
+class FleetGauges(Protocol):
+    """This process's gauges, shared with the others on its crawl every few seconds."""
+
+    async def exchange(self, queued: int, in_flight: int, *, count_pending: bool) -> FleetLoad:
+        """Publish this process's URLs admitted and not fetched (`queued`) and its requests
+        on the wire; the others' (and, if `count_pending`, the frontier's pending URLs)."""
+        ...
+
+
 class Backend(Protocol):
     """An open database for one crawl process: `async with open_backend(storage) as backend`."""
 
@@ -340,6 +366,10 @@ class Backend(Protocol):
     async def join(self, crawl_id: int, rules: FleetRules = NO_RULES) -> None:
         """Work on crawl `crawl_id` beside the processes already on it (it must be running, and
         run by the same `rules`: a ConfigError says which differs)."""
+        ...
+
+    def gauges(self, crawl_id: int) -> FleetGauges:
+        """This process's gauges on crawl `crawl_id`, and the other processes' there."""
         ...
 
     async def __aenter__(self) -> Self: ...

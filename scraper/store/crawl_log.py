@@ -14,6 +14,7 @@ from typing import Any
 from scraper.models import SeedList
 from scraper.store.base import RESUMABLE, CrawlSummary, utc_now
 from scraper.store.dialect import COUNT_QUERIES, Dialect, counts_from
+from scraper.store.fleet_health import HEALTH_KEYS
 
 # A backend's `fetchall(sql, params)` on the crawl's connection.
 Query = Callable[[str, Sequence[Any]], Awaitable[Sequence[Sequence[Any]]]]
@@ -28,11 +29,40 @@ _RECORD_END = (
 
 @dataclass(frozen=True, slots=True)
 class CrawlEnd:
-    """A crawl's end: its summary, and the statement that records it in its row."""
+    """A process's end of a crawl run: the crawl's summary, the statement that records it in
+    the crawl's row (its `counters` left to the backend: `with_health`), the counts for those
+    counters, and how this process ran (its health: crawl/crawler.py)."""
 
     summary: CrawlSummary
     sql: str
-    params: tuple[Any, ...]
+    counts: dict[str, Any]  # by_status, by_error
+    health: dict[str, Any]
+    finished_at: str
+
+    def params(self, health: dict[str, Any]) -> tuple[Any, ...]:
+        """The statement's parameters, with the crawl's merged `health` in its counters."""
+        s = self.summary
+        return (
+            self.finished_at,
+            s.status,
+            s.pages,
+            s.errors,
+            s.bytes,
+            s.duration_s,
+            counters_json({**self.counts, **self.other}, health),
+            s.crawl_id,
+        )
+
+    @property
+    def other(self) -> dict[str, Any]:
+        """What the process recorded beside its health (kept as it gave it)."""
+        return {key: value for key, value in self.health.items() if key not in HEALTH_KEYS}
+
+
+def counters_json(counters: dict[str, Any], health: dict[str, Any]) -> str:
+    """A crawl's `counters` column: `counters` with the crawl's merged `health` in place of any
+    health it had."""
+    return json.dumps({**{k: v for k, v in counters.items() if k not in HEALTH_KEYS}, **health})
 
 
 class SqlCrawlLog:
@@ -82,19 +112,18 @@ class SqlCrawlLog:
             duration_s=round(float(before[0][0] if before else 0) + run_seconds, 3),
             resumed=resumed,
         )
-        counters = {"by_status": counts.by_status, "by_error": counts.by_error, **(extra or {})}
-        params = (
-            utc_now(),
-            status,
-            counts.pages,
-            counts.errors,
-            counts.bytes,
-            summary.duration_s,
-            json.dumps(counters),
-            crawl_id,
+        end = CrawlEnd(
+            summary=summary,
+            sql=sql(_RECORD_END),
+            counts={"by_status": counts.by_status, "by_error": counts.by_error},
+            health=dict(extra or {}),
+            finished_at=utc_now(),
         )
-        await self._record(CrawlEnd(summary, sql(_RECORD_END), params))
+        await self._record(end)
         return summary
 
     async def _record(self, end: CrawlEnd) -> None:
+        """Record `end`, under the backend's locks: its health goes where the backend keeps each
+        process's (or the runs' so far), and the crawl's row gets their merge
+        (fleet_health.merge_healths)."""
         raise NotImplementedError

@@ -87,7 +87,8 @@ def test_stage_sampler_reports_busy_share_load_and_queues() -> None:
     parse = sampler.as_json()["parse"]
     # 3 of 4 samples busy, over the 3 s the samples span
     assert parse == {
-        "busy_s": 2.25, "busy_pct": 75.0, "load_pct": 50.0, "queue_mean": 3.0, "queue_max": 6
+        "busy_s": 2.25, "busy_pct": 75.0, "load_pct": 50.0, "queue_mean": 3.0, "queue_max": 6,
+        "span_s": 3.0,
     }  # fmt: skip
 
 

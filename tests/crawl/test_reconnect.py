@@ -14,6 +14,7 @@ import itertools
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
@@ -230,15 +231,10 @@ async def test_stats_waits_for_a_restarting_database_and_says_so(
     client = await psycopg.AsyncConnection.connect(db)
     halting = asyncio.ensure_future(asyncio.to_thread(own_server.halt, "smart"))
     try:
-        while "smart shutdown request" not in await asyncio.to_thread(own_server.log):
-            await asyncio.sleep(0.05)
+        await server_said(own_server, "smart shutdown request")
         stats = await start("stats", "--db", db, cwd=tmp_path)
         # It is told the server is shutting down (the server logs each refusal), and waits.
-        while "the database system is shutting down" not in await asyncio.to_thread(
-            own_server.log
-        ):
-            assert stats.returncode is None
-            await asyncio.sleep(0.05)
+        await server_said(own_server, "the database system is shutting down", stats)
     finally:
         await client.close()  # the shutdown goes on, then the server comes back
         await halting
@@ -247,3 +243,13 @@ async def test_stats_waits_for_a_restarting_database_and_says_so(
     assert code == 0, err
     assert "the database is restarting (" in err and "Traceback" not in err, err
     assert out.startswith("Crawl 1 finished: ")
+
+
+async def server_said(server: PgServer, words: str, meanwhile: Any = None) -> None:
+    """Wait until the server's log has `words` (while the process `meanwhile` has not ended)."""
+    for _ in range(1200):  # a minute
+        if words in await asyncio.to_thread(server.log):
+            return
+        assert meanwhile is None or meanwhile.returncode is None
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the server never said {words!r}")

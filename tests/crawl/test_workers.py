@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import signal
@@ -26,7 +27,10 @@ import psycopg
 import pytest
 from aiohttp import web
 
+from scraper.crawl.crawler import Crawler
+from scraper.crawl.gauges import GAUGE_PERIOD
 from scraper.demosite import SiteSpec, make_app
+from scraper.store.fleet_health import merge_healths
 
 # Each test runs two or three crawl processes (each with a parse worker) beside PostgreSQL and
 # this test's server: 4-10 s on a quiet 2-core machine, and up to ~40 s measured with both cores
@@ -338,6 +342,93 @@ async def test_crawl_workers_end_with_a_crawl_that_cannot_begin(
     code, _, err = await finish(process, within=60)  # its workers' stderr is closed too
     assert code == 2, err
     assert err.count("scraper: error:") == 1, err  # the crawl's one line; the workers say nothing
+
+
+async def test_the_summary_of_a_fleet_is_the_whole_crawl_s(
+    site: Served, pg_url: str, tmp_path: Path
+) -> None:
+    """A crawl and two `scraper worker`s, then `scraper stats`: its counts are the database's,
+    its stages and per-host settings every process's merged (each kept in its `workers` row),
+    so a host that only another process crawled is there, whichever recorded the crawl's end."""
+    first = await start("crawl", *site.roots, "--db", pg_url, *OPTIONS, cwd=tmp_path)
+    others = await workers_joined(pg_url, tmp_path, OPTIONS)
+    for process in (first, *others):
+        code, _, err = await finish(process)
+        assert code == 0, err
+    await assert_complete(pg_url, site)
+    code, out, err = await finish(await start("stats", "--db", pg_url, cwd=tmp_path))
+    assert code == 0, err
+    ((stored,),) = await rows(pg_url, "SELECT count(*) FROM pages")
+    assert f"Crawl 1 finished: {stored} pages" in out
+    workers = await rows(pg_url, "SELECT pages, health FROM workers ORDER BY finished_at, id")
+    assert sum(pages for pages, _ in workers) == stored and "workers:   3:" in out
+    healths = [json.loads(text) for _, text in workers]
+    ((counters,),) = await rows(pg_url, "SELECT counters FROM crawls")
+    kept = json.loads(counters)
+    everyone = {host for h in healths for host in h["hosts"]}
+    crawled = {root.split("/")[2] for root in site.roots}
+    assert set(kept["hosts"]) == everyone == crawled
+    # Some process never held some host: its own figures were not the crawl's.
+    assert any(set(h["hosts"]) != crawled for h in healths), healths
+    assert kept["stages"] == merge_healths(healths)["stages"]
+    assert kept["loop_lag_ms"]["samples"] == sum(h["loop_lag_ms"]["samples"] for h in healths)
+    (per_host,) = [line for line in out.splitlines() if line.startswith("  per host:")]
+    assert per_host.count(" every ") == min(len(crawled), 5)  # the summary shows five
+
+
+async def test_the_live_display_counts_the_whole_fleet_s_requests_and_urls(
+    pg_url: str, tmp_path: Path, make_config: Any
+) -> None:
+    """The crawl's process (here, in this test's loop: its snapshot is what its display draws)
+    and two workers; one host's pages hang. Once every other host is crawled, what is on the
+    wire anywhere is that host's requests, held by the server, whichever process sent them, and
+    nothing is left in the frontier: the display's counts, read through the database every few
+    seconds, say so, with the processes' number and every process's pages."""
+    async with serve(hang=True) as site:
+        config = make_config(
+            site.roots,
+            fetch__per_host_delay=DELAY, fetch__per_host_concurrency=PER_HOST,
+            fetch__concurrency=4, fetch__autothrottle=False, fetch__total_timeout=60,
+            fetch__retries=0, storage__db=pg_url, storage__lease_ttl=80, storage__batch_size=5,
+            storage__flush_interval=0.2, crawl__shutdown_grace=300,
+        )  # fmt: skip
+        crawler = Crawler(config)
+        crawling = asyncio.create_task(crawler.run())
+        try:
+            await crawler.began.wait()
+            others = [
+                await start("worker", "--db", pg_url, "--crawl", str(crawler.crawl_id), *PATIENT,
+                            cwd=tmp_path)
+                for _ in range(2)
+            ]  # fmt: skip
+            await joined(pg_url, 3, tuple(others))
+            crawled = len(site.expected()) - len(SPEC.reachable())  # all but the hanging host's
+            deadline = time.monotonic() + DEADLINE
+            while (await rows(pg_url, "SELECT count(*) FROM pages"))[0][0] < crawled:
+                assert time.monotonic() < deadline, "the other hosts were not crawled"
+                await asyncio.sleep(0.1)
+            await until(lambda: site.waiting >= 1)
+            await asyncio.sleep(2 * GAUGE_PERIOD + 1)  # every process has exchanged since
+            held = [port for port, transport in site.held.items() if still_connected(transport)]
+            ((pending,),) = await rows(pg_url, "SELECT count(*) FROM frontier WHERE state = 0")
+            shown = crawler.snapshot()
+            assert shown.processes == 3
+            assert shown.in_flight == len(held) >= 1  # the server's count, over the processes
+            assert shown.queued == pending == 0
+            assert shown.here_in_flight <= shown.in_flight
+            assert shown.pages == crawled  # every process's, as the database has them
+            site.gate.set()
+            for process in others:
+                code, _, err = await finish(process)
+                assert code == 0, err
+            summary = await asyncio.wait_for(crawling, DEADLINE)
+        finally:
+            site.gate.set()
+            if not crawling.done():
+                crawler.stop()
+                await asyncio.wait([crawling], timeout=DEADLINE)
+    assert summary.status == "finished"
+    assert summary.pages == len(site.expected())
 
 
 @pytest.mark.parametrize("victim", ["the crawl's own process", "a worker"])

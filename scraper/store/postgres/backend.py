@@ -9,6 +9,7 @@ from scraper.store.opened import Opened
 from scraper.store.postgres.crawls import PgCrawlLog
 from scraper.store.postgres.database import PgDatabase
 from scraper.store.postgres.frontier import CREATE_FOUND, PgFrontier
+from scraper.store.postgres.gauges import PgFleetGauges
 from scraper.store.postgres.leases import PgHostLeases, worker_name
 from scraper.store.postgres.writer import PgPageWriter
 
@@ -28,8 +29,8 @@ class PgBackend(Opened):
             setup=(CREATE_FOUND, "SET synchronous_commit = off"),
             reconnect_timeout=reconnect_timeout,
         )
-        self._crawls = PgCrawlLog(self._db)
         self.worker = worker_name()
+        self._crawls = PgCrawlLog(self._db, self.worker)
         # Hosts whose lease was lost while the database was away: the leases fill it, the
         # page writer drops their records (leases.py).
         self._void: set[str] = set()
@@ -65,6 +66,9 @@ class PgBackend(Opened):
         for frontier in self._frontiers:
             self._db.on_back(partial(frontier.lease_again, leases.holds))
         return leases
+
+    def gauges(self, crawl_id: int) -> PgFleetGauges:
+        return PgFleetGauges(self._db, crawl_id, self.worker)
 
     async def join(self, crawl_id: int, rules: FleetRules = NO_RULES) -> None:
         await self._crawls.join(crawl_id)

@@ -15,12 +15,14 @@ worker that stops while others go on leaves the row `running`, and the last one 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from scraper.errors import ConfigError, StorageError
 from scraper.models import SeedList
 from scraper.store.base import FleetRules, utc_now
-from scraper.store.crawl_log import CrawlEnd, SqlCrawlLog
+from scraper.store.crawl_log import CrawlEnd, SqlCrawlLog, counters_json
 from scraper.store.dialect import POSTGRES
+from scraper.store.fleet_health import health_of, merge_healths
 from scraper.store.postgres.database import CRAWL_LOCK, Conn, PgDatabase
 
 # The crawls some process works on now: advisory locks of ours, in this database.
@@ -45,9 +47,10 @@ async def _held(conn: Conn, *, others_only: bool = False) -> set[int]:
 class PgCrawlLog(SqlCrawlLog):
     """`CrawlLog` (store/base.py) on the backend's `write` connection."""
 
-    def __init__(self, db: PgDatabase) -> None:
+    def __init__(self, db: PgDatabase, worker: str) -> None:
         super().__init__(db.fetchall, POSTGRES, db.location)
         self._db = db
+        self._me = worker  # this process's `workers` row
         self._holding: int | None = None  # the crawl whose shared lock this process holds
         db.on_back(self._hold_again)
 
@@ -160,11 +163,48 @@ class PgCrawlLog(SqlCrawlLog):
         async def work(conn: Conn) -> None:
             await conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (CRAWL_LOCK,))
             others = await _held(conn, others_only=True)
+            health = await _fleet_health(conn, crawl_id, self._me, end.health)
             # Finished: once, by the first to find the crawl over. Stopped: recorded by the last
-            # process to stop; while others go on, the crawl is still running.
+            # process to stop; while others go on, the crawl is still running. Either way the
+            # row's health is every process's so far: each that ends merges its own in.
+            recorded = False
             if status == "finished" or crawl_id not in others:
-                await conn.execute(end.sql, end.params)
+                cursor = await conn.execute(end.sql, end.params(health))
+                recorded = cursor.rowcount > 0  # (none: another recorded it finished)
+            if not recorded:
+                await _keep_health(conn, crawl_id, health)
             await conn.execute("SELECT pg_advisory_unlock_shared(%s, %s)", (CRAWL_LOCK, crawl_id))
 
         await self._db.run(work)
         self._holding = None
+
+
+async def _fleet_health(conn: Conn, crawl_id: int, me: str, mine: dict[str, Any]) -> dict[str, Any]:
+    """Keep this process's health in its `workers` row, and merge every process's on the crawl
+    (in the order they ended: the last one's per-host settings win)."""
+    own = health_of(mine)
+    cursor = await conn.execute(
+        "UPDATE workers SET health = %s, queued = 0, in_flight = 0 WHERE crawl_id = %s AND id = %s",
+        (json.dumps(own), crawl_id, me),
+    )
+    registered = cursor.rowcount > 0  # (a process that never claimed a host has no row)
+    cursor = await conn.execute(
+        "SELECT health FROM workers WHERE crawl_id = %s AND health IS NOT NULL "
+        "ORDER BY finished_at NULLS LAST, id",
+        (crawl_id,),
+    )
+    healths = [json.loads(text) for (text,) in await cursor.fetchall()]
+    return merge_healths(healths if registered else [*healths, own])
+
+
+async def _keep_health(conn: Conn, crawl_id: int, health: dict[str, Any]) -> None:
+    """The crawl's counters with the fleet's merged health in place of what they had (recorded
+    by another process's end, or by none yet). In Python, not jsonb: jsonb reorders keys, and
+    the hosts' order is the summary's."""
+    cursor = await conn.execute("SELECT counters FROM crawls WHERE id = %s", (crawl_id,))
+    row = await cursor.fetchone()
+    counters = json.loads(row[0]) if row is not None and row[0] else {}
+    await conn.execute(
+        "UPDATE crawls SET counters = %s WHERE id = %s",
+        (counters_json(counters, health), crawl_id),
+    )

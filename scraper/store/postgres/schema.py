@@ -176,5 +176,19 @@ SCHEMA_V6 = """
 ALTER TABLE pages ADD COLUMN not_modified smallint;
 """
 
-MIGRATIONS: Sequence[str] = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6)
+# v7: a fleet's crawl is summed up whole (store/fleet_health.py, crawl/gauges.py). `health`: how
+# the process ran (its loop lag, stage loads and the per-host settings it learned, JSON), written
+# at its end; the crawl's `counters` keep every process's merged. `queued` and `in_flight`: its
+# URLs admitted and not yet fetched, and its requests on the wire, as of `gauged_at` (the
+# server's clock), written every few seconds while it runs, so a live display shows the crawl's.
+SCHEMA_V7 = """
+ALTER TABLE workers ADD COLUMN health text;
+ALTER TABLE workers ADD COLUMN queued integer NOT NULL DEFAULT 0;
+ALTER TABLE workers ADD COLUMN in_flight integer NOT NULL DEFAULT 0;
+ALTER TABLE workers ADD COLUMN gauged_at timestamptz;
+"""
+
+MIGRATIONS: Sequence[str] = (
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7
+)  # fmt: skip
 SCHEMA_VERSION = len(MIGRATIONS)

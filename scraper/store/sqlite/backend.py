@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from scraper.errors import StorageError
-from scraper.store.base import NO_RULES, FleetRules
+from scraper.store.base import NO_RULES, FleetLoad, FleetRules
 from scraper.store.opened import Opened
 from scraper.store.sqlite.crawls import SqliteCrawlLog
 from scraper.store.sqlite.database import Database
@@ -50,6 +50,9 @@ class SqliteBackend(Opened):
         frontier = self._frontiers.get(crawl_id) or self.frontier(crawl_id, rules=rules)
         return SqliteHostLeases(frontier)
 
+    def gauges(self, crawl_id: int) -> AloneGauges:
+        return AloneGauges()
+
     async def join(self, crawl_id: int, rules: FleetRules = NO_RULES) -> None:
         raise StorageError(
             f"{self._location}: a SQLite database has one crawl process; several processes on "
@@ -61,3 +64,12 @@ class SqliteBackend(Opened):
 
     async def close(self) -> None:
         await self._db.close()
+
+
+class AloneGauges:
+    """`FleetGauges` (store/base.py) of a SQLite crawl's one process: no other process to share
+    with, and the frontier's pending URLs not counted (its index is by host: a count would scan
+    every URL of the crawl, done ones included, on the connection the sink writes on)."""
+
+    async def exchange(self, queued: int, in_flight: int, *, count_pending: bool) -> FleetLoad:
+        return FleetLoad()

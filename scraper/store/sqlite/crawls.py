@@ -8,6 +8,7 @@ from scraper.models import SeedList
 from scraper.store.base import utc_now
 from scraper.store.crawl_log import CrawlEnd, SqlCrawlLog
 from scraper.store.dialect import SQLITE
+from scraper.store.fleet_health import health_of, merge_healths
 from scraper.store.sqlite.database import Database
 
 # A crawl still `running` when another starts is one whose process died (kill -9, a second
@@ -42,5 +43,13 @@ class SqliteCrawlLog(SqlCrawlLog):
             )
 
     async def _record(self, end: CrawlEnd) -> None:
+        """One process at a time works on a SQLite crawl: the health its row keeps is its
+        earlier runs' merged, and this run's joins them (a fleet of one a run)."""
         async with self._db.transaction() as conn:
-            await conn.execute(end.sql, end.params)
+            cursor = await conn.execute(
+                "SELECT counters FROM crawls WHERE id = ?", (end.summary.crawl_id,)
+            )
+            row = await cursor.fetchone()
+            before = health_of(json.loads(row[0])) if row is not None and row[0] else {}
+            health = merge_healths([before, health_of(end.health)])
+            await conn.execute(end.sql, end.params(health))
