@@ -229,12 +229,13 @@ async def test_stats_waits_for_a_restarting_database_and_says_so(
     )
     assert code == 0, err
     client = await psycopg.AsyncConnection.connect(db)
+    marks = [await said(own_server, words) for words in ("smart shutdown", "is shutting down")]
     halting = asyncio.ensure_future(asyncio.to_thread(own_server.halt, "smart"))
     try:
-        await server_said(own_server, "smart shutdown request")
+        await server_said(own_server, "smart shutdown", marks[0])
         stats = await start("stats", "--db", db, cwd=tmp_path)
         # It is told the server is shutting down (the server logs each refusal), and waits.
-        await server_said(own_server, "the database system is shutting down", stats)
+        await server_said(own_server, "is shutting down", marks[1], stats)
     finally:
         await client.close()  # the shutdown goes on, then the server comes back
         await halting
@@ -245,10 +246,17 @@ async def test_stats_waits_for_a_restarting_database_and_says_so(
     assert out.startswith("Crawl 1 finished: ")
 
 
-async def server_said(server: PgServer, words: str, meanwhile: Any = None) -> None:
-    """Wait until the server's log has `words` (while the process `meanwhile` has not ended)."""
+async def said(server: PgServer, words: str) -> int:
+    """How many times the server's log says `words` so far (the server is this module's: its
+    log has the earlier tests' lines)."""
+    return (await asyncio.to_thread(server.log)).count(words)
+
+
+async def server_said(server: PgServer, words: str, before: int, meanwhile: Any = None) -> None:
+    """Wait until the server's log says `words` more than `before` times, while the process
+    `meanwhile` has not ended."""
     for _ in range(1200):  # a minute
-        if words in await asyncio.to_thread(server.log):
+        if await said(server, words) > before:
             return
         assert meanwhile is None or meanwhile.returncode is None
         await asyncio.sleep(0.05)
