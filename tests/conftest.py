@@ -87,7 +87,7 @@ def make_config(tmp_path: Path) -> ConfigFactory:
 ONE_AT_A_TIME = {
     "crawl/test_workers.py": "fleets",
     # Fleets too, one at a time, on a server of their own that they restart; beside the other
-    # fleets (one group of both ran past the suite's 4 minutes).
+    # fleets (test_workers.py alone takes minutes: one group of both would hold up the suite).
     "crawl/test_reconnect.py": "restarts",
     "bench/test_bench.py": "bench-site",
 }
