@@ -136,3 +136,10 @@ def test_the_plain_line_reads_well() -> None:
     line = format_line(bounded, 10.0, 10.0)
     assert line.startswith("100/200 pages, 10.0 pages/s")
     assert line.endswith(", ETA 10 s")
+
+
+def test_the_plain_line_says_when_the_crawl_is_paused_for_its_database() -> None:
+    away = CrawlSnapshot(pages=100, database_away_s=12.4)
+    line = format_line(away, 0.0, 30.0)
+    assert line.endswith(", 30 s, paused: database away 12 s, reconnecting")
+    assert "paused" not in format_line(CrawlSnapshot(pages=100), 0.0, 30.0)
