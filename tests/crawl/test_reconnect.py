@@ -246,6 +246,26 @@ async def test_stats_waits_for_a_restarting_database_and_says_so(
     assert out.startswith("Crawl 1 finished: ")
 
 
+async def test_a_crawl_started_while_its_database_restarts_waits_for_it(
+    site: Served, own_server: PgServer, db: str, tmp_path: Path
+) -> None:
+    client = await psycopg.AsyncConnection.connect(db)
+    marks = [await said(own_server, words) for words in ("smart shutdown", "is shutting down")]
+    halting = asyncio.ensure_future(asyncio.to_thread(own_server.halt, "smart"))
+    try:
+        await server_said(own_server, "smart shutdown", marks[0])
+        crawl = await start("crawl", site.roots[0], "--db", db, *RIDE_OUT, cwd=tmp_path)
+        await server_said(own_server, "is shutting down", marks[1], crawl)
+    finally:
+        await client.close()
+        await halting
+        await asyncio.to_thread(own_server.resume)
+    code, out, err = await finish(crawl)
+    assert code == 0, err
+    assert "the database is restarting (" in err and "waiting for it up to 60 s" in err, err
+    assert out.startswith("Crawl 1 finished: ")
+
+
 async def said(server: PgServer, words: str) -> int:
     """How many times the server's log says `words` so far (the server is this module's: its
     log has the earlier tests' lines)."""

@@ -35,7 +35,13 @@ from scraper.errors import DatabaseBack, StorageError
 from scraper.store.location import password_of, redact
 from scraper.store.opened import Opened
 from scraper.store.postgres.errors import explain_pg
-from scraper.store.postgres.outage import FIRST_WAIT, GOING_AWAY, connection_lost, next_wait
+from scraper.store.postgres.outage import (
+    FIRST_WAIT,
+    GOING_AWAY,
+    connection_lost,
+    is_restarting,
+    next_wait,
+)
 from scraper.store.postgres.schema import APPLICATION, MIGRATIONS, SCHEMA_VERSION
 
 T = TypeVar("T")
@@ -138,13 +144,45 @@ class PgDatabase(Opened):
 
     async def open(self) -> None:
         try:
-            await self._connect()
+            await self._connect_patiently()
             await prepare(self._conns["write"], self.location)
             await self._set_up()
         except psycopg.Error as exc:
             raise StorageError(
                 f"{self.location}: cannot open the database: {explain_pg(exc, self.secret)}"
             ) from exc
+
+    async def _connect_patiently(self) -> None:
+        """Connect; while the server says it is starting up or shutting down (a restart: a
+        worker started beside it), wait for it as for a lost connection, through the moments
+        it refuses connections once it has said so. Any other failure (no server there, a wrong
+        password) is one line at once."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._reconnect_timeout
+        wait, restarting = FIRST_WAIT, False
+        while True:
+            try:
+                await self._connect()
+                return
+            except psycopg.Error as exc:
+                await self._close_all()
+                if not restarting and is_restarting(exc):
+                    restarting = True
+                    log.warning(
+                        "%s: the database is restarting (%s); waiting for it up to %g s "
+                        "(storage.reconnect_timeout)",
+                        self.location, explain_pg(exc, self.secret), self._reconnect_timeout,
+                    )  # fmt: skip
+                if not restarting or loop.time() + wait >= deadline:
+                    raise
+            await asyncio.sleep(wait)
+            wait = next_wait(wait)
+
+    async def _close_all(self) -> None:
+        conns, self._conns = self._conns, {}
+        for conn in conns.values():
+            with contextlib.suppress(psycopg.Error):  # (a broken one has nothing to say)
+                await conn.close()
 
     async def _connect(self) -> None:
         for name in self._locks:
@@ -164,10 +202,7 @@ class PgDatabase(Opened):
                 await self._reconnecting
         if self.timings:
             log.info("postgresql timings %s", self.timings.as_json())
-        conns, self._conns = self._conns, {}
-        for conn in conns.values():
-            with contextlib.suppress(psycopg.Error):  # (a broken one has nothing to say)
-                await conn.close()
+        await self._close_all()
 
     def error(self, exc: psycopg.Error, doing: str = "write") -> StorageError:
         return StorageError(f"{self.location}: cannot {doing}: {explain_pg(exc, self.secret)}")
@@ -320,10 +355,7 @@ class PgDatabase(Opened):
         async with contextlib.AsyncExitStack() as held:
             for lock in self._locks.values():  # (units take one lock at a time: no deadlock)
                 await held.enter_async_context(lock)
-            old, self._conns = self._conns, {}
-            for conn in old.values():
-                with contextlib.suppress(psycopg.Error):
-                    await conn.close()
+            await self._close_all()
             await self._connect()
             await self._set_up()
         for hook in self._on_back:
