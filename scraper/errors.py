@@ -4,6 +4,8 @@
     ├── ConfigError         config.toml, --set or a command-line value is invalid (a line for
     │                       each problem found)
     ├── StorageError        the database cannot be created, opened or written, or is not ours
+    │   └── DatabaseBack    (not shown: a unit of work cut by a lost connection, now back;
+    │                       the PostgreSQL page writer finds out what became of it)
     ├── QueryError          `scraper query` was given bad SQL or a statement that writes
     └── OutputError         a file to write (--out, --log-file) cannot be created or written
 
