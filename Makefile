@@ -11,6 +11,8 @@ LOCK   := constraints.txt
 EXTRAS := test,bench,docs
 # The report's test opens it in headless Chromium: Debian's package, installed on first need.
 CHROMIUM := /usr/bin/chromium
+# The proxies' tests go through a real forward proxy: Debian's tinyproxy, installed on first need.
+TINYPROXY := /usr/bin/tinyproxy
 SUDO     := $(if $(filter 0,$(shell id -u)),,sudo)
 # The PostgreSQL backend's tests start a server of their own from Debian's `postgresql` binaries
 # (initdb into a temporary folder): installed on first need, like chromium.
@@ -37,7 +39,7 @@ $(STAMP): $(RUNTIME)
 # The newest versions inside pyproject.toml's ranges, in a virtualenv of their own; the suite runs
 # against them, and only when it passes do they become the lock.
 LOCK_VENV := .venv-lock
-lock: $(CHROMIUM) $(INITDB)
+lock: $(CHROMIUM) $(INITDB) $(TINYPROXY)
 	rm -rf $(LOCK_VENV)
 	$(PYTHON) -m venv $(LOCK_VENV)
 	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
@@ -59,12 +61,25 @@ demo: $(RUNTIME)
 # (the suite used 2.7 CPU minutes in 6 wall minutes, one at a time), so three keep 2 cores busy
 # without starving the tests that time their processes; tests/conftest.py keeps those together.
 PYTEST_ARGS := -n 3 --dist loadgroup
-test: $(STAMP) $(CHROMIUM) $(INITDB)
+# pywb, which replays a crawl's WARC files, for the archive's replay test: in a virtualenv of
+# its own (its pins and its brotlipy would clash with ours), at the versions of its lock.
+REPLAY_VENV := .venv-replay
+REPLAY      := $(REPLAY_VENV)/.installed
+test: $(STAMP) $(CHROMIUM) $(INITDB) $(REPLAY) $(TINYPROXY)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+$(REPLAY): constraints-replay.txt
+	$(PYTHON) -m venv $(REPLAY_VENV)
+	$(REPLAY_VENV)/bin/python -m pip install --quiet --constraint constraints-replay.txt pywb
+	touch $(REPLAY)
 
 $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+
+$(TINYPROXY):
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tinyproxy
 
 # A throw-away PostgreSQL server on 127.0.0.1 for trying `scraper crawl --workers N`: prints its
 # URL, runs until Ctrl-C, then deletes its data. (The tests start their own the same way.)
@@ -100,7 +115,7 @@ docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) $(LOCK_VENV) *.egg-info .pytest_cache site
+	rm -rf $(VENV) $(LOCK_VENV) $(REPLAY_VENV) *.egg-info .pytest_cache site
 
 # Peak RSS against URLs discovered (the frontier lives on disk): ~2 minutes.
 bench-memory: $(STAMP)

@@ -14,7 +14,8 @@ import asyncio
 import bisect
 import gc
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from scraper.crawl.hosts import Limits
 from scraper.crawl.scheduler import Assignment, Scheduler
@@ -68,6 +69,56 @@ class MemoryFrontier:
         pass
 
 
+Fetch = Callable[[CrawlRequest], Awaitable[FetchResult]]
+
+
+def answered(request: CrawlRequest, **fields: Any) -> FetchResult:
+    """A fetch's result for `request`: a 200 in a millisecond, unless `fields` say otherwise."""
+    fields.setdefault("status", 200)
+    fields.setdefault("elapsed_ms", 1.0)
+    return FetchResult(request, fetched_at="", attempts=1, **fields)
+
+
+async def fetch_worker(
+    scheduler: Scheduler,
+    handoff: asyncio.Queue[Assignment | None],
+    fetch: Fetch | None = None,
+    to_sink: float | None = None,
+) -> list[str]:
+    """A fetch worker of the dispatcher alone (this benchmark, its tests): each request handed
+    to it is `fetch`ed (answered at once without one), and stored `to_sink` seconds later
+    (None: at once, without giving others a turn); the URLs it got, until the dispatcher says
+    the crawl is over."""
+    got: list[str] = []
+    while True:
+        scheduler.want_work()
+        assignment = await handoff.get()
+        if assignment is None:
+            return got
+        request = assignment.request
+        result = answered(request) if fetch is None else await fetch(request)
+        scheduler.fetched(request, result)
+        got.append(request.url)
+        if to_sink is not None:
+            await asyncio.sleep(to_sink)
+        scheduler.stored([PageRecord(fetch=result)])
+
+
+async def run_dispatcher(
+    scheduler: Scheduler, workers: int, fetch: Fetch | None = None, to_sink: float | None = None
+) -> list[str]:
+    """Run the dispatcher and `workers` fetch workers (`fetch_worker`) to the crawl's end:
+    every URL handed out."""
+    handoff: asyncio.Queue[Assignment | None] = asyncio.Queue()
+    async with asyncio.TaskGroup() as tasks:
+        tasks.create_task(scheduler.run(handoff, workers))
+        handed = [
+            tasks.create_task(fetch_worker(scheduler, handoff, fetch, to_sink))
+            for _ in range(workers)
+        ]
+    return [url for task in handed for url in task.result()]
+
+
 async def dispatch(hosts: int, pages: int, workers: int) -> tuple[int, float]:
     """Hand-outs made and CPU seconds they took."""
     frontier = MemoryFrontier(hosts, pages)
@@ -78,24 +129,8 @@ async def dispatch(hosts: int, pages: int, workers: int) -> tuple[int, float]:
     gc.freeze()
     leases = SqliteHostLeases(frontier)  # one process's leases, in memory
     scheduler = Scheduler(frontier, Limits(per_host_concurrency=1), leases=leases)
-    handoff: asyncio.Queue[Assignment | None] = asyncio.Queue()
-
-    async def worker() -> None:
-        while True:
-            scheduler.want_work()
-            assignment = await handoff.get()
-            if assignment is None:
-                return
-            request = assignment.request
-            result = FetchResult(request, fetched_at="", attempts=1, status=200, elapsed_ms=1.0)
-            scheduler.fetched(request, result)
-            scheduler.stored([PageRecord(fetch=result)])
-
     started = time.process_time()
-    async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(scheduler.run(handoff, workers))
-        for _ in range(workers):
-            tasks.create_task(worker())
+    await run_dispatcher(scheduler, workers)
     spent = time.process_time() - started
     gc.unfreeze()
     return scheduler.handed, spent

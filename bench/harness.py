@@ -40,11 +40,22 @@ from scraper.demosite import SiteSpec
 
 from .measure import CRAWLERS, MB, RunResult, run_crawler
 from .server import lua_modules, nginx_binary, serve
+from .shop import cached_shop
+from .shop import paths as shop_paths
 from .site import cached_site, default_cache
 
-DEFAULT_CRAWLERS = ("ours", "scrapy", "bare", "bare-inline")
-CASES = ("cpu", "latency", "heavy", "broad")
-DEFAULT_CASES = ("cpu", "latency", "heavy")  # broad (~4 min, ours only): --cases broad
+DEFAULT_CRAWLERS = ("ours", "ours-spider", "scrapy", "bare", "bare-inline")
+# The ratios shown under each table: (crawler, against). A spider's targets (issue #21): its
+# pages/s ≥ 4× Scrapy's, and its CPU per page ≤ 1.15× that of `ours` (the [extract] rules).
+RATIOS = (
+    ("ours", "scrapy"), ("ours", "bare"), ("ours", "bare-inline"),
+    ("ours-spider", "scrapy"), ("ours-spider", "ours"), ("ours-shop", "scrapy-shop"),
+    ("ours-warc", "ours"),  # what archiving every fetch (storage.warc) costs
+)  # fmt: skip
+CASES = ("cpu", "latency", "heavy", "shop", "broad")
+DEFAULT_CASES = ("cpu", "latency", "heavy", "shop")  # broad (~4 min, ours only): --cases broad
+# The shop case's crawlers, whatever --crawlers says: our spider and Scrapy's, the same logic.
+SHOP_CRAWLERS = ("ours-shop", "scrapy-shop")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +64,7 @@ class Case:
     spec: SiteSpec
     latency: float  # seconds the server adds to every response
     about: str
+    shop: int = 0  # products: the shop site (bench/shop.py) instead of the demo site
 
 
 def make_cases(pages: int, heavy_pages: int, latency: float) -> dict[str, Case]:
@@ -64,7 +76,11 @@ def make_cases(pages: int, heavy_pages: int, latency: float) -> dict[str, Case]:
             "latency", site, latency, f"the same site, {latency * 1000:.0f} ms added per response"
         ),
         "heavy": Case("heavy", heavy, 0.0, f"{heavy_pages} pages of ~1.5 MB, no added latency"),
-    }
+        "shop": Case(
+            "shop", site, 0.0, f"a shop of {pages} products of ~40 KB listed in embedded JSON, "
+            "crawled by a spider", shop=pages,
+        ),
+    }  # fmt: skip
 
 
 Rounds = dict[str, list[RunResult]]  # each crawler's runs, in the order they ran
@@ -76,19 +92,24 @@ def run_case(case: Case, args: argparse.Namespace, out: TextIO) -> Rounds:
     ten times slower, so a round of it costs minutes and its noise cannot move a ratio. So
     does every crawler in the latency case: its figures are bound by the server's delay, not
     by the CPU, so a busy machine barely moves them."""
-    root, manifest = cached_site(case.spec, args.site_cache)
+    if case.shop:
+        root, paths = cached_shop(case.shop, args.site_cache), shop_paths(case.shop)
+        crawlers, slow = SHOP_CRAWLERS, "scrapy-shop"
+    else:
+        root, _ = cached_site(case.spec, args.site_cache)
+        paths, crawlers, slow = sorted(case.spec.reachable()), tuple(args.crawlers), "scrapy"
     rounds: Rounds = {}
     turns = 1 if case.latency else args.rounds
-    scrapy = "scrapy" in args.crawlers and importlib.util.find_spec("scrapy") is not None
+    scrapy = slow in crawlers and importlib.util.find_spec("scrapy") is not None
     runs = [
-        *((turn, name) for turn in range(turns) for name in args.crawlers if name != "scrapy"),
-        *([(0, "scrapy")] if scrapy else []),
+        *((turn, name) for turn in range(turns) for name in crawlers if name != slow),
+        *([(0, slow)] if scrapy else []),
     ]
     with serve(root, case.latency, args.server) as server:
-        expected = {server.url + path.lstrip("/") for path in case.spec.reachable()}
+        expected = {server.url + path.lstrip("/") for path in paths}
         print(
-            f"\n## {case.name}: {case.about}; {manifest.reachable} pages to store, "
-            f"{manifest.bytes / MB:.0f} MB, served by {server.kind}, "
+            f"\n## {case.name}: {case.about}; {len(paths)} pages to store, "
+            f"served by {server.kind}, "
             f"concurrency {args.concurrency}, parse workers {args.parse_workers}, "
             f"{turns} round(s)\n",
             file=out,
@@ -105,7 +126,7 @@ def run_case(case: Case, args: argparse.Namespace, out: TextIO) -> Rounds:
                 timeout=args.timeout,
             )
             rounds.setdefault(name, []).append(result)
-    if "scrapy" in args.crawlers and "scrapy" not in rounds:
+    if slow in crawlers and slow not in rounds:
         print("(scrapy: not installed; pip install -e '.[bench]')\n", file=out)
     print(format_table(rounds), file=out)
     print("\n" + format_ratios(case, rounds, args.concurrency), file=out, flush=True)
@@ -197,12 +218,13 @@ def _stages(stages: Any) -> str:
 
 
 def format_ratios(case: Case, rounds: Rounds, concurrency: int) -> str:
-    """Ours ÷ each other crawler. With several rounds of both, round k of ours is set against
-    round k of the other (they ran seconds apart, in the same mood of the machine) and the
-    median of those ratios is given, each round's in brackets."""
+    """Ours (and ours with a spider) ÷ each other crawler (`RATIOS`). With several rounds of
+    both, round k of ours is set against round k of the other (they ran seconds apart, in the
+    same mood of the machine) and the median of those ratios is given, each round's in
+    brackets."""
     lines = []
-    mine = rounds.get("ours", [])
-    for other in ("scrapy", "bare", "bare-inline"):
+    for ours, other in RATIOS:
+        mine = rounds.get(ours, [])
         theirs = rounds.get(other, [])
         if not mine or not theirs:
             continue
@@ -213,7 +235,7 @@ def format_ratios(case: Case, rounds: Rounds, concurrency: int) -> str:
         if speed and cpu:
             each = f" (rounds: {', '.join(f'{x:.2f}' for x in speed)})" if len(speed) > 1 else ""
             lines.append(
-                f"ours ÷ {other}: pages/s {statistics.median(speed):.2f}×{each}, "
+                f"{ours} ÷ {other}: pages/s {statistics.median(speed):.2f}×{each}, "
                 f"CPU per page {statistics.median(cpu):.2f}×"
             )
     if case.latency:

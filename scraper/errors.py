@@ -6,6 +6,7 @@
     ├── StorageError        the database cannot be created, opened or written, or is not ours
     │   └── DatabaseBack    (not shown: a unit of work cut by a lost connection, now back;
     │                       the PostgreSQL page writer finds out what became of it)
+    ├── ArchiveError        the WARC folder (storage.warc) cannot be written: not writable, full
     ├── QueryError          `scraper query` was given bad SQL or a statement that writes
     └── OutputError         a file to write (--out, --log-file) cannot be created or written
 
@@ -42,6 +43,10 @@ class ConfigError(ScraperError):
 
 
 class StorageError(ScraperError):
+    pass
+
+
+class ArchiveError(ScraperError):
     pass
 
 

@@ -7,7 +7,7 @@ import fnmatch
 import functools
 import itertools
 import re
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import unquote_plus
 
@@ -178,8 +178,23 @@ def resolve_links(
     costs a few µs where looking it up costs a tenth of one, so each answer is remembered for
     the process's life (`_MEMO`, bounded).
     """
-    by_origin, by_folder = _MEMO.tables(base, policy, scope)
     found: dict[str, bool] = {}
+    for url, allowed in resolve_each(hrefs, base, policy, scope):
+        if url is not None:
+            found[url] = allowed
+    cut = 0
+    if scope is not None and (scope.max_links or scope.max_url_length):
+        found, cut = _bounded(found, scope.max_links, scope.max_url_length)
+    return tuple(found), tuple(url for url, allowed in found.items() if allowed), cut
+
+
+def resolve_each(
+    hrefs: Iterable[str], base: str, policy: UrlPolicy = KEEP_QUERY, scope: Scope | None = None
+) -> Iterator[tuple[str | None, bool]]:
+    """For each href, in order: its canonical URL against `base` (None: not crawlable) and
+    whether `scope` allows it (depth aside), remembered as `resolve_links` remembers them (a
+    spider's requests are resolved so: `spider/call.py`)."""
+    by_origin, by_folder = _MEMO.tables(base, policy, scope)
     reachable: dict[str, bool] = {}  # scope.outside per origin: a page's links share a few
     for href in hrefs:
         key = href.partition("#")[0] if "#" in href else href  # "/x#a", "/x#b": one answer
@@ -194,13 +209,7 @@ def resolve_links(
             answer = _resolve(href, base, policy, scope, reachable)
             if _rememberable(key):
                 _MEMO.remember(table, key, answer)
-        url, allowed = answer
-        if url is not None:
-            found[url] = allowed
-    cut = 0
-    if scope is not None and (scope.max_links or scope.max_url_length):
-        found, cut = _bounded(found, scope.max_links, scope.max_url_length)
-    return tuple(found), tuple(url for url, allowed in found.items() if allowed), cut
+        yield answer
 
 
 def _bounded(found: dict[str, bool], most: int, longest: int) -> tuple[dict[str, bool], int]:

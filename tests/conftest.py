@@ -21,6 +21,7 @@ from typing import Any
 import psutil
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
+from proxyserver import PROXY_PASSWORD, PROXY_USER, ForwardProxy, tinyproxy
 
 from pgserver import PgAddress, PgServer, PgServerError
 from scraper.config import Config, build_config
@@ -71,6 +72,9 @@ def make_config(tmp_path: Path) -> ConfigFactory:
             "storage": {"db": str(tmp_path / "crawl.db"), "batch_size": 50},
         }
         for dotted, value in values.items():
+            if "__" not in dotted:  # a top-level table such as [[auth]]
+                raw[dotted] = value
+                continue
             section, key = dotted.split("__", 1)
             raw.setdefault(section, {})[key] = value
         return build_config(raw)
@@ -89,6 +93,8 @@ ONE_AT_A_TIME = {
     # Fleets too, one at a time, on a server of their own that they restart; beside the other
     # fleets (test_workers.py alone takes minutes: one group of both would hold up the suite).
     "crawl/test_reconnect.py": "restarts",
+    "crawl/test_spider_fleet.py": "fleets",
+    "crawl/test_cookie_handover.py": "fleets",
     "bench/test_bench.py": "bench-site",
 }
 
@@ -179,3 +185,10 @@ def no_leftover_processes() -> Iterator[None]:
         with contextlib.suppress(psutil.Error):
             process.kill()
     psutil.wait_procs(leftovers, timeout=10)
+
+
+@pytest.fixture
+def good_proxy(tmp_path: Path) -> Iterator[ForwardProxy]:
+    """tinyproxy on 127.0.0.1, wanting PROXY_USER and PROXY_PASSWORD (tests/proxyserver.py)."""
+    with tinyproxy(tmp_path, "good", PROXY_USER, PROXY_PASSWORD) as proxy:
+        yield proxy

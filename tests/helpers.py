@@ -8,7 +8,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,10 @@ from selectolax.lexbor import LexborHTMLParser
 from scraper.config import Config
 from scraper.crawl.crawler import Crawler
 from scraper.demosite import STATE
-from scraper.store.base import CrawlSummary
+from scraper.models import CrawlRequest
+from scraper.store.base import CrawlSummary, FrontierState
 from scraper.store.sqlite.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION
+from scraper.urls import host_key
 
 
 async def crawl(config: Config) -> CrawlSummary:
@@ -87,22 +89,10 @@ def new_database(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def too_close(starts: list[float], delay: float, jitter: float) -> list[tuple[int, float]]:
-    """The runs of k + 1 request starts (as a server saw them arrive) that span less than k
-    delays, less `jitter`: (k, span) of each. Arrival is not departure: on a busy machine one
-    request can arrive tens of milliseconds late and the next on time, so no single gap is held
-    to the delay alone; a crawler that sends faster than the delay fails over a few requests."""
-    ordered = sorted(starts)
-    return [
-        (k, round(ordered[i + k] - ordered[i], 3))
-        for i in range(len(ordered))
-        for k in range(1, len(ordered) - i)
-        if ordered[i + k] - ordered[i] < k * delay - jitter
-    ]
-
-
 class Site:
-    """A small site: /, /p/0 … /p/{n-1} all linked from /, optional robots.txt and latency."""
+    """A small site: /, /p/0 … /p/{n-1} all linked from /, optional robots.txt and latency.
+    `starts` holds each request with the moment it came, on the loop's clock (real time, or a
+    looptime test's controlled one)."""
 
     def __init__(self, pages: int = 10, *, robots: Any = None, latency: float = 0.0) -> None:
         self.pages = pages
@@ -119,13 +109,13 @@ class Site:
         self.app.router.add_get("/{path:.+}", self.page)
 
     async def robots_txt(self, request: web.Request) -> web.Response:
-        self.starts.append((request.path, time.monotonic()))
+        self.starts.append((request.path, asyncio.get_running_loop().time()))
         if isinstance(self.robots, str):
             return web.Response(text=self.robots)
         return web.Response(status=self.robots if isinstance(self.robots, int) else 404)
 
     async def page(self, request: web.Request) -> web.Response:
-        self.starts.append((request.path_qs, time.monotonic()))
+        self.starts.append((request.path_qs, asyncio.get_running_loop().time()))
         if len(self.fetched()) == self.pages + 1:
             self.all_fetched.set()
         for count, event in self._reached.items():
@@ -151,6 +141,48 @@ class Site:
 
     def starts_before(self, moment: float) -> list[str]:
         return [path for path, at in self.starts if at < moment]
+
+
+class MemoryFrontier:
+    """The Frontier protocol over a dict, enough for the dispatcher alone; `max_pages` counts
+    leases, as a backend's does."""
+
+    def __init__(self, urls: Sequence[str], max_pages: int = 0) -> None:
+        self.pending = {url: CrawlRequest(url) for url in urls}
+        self.leased: list[str] = []
+        self.max_pages = max_pages
+
+    @property
+    def spent(self) -> bool:
+        return bool(self.max_pages) and len(self.leased) >= self.max_pages
+
+    def capped(self, host: str) -> bool:
+        return False
+
+    def forget(self, host: str) -> None:
+        pass
+
+    async def seed(self, requests: Sequence[CrawlRequest]) -> None:
+        for request in requests:
+            self.pending.setdefault(request.url, request)
+
+    async def reset_leases(self) -> int:
+        return 0
+
+    async def lease(self, host: str, limit: int) -> list[CrawlRequest]:
+        if self.max_pages:
+            limit = min(limit, self.max_pages - len(self.leased))
+        mine = [r for r in self.pending.values() if host_key(r.url) == host][:limit]
+        for request in mine:
+            del self.pending[request.url]
+            self.leased.append(request.url)
+        return mine
+
+    async def pending_hosts(self, limit: int, after: str = "") -> list[str]:
+        return sorted(h for h in {host_key(url) for url in self.pending} if h > after)[:limit]
+
+    async def count(self, state: FrontierState) -> int:
+        return len(self.pending) if state == FrontierState.PENDING else len(self.leased)
 
 
 # A regex that backtracks for ever (~1.6^n steps) on "a" * n + "b", in `re` and in the `regex`

@@ -75,10 +75,17 @@ def config_path(args: argparse.Namespace, *, use_file: bool = True) -> Path | No
     return args.config  # type: ignore[no-any-return]
 
 
-def load(args: argparse.Namespace, values: dict[str, Any], *, use_file: bool = True) -> Config:
+def load(
+    args: argparse.Namespace,
+    values: dict[str, Any],
+    *,
+    use_file: bool = True,
+    below: dict[str, Any] | None = None,
+) -> Config:
     """The config the common options name (`config_path`), with `values` ("section.key" →
-    value: the command's own options) applied last."""
+    value: the command's own options) applied last, and `below` (a spider's settings) between
+    the file and the --set overrides."""
     path = config_path(args, use_file=use_file)
     if args.db:
         values["storage.db"] = args.db
-    return load_config(path, overrides=args.overrides, values=values)
+    return load_config(path, overrides=args.overrides, values=values, below=below)

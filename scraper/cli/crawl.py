@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from scraper.cli.common import EXIT_INTERRUPTED, config_path, default, load
 from scraper.cli.results import print_stats
 from scraper.config import Config
+from scraper.crawl.credentials import Credentials, read_credentials
 from scraper.errors import ConfigError
 from scraper.store import open_results
 from scraper.store.location import is_postgres
@@ -33,6 +34,7 @@ from scraper.store.location import is_postgres
 if TYPE_CHECKING:
     from scraper.cli.common import Commands
     from scraper.crawl.crawler import Crawler
+    from scraper.models import SpiderRef
     from scraper.store.base import CrawlSummary
 
 
@@ -60,6 +62,12 @@ def add_parsers(commands: Commands, common: argparse.ArgumentParser) -> None:
         help='start URLs, one a line (# comments; "-": standard input): crawl.seeds_file',
     )
     crawl.add_argument(
+        "--spider",
+        metavar="FILE.py:CLASS",
+        help="a spider whose callbacks parse the pages: FILE.py:Class or module.path:Class "
+        "(crawl.spider)",
+    )
+    crawl.add_argument(
         "--concurrency",
         type=int,
         metavar="N",
@@ -70,6 +78,11 @@ def add_parsers(commands: Commands, common: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help=f"crawl.max_pages (default: {default('crawl.max_pages')})",
+    )
+    crawl.add_argument(
+        "--warc",
+        metavar="FOLDER",
+        help="archive every fetch into WARC files in FOLDER (storage.warc; default: none)",
     )
     crawl.add_argument("-q", "--quiet", action="store_true", help="no progress, only the summary")
     crawl.add_argument(
@@ -107,6 +120,11 @@ def add_parsers(commands: Commands, common: argparse.ArgumentParser) -> None:
         help='which crawl (default: the latest); "-": read its id from standard input once '
         "the crawl has begun (how `crawl --workers` starts its workers)",
     )
+    worker.add_argument(
+        "--spider",
+        metavar="FILE.py:CLASS",
+        help="the crawl's spider (crawl.spider): a worker joins only with the same source",
+    )
     worker.add_argument("-q", "--quiet", action="store_true", help="no progress, only the summary")
     worker.set_defaults(command=_worker_command)
 
@@ -132,7 +150,9 @@ def _crawl_command(args: argparse.Namespace) -> int:
         values["fetch.concurrency"] = args.concurrency
     if args.max_pages is not None:
         values["crawl.max_pages"] = args.max_pages
-    config = load(args, values)
+    if args.warc is not None:
+        values["storage.warc"] = args.warc
+    config, spider = load_with_spider(args, values)
     if args.workers > 1 and not is_postgres(config.storage.db):
         raise ConfigError(
             f"--workers {args.workers}: several processes on one crawl need PostgreSQL "
@@ -141,14 +161,19 @@ def _crawl_command(args: argparse.Namespace) -> int:
     if args.workers > 1:
         _refuse_politeness_by_ip(config, f"--workers {args.workers}")
     workers = _worker_command_line(args) if args.workers > 1 else None
+    # The secrets config.toml names, and the logins of seeds given as user:pass@host: read now,
+    # so a missing one is a line and exit 2 before the crawl's row exists.
+    credentials = read_credentials(config, args.seeds)
     summary = asyncio.run(
         run_crawl(
             config,
+            credentials=credentials,
             quiet=args.quiet,
             fresh=args.fresh,
             workers=(args.workers - 1, workers),
             # (--log-format json: stderr is for machines; the crawls row keeps the config)
             opening=None if args.quiet or args.log_format == "json" else _which_config(args),
+            spider=spider,
         ),
         debug=args.debug_loop,
     )
@@ -157,6 +182,20 @@ def _crawl_command(args: argparse.Namespace) -> int:
         print("Run the same command again to resume this crawl where it stopped.")
         return EXIT_INTERRUPTED
     return 0
+
+
+def load_with_spider(
+    args: argparse.Namespace, values: dict[str, Any]
+) -> tuple[Config, SpiderRef | None]:
+    """The config, with its spider's settings between config.toml and --set, and the spider
+    (`--spider`, else crawl.spider), imported here, at the edge, before any crawl begins."""
+    spec = getattr(args, "spider", None) or load(args, dict(values)).crawl.spider
+    if not spec:
+        return load(args, values), None
+    from scraper.spider.load import find_spider, spider_settings
+
+    cls, ref = find_spider(spec)
+    return load(args, values, below=spider_settings(cls, spec)), ref
 
 
 def _which_config(args: argparse.Namespace) -> str:
@@ -180,10 +219,13 @@ def _worker_command(args: argparse.Namespace) -> int:
     with open_results(db) as reader:
         crawl = reader.find_crawl(wanted)
     # The crawl's seeds, as it stored them: they make its scope (crawl.allowed_domains = []).
-    config = load(args, {"crawl.seeds": json.loads(crawl.seeds)})
+    config, spider = load_with_spider(args, {"crawl.seeds": json.loads(crawl.seeds)})
     _refuse_politeness_by_ip(config, "worker")
     crawl_id = crawl.id
-    summary = asyncio.run(run_crawl(config, quiet=args.quiet, join=crawl_id))
+    credentials = read_credentials(config)
+    summary = asyncio.run(
+        run_crawl(config, credentials=credentials, quiet=args.quiet, join=crawl_id, spider=spider)
+    )
     print(
         f"Worker on crawl {summary.crawl_id} {summary.status}: "
         f"{summary.pages} pages in the crawl so far"
@@ -226,10 +268,14 @@ def _worker_command_line(args: argparse.Namespace) -> list[str]:
         line += ["--set", item]
     if args.db:
         line += ["--db", args.db]
+    if args.spider:
+        line += ["--spider", args.spider]
     if args.concurrency is not None:
         line += ["--set", f"fetch.concurrency={args.concurrency}"]
     if args.max_pages is not None:
         line += ["--set", f"crawl.max_pages={args.max_pages}"]
+    if args.warc is not None:  # (a TOML string: JSON's quoting is TOML's for a basic string)
+        line += ["--set", f"storage.warc={json.dumps(args.warc)}"]
     if args.log_file is not None:
         line += ["--log-file", str(args.log_file)]
     return [*line, "--crawl", "-"]
@@ -239,21 +285,32 @@ async def run_crawl(
     config: Config,
     *,
     quiet: bool,
+    credentials: Credentials | None = None,
     fresh: bool = False,
     join: int | None = None,
     workers: tuple[int, list[str] | None] = (0, None),
     opening: str | None = None,
+    spider: SpiderRef | None = None,
 ) -> CrawlSummary:
     """Crawl as `config` says, showing progress unless `quiet`, until done or stopped by a
     signal; `fresh`: start a new crawl even if the last one did not finish; `join`: work on
     that running crawl beside its other processes; `workers`: how many `scraper worker`s to
     start beside this process once its crawl runs, and their command line; `opening`: the line
-    said first, once the crawl has begun (so a database that cannot be opened stays one line)."""
+    said first, once the crawl has begun (so a database that cannot be opened stays one line);
+    `credentials`: the secrets `config` names, read (None: the crawler reads them)."""
     from scraper.cli.progress import choose_mode, show_progress
     from scraper.crawl.crawler import Crawler
 
     say = _Announcer(opening)
-    crawler = Crawler(config, fresh=fresh, announce=say, join=join, quiet=quiet)
+    crawler = Crawler(
+        config,
+        fresh=fresh,
+        announce=say,
+        join=join,
+        quiet=quiet,
+        spider=spider,
+        credentials=credentials,
+    )
     _settle_the_garbage_collector()
     if asyncio.get_running_loop().get_debug():
         _say("asyncio debug mode (--debug-loop): callbacks holding the loop over 100 ms are logged")

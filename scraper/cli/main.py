@@ -4,10 +4,11 @@ Exit codes: 0 the command ran (fetch errors are data in the database), 2 usage, 
 user errors (one line on stderr), 130 interrupted.
 
 Each command group builds its own parsers and handles its own commands: crawl.py (crawl),
-results.py (crawls, query, export, report, stats), demo.py (demo, demo-site); common.py holds the
-options they all take. The crawl's stack (aiohttp, rich) and the report's (plotly, jinja2) are
-imported by the commands that use them: `scraper query` and friends start in a fraction of the
-time. The benchmark is a developer tool outside the package (bench/ in the repository).
+results.py (crawls, query, export, report, stats), demo.py (demo, demo-site), parse.py (parse);
+common.py holds the options they all take. The crawl's stack (aiohttp, rich) and the report's
+(plotly, jinja2) are imported by the commands that use them: `scraper query` and friends start
+in a fraction of the time. The benchmark is a developer tool outside the package (bench/ in the
+repository).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 import traceback
 
 from scraper import __version__
-from scraper.cli import crawl, demo, results
+from scraper.cli import crawl, demo, parse, results
 from scraper.cli.common import EXIT_INTERRUPTED, EXIT_USAGE, common_options
 from scraper.cli.logs import setup_logging
 from scraper.errors import ScraperError
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     common = common_options()
     crawl.add_parsers(commands, common)
+    parse.add_parsers(commands, common)
     results.add_parsers(commands, common)
     demo.add_parsers(commands, common)
     return parser

@@ -14,7 +14,7 @@ from scraper.cli.common import load
 from scraper.cli.output import output_file
 from scraper.errors import ConfigError
 from scraper.results.export import FORMATS as EXPORT_FORMATS
-from scraper.results.export import export
+from scraper.results.export import export, export_items
 from scraper.results.formats import write_table
 from scraper.results.presets import PRESETS
 from scraper.results.query import FORMATS, run_query
@@ -121,15 +121,24 @@ def _add_export(commands: Commands, common: argparse.ArgumentParser) -> None:
     exporter = commands.add_parser(
         "export",
         parents=[common],
-        help="write the pages and their fields as JSON lines or CSV",
+        help="write the pages and their fields (or a spider's items) as JSON lines or CSV",
         description="Write every page with its extracted fields, streamed: JSON lines keep "
-        "fields as an object, CSV gives each field a column (fields.NAME).",
+        "fields as an object, CSV gives each field a column (fields.NAME). With --items, "
+        "the items a spider yielded instead: a JSON line each, or a CSV column per key.",
     )
     exporter.add_argument(
-        "--format", choices=EXPORT_FORMATS, default="jsonl", help="JSON lines or CSV"
+        "--items", action="store_true", help="the spider's items (the items table), not pages"
+    )
+    exporter.add_argument(
+        "--format",
+        choices=EXPORT_FORMATS,
+        default="jsonl",
+        help="JSON lines, CSV, or cdxj: the index of the WARC records (storage.warc)",
     )
     exporter.add_argument("--out", type=Path, metavar="FILE", help="default: standard output")
-    exporter.add_argument("--crawl", type=int, metavar="ID", help="only this crawl's pages")
+    exporter.add_argument(
+        "--crawl", type=int, metavar="ID", help="only this crawl's pages (or items)"
+    )
     exporter.add_argument("--csv-formulas", action="store_true", help=CSV_FORMULAS_HELP)
     exporter.set_defaults(command=_export_command)
 
@@ -137,7 +146,8 @@ def _add_export(commands: Commands, common: argparse.ArgumentParser) -> None:
 def _export_command(args: argparse.Namespace) -> int:
     db = load(args, {}).storage.db
     with output_file(args.out, sys.stdout) as out:
-        export(db, out, args.format, args.crawl, formulas=args.csv_formulas)
+        write = export_items if args.items else export
+        write(db, out, args.format, args.crawl, formulas=args.csv_formulas)
     return 0
 
 

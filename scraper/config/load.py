@@ -12,6 +12,7 @@ from typing import Any
 from scraper.config.checks import Invalid, shorten, show, suggest
 from scraper.config.extract import build_extraction
 from scraper.config.sections import SECTIONS, Config
+from scraper.config.sessions import AuthEntry, build_auth
 from scraper.errors import ConfigError
 
 
@@ -20,10 +21,14 @@ def load_config(
     *,
     overrides: Sequence[str] = (),
     values: Mapping[str, Any] | None = None,
+    below: Mapping[str, Any] | None = None,
 ) -> Config:
-    """Read `path` (None: defaults only), apply `--set` overrides, then `values` ("section.key" →
-    value, e.g. seeds and shortcuts from the command line), and check everything."""
+    """Read `path` (None: defaults only), apply `below` ("section.key" → value: a spider's
+    settings, above the file and below the rest), `--set` overrides, then `values` (e.g. seeds
+    and shortcuts from the command line), and check everything."""
     raw = _read_toml(path) if path is not None else {}
+    for key, value in (below or {}).items():
+        _assign(raw, key, value)
     for item in overrides:
         key, value = _parse_override(item)
         _assign(raw, key, value)
@@ -34,10 +39,12 @@ def load_config(
 
 def build_config(raw: Mapping[str, Any]) -> Config:
     """Every problem is found before any is reported: ConfigError has a line for each."""
-    known = [*SECTIONS, "extract"]
+    known = [*SECTIONS, "extract", "auth"]
     problems: list[str] = []
     tables: dict[str, Mapping[str, Any]] = {}
     for name, table in raw.items():
+        if name == "auth":
+            continue  # [[auth]]: a list of tables
         if name not in known:
             problems.append(f"[{shorten(name)}]: unknown section{suggest(name, known)}")
         elif not isinstance(table, dict):
@@ -54,9 +61,14 @@ def build_config(raw: Mapping[str, Any]) -> Config:
         extraction = build_extraction(tables.get("extract", {}))
     except ConfigError as exc:
         problems.extend(exc.problems)
+    logins: tuple[AuthEntry, ...] = ()
+    try:
+        logins = build_auth(raw.get("auth", []))
+    except ConfigError as exc:
+        problems.extend(exc.problems)
     if problems:
         raise ConfigError(*problems)
-    return Config(**sections, extract=extraction)
+    return Config(**sections, extract=extraction, auth=logins)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -112,7 +124,8 @@ def _build_section(name: str, cls: type, table: Mapping[str, Any]) -> Any:
         try:
             kwargs[key] = fields[key].metadata["check"](value)
         except Invalid as exc:
-            problems.append(f"{name}.{key} = {show(value)}: {exc}")
+            shown = "..." if fields[key].metadata.get("secret") else show(value)
+            problems.append(f"{name}.{key} = {shown}: {exc}")
     if problems:  # the section's own checks (one key against another) need valid keys
         raise ConfigError(*problems)
     return cls(**kwargs)

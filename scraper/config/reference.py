@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from scraper.config.sections import SECTIONS
+from scraper.config.sessions import AuthEntry
 
 # A field's annotation (sections.py imports annotations as strings) → the type the reader sees.
 _KINDS = {
@@ -81,7 +82,22 @@ def render_reference() -> str:
                 key.doc,
                 "",
             ]
-    return "\n".join(lines)
+    return "\n".join(lines + _auth_reference())
+
+
+def _auth_reference() -> list[str]:
+    """`[[auth]]`, a list of tables (one per host's login), from AuthEntry's fields."""
+    lines = [
+        "## `[[auth]]` {#auth}",
+        "",
+        _first_line(AuthEntry.__doc__) + " Default: none. See "
+        "[Sessions, logins and proxies](../guides/sessions.md#logins).",
+        "",
+    ]
+    for f in dataclasses.fields(AuthEntry):
+        keys = f.metadata.get("keys", f"`{f.name}`")  # (the password: one of two keys)
+        lines += [f"### `[[auth]]` {keys} {{#auth-{f.name}}}", "", f.metadata["doc"], ""]
+    return lines
 
 
 def _default(f: dataclasses.Field[Any]) -> object:

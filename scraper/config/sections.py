@@ -29,8 +29,18 @@ from scraper.config.checks import (
     worker_count,
 )
 from scraper.config.cpus import auto_workers, usable_cpus
+from scraper.config.sessions import (
+    AuthEntry,
+    HeaderRule,
+    HeaderValue,
+    header_rules,
+    header_table,
+    hide_credentials,
+    proxy_url,
+)
 from scraper.errors import ConfigError
 from scraper.models import Extraction, TextMode
+from scraper.secrets import HIDDEN
 from scraper.urls import Scope, UrlPolicy, canonicalize, domain_entry, host_of
 
 # Skipped before fetching: images, archives, media, office documents, fonts, binaries.
@@ -108,12 +118,18 @@ def str_or_empty(value: object) -> str:
 
 
 def _opt(
-    check: Check, doc: str, *, shown: str | None = None, kind: str | None = None
+    check: Check,
+    doc: str,
+    *,
+    shown: str | None = None,
+    kind: str | None = None,
+    secret: bool = False,
 ) -> dict[str, object]:
     """A field's metadata: its check, and what the manual's configuration reference shows
     (config/reference.py): `doc` (Markdown), `shown` (the default as written in TOML, when it is
-    not the Python default's spelling) and `kind` (the value's type, when not its annotation's)."""
-    return {"check": check, "doc": doc, "shown": shown, "kind": kind}
+    not the Python default's spelling) and `kind` (the value's type, when not its annotation's).
+    `secret`: the value may hold one (a token, a proxy's password): an error never shows it."""
+    return {"check": check, "doc": doc, "shown": shown, "kind": kind, "secret": secret}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,6 +155,17 @@ class CrawlConfig:
             "no `allowed_domains`, each page's links are followed within its own site (its "
             "registrable domain; its host with `include_subdomains = false`). "
             '`""` = none.',
+        ),
+    )
+    spider: str = field(
+        default="",
+        metadata=_opt(
+            str_or_empty,
+            "A spider whose callbacks parse the pages (see the Spiders guide): "
+            '`"shop.py:Shop"` (a file, relative to the working directory) or '
+            '`"shop.spiders:Shop"` (a module). With a spider, links are followed only where a '
+            "callback asks, and what the callbacks yield is stored in `items`. `--spider` sets "
+            'it. `""` = none.',
         ),
     )
     allowed_domains: tuple[str, ...] = field(
@@ -476,6 +503,93 @@ class FetchConfig:
             "nothing sent.",
         ),
     )
+    headers: tuple[tuple[str, HeaderValue], ...] = field(
+        default=(),
+        metadata=_opt(
+            header_table,
+            'Headers sent with every request: `{ Accept-Language = "en" }`. A value can be '
+            '`{ env = "NAME" }` or `{ file = "PATH" }`, read at start, for a token that must '
+            "not sit in config.toml. A URL's `rules` and a spider's request override them "
+            "(request > rule > these); the crawl's own (`Host`, `Connection`, ...) cannot be "
+            "set. Values are never stored or shown.",
+            shown="{}",
+            kind="table of header name = value",
+            secret=True,
+        ),
+    )
+    cookies: bool = field(
+        default=True,
+        metadata=_opt(
+            boolean,
+            "Keep the cookies sites set, a jar per host (a site's cookies never go to another "
+            "host), and send them back by the usual rules (path, expiry, Secure). The jars are "
+            "stored with the crawl (a resume, or another process of a fleet taking a host "
+            "over, carries on with them).",
+        ),
+    )
+    proxies: tuple[str, ...] = field(
+        default=(),
+        metadata=_opt(
+            list_of(proxy_url),
+            'Forward proxies every request goes through: `["http://user:pass@proxy:3128", '
+            '"https://proxy2:8443"]` (the credentials, if any, go to the proxy only, in '
+            "`Proxy-Authorization`; they are never stored or shown). [] = none.",
+            secret=True,
+        ),
+    )
+    proxies_file: str = field(
+        default="",
+        metadata=_opt(
+            str_or_empty,
+            "A file of proxy URLs, one a line (blank lines and # comments skipped), added to "
+            "`proxies`: keeps their credentials out of config.toml.",
+        ),
+    )
+    proxy_strategy: str = field(
+        default="round_robin",
+        metadata=_opt(
+            choice("round_robin", "per_host", "sticky"),
+            'Which proxy a request takes: `"round_robin"` (the next in turn), `"per_host"` (one '
+            'per host, by a hash of its name), `"sticky"` (the same until it fails). A proxy '
+            "that fails is benched and the request goes through the next.",
+        ),
+    )
+    proxy_bench: float = field(
+        default=60.0,
+        metadata=_opt(
+            number(0),
+            "Seconds a proxy that failed (refused, a timeout connecting, 407) is left out.",
+        ),
+    )
+    sessions: bool = field(
+        default=False,
+        metadata=_opt(
+            boolean,
+            "Sessions: a response whose status is in `blocked_status` retires the host's "
+            "session (its cookies emptied, the next proxy) and the request is tried again, "
+            "within `retries`. A 429 or 503 never retires one (it slows the host instead).",
+        ),
+    )
+    blocked_status: tuple[int, ...] = field(
+        default=(401, 403),
+        metadata=_opt(
+            list_of(integer(400, 499)),
+            "With `sessions`, the statuses that say a session is blocked.",
+            kind="list of integers",
+        ),
+    )
+    rules: tuple[HeaderRule, ...] = field(
+        default=(),
+        metadata=_opt(
+            header_rules,
+            'Headers for some URLs: `[{ url = "https://api.example.com/*", headers = { ... } '
+            "}]` (`url`: a glob or a list of globs, `*` matching `/` too). Every matching rule "
+            "applies, a later one winning a header given twice, over `headers`.",
+            shown="[]",
+            kind="list of tables: url, headers",
+            secret=True,
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -601,6 +715,33 @@ class StorageConfig:
             "storage error (exit code 2; the same command resumes the crawl). 0 = stop at once.",
         ),
     )
+    warc: str = field(
+        default="",
+        metadata=_opt(
+            str_or_empty,
+            "A folder to archive every fetch into as WARC 1.1 files (ISO 28500): a request and "
+            "a response record for each page, robots.txt and sitemap, bodies exactly as "
+            "received, a revisit record for a 304 (see the Archiving guide). Created if missing; "
+            "`--warc` sets it. Empty: no archive.",
+        ),
+    )
+    warc_max_size: int = field(
+        default=1_000_000_000,
+        metadata=_opt(
+            integer(1),
+            "Bytes a WARC file may reach before the next record starts a new file (a record "
+            "bigger than that has a file of its own).",
+        ),
+    )
+    warc_redact_auth: bool = field(
+        default=True,
+        metadata=_opt(
+            boolean,
+            "Write the values of the `Authorization` and `Cookie` request headers to the WARC "
+            'request records as "[redacted]" (false: as sent, which replaying a login-only '
+            "site needs). `Proxy-Authorization` is always redacted.",
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -634,6 +775,25 @@ class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
     log: LogConfig = field(default_factory=LogConfig)
     extract: Extraction = field(default_factory=Extraction)
+    auth: tuple[AuthEntry, ...] = ()  # [[auth]]: logins, their passwords named, never held
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        """The configuration as the crawl's row keeps it, with no secret: header values are
+        hidden (a token may be written there), passwords are only named."""
+        fetch = dataclasses.replace(
+            self.fetch,
+            headers=_hidden(self.fetch.headers),
+            rules=tuple(
+                dataclasses.replace(rule, headers=_hidden(rule.headers))
+                for rule in self.fetch.rules
+            ),
+        )
+        fetch = dataclasses.replace(
+            fetch, proxies=tuple(hide_credentials(url) for url in fetch.proxies)
+        )
+        shown = dataclasses.replace(self, fetch=fetch)
+        return json.dumps(dataclasses.asdict(shown), sort_keys=True)
+
+
+def _hidden(headers: tuple[tuple[str, HeaderValue], ...]) -> tuple[tuple[str, HeaderValue], ...]:
+    return tuple((name, HIDDEN) for name, _ in headers)

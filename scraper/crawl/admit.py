@@ -22,7 +22,7 @@ import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
-from scraper.models import CrawlRequest, ErrorKind, FetchResult, PageRecord
+from scraper.models import CrawlRequest, ErrorKind, FetchResult, PageRecord, request_key
 from scraper.parse.procpool import WorkerDied
 from scraper.urls import Scope, UrlPolicy, canonicalize
 
@@ -61,6 +61,30 @@ class SeenCache:
         return len(self._urls)
 
 
+def _hop(request: CrawlRequest, target: str, hops: int, status: int | None) -> CrawlRequest:
+    """The request a redirect leads to: a GET of its target, for the same callback with the same
+    meta; a 307 or 308 keeps the method, headers and body too (a browser's rule)."""
+    if status in (307, 308) and (request.method is not None or request.body is not None):
+        return dataclasses.replace(
+            request,
+            url=target,
+            referrer=request.url,
+            hops=hops,
+            etag=None,
+            last_modified=None,
+            fresh=False,
+            key=request_key(target, request.verb, request.body, None),
+        )
+    return CrawlRequest(
+        url=target,
+        depth=request.depth,
+        referrer=request.url,
+        hops=hops,
+        callback=request.callback,
+        meta=request.meta,
+    )
+
+
 class Admission:
     """The crawl's admission policy: links, redirects and kept pages → frontier rows."""
 
@@ -96,6 +120,22 @@ class Admission:
             for url in self._seen.admit(follow)
         )
 
+    def requested(
+        self, parent: CrawlRequest, requests: Sequence[CrawlRequest]
+    ) -> tuple[CrawlRequest, ...]:
+        """A spider's requests (in scope: the worker filtered them) worth a frontier row: one
+        level deeper than their page, within depth, not seen very recently (by identity)."""
+        depth = parent.depth + 1
+        if self._max_depth and depth > self._max_depth:
+            return ()
+        fresh = set(self._seen.admit(request.identity for request in requests))
+        referrer = parent.url
+        return tuple(
+            dataclasses.replace(request, depth=depth, referrer=referrer)
+            for request in requests
+            if request.identity in fresh
+        )
+
     async def in_scope(self, urls: Sequence[str], *, base: str) -> tuple[str, ...]:
         """Those of `urls` the scope allows (depth aside) as links of the page `base`. Raises
         WorkerDied if deciding it took a worker past parse.timeout."""
@@ -127,14 +167,14 @@ class Admission:
             return PageRecord(fetch=result, parse_error=why)
         if not followed:
             return PageRecord(fetch=result)  # out of scope: recorded, not followed
-        child = CrawlRequest(url=target, depth=request.depth, referrer=request.url, hops=hops)
+        child = _hop(request, target, hops, result.status)
         return PageRecord(fetch=result, children=(child,))
 
     async def kept_page(self, result: FetchResult) -> PageRecord:
         """The record of a page kept as stored (a 304, or a fresh page): the stored row stands,
         and so do its links, which are admitted as a parsed page's would be."""
         request = result.request
-        links = await self._links_from(request.url)
+        links = await self._links_from(request.identity)
         try:
             follow = await self.in_scope(links, base=request.url)
         except WorkerDied as exc:  # the stored row stands; its links are not followed this time

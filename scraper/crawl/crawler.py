@@ -17,19 +17,31 @@ from typing import Any
 
 from aiohttp.abc import AbstractResolver
 
+from scraper.archive.archive import Archive
 from scraper.config import Config
+from scraper.crawl.addresses import AddressGuard
+from scraper.crawl.cookies import CookieJars, CookieLeases
+from scraper.crawl.credentials import NONE as NO_CREDENTIALS
+from scraper.crawl.credentials import Credentials, read_credentials
+from scraper.crawl.dns import make_resolver
 from scraper.crawl.fetch import Fetcher
 from scraper.crawl.gauges import CrawlGauges
 from scraper.crawl.health import LoopLagMonitor, StageSampler
+from scraper.crawl.identity import Identities
 from scraper.crawl.leases import request_margin
+from scraper.crawl.on_the_wire import OnTheWire
 from scraper.crawl.pipeline import Pipeline
+from scraper.crawl.proxies import ProxyPool, proxy_pool, target_vetter
+from scraper.crawl.response import HTML_TYPES, SPIDER_TYPES
 from scraper.crawl.scheduler import Scheduler
 from scraper.crawl.seeds import SeedFile, digest_of
+from scraper.crawl.sessions import Sessions
 from scraper.crawl.sockets import raise_open_files_limit, socket_budget
 from scraper.crawl.stages import build_stages, wire_for
 from scraper.errors import ConfigError, ScraperError
-from scraper.models import CrawlRequest, CrawlSnapshot, SeedList
+from scraper.models import CrawlRequest, CrawlSnapshot, PageRecord, SeedList, SpiderRef
 from scraper.parse.pool import ParsePool
+from scraper.spider.load import find_spider
 from scraper.store import open_backend
 from scraper.store.base import (
     Backend,
@@ -60,15 +72,27 @@ class Crawler:
         resolver: AbstractResolver | None = None,
         join: int | None = None,
         quiet: bool = False,
+        spider: SpiderRef | None = None,
+        on_stored: Callable[[list[PageRecord]], None] | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         """`resolver`: how host names are resolved, instead of fetch.resolve and the system's
         (tests, and a layer such as a filter of private addresses). `join`: work on that
         running crawl beside the processes already on it (a worker; PostgreSQL). `quiet`: the
-        summary only (stalls of the event loop are logged at INFO, and counted)."""
+        summary only (stalls of the event loop are logged at INFO, and counted). `spider`: the
+        crawl's spider, found (`spider/load.py`); None: crawl.spider's, found as the crawl
+        starts (off the loop), or none. `on_stored`: told of each batch of pages committed (on
+        the loop: it must not block). `credentials`: the secrets the config names, read at the
+        edge (None: `run` reads them, in a thread)."""
         if not config.crawl.seeds and not config.crawl.seeds_file and join is None:
             raise ConfigError(
                 "no seeds: give start URLs on the command line (or --seeds-file), or set "
                 "crawl.seeds in config.toml"
+            )
+        if (spider is not None or config.crawl.spider) and config.parse.workers == 0:
+            raise ConfigError(
+                "parse.workers = 0 parses on the event loop, where a spider's callbacks may not "
+                "run (they could stall every download): give it 1 or more"
             )
         self._config = config
         self._fresh = fresh
@@ -86,6 +110,11 @@ class Crawler:
         self._resolver = resolver
         self._open_files = 0
         self._join = join
+        self._spider = spider
+        self._on_stored = on_stored
+        self._credentials = credentials
+        self._proxies: ProxyPool | None = None
+        self._sessions: Sessions | None = None
         self._shared = False  # host leases shared with other processes (PostgreSQL)
         self._leases: HostLeases | None = None
         self.crawl_id: int | None = None
@@ -157,6 +186,8 @@ class Crawler:
         loop = asyncio.get_running_loop()
         started = loop.time()
         self._open_files = raise_open_files_limit()
+        if self._credentials is None:  # (environment variables and files: not on the loop)
+            self._credentials = await asyncio.to_thread(read_credentials, config)
         seed_file = None
         if config.crawl.seeds_file:
             seed_file = SeedFile(config.crawl.seeds_file, config.crawl.url_policy())
@@ -164,6 +195,8 @@ class Crawler:
             seeds = await seed_file.scan() if seed_file else digest_of(config.crawl.seeds)
             if seed_file is not None:
                 self._announce_seeds(seeds)
+            if self._spider is None and config.crawl.spider:
+                _, self._spider = await asyncio.to_thread(find_spider, config.crawl.spider)
             async with open_backend(config.storage) as backend:
                 return await self._run(backend, seeds, seed_file, started)
         finally:
@@ -190,8 +223,8 @@ class Crawler:
         crawls = backend.crawls
         if self._join is not None:
             crawl_id, resumed, again = self._join, False, 0
-            await backend.join(crawl_id, _fleet_rules(config))
-            frontier = backend.frontier(crawl_id, config.crawl.recrawl_after, _fleet_rules(config))
+            await backend.join(crawl_id, self._rules())
+            frontier = backend.frontier(crawl_id, config.crawl.recrawl_after, self._rules())
         else:
             to_resume = await self._crawl_to_resume(backend, seeds)
             resumed = to_resume is not None
@@ -200,7 +233,7 @@ class Crawler:
             else:
                 crawl_id = to_resume
                 await crawls.reopen(crawl_id)
-            frontier = backend.frontier(crawl_id, config.crawl.recrawl_after, _fleet_rules(config))
+            frontier = backend.frontier(crawl_id, config.crawl.recrawl_after, self._rules())
             again = await frontier.reset_leases()
             await frontier.seed([CrawlRequest(url=seed) for seed in config.crawl.seeds])
             if seed_file is not None:
@@ -208,7 +241,10 @@ class Crawler:
                     await frontier.seed(batch)
         self.crawl_id = crawl_id
         self.began.set()
-        leases = _leases(backend, crawl_id, config)
+        leases: HostLeases = _leases(backend, crawl_id, config, self._rules())
+        jars = CookieJars(store=leases.remember_cookies) if config.fetch.cookies else None
+        if jars is not None:  # each host's jar goes with its lease
+            leases = CookieLeases(leases, jars)
         self._shared, self._leases = leases.shared, leases
         done = await frontier.count(FrontierState.DONE)
         if resumed:
@@ -217,7 +253,7 @@ class Crawler:
                 f"{again} in flight when it stopped will be fetched again (--fresh starts anew)"
             )
         try:
-            status = await self._run_pipeline(backend, crawl_id, frontier, done, leases)
+            status = await self._run_pipeline(backend, crawl_id, frontier, done, leases, jars)
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, asyncio.CancelledError) else "failed"
             with contextlib.suppress(ScraperError):  # the first error is the one to report
@@ -240,6 +276,9 @@ class Crawler:
             )
         return mine or None
 
+    def _rules(self) -> FleetRules:
+        return _fleet_rules(self._config, self._spider)
+
     def _politeness(self) -> list[HostPoliteness]:
         """What the hosts still held leave their next owners (a stopped process's)."""
         return self._scheduler.politeness() if self._scheduler is not None else []
@@ -248,11 +287,16 @@ class Crawler:
         """What the crawl's row keeps of how it ran: loop lag, and each host's last settings."""
         hosts = self._scheduler.hosts() if self._scheduler is not None else {}
         busiest = sorted(hosts.items(), key=lambda item: -item[1]["in_flight"])[:TOP_HOSTS]
-        return {
+        health: dict[str, Any] = {
             "loop_lag_ms": self._lag.stats().as_json(),
             "stages": self._stage_times.as_json(),
             "hosts": dict(busiest),
         }
+        if self._proxies is not None:
+            health["proxies"] = self._proxies.stats()
+        if self._sessions is not None:
+            health["sessions"] = self._sessions.stats()
+        return health
 
     def _sample_stages(self) -> None:
         if self._pipeline is not None:
@@ -276,20 +320,66 @@ class Crawler:
             log.info("the event loop stalled %.0f ms (queues: %s)", lag_ms, queues)
 
     async def _run_pipeline(
-        self, backend: Backend, crawl_id: int, frontier: Frontier, done: int, leases: HostLeases
+        self,
+        backend: Backend,
+        crawl_id: int,
+        frontier: Frontier,
+        done: int,
+        leases: HostLeases,
+        jars: CookieJars | None,
+    ) -> str:
+        config = self._config
+        budget = socket_budget(config.fetch.concurrency, config.parse.workers, self._open_files)
+        wire = wire_for(config, budget)  # the connection slots, the fetcher's and the dispatcher's
+        if not config.storage.warc:
+            return await self._run_stages(
+                backend, crawl_id, frontier, done, leases, jars, wire, None
+            )
+        # The archive's writer process, its folder checked (and torn files repaired) first.
+        async with Archive(config.storage) as archive:
+            return await self._run_stages(
+                backend, crawl_id, frontier, done, leases, jars, wire, archive
+            )
+
+    async def _run_stages(
+        self,
+        backend: Backend,
+        crawl_id: int,
+        frontier: Frontier,
+        done: int,
+        leases: HostLeases,
+        jars: CookieJars | None,
+        wire: OnTheWire,
+        archive: Archive | None,
     ) -> str:
         config = self._config
         scope = config.crawl.scope()
-        budget = socket_budget(config.fetch.concurrency, config.parse.workers, self._open_files)
-        wire = wire_for(config, budget)  # the connection slots, the fetcher's and the dispatcher's
+        credentials = self._credentials or NO_CREDENTIALS
+        resolver = self._resolver or make_resolver(dict(config.fetch.resolve), config.fetch.dns_ttl)
+        # (a seeds file's hosts are not trusted: a list of thousands is not read by hand)
+        seed_hosts = [host_of(seed) for seed in config.crawl.seeds]
+        proxies = proxy_pool(config.fetch, credentials)
+        self._proxies = proxies
+        if config.fetch.sessions:
+            self._sessions = Sessions(frozenset(config.fetch.blocked_status), jars)
+        vet = None
+        if proxies is not None and config.fetch.block_private:
+            vet = target_vetter(resolver, AddressGuard(block=True, trusted_hosts=seed_hosts))
         fetcher = Fetcher(
             config.fetch,
             outside=scope.outside,  # the boundary of every request: pages, robots.txt, sitemaps
-            # (a seeds file's hosts are not trusted: a list of thousands is not read by hand)
-            trusted_hosts=(host_of(seed) for seed in config.crawl.seeds),
-            resolver=self._resolver,
+            # the proxies' own addresses are configuration, so trusted like the seeds'
+            trusted_hosts=[*seed_hosts, *(p.url.host or "" for p in proxies.proxies)]
+            if proxies is not None
+            else seed_hosts,
+            resolver=resolver,
             wire=wire.slots,
             listener=wire,  # (told as requests go on and off the wire: the dispatcher's side)
+            types=SPIDER_TYPES if self._spider is not None else HTML_TYPES,
+            archive=archive,
+            identities=Identities(
+                config.fetch.user_agent, credentials, jars, proxies, vet, self._sessions
+            ),
         )
         async with fetcher, ParsePool(config.parse) as parser:
             stages = build_stages(
@@ -300,6 +390,9 @@ class Crawler:
                 fetcher=fetcher,
                 parser=parser,
                 wire=wire,
+                spider=self._spider,
+                on_stored=self._on_stored,
+                archive=archive,
             )
             scheduler, pipeline = stages.scheduler, stages.pipeline
             self._scheduler, self._pipeline, self._stored_before = scheduler, pipeline, done
@@ -334,12 +427,10 @@ class Crawler:
             return "interrupted" if self._stopping else "finished"
 
 
-def _leases(backend: Backend, crawl_id: int, config: Config) -> HostLeases:
+def _leases(backend: Backend, crawl_id: int, config: Config, rules: FleetRules) -> HostLeases:
     """This process's host leases; with shared ones, the lease must outlast a request."""
     margin = request_margin(config.fetch)
-    leases = backend.leases(
-        crawl_id, ttl=config.storage.lease_ttl, margin=margin, rules=_fleet_rules(config)
-    )
+    leases = backend.leases(crawl_id, ttl=config.storage.lease_ttl, margin=margin, rules=rules)
     if leases.shared and config.storage.lease_ttl * 5 / 6 <= margin:
         raise ConfigError(
             f"storage.lease_ttl = {config.storage.lease_ttl:g}: a lease must outlast a request's "
@@ -350,13 +441,14 @@ def _leases(backend: Backend, crawl_id: int, config: Config) -> HostLeases:
     return leases
 
 
-def _fleet_rules(config: Config) -> FleetRules:
-    """What the backend keeps for the whole crawl: the page budgets its leases count, and the
-    politeness key a fleet leases hosts by."""
+def _fleet_rules(config: Config, spider: SpiderRef | None) -> FleetRules:
+    """What the backend keeps for the whole crawl: the page budgets its leases count, the
+    politeness key a fleet leases hosts by, and the spider every process calls."""
     return FleetRules(
         max_pages=config.crawl.max_pages,
         max_pages_per_host=config.crawl.max_pages_per_host,
         politeness_key=config.fetch.politeness_key,
+        spider=spider.digest if spider is not None else "",
     )
 
 

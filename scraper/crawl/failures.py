@@ -7,7 +7,8 @@ process itself is at fault (out of sockets) is asked before (`out_of_sockets.py`
 - a timeout (connect, read or total): `timeout`, tried again;
 - aiohttp.InvalidURL: `invalid_url`;
 - aiohttp.ClientResponseError (a malformed response, not a status): `protocol`, tried again;
-- an address fetch.block_private bars: `blocked`, and no attempt counted (nothing was sent);
+- an address fetch.block_private bars: `blocked`, and no attempt counted (nothing was sent),
+  whether the connector refused it or, for a request through a proxy, the check before it;
 - a name that does not resolve: `dns`, tried again only for the resolver's passing failure;
 - any other connection or system error: `connection`, tried again.
 """
@@ -45,6 +46,8 @@ def failure_of(exc: TimeoutError | aiohttp.ClientError | OSError) -> Failure:
         return Failure(ErrorKind.INVALID_URL, f"invalid URL: {web_text(str(exc))}")
     if isinstance(exc, aiohttp.ClientResponseError):  # malformed response, not an HTTP status
         return Failure(ErrorKind.PROTOCOL, f"bad response: {web_text(exc.message)}", retry=True)
+    if isinstance(exc.__cause__, AddressBlocked):  # a proxied request's target (proxies.py)
+        return Failure(ErrorKind.BLOCKED, f"refused: {exc.__cause__}", sent=False)
     if isinstance(exc, aiohttp.ClientConnectorError):
         if isinstance(exc.os_error, AddressBlocked):
             return Failure(ErrorKind.BLOCKED, f"refused: {exc.os_error}", sent=False)

@@ -11,11 +11,16 @@ never as an exception. A request goes through, in order:
   made again while the process is out of sockets (`out_of_sockets.py`), never a page's error;
 - the session (`session.py`), then the response read within its limits (`response.py`), or
   aiohttp's error mapped to ours (`failures.py`);
-- for robots.txt and sitemaps (`any_type`), their redirects followed (`redirects.py`).
+- for robots.txt and sitemaps (`any_type`), their redirects followed (`redirects.py`);
+- with an archive (storage.warc), each response's Exchange captured (`response.py`): robots.txt's
+  and sitemaps' written here, hop by hop; a page's carried in its result to the pipeline, which
+  writes it with its batch. A stored page with no archived response is asked for whole (no
+  validators), so that a 304 always has a response record to refer to.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -29,10 +34,11 @@ from scraper.config import FetchConfig
 from scraper.crawl.addresses import AddressGuard, GuardedResolver
 from scraper.crawl.dns import make_resolver
 from scraper.crawl.failures import describe, failure_of
+from scraper.crawl.identity import Identities
 from scraper.crawl.out_of_sockets import OutOfSockets, out_of_sockets, until_sockets
-from scraper.crawl.ports import WireListener
+from scraper.crawl.ports import Archiver, WireListener
 from scraper.crawl.redirects import follow_redirects
-from scraper.crawl.response import read_response
+from scraper.crawl.response import HTML_TYPES, read_response
 from scraper.crawl.retries import Retryable, RetryPolicy, with_retries
 from scraper.crawl.session import make_session, request_options
 from scraper.crawl.wire import Everyone, WireSlots
@@ -54,7 +60,8 @@ class Fetcher:
     the process's open-files limit allows, `sockets.socket_budget`), shared with `listener`,
     who is told as requests go on and off them (the dispatcher's `OnTheWire`; none: every
     connection may stay open); `resolver`: instead of the one `fetch.resolve` and the system give
-    (the guard still wraps it)."""
+    (the guard still wraps it); `identities`: the headers and logins each URL gets
+    (`identity.py`; none: fetch.user_agent alone)."""
 
     def __init__(
         self,
@@ -65,6 +72,9 @@ class Fetcher:
         resolver: AbstractResolver | None = None,
         wire: WireSlots | None = None,
         listener: WireListener | None = None,
+        types: frozenset[str] = HTML_TYPES,
+        archive: Archiver | None = None,
+        identities: Identities | None = None,
     ) -> None:
         self._config = config
         self._outside = outside
@@ -74,7 +84,10 @@ class Fetcher:
         self._session: aiohttp.ClientSession | None = None
         self._connector_resolver: AbstractResolver | None = None
         self._listener = listener or Everyone()
+        self._types = types  # the media types whose bodies are read for the parser
+        self._archive = archive
         self.resolver = resolver  # names, cached (what the dispatcher asks for IP keys)
+        self._identities = identities or Identities(config.user_agent)
 
     @property
     def in_flight(self) -> int:
@@ -125,6 +138,9 @@ class Fetcher:
         here, each hop within the boundary, up to fetch.max_redirects; `time_limit`: a shorter
         total timeout than fetch.total_timeout; `body_limit`: read at most this many bytes and
         keep them (robots.txt), where a body over fetch.max_bytes is abandoned."""
+        validated = request.etag is not None or request.last_modified is not None
+        if validated and self._archive is not None and request.archived_date is None:
+            request = dataclasses.replace(request, etag=None, last_modified=None)
         result = await self._fetch_one(request, any_type, time_limit, body_limit)
         if not any_type:
             return result
@@ -157,7 +173,11 @@ class Fetcher:
             return until_sockets(on_the_wire, self._wire, first=number == 1, url=request.url)
 
         not_before = functools.partial(self._listener.not_before, request)
-        return await with_retries(attempt, self._retries, not_before=not_before)
+        result = await with_retries(attempt, self._retries, not_before=not_before)
+        if any_type and self._archive is not None and result.exchange is not None:
+            (where,) = await self._archive.write([result.exchange])  # robots.txt, a sitemap
+            result = dataclasses.replace(result, archived=where, exchange=None)
+        return result
 
     async def _on_the_wire(
         self,
@@ -183,10 +203,15 @@ class Fetcher:
             # keeps it 15 s), so open sockets stay bounded whatever the number of hosts.
             close = not self._listener.keep_alive(request)
             options = request_options(
-                request, close=close, time_limit=time_limit, connect_timeout=config.connect_timeout
+                request,
+                close=close,
+                time_limit=time_limit,
+                connect_timeout=config.connect_timeout,
+                identity=self._identities.for_url(request.url),
             )
             try:
-                async with self._session.get(request.url, **options) as response:
+                session = self._session
+                async with session.request(request.verb, request.url, **options) as response:
                     self._wire.connected()
                     return await read_response(
                         response,
@@ -197,6 +222,9 @@ class Fetcher:
                         max_bytes=config.max_bytes,
                         any_type=any_type,
                         body_limit=body_limit,
+                        types=self._types,
+                        capture=self._archive is not None,
+                        retry_statuses=self._identities.retry_statuses,
                     )
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 if out_of_sockets(exc):

@@ -56,7 +56,7 @@ class OnTheWire:
         """The fetch stage put a request on the wire: its slot's delay counts from now (a
         request may wait for a connection slot, or retry, after it was handed out)."""
         if first:
-            self.ledger.started(request.url)
+            self.ledger.started(request.identity)
         host = self.hosts.get(host_key(request.url))
         if host is not None and host.slot is not None:
             slot = host.slot

@@ -7,6 +7,10 @@ Each stage runs as named tasks in nested TaskGroups, so no task outlives the cra
 close in order: when the scheduler declares the crawl over (or a stop was asked for), the fetch
 workers end, then the parse workers drain their bounded queue, then the sink drains its own. The
 queues bound pages by count; `BodyBudget` bounds the bodies waiting to be parsed by size.
+
+With an archive (storage.warc), a batch's exchanges go to the archive's writer process while the
+batch is parsed, and each record carries where its response (or, for a 304, revisit) record went
+to the sink, which stores it with the page: a batch the archive could not write is not stored.
 """
 
 from __future__ import annotations
@@ -19,9 +23,21 @@ from scraper.config import Config
 from scraper.crawl.admit import Admission
 from scraper.crawl.fetch import Fetcher
 from scraper.crawl.health import StageGauge
+from scraper.crawl.ports import Archiver
 from scraper.crawl.scheduler import Assignment, Scheduler
 from scraper.crawl.sink import Sink
-from scraper.models import REDIRECTS, FetchResult, PageRecord, ParseFailure, ParseJob, ParseResult
+from scraper.models import (
+    REDIRECTS,
+    Archived,
+    Exchange,
+    FetchResult,
+    PageRecord,
+    ParseFailure,
+    ParseJob,
+    ParseResult,
+    SpiderCall,
+    SpiderRef,
+)
 from scraper.parse.pool import ParsePool
 from scraper.parse.procpool import WorkerDied
 from scraper.store.base import utc_now
@@ -84,13 +100,17 @@ class Pipeline:
         sink: Sink,
         sink_queue: asyncio.Queue[object],
         admission: Admission,
+        spider: SpiderRef | None = None,
+        archive: Archiver | None = None,
     ) -> None:
         self._config = config
+        self._archive = archive
         self._scheduler = scheduler
         self._fetcher = fetcher
         self._parser = parser
         self._sink = sink
         self._admission = admission
+        self._spider = spider  # whose callbacks parse the pages, with what they yield
         self._scope = config.crawl.scope()
         self._policy = config.crawl.url_policy()
         # Twice the slots: a worker waiting out a retry backoff holds no slot, so others fill it.
@@ -182,6 +202,9 @@ class Pipeline:
             self._backlog.release(estimate)
             return False
         request, skip = assignment.request, assignment.skip_reason
+        if self._spider is not None and (request.fresh or request.etag or request.last_modified):
+            # A callback needs the body: a spider's crawl asks for every page whole.
+            request = dataclasses.replace(request, fresh=False, etag=None, last_modified=None)
         if skip is not None:
             result = FetchResult(
                 request=request,
@@ -232,10 +255,34 @@ class Pipeline:
 
     def _count(self, record: PageRecord) -> None:
         self._pages += 1
-        self._errors += record.fetch.error_kind is not None or record.parse_error is not None
+        parsed = record.parsed
+        self._errors += (
+            record.fetch.error_kind is not None
+            or record.parse_error is not None
+            or (parsed is not None and parsed.callback_error is not None)
+        )
         self._bytes += record.fetch.bytes or 0
 
     async def _process(self, batch: list[FetchResult]) -> list[PageRecord]:
+        """Records for a batch, in its order, archived (storage.warc) while they are parsed."""
+        if self._archive is None:
+            return await self._records(batch)
+        async with asyncio.TaskGroup() as both:
+            archiving = both.create_task(self._archived(batch), name="archive batch")
+            records = await self._records(batch)
+        return [
+            record if where is None else _archived_as(record, where)
+            for record, where in zip(records, archiving.result(), strict=True)
+        ]
+
+    async def _archived(self, batch: list[FetchResult]) -> list[Archived | None]:
+        """Each result's record in the archive (None: nothing went over the wire)."""
+        assert self._archive is not None
+        exchanges = [_exchange_of(result) for result in batch]
+        places = iter(await self._archive.write([e for e in exchanges if e is not None]))
+        return [None if exchange is None else next(places) for exchange in exchanges]
+
+    async def _records(self, batch: list[FetchResult]) -> list[PageRecord]:
         """Records for a batch, in its order; its HTML pages parsed in one job for the pool."""
         records: list[PageRecord | None] = []
         to_parse: list[tuple[int, FetchResult]] = []
@@ -253,6 +300,7 @@ class Pipeline:
                 self._in_pool -= 1
             for (i, result), outcome in zip(to_parse, outcomes, strict=True):
                 records[i] = self._parsed(result, outcome)
+        assert all(record is not None for record in records)  # one per result, in order
         return [record for record in records if record is not None]
 
     async def _parse(self, jobs: list[ParseJob]) -> list[ParseResult | ParseFailure]:
@@ -288,6 +336,21 @@ class Pipeline:
             policy=self._policy,
             scope=self._scope,  # so the parser's process filters the links, not the loop
             regex_timeout=self._config.parse.regex_timeout,
+            spider=self._spider_call(result),
+        )
+
+    def _spider_call(self, result: FetchResult) -> SpiderCall | None:
+        if self._spider is None:
+            return None
+        request = result.request
+        return SpiderCall(
+            spider=self._spider,
+            callback=request.callback or "parse",
+            meta=request.meta,
+            status=result.status or 0,
+            headers=result.headers,
+            depth=request.depth,
+            identity=request.identity,
         )
 
     def _parsed(self, result: FetchResult, outcome: ParseResult | ParseFailure) -> PageRecord:
@@ -295,8 +358,28 @@ class Pipeline:
         if isinstance(outcome, ParseFailure):  # the parser's bug must not lose the page: record it
             log.warning("parse failed for %s: %s", result.request.url, outcome.error)
             return PageRecord(fetch=stored, parse_error=outcome.error)
-        return PageRecord(
-            fetch=stored,
-            parsed=outcome,
-            children=self._admission.links(result.request, outcome.follow),
-        )
+        if outcome.callback_error is not None:
+            log.warning("%s: the spider's callback failed: %s", result.request.url,
+                        outcome.callback_error)  # fmt: skip
+            log.debug("%s", outcome.callback_trace)
+        children = self._admission.links(result.request, outcome.follow)
+        if outcome.requests:  # a spider's requests other than plain GETs
+            children += self._admission.requested(result.request, outcome.requests)
+        return PageRecord(fetch=stored, parsed=outcome, children=children)
+
+
+def _exchange_of(result: FetchResult) -> Exchange | None:
+    """What the archive keeps of a result: its exchange, as a revisit of the stored page's
+    response for a 304 (the fetch stage asked conditionally only if there is one)."""
+    exchange, request = result.exchange, result.request
+    if exchange is None or result.status != 304 or request.archived_date is None:
+        return exchange
+    return dataclasses.replace(
+        exchange, revisit_of=(request.archived_date, request.archived_digest or "")
+    )
+
+
+def _archived_as(record: PageRecord, where: Archived) -> PageRecord:
+    """The record, with where it went in the archive (and no longer its exchange's bytes)."""
+    fetch = dataclasses.replace(record.fetch, archived=where, exchange=None)
+    return dataclasses.replace(record, fetch=fetch)

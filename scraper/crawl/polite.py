@@ -5,7 +5,7 @@ its host's slot, as a page does, so it counts in the slot's concurrency and star
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from typing import Protocol
+from typing import Any, Protocol
 
 from scraper.crawl.ports import FetchStage
 from scraper.models import CrawlRequest, FetchResult
@@ -26,14 +26,7 @@ class Turns(Protocol):
 class _NoFetch:
     """A dispatcher made without a fetch stage (its own tests): nothing may fetch through it."""
 
-    async def fetch(
-        self,
-        request: CrawlRequest,
-        *,
-        any_type: bool,
-        time_limit: float | None = None,
-        body_limit: int | None = None,
-    ) -> FetchResult:
+    async def fetch(self, request: CrawlRequest, **options: Any) -> FetchResult:
         raise RuntimeError(f"{request.url}: the dispatcher was made without a fetch stage")
 
 
@@ -47,17 +40,9 @@ class PoliteFetch:
         self._fetcher = fetcher
         self._turns = turns
 
-    async def fetch(
-        self,
-        request: CrawlRequest,
-        *,
-        any_type: bool,
-        time_limit: float | None = None,
-        body_limit: int | None = None,
-    ) -> FetchResult:
+    async def fetch(self, request: CrawlRequest, **options: Any) -> FetchResult:
+        """`FetchStage.fetch` (ports.py), its options passed on as they are."""
         async with self._turns.turn(request.url):
-            result = await self._fetcher.fetch(
-                request, any_type=any_type, time_limit=time_limit, body_limit=body_limit
-            )
+            result = await self._fetcher.fetch(request, **options)
             self._turns.observe(request.url, result)
             return result

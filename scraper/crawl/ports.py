@@ -6,13 +6,14 @@ coordinator (`crawler.py`) passes in, so no stage imports another.
                    OnTheWire: the dispatcher's side of the connection slots)
     HostRules      what robots.txt says about one host (robots.py's RobotsRules)
     HostGate       where a host's HostRules come from (robots.py's RobotsGate)
+    Archiver       where exchanges are archived, with storage.warc (archive/archive.py's Archive)
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from scraper.models import CrawlRequest, ErrorKind, FetchResult
+from scraper.models import Archived, CrawlRequest, ErrorKind, Exchange, FetchResult
 
 
 class FetchStage(Protocol):
@@ -67,3 +68,10 @@ class HostGate(Protocol):
         ...
 
     async def adopt(self, record: str) -> None: ...
+
+
+class Archiver(Protocol):
+    """The WARC archive (storage.warc): writes exchanges' records, says where their response
+    (or revisit) records went; raises ArchiveError when it cannot write."""
+
+    async def write(self, exchanges: list[Exchange]) -> list[Archived]: ...

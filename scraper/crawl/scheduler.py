@@ -26,11 +26,13 @@ with its slot's politeness state once it has nothing active or unstored. Page bu
 Hosts are held in memory only while they have work, at most `crawl.queue_size` of them: hosts
 with pending URLs beyond that stay in the frontier table and are claimed, a batch at a time, as
 others finish (`HostWindow`, `host_window.py`, which also drains hosts over the fair share).
-Refills from the frontier, robots.txt loads, IP look-ups and the crawl's other work (reading
-sitemaps) run as tasks of the dispatcher's TaskGroup: one that fails fails the crawl, and none
-outlives it. The crawl is over when nothing is leased-but-unstored, no such task
-runs, no held host has pending URLs, no host is left to claim and the leases confirm it:
-exact accounting, never a timeout.
+Taking hosts on, refilling their queues from the frontier, admitting each leased request (to
+its host's queue, or handed out at once when it needs no fetch) and loading robots.txt before a
+host's requests go out is its `HostLoader`'s (`host_loader.py`). Refills, robots.txt loads, IP
+look-ups and the crawl's other work (reading sitemaps) run as tasks of the dispatcher's
+TaskGroup: one that fails fails the crawl, and none outlives it. The crawl is over when nothing
+is leased-but-unstored, no such task runs, no held host has pending URLs, no host is left to
+claim and the leases confirm it: exact accounting, never a timeout.
 """
 
 from __future__ import annotations
@@ -38,34 +40,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any
 
 from scraper.crawl.commit_now import CommitNow
+from scraper.crawl.host_loader import Assignment, HostLoader
 from scraper.crawl.host_window import HostWindow
-from scraper.crawl.hosts import (
-    ALLOW_ALL,
-    HostSettings,
-    HostState,
-    KeyOf,
-    Limits,
-    ResolveKey,
-    Slot,
-    throttle,
-)
-from scraper.crawl.leases import (
-    CLAIM_EVERY,
-    adopt,
-    keep_leases,
-    politeness_of,
-)
+from scraper.crawl.hosts import HostSettings, HostState, KeyOf, Limits, ResolveKey, Slot, throttle
+from scraper.crawl.leases import CLAIM_EVERY, keep_leases, politeness_of
 from scraper.crawl.on_the_wire import OnTheWire
 from scraper.crawl.polite import NO_FETCH, PoliteFetch
 from scraper.crawl.ports import FetchStage, HostGate
 from scraper.crawl.ready import ReadyHeap
-from scraper.models import CrawlRequest, ErrorKind, FetchResult, PageRecord
+from scraper.models import CrawlRequest, FetchResult, PageRecord
 from scraper.store.base import Frontier, HostLeases, HostPoliteness
 from scraper.urls import host_key
 
@@ -78,15 +65,7 @@ class _DispatchEnded(Exception):
     asyncio docs give to terminate a TaskGroup."""
 
 
-@dataclass(frozen=True, slots=True)
-class Assignment:
-    """A request handed to a fetch worker. With a `skip_reason` (robots.txt disallows it, or
-    cannot be read, or the host is refused) it is recorded with that reason, and the error kind
-    `skip_kind`, instead of fetched."""
-
-    request: CrawlRequest
-    skip_reason: str | None = None
-    skip_kind: ErrorKind = ErrorKind.ROBOTS
+__all__ = ["Assignment", "Scheduler"]
 
 
 class Scheduler:
@@ -112,7 +91,7 @@ class Scheduler:
         # robots.txt and sitemaps take their turn on their host's slot, as a page would: the
         # gate reads robots.txt through this.
         self.polite = PoliteFetch(fetch, self)
-        self._gate = gate(self.polite) if gate is not None else None
+        robots_gate = gate(self.polite) if gate is not None else None
         # Shared with the fetch stage, which tells it of requests on and off the wire.
         if wire is None:
             wire = OnTheWire(limits)  # (no fetch stage's slots to respect: its own tests)
@@ -124,8 +103,6 @@ class Scheduler:
         self._ledger = wire.ledger  # queued, handed out, unstarted, unstored
         self._keep_alive = wire.keep_alive_budget  # idle connections that may stay open
         self._changed = wire.changed  # set when there may be something new to hand out
-        self._key_of = key_of
-        self._resolve_key = resolve_key  # set: the key needs a look-up (an IP), in a task
         # Told when a worker idles while only pages not yet committed can bring it work, so the
         # sink commits at once instead of batching.
         self._commit_now = commit_now or CommitNow()
@@ -134,11 +111,22 @@ class Scheduler:
         self._window = HostWindow(
             self._hosts, leases, frontier, size=limits.host_window, concurrency=concurrency
         )
-        self._draining = self._window.draining  # being handed back: sent nothing more
         self._ready = ReadyHeap()  # slots that have work, by the moment each may start next
-        self._free: deque[tuple[HostState, Assignment]] = deque()  # needing no fetch: at once
-        self._refills: deque[HostState] = deque()
-        self._pending_hosts = 0  # held hosts whose maybe_pending is set
+        # Hosts taken on, their queues refilled from the frontier, their requests admitted.
+        self._loader = HostLoader(
+            frontier,
+            limits,
+            hosts=self._hosts,
+            ready=self._ready,
+            ledger=self._ledger,
+            window=self._window,
+            start=self._start,
+            release_if_idle=self._release_if_idle,
+            gate=robots_gate,
+            key_of=key_of,
+            resolve_key=resolve_key,
+        )
+        self._free = self._loader.free  # requests needing no fetch: handed out at once
         self._idle_workers = asyncio.Semaphore(0)
         self._tasks: asyncio.TaskGroup | None = None  # the dispatcher's, while it runs
         self._tasks_running = 0  # tasks of that group not yet done: the crawl is not over meanwhile
@@ -180,7 +168,7 @@ class Scheduler:
 
     def fetched(self, request: CrawlRequest, result: FetchResult) -> None:
         """A fetch finished: free the slot and let its outcome tune it."""
-        self._ledger.started(request.url)  # (if it never went on the wire)
+        self._ledger.started(request.identity)  # (if it never went on the wire)
         host = self._hosts.get(host_key(request.url))
         if host is not None:
             self._done_with(host, result)
@@ -192,8 +180,8 @@ class Scheduler:
         for record in records:
             for child_host in {host_key(child.url) for child in record.children}:
                 if leases.holds(child_host):  # (another's host: its owner finds them)
-                    self._note_pending(child_host)
-        for name in self._ledger.stored([record.fetch.request.url for record in records]):
+                    self._loader.note_pending(child_host)
+        for name in self._ledger.stored([record.fetch.request.identity for record in records]):
             host = self._hosts.get(name)
             if host is not None:
                 self._release_if_idle(host)
@@ -203,7 +191,7 @@ class Scheduler:
         """The sink dropped these pages instead of storing them (their host's lease was lost
         while the database was away): they are settled here, and their hosts' new owners
         fetch them."""
-        for name in self._ledger.stored([record.fetch.request.url for record in records]):
+        for name in self._ledger.stored([record.fetch.request.identity for record in records]):
             host = self._hosts.get(name)
             if host is not None:
                 self._release_if_idle(host)
@@ -213,15 +201,7 @@ class Scheduler:
 
     def granted(self, grants: list[HostPoliteness]) -> None:
         """These hosts are ours now: crawl on from the state their last owner left."""
-        now = self._now()
-        for grant in grants:
-            self._note_pending(grant.host, force=True)
-            host = self._hosts.get(grant.host)
-            if host is not None and host.slot is not None:
-                adopt(host.slot, grant, now)
-                if grant.robots and self._gate is not None and host.rules is None:
-                    host.gating = True  # its rules come from the record, not a fetch
-                    self._start(self._adopt_rules(host, self._gate, grant.robots), "robots")
+        self._loader.granted(grants, self._now())
         self._changed.set()
 
     def lost(self, names: list[str]) -> None:
@@ -236,7 +216,7 @@ class Scheduler:
     def _drop(self, host: HostState) -> None:
         self._ledger.queued -= len(host.queue)
         host.queue.clear()
-        self._set_maybe_pending(host, False)
+        self._loader.set_maybe_pending(host, False)
         self._release_if_idle(host)
 
     @property
@@ -278,20 +258,12 @@ class Scheduler:
             host = host_key(site + "/")
             self._start(self._leases.remember_robots(host, record), f"robots {host}")
 
-    async def _adopt_rules(self, host: HostState, gate: HostGate, record: str) -> None:
-        try:
-            await gate.adopt(record)
-        finally:
-            host.gating = False
-        if host.queue:  # its rules are in the gate's cache now: no request to read them
-            self._start_gate(host, host.queue[0].url)
-
     @contextlib.asynccontextmanager
     async def turn(self, url: str) -> AsyncIterator[None]:
         """Wait for a turn on the slot of `url`'s host, as a request handed out would, and hold
         it for the block (robots.txt, a sitemap): the request counts in the slot's concurrency,
         and starts its delay."""
-        host = self._hold(host_key(url))
+        host = self._loader.hold(host_key(url))
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         host.jobs.append((url, granted))
         self._ready.add(host)
@@ -345,7 +317,7 @@ class Scheduler:
             async with asyncio.TaskGroup() as tasks:
                 self._tasks = tasks
                 # Hosts come from claims: now, and in a task that is not the crawl's.
-                await self._claim(max(1, self.hosts_wanted()))
+                await self._loader.claim(max(1, self.hosts_wanted()), self._now)
                 tasks.create_task(keep_leases(self._leases, self), name="host leases")
                 await self._dispatch(handoff)
                 raise _DispatchEnded
@@ -371,10 +343,8 @@ class Scheduler:
             self._changed.clear()
             now = self._now()
             self._hosts.cool(now)
-            self._start_refills()
-            room = self._window.batch_due()
-            if room:
-                self._start(self._claim_batch(room), "hosts")
+            self._loader.start_refills()
+            self._loader.claim_batch_if_due(self._now)
             if self._free:
                 self._commit_now.want(False)
                 return self._take_free()
@@ -400,7 +370,7 @@ class Scheduler:
                     self._commit_now.want(False)
                     return self._take(slot, host, now)
             if self._over():
-                if await self._claim(max(1, self.hosts_wanted())):
+                if await self._loader.claim(max(1, self.hosts_wanted()), self._now):
                     continue
                 if self._frontier.spent or await self._leases.over():
                     return None
@@ -441,16 +411,16 @@ class Scheduler:
     def _take(self, slot: Slot, host: HostState, now: float) -> Assignment:
         request = host.queue.popleft()
         self._ready.rotate(slot, host)
-        self._start_request(slot, host, now, request.url)
-        self._ledger.handed_out(request.url, host.name)
+        self._start_request(slot, host, now, request.identity)
+        self._ledger.handed_out(request.identity, host.name)
         self._ready.offer(slot)
-        self._want_refill(host)
+        self._loader.want_refill(host)
         return Assignment(request)
 
     def _take_free(self) -> Assignment:
         host, assignment = self._free.popleft()
-        self._ledger.handed_out(assignment.request.url, host.name)
-        self._want_refill(host)
+        self._ledger.handed_out(assignment.request.identity, host.name)
+        self._loader.want_refill(host)
         self._release_if_idle(host)
         return assignment
 
@@ -461,7 +431,7 @@ class Scheduler:
             return True  # the tasks still running (robots.txt, sitemaps) are cancelled
         if self._tasks_running:
             return False
-        return not self._pending_hosts and not self._window.more
+        return not self._loader.pending_hosts and not self._window.more
 
     def _a_host_waits_for_commits(self) -> bool:
         """Has a host pages not yet stored, no queued request and room in its slot? Its pages'
@@ -490,133 +460,7 @@ class Scheduler:
             self._ready.offer(slot)
         self._release_if_idle(host)
 
-    # Hosts, refills and robots.txt ----------------------------------------------------------
-
-    def _hold(self, name: str) -> HostState:
-        host, new = self._hosts.hold(name)
-        if not new:
-            return host
-        if self._gate is None:
-            host.rules = ALLOW_ALL
-        if self._resolve_key is not None:
-            self._start(self._find_key(host, self._resolve_key), f"key {name}")
-        else:
-            self._hosts.join(host, self._key_of(name) if self._key_of else name)
-        return host
-
-    async def _find_key(self, host: HostState, resolve: ResolveKey) -> None:
-        # (The host is not released meanwhile: HostState.busy() while it has no slot.)
-        key = await resolve(host.name)
-        self._hosts.join(host, key)
-        self._ready.add(host)
-        self._release_if_idle(host)
-
-    def _note_pending(self, name: str, *, force: bool = False) -> None:
-        """The frontier may hold pending URLs of `name`. One not held yet is taken if there is
-        room (`force`: it was claimed), or waits in the table for a claim."""
-        if name in self._draining:
-            return
-        host = self._hosts.get(name)
-        if host is None:
-            if not force and not self._window.may_take(name):
-                return  # no room, or another's: a claim finds it, if it is to be had
-            host = self._hold(name)
-        self._set_maybe_pending(host, True)
-        self._want_refill(host)
-
-    def _set_maybe_pending(self, host: HostState, value: bool) -> None:
-        if host.maybe_pending != value:
-            host.maybe_pending = value
-            self._pending_hosts += 1 if value else -1
-
-    def _want_refill(self, host: HostState) -> None:
-        buffer = max(4, 2 * self._limits.per_host_concurrency)
-        if host.maybe_pending and not host.refill_queued and len(host.queue) < buffer // 2:
-            host.refill_queued = True
-            self._refills.append(host)
-
-    def _start_refills(self) -> None:
-        buffer = max(4, 2 * self._limits.per_host_concurrency)
-        while self._refills:
-            host = self._refills[0]
-            if self._hosts.get(host.name) is not host or not host.maybe_pending or host.refilling:
-                self._refills.popleft()
-                host.refill_queued = False
-                continue
-            room = self._limits.queue_size - self._ledger.queued
-            if room <= 0:
-                return  # memory is full; refills resume as requests are taken
-            self._refills.popleft()
-            host.refill_queued = False
-            host.refilling = True
-            want = min(buffer - len(host.queue), room)
-            self._start(self._refill(host, want), f"refill {host.name}")
-
-    async def _refill(self, host: HostState, want: int) -> None:
-        try:
-            leased = await self._frontier.lease(host.name, want)
-        finally:
-            host.refilling = False
-        if len(leased) < want or host.name in self._draining:
-            self._set_maybe_pending(host, False)  # (a drained host's go back with its lease)
-        if host.name not in self._draining:
-            for request in leased:
-                self._admit(host, request)
-            if host.rules is None and not host.gating and host.queue:
-                self._start_gate(host, host.queue[0].url)
-            self._ready.add(host)
-        self._release_if_idle(host)
-
-    def _admit(self, host: HostState, request: CrawlRequest) -> None:
-        """A leased request: to the host's queue, or, if it needs no fetch (fresh, or robots.txt
-        rules it out), to the free queue, handed out at once."""
-        self._ledger.queued += 1
-        if request.fresh:
-            self._free.append((host, Assignment(request)))
-            return
-        rules = host.rules
-        skip = rules.skip_reason(request.url) if rules is not None else None
-        if skip is not None:
-            assert rules is not None
-            self._free.append((host, Assignment(request, skip, rules.skip_kind)))
-        else:
-            host.queue.append(request)
-
-    async def _claim_batch(self, room: int) -> None:
-        """The batch of hosts the window asked for (`HostWindow.batch_due`), taken on."""
-        grants = await self._window.claim_batch(room)
-        if grants:
-            self.granted(grants)
-
-    async def _claim(self, limit: int) -> int:
-        """Claim up to `limit` hosts and take them on; how many came."""
-        grants = await self._window.claim(limit)
-        if grants:
-            self.granted(grants)
-        return len(grants)
-
-    def _start_gate(self, host: HostState, sample_url: str) -> None:
-        if self._gate is None:
-            return
-        host.gating = True
-        self._start(self._load_rules(host, self._gate, sample_url), f"robots {host.name}")
-
-    async def _load_rules(self, host: HostState, gate: HostGate, sample_url: str) -> None:
-        try:
-            rules = await gate.settled_rules(host.name, sample_url)  # (rounds of asking)
-        finally:
-            host.gating = False
-        host.rules = rules
-        if rules.delay and host.slot is not None:
-            slot = host.slot
-            slot.min_delay = max(slot.min_delay, rules.delay)  # robots.txt Crawl-delay
-            slot.delay = max(slot.delay, slot.min_delay)
-        queued, host.queue = host.queue, deque()
-        self._ledger.queued -= len(queued)
-        for request in queued:
-            self._admit(host, request)
-        self._ready.add(host)
-        self._release_if_idle(host)
+    # The dispatcher's tasks, and hosts let go ---------------------------------------------------
 
     def _start(self, work: Coroutine[Any, Any, None], name: str) -> None:
         assert self._tasks is not None, "tasks start from the dispatcher's own run()"

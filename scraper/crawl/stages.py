@@ -10,6 +10,7 @@ life (start, resume, stop, record) in `crawler.py`.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from scraper.config import Config
@@ -20,14 +21,14 @@ from scraper.crawl.hosts import Limits, politeness_keys
 from scraper.crawl.keep_alive import KeepAlive
 from scraper.crawl.on_the_wire import OnTheWire
 from scraper.crawl.pipeline import Pipeline
-from scraper.crawl.ports import FetchStage
+from scraper.crawl.ports import Archiver, FetchStage
 from scraper.crawl.robots import RobotsGate
 from scraper.crawl.scheduler import Scheduler
 from scraper.crawl.sink import Sink
 from scraper.crawl.sitemaps import SitemapReader
 from scraper.crawl.sockets import SocketBudget
 from scraper.crawl.wire import WireSlots
-from scraper.models import PageRecord
+from scraper.models import PageRecord, SpiderRef
 from scraper.parse.pool import ParsePool
 from scraper.parse.sitemap import parse_sitemap
 from scraper.store.base import Frontier, HostLeases, PageWriter
@@ -52,9 +53,14 @@ def build_stages(
     fetcher: Fetcher,
     parser: ParsePool,
     wire: OnTheWire,
+    spider: SpiderRef | None = None,
+    on_stored: Callable[[list[PageRecord]], None] | None = None,
+    archive: Archiver | None = None,
 ) -> Stages:
     """The stages of one crawl over an open `fetcher` and `parser`, and the `wire` the fetcher
-    was made with (`wire_for`)."""
+    was made with (`wire_for`); `spider`: whose callbacks parse the pages; `on_stored`: told
+    of each batch of pages once committed (after the dispatcher); `archive`: the open WARC
+    archive (storage.warc), if any."""
     scope = config.crawl.scope()
     sink_queue: asyncio.Queue[object] = asyncio.Queue(2 * config.storage.batch_size)
     commit_now = CommitNow(sink_queue)  # the dispatcher's word to the sink
@@ -93,10 +99,16 @@ def build_stages(
         leases=leases,
         concurrency=config.fetch.concurrency,
     )
+
+    def stored(records: list[PageRecord]) -> None:
+        scheduler.stored(records)
+        if on_stored is not None:
+            on_stored(records)
+
     sink = Sink(
         pages,
         config.storage,
-        on_stored=scheduler.stored,
+        on_stored=stored,
         commit_now=commit_now,
         on_dropped=scheduler.dropped,
     )
@@ -121,7 +133,9 @@ def build_stages(
         links_from=sink.links_from,
         select=lambda urls, base: parser.run(in_scope, (scope, urls, base)),
     )
-    pipeline = Pipeline(config, scheduler, fetcher, parser, sink, sink_queue, admission)
+    pipeline = Pipeline(
+        config, scheduler, fetcher, parser, sink, sink_queue, admission, spider, archive=archive
+    )
     return Stages(scheduler, pipeline)
 
 

@@ -17,10 +17,12 @@ from functools import lru_cache
 import regex
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
-from scraper.models import ExtractRule, ParseFailure, ParseJob, ParseResult
+from scraper.models import ExtractRule, ParseFailure, ParseJob, ParseResult, SpiderCall
 from scraper.parse.shown import shown_text
 from scraper.parse.source import parse_html
 from scraper.parse.text import INVISIBLE, text_hash, visible_text
+from scraper.spider.call import Outcome, call_spider
+from scraper.spider.page import Page
 from scraper.urls import UrlPolicy, canonicalize, resolve_links
 
 
@@ -28,11 +30,14 @@ def parse_page(job: ParseJob) -> ParseResult:
     """Decode and parse one HTML page; never raises on hostile markup."""
     encoding, tree = parse_html(job.body, job.content_type)
     base = _base_url(tree, job.url, job.policy)
+    spider = _call_spider(job, job.spider, encoding, base, tree) if job.spider else None
     fields, field_errors = _extract_all(tree, job.rules.rules_for(job.url), job.regex_timeout)
     title_node = tree.css_first("title")
     canonical = _attr(tree.css_first('link[rel~="canonical" i][href]'), "href")
     hrefs = [node.attributes.get("href") or "" for node in tree.css("a[href], area[href]")]
     links, follow, cut = resolve_links(hrefs, base, job.policy, job.scope)
+    if spider is not None:
+        follow = ()  # with a spider, only what its callbacks ask for is followed
     tree.strip_tags(INVISIBLE)  # before the description too, as ever: one in <noscript> is not
     description = _attr(tree.css_first('meta[name="description" i][content]'), "content")
     text = visible_text(tree) if job.text != "off" else None
@@ -49,7 +54,30 @@ def parse_page(job: ParseJob) -> ParseResult:
         fields_json=json.dumps(fields, ensure_ascii=False) if fields else None,
         links_cut=cut,
         field_errors_json=json.dumps(field_errors, ensure_ascii=False) if field_errors else None,
+        items=spider.items if spider else (),
+        requests=spider.requests if spider else (),
+        callback_error=spider.error if spider else None,
+        callback_trace=spider.trace if spider else None,
     )
+
+
+def _call_spider(
+    job: ParseJob, call: SpiderCall, encoding: str, base: str, tree: LexborHTMLParser
+) -> Outcome:
+    """The spider's callback on the page, on the tree as parsed (before what a browser does not
+    show is stripped: a callback reads `<script>` data)."""
+    page = Page(
+        url=job.url,
+        base=base,
+        status=call.status,
+        headers=call.headers,
+        meta=json.loads(call.meta) if call.meta else {},
+        depth=call.depth,
+        body=job.body,
+        encoding=encoding,
+        tree=tree,
+    )
+    return call_spider(call, page, job.policy, job.scope)
 
 
 def parse_pages(jobs: list[ParseJob]) -> list[ParseResult | ParseFailure]:

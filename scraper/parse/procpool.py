@@ -200,7 +200,7 @@ class _Worker:
                     future.set_exception(value)
         except asyncio.IncompleteReadError:  # the worker is gone
             code = await self.process.wait()
-            timed_out = code == -procworker.TIMEOUT_SIGNAL
+            timed_out = code in (-procworker.TIMEOUT_SIGNAL, -procworker.WALL_SIGNAL)
             if timed_out:
                 why = f"parse worker {self.number} ran out of time on a call and was ended"
             else:

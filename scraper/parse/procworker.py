@@ -38,6 +38,10 @@ REPLY = struct.Struct("!I")  # a reply: its length, then a pickle
 # busy machine does not end a worker that was only waiting for a CPU). Its default action ends
 # the process, even in the middle of C code.
 TIMEOUT_SIGNAL = signal.SIGPROF
+# And a call that waits instead of computing (a spider's callback asleep, or blocked on a socket)
+# uses no CPU: a wall-clock timer ends it too, with room for a worker starved of CPU by a busy
+# machine (`wall_limit`). SIGALRM's default action ends the process as well.
+WALL_SIGNAL = signal.SIGALRM
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 A = TypeVar("A")
@@ -49,10 +53,18 @@ def within(call: tuple[float, Callable[[A], R], A]) -> R:
     past them the kernel ends this worker, whatever the call is doing."""
     seconds, function, argument = call
     signal.setitimer(signal.ITIMER_PROF, seconds)
+    signal.setitimer(signal.ITIMER_REAL, wall_limit(seconds))
     try:
         return function(argument)
     finally:
         signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def wall_limit(seconds: float) -> float:
+    """The wall-clock time a call of `seconds` of CPU may take: four times as long, and ten
+    seconds more (a worker runs niced, behind the crawler's loop and other processes)."""
+    return 4 * seconds + 10
 
 
 def each_within(call: tuple[float, Callable[[list[A]], list[R]], list[A]]) -> list[R]:
@@ -126,6 +138,7 @@ def main() -> None:
         die_with(int(sys.argv[1]))
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(TIMEOUT_SIGNAL, signal.SIG_DFL)  # its default action ends a call over its time
+    signal.signal(WALL_SIGNAL, signal.SIG_DFL)
     ring = None
     if len(sys.argv) == 4:
         fd, size = int(sys.argv[2]), int(sys.argv[3])

@@ -14,6 +14,7 @@ import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from scraper.store.base import CrawlLimits, CrawlRow, HostCount, ResultsReader
 from scraper.terminal import visible
@@ -40,6 +41,12 @@ class CrawlStats:
     host_settings: dict[str, dict[str, float]] = field(default_factory=dict)  # at the end
     workers: tuple[tuple[str, int, str], ...] = ()  # (worker, pages, state): several processes
     limits: CrawlLimits | None = None
+    items_by_callback: tuple[tuple[str, int], ...] = ()  # a spider's items, per callback
+    item_pages: int = 0  # pages that yielded items
+    # fetch.proxies: per proxy (its address, no credentials), requests, failures, times benched
+    proxies: dict[str, dict[str, int]] = field(default_factory=dict)
+    # fetch.sessions: sessions retired in all, and per host its requests and retirements
+    sessions: dict[str, Any] = field(default_factory=dict)
 
     @property
     def pages_per_second(self) -> float:
@@ -50,6 +57,7 @@ def crawl_stats(reader: ResultsReader, crawl: CrawlRow) -> CrawlStats:
     counters = json.loads(crawl.counters) if crawl.counters else {}
     counts = reader.counts(crawl.id)
     measured, latencies = reader.latencies(crawl.id)
+    by_callback, item_pages = reader.item_counts(crawl.id)
     return CrawlStats(
         crawl_id=crawl.id,
         status=crawl.status,
@@ -67,6 +75,10 @@ def crawl_stats(reader: ResultsReader, crawl: CrawlRow) -> CrawlStats:
         host_settings=counters.get("hosts", {}),
         workers=tuple(reader.worker_shares(crawl.id)),
         limits=reader.limits(crawl.id),
+        items_by_callback=tuple(by_callback),
+        item_pages=item_pages,
+        proxies=counters.get("proxies", {}),
+        sessions=counters.get("sessions", {}),
     )
 
 
@@ -141,6 +153,41 @@ def _worker_lines(s: CrawlStats) -> list[str]:
     return lines
 
 
+def _item_lines(s: CrawlStats) -> list[str]:
+    """A spider's items: how many, per callback, and per page that yielded any."""
+    if not s.items_by_callback:
+        return []
+    total = sum(n for _, n in s.items_by_callback)
+    each = ", ".join(f"{callback} {n:,}" for callback, n in s.items_by_callback)
+    per_page = total / s.item_pages if s.item_pages else 0.0
+    return [
+        f"  items:     {total:,} ({each}), from {s.item_pages:,} pages ({per_page:.1f} a page); "
+        f"scraper export --items --db {shlex.quote(s.db)}"
+    ]
+
+
+def _proxy_lines(s: CrawlStats) -> list[str]:
+    """A line for the proxies, when the crawl went through some (fetch.proxies), and one for
+    the sessions (fetch.sessions)."""
+    each = ", ".join(
+        f"{name} {c.get('requests', 0)} requests"
+        + (
+            f" ({c['failures']} failed, benched {c.get('benched', 0)}×)"
+            if c.get("failures")
+            else ""
+        )
+        for name, c in s.proxies.items()
+    )
+    lines = [f"  proxies:   {each}"] if each else []
+    if s.sessions:
+        hosts = ", ".join(
+            f"{host} {c.get('retired', 0)} of {c.get('requests', 0)} requests"
+            for host, c in (s.sessions.get("hosts") or {}).items()
+        )
+        lines.append(f"  sessions:  {s.sessions.get('retired', 0)} retired ({hosts or 'none'})")
+    return lines
+
+
 def format_stats(s: CrawlStats) -> str:
     def counts(d: dict[str, int]) -> str:
         return ", ".join(f"{k} {v}" for k, v in d.items()) or "none"
@@ -169,12 +216,14 @@ def format_stats(s: CrawlStats) -> str:
         f"  by status: {counts(s.by_status)}",
         f"  errors:    {counts(s.by_error)}",
         *_limit_lines(s),
+        *_item_lines(s),
         f"  top hosts: {hosts or 'none'}",
         f"  latency:   {latency or 'none'}",
         f"  loop lag:  {lag or 'not measured'}",
         f"  stages:    {stages or 'not measured'} (mean load: the one near 100% limits)",
         f"  per host:  {settings or 'none'} (concurrency and delay at the end)",
         *_worker_lines(s),
+        *_proxy_lines(s),
         f"  results:   {s.db}  (scraper query --db {shlex.quote(s.db)} "
         '"SELECT url, status, title FROM pages LIMIT 10")',
     ]

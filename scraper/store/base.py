@@ -215,6 +215,7 @@ class HostPoliteness:
     crawl_delay: float | None = None  # robots.txt's Crawl-delay
     backoff: float | None = None
     robots: str | None = None  # robots.txt as its first fetcher recorded it (RobotsGate)
+    cookies: str | None = None  # the host's cookie jar as last stored (crawl/cookies.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,12 +223,14 @@ class FleetRules:
     """What every process on one crawl applies alike, kept by the backend for the whole crawl:
     the page limits (crawl.max_pages, crawl.max_pages_per_host; 0 = none), counted by
     `Frontier.lease` in its transaction as URLs are leased (a budget is the URLs leased or done
-    in the crawl, whichever run stored them), and the politeness key: with "domain" a domain's
-    hosts are leased together, so they have one owner at a time."""
+    in the crawl, whichever run stored them), the politeness key (with "domain" a domain's
+    hosts are leased together, so they have one owner at a time), and the spider: every process
+    calls the same callbacks."""
 
     max_pages: int = 0
     max_pages_per_host: int = 0
     politeness_key: str = "host"  # fetch.politeness_key
+    spider: str = ""  # the digest of the crawl's spider's source ("": none)
 
     @property
     def by_domain(self) -> bool:
@@ -300,6 +303,11 @@ class HostLeases(Protocol):
 
     def remember_robots(self, host: str, record: str) -> Coroutine[Any, Any, None]:
         """Keep the host's robots.txt (as RobotsGate recorded it) for its next owners."""
+        ...
+
+    def remember_cookies(self, host: str, record: str) -> Coroutine[Any, Any, None]:
+        """Keep the host's cookie jar (`crawl/cookies.py`'s record) for its next owner: this
+        process after a restart, or another of the fleet that takes the host over."""
         ...
 
     async def over(self) -> bool:
@@ -453,6 +461,15 @@ class ResultsReader(Protocol):
 
     def seeds(self) -> list[str]:
         """The seeds of every crawl, as stored (JSON lists)."""
+        ...
+
+    def items(self, crawl_id: int | None, *, after: int = 0, limit: int | None = None) -> Rows:
+        """A spider's items (id, url, position, callback, data as JSON text), of one crawl or
+        all, in the order stored; `after`: only those with a greater id; `limit`: at most."""
+        ...
+
+    def item_counts(self, crawl_id: int) -> tuple[list[tuple[str, int]], int]:
+        """The crawl's items per callback (most first), and how many of its pages have any."""
         ...
 
     def worker_shares(self, crawl_id: int) -> list[tuple[str, int, str]]:

@@ -17,6 +17,9 @@ merge of one health is that health.
 - **hosts**: the union of every process's, a host that several processes held with the settings
   of the one that ended last; ordered by requests in flight, then by each process's own order,
   so every process's busiest hosts come first.
+- **proxies** (fetch.proxies): per proxy, its requests, failures and times benched, summed;
+  **sessions** (fetch.sessions): sessions retired, and per host its requests and retirements,
+  summed.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-HEALTH_KEYS = ("loop_lag_ms", "stages", "hosts")  # the crawl's `counters` keys a health holds
+# The crawl's `counters` keys a health holds.
+HEALTH_KEYS = ("loop_lag_ms", "stages", "hosts", "proxies", "sessions")
 MAX_HOSTS = 50  # per-host settings the merged health keeps (each process records its top 10)
 
 Health = Mapping[str, Any]
@@ -40,11 +44,34 @@ def merge_healths(healths: Sequence[Health]) -> dict[str, Any]:
     present = [health for health in healths if health]
     if not present:
         return {}
-    return {
+    merged = {
         "loop_lag_ms": _merge_lag([h.get("loop_lag_ms") or {} for h in present]),
         "stages": _merge_stages([h.get("stages") or {} for h in present]),
         "hosts": _merge_hosts([h.get("hosts") or {} for h in present]),
     }
+    proxies = _merge_proxies([h.get("proxies") or {} for h in present])
+    if proxies:  # (only a crawl through fetch.proxies has them)
+        merged["proxies"] = proxies
+    sessions = [h["sessions"] for h in present if h.get("sessions")]
+    if sessions:  # (only a crawl with fetch.sessions has them)
+        merged["sessions"] = {
+            "retired": sum(int(s.get("retired", 0)) for s in sessions),
+            "hosts": _merge_proxies([s.get("hosts") or {} for s in sessions]),
+        }
+    return merged
+
+
+def _merge_proxies(
+    proxy_sets: Sequence[Mapping[str, Mapping[str, int]]],
+) -> dict[str, dict[str, int]]:
+    """Per proxy (by its address), each count summed over the processes."""
+    merged: dict[str, dict[str, int]] = {}
+    for proxies in proxy_sets:
+        for name, counts in proxies.items():
+            mine = merged.setdefault(name, {})
+            for key, value in counts.items():
+                mine[key] = mine.get(key, 0) + int(value)
+    return merged
 
 
 def _merge_lag(lags: Sequence[Mapping[str, float]]) -> dict[str, float | int]:

@@ -379,6 +379,45 @@ class Reader:
             )
         ]
 
+    # -- items ------------------------------------------------------------------------------
+
+    def items(self, crawl_id: int | None, *, after: int = 0, limit: int | None = None) -> Rows:
+        """A spider's items (id, url, position, callback, data), of one crawl or all, in the
+        order stored; `after`: only those with a greater id; `limit`: at most that many."""
+        where, params = "WHERE id > ?", [after]
+        if crawl_id is not None:
+            where, params = f"{where} AND crawl_id = ?", [after, crawl_id]
+        bound = f" LIMIT {int(limit)}" if limit is not None else ""
+        return self._stream(
+            f"SELECT id, url, position, callback, data FROM items {where} ORDER BY id{bound}",
+            params,
+        )
+
+    def item_counts(self, crawl_id: int) -> tuple[list[tuple[str, int]], int]:
+        """The crawl's items per callback (most first), and how many of its pages have any
+        (none in a database from before spiders: no items table)."""
+        if not self._has_table("items"):
+            return [], 0
+        by_callback = self._rows(
+            "SELECT callback, count(*) FROM items WHERE crawl_id = ? GROUP BY callback "
+            "ORDER BY 2 DESC, 1",
+            (crawl_id,),
+        )
+        (pages,) = self._one(
+            "SELECT count(DISTINCT url) FROM items WHERE crawl_id = ?", (crawl_id,)
+        )
+        return [(str(name), int(n)) for name, n in by_callback], int(pages or 0)
+
+    def _has_table(self, name: str) -> bool:
+        if self._dialect.name == "sqlite":
+            sql = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?"
+        else:
+            sql = (
+                "SELECT count(*) FROM pg_tables "
+                "WHERE tablename = ? AND schemaname = current_schema()"
+            )
+        return bool(self._one(sql, (name,))[0])
+
     # -- the user's SQL ---------------------------------------------------------------------
 
     def preset_sql(self, name: str, sql: str) -> str:

@@ -144,7 +144,7 @@ def server(site: Path) -> Iterator[Server]:
         yield server
 
 
-@pytest.mark.parametrize("crawler", ["ours", "scrapy", "bare", "bare-inline"])
+@pytest.mark.parametrize("crawler", ["ours", "ours-spider", "scrapy", "bare", "bare-inline"])
 def test_every_crawler_stores_every_page_once(site: Path, server: Server, crawler: str) -> None:
     if crawler == "scrapy":
         pytest.importorskip("scrapy")
@@ -258,3 +258,19 @@ def test_a_small_broad_crawl_stores_every_page_once(tmp_path: Path) -> None:
     assert result.errors == 0
     assert result.requests == 30 * (2 + 2)  # robots.txt and the sitemap probe of each site
     assert result.violations_overlap == 0  # (a request cannot start before the last's answer)
+
+
+@pytest.mark.parametrize("crawler", ["ours-shop", "scrapy-shop"])
+def test_both_shop_spiders_store_every_listing_and_product_once(
+    tmp_path: Path, crawler: str
+) -> None:
+    if crawler == "scrapy-shop":
+        pytest.importorskip("scrapy")
+    from bench.shop import cached_shop, paths
+
+    root = cached_shop(120, tmp_path)
+    with serve(root) as server:
+        expected = {server.url + path.lstrip("/") for path in paths(120)}
+        result = run_crawler(crawler, server.url, expected, concurrency=8, workers=1, timeout=60)
+    assert result.stored.once_each, result.stored
+    assert (result.stored.rows, result.stored.errors) == (len(expected), 0) == (120 + 3, 0)

@@ -143,3 +143,14 @@ def test_the_plain_line_says_when_the_crawl_is_paused_for_its_database() -> None
     line = format_line(away, 0.0, 30.0)
     assert line.endswith(", 30 s, paused: database away 12 s, reconnecting")
     assert "paused" not in format_line(CrawlSnapshot(pages=100), 0.0, 30.0)
+
+
+def test_a_fleet_s_line_shows_the_crawl_s_counts_and_this_process_s_beside_them() -> None:
+    fleet = CrawlSnapshot(
+        pages=500, queued=100_000, queued_capped=True, in_flight=12, processes=3,
+        here_queued=40, here_in_flight=4,
+    )  # fmt: skip
+    line = format_line(fleet, 20.0, 5.0)
+    assert "queued 100000+ (here 40), in flight 12 (here 4), " in line
+    alone = CrawlSnapshot(queued=7, in_flight=2, here_queued=7, here_in_flight=2)
+    assert "queued 7, in flight 2, " in format_line(alone, 1.0, 1.0)  # one process: as before

@@ -67,7 +67,8 @@ async def read(aiohttp_server) -> AsyncIterator[Read]:
     for path, handler in ROUTES.items():
         app.router.add_get(path, handler)
     server = await aiohttp_server(app)
-    async with aiohttp.ClientSession() as session:
+    # As the crawl's session (session.py): bodies come as sent, read_response decodes them.
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
 
         async def read_path(path: str, **options: object) -> FetchResult:
             request = CrawlRequest(str(server.make_url(path)))

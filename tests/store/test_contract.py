@@ -6,6 +6,7 @@ through the backend's ResultsReader. A new backend is proved by adding it to BAC
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -359,3 +360,47 @@ async def test_concurrent_batches_each_store_all_or_nothing(location: str) -> No
             *(writer.write([page(f"{A}/p{n}", children=shared)]) for n in range(10))
         )
         assert await counts(b, crawl_id) == (21, 0, 0)  # the seed and 20 shared, once each
+
+
+async def test_a_request_and_its_items_go_through_the_frontier_and_the_page_writer(
+    location: str,
+) -> None:
+    """A spider's request keeps every field from the batch that found it to its lease (a new
+    field is one column: store/rows.py REQUEST_COLUMNS); its page's items are stored with it,
+    once, and read back in order."""
+    async with backend(location) as b:
+        crawl_id = await new_crawl(b, [f"{A}/"])
+        frontier = b.frontier(crawl_id)
+        (seed,) = await frontier.lease("127.0.0.1:8001", 10)
+        body = b'\x00{"q": 1}\xff'  # any bytes
+        post = CrawlRequest(
+            url=f"{A}/api", depth=1, referrer=seed.url, method="POST",
+            headers='{"X-Token": "t"}', body=body, callback="found", meta='{"n": 1}',
+            key=f"{A}/api#POST-1",
+        )  # fmt: skip
+        plain = CrawlRequest(url=f"{A}/api", depth=1, referrer=seed.url, callback="listing")
+        record = page(seed.url)
+        assert record.parsed is not None
+        parsed = dataclasses.replace(record.parsed, items=('{"a": 1}', '{"a": 2}'))
+        await b.pages(crawl_id).write(
+            [dataclasses.replace(record, parsed=parsed, children=(post, plain))]
+        )
+        leased = await frontier.lease("127.0.0.1:8001", 10)
+        assert leased == [post, plain]  # two requests of one URL: two identities
+        api = dataclasses.replace(page(f"{A}/api"), fetch=dataclasses.replace(
+            page(f"{A}/api").fetch, request=post))  # fmt: skip
+        await b.pages(crawl_id).write([api])
+        again = dataclasses.replace(record, parsed=parsed)
+        await b.pages(crawl_id).write([again])  # stored twice in a crawl: its items once
+        assert await counts(b, crawl_id) == (0, 1, 2)
+
+    def items_and_pages(r: ResultsReader) -> None:
+        items = [(row[1], row[2], row[3], row[4]) for row in r.items(crawl_id).rows]
+        assert items == [(seed.url, 0, "parse", '{"a": 1}'), (seed.url, 1, "parse", '{"a": 2}')]
+        assert [row[4] for row in r.items(crawl_id, after=0, limit=1).rows] == ['{"a": 1}']
+        assert r.item_counts(crawl_id) == ([("parse", 2)], 1)
+        pages = r.pages(crawl_id)
+        urls = {row[pages.columns.index("url")] for row in pages.rows}
+        assert urls == {seed.url, f"{A}/api#POST-1"}
+
+    await read(location, items_and_pages)

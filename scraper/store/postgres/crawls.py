@@ -127,13 +127,15 @@ class PgCrawlLog(SqlCrawlLog):
         limits and the politeness slots would not be the same for all. One line, before this
         process takes any work."""
         rows = await self._db.fetchall(
-            "SELECT max_pages, max_pages_per_host, politeness_key FROM crawl_rules "
+            "SELECT max_pages, max_pages_per_host, politeness_key, spider FROM crawl_rules "
             "WHERE crawl_id = %s",
             (crawl_id,),
         )
         if not rows:
             return  # begun by a scraper before schema v4, which recorded none
-        max_pages, per_host, key = rows[0]
+        max_pages, per_host, key, spider = rows[0]
+        if spider != rules.spider:
+            raise ConfigError(_other_spider(crawl_id, theirs=spider, mine=rules.spider))
         if key == "ip":
             raise ConfigError(
                 f'crawl {crawl_id} runs with fetch.politeness_key = "ip", which cannot hold '
@@ -207,4 +209,19 @@ async def _keep_health(conn: Conn, crawl_id: int, health: dict[str, Any]) -> Non
     await conn.execute(
         "UPDATE crawls SET counters = %s WHERE id = %s",
         (counters_json(counters, health), crawl_id),
+    )
+
+
+def _other_spider(crawl_id: int, *, theirs: str, mine: str) -> str:
+    """Why a process may not join: its spider is not the crawl's (digests of their source)."""
+    if not theirs:
+        return f"crawl {crawl_id} runs without a spider; this process has one (drop --spider)"
+    if not mine:
+        return (
+            f"crawl {crawl_id} runs with a spider ({theirs[:19]}); give this process the same "
+            "one (--spider FILE.py:Class)"
+        )
+    return (
+        f"crawl {crawl_id} runs with another spider ({theirs[:19]}, this one is {mine[:19]}): "
+        "every process on a crawl must call the same callbacks; give it the same source"
     )

@@ -31,6 +31,7 @@ from scraper.models import CrawlRequest
 from scraper.store.base import NO_RULES, FleetRules, FrontierState
 from scraper.store.postgres.database import Conn, PgDatabase
 from scraper.store.postgres.outage import RECHECK
+from scraper.store.rows import REQUEST_COLUMNS, leased_request, request_values
 from scraper.urls import host_key
 
 PENDING, LEASED, DONE = (int(state) for state in FrontierState)
@@ -39,11 +40,13 @@ PENDING, LEASED, DONE = (int(state) for state in FrontierState)
 # each commit.
 CREATE_FOUND = (
     "CREATE TEMP TABLE IF NOT EXISTS found (n int, url text, host text, depth int, "
-    "referrer text, hops int) ON COMMIT DELETE ROWS"
+    "referrer text, hops int, method text, headers text, body bytea, callback text, meta text) "
+    "ON COMMIT DELETE ROWS"
 )
+_REQUEST = ", ".join(REQUEST_COLUMNS)
 INSERT_FOUND = (
-    "INSERT INTO frontier (seq, crawl_id, url, host, depth, referrer, hops) "
-    "SELECT seq, %s, url, host, depth, referrer, hops FROM ("
+    f"INSERT INTO frontier (seq, crawl_id, url, host, depth, referrer, hops, {_REQUEST}) "
+    f"SELECT seq, %s, url, host, depth, referrer, hops, {_REQUEST} FROM ("
     "  SELECT nextval(pg_get_serial_sequence('frontier', 'seq')) AS seq, * FROM found ORDER BY n"
     ") d ORDER BY url ON CONFLICT DO NOTHING"
 )
@@ -67,10 +70,12 @@ LEASE = (
     "    SELECT seq FROM frontier"
     f"   WHERE crawl_id = %s AND host = %s AND state = {PENDING}"
     "    ORDER BY seq LIMIT %s FOR UPDATE SKIP LOCKED"
-    "  ) s WHERE f.seq = s.seq RETURNING f.seq, f.url, f.depth, f.referrer, f.hops"
+    "  ) s WHERE f.seq = s.seq RETURNING f.seq, f.url, f.depth, f.referrer, f.hops, "
+    f"  {', '.join('f.' + c for c in REQUEST_COLUMNS)}"
     ") "
-    "SELECT l.url, l.depth, l.referrer, l.hops, p.etag, p.last_modified, p.fetched_at > %s, "
-    "l.seq "
+    "SELECT l.url, l.depth, l.referrer, l.hops, "
+    f"{', '.join('l.' + c for c in REQUEST_COLUMNS)}, p.etag, p.last_modified, p.fetched_at > %s, "
+    "  p.warc_date, p.warc_digest, l.seq "
     "FROM leased l LEFT JOIN pages p ON md5(p.url) = md5(l.url) AND p.url = l.url "
     "ORDER BY l.seq"
 )
@@ -158,10 +163,18 @@ class PgFrontier:
             done = int(row[0]) if row else 0
         await conn.execute(
             "INSERT INTO crawl_rules (crawl_id, max_pages, max_pages_per_host, politeness_key, "
-            "taken) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (crawl_id) DO UPDATE SET "
+            "taken, spider) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (crawl_id) DO UPDATE SET "
             "max_pages = excluded.max_pages, max_pages_per_host = excluded.max_pages_per_host, "
-            "politeness_key = excluded.politeness_key, taken = excluded.taken",
-            (crawl, rules.max_pages, rules.max_pages_per_host, rules.politeness_key, done),
+            "politeness_key = excluded.politeness_key, taken = excluded.taken, "
+            "spider = excluded.spider",
+            (
+                crawl,
+                rules.max_pages,
+                rules.max_pages_per_host,
+                rules.politeness_key,
+                done,
+                rules.spider,
+            ),
         )
         await conn.execute(
             "UPDATE hosts SET taken = 0, capped = false WHERE crawl_id = %s AND taken > 0",
@@ -193,19 +206,9 @@ class PgFrontier:
             rows = await self._db.fetchall(
                 LEASE, (self._crawl_id, host, limit, fresh_after), label="lease"
             )
+        # The lease row ends with the frontier row's seq (LEASE), after leased_request's part.
         self._remember(host, [int(row[-1]) for row in rows])
-        return [
-            CrawlRequest(
-                url=url,
-                depth=depth,
-                referrer=referrer,
-                hops=hops,
-                etag=etag,
-                last_modified=modified,
-                fresh=bool(fresh) and self._recrawl_after > 0,
-            )
-            for url, depth, referrer, hops, etag, modified, fresh, _ in rows
-        ]
+        return [leased_request(row[:-1], self._recrawl_after) for row in rows]
 
     def _remember(self, host: str, seqs: list[int]) -> None:
         now = asyncio.get_running_loop().time()
@@ -297,13 +300,14 @@ async def insert_discovered(conn: Conn, crawl_id: int, requests: Iterable[CrawlR
     """Add requests to the frontier inside the caller's transaction; known URLs are ignored.
     Returns how many rows were new."""
     seen: set[str] = set()
-    rows: list[tuple[int, str, str, int, str | None, int]] = []
+    rows: list[tuple[Any, ...]] = []
     for request in requests:
-        if request.url not in seen:  # one row per URL: ON CONFLICT cannot touch a row twice
-            seen.add(request.url)
+        key = request.identity
+        if key not in seen:  # one row per request: ON CONFLICT cannot touch a row twice
+            seen.add(key)
             rows.append(
-                (len(rows), request.url, host_key(request.url), request.depth, request.referrer,
-                 request.hops)
+                (len(rows), key, host_key(request.url), request.depth, request.referrer,
+                 request.hops, *request_values(request))
             )  # fmt: skip
     if not rows:
         return 0

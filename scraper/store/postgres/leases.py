@@ -77,7 +77,7 @@ UPDATE hosts h SET owner = %(me)s, lease_until = now() + make_interval(secs => %
 FROM candidates c LEFT JOIN back b ON b.host = c.host
 WHERE h.crawl_id = %(crawl)s AND h.host = c.host
 RETURNING h.host, h.epoch, greatest(0, extract(epoch FROM {next_start} - now()))::float8,
-    h.delay, h.concurrency, h.crawl_delay, h.backoff, h.robots, coalesce(b.n, 0)
+    h.delay, h.concurrency, h.crawl_delay, h.backoff, h.robots, h.cookies, coalesce(b.n, 0)
 """
 CLAIM = CLAIM_HOSTS.format(
     candidates=f"SELECT host FROM hosts WHERE {CLAIMABLE} "
@@ -291,10 +291,10 @@ class PgHostLeases:
 
         rows = await self._db.run(work, on="hosts", label="claim")
         grants = []
-        for host, epoch, wait, delay, concurrency, crawl_delay, backoff, robots, _ in rows:
+        for host, epoch, wait, delay, concurrency, crawl_delay, backoff, robots, jar, _ in rows:
             self._held[host] = (int(epoch), sent + self._ttl)
             grants.append(
-                HostPoliteness(host, wait, delay, concurrency, crawl_delay, backoff, robots)
+                HostPoliteness(host, wait, delay, concurrency, crawl_delay, backoff, robots, jar)
             )
         return grants
 
@@ -402,6 +402,15 @@ class PgHostLeases:
             await conn.execute(
                 "UPDATE hosts SET robots = %s WHERE crawl_id = %s AND host = %s",
                 (record, self._crawl, host),
+            )
+
+        await self._db.run(work, on="hosts")
+
+    async def remember_cookies(self, host: str, record: str) -> None:
+        async def work(conn: Conn) -> None:
+            await conn.execute(  # (the owner's only: a host taken over is its new owner's)
+                "UPDATE hosts SET cookies = %s WHERE crawl_id = %s AND host = %s AND owner = %s",
+                (record, self._crawl, host, self._me),
             )
 
         await self._db.run(work, on="hosts")

@@ -188,7 +188,45 @@ ALTER TABLE workers ADD COLUMN in_flight integer NOT NULL DEFAULT 0;
 ALTER TABLE workers ADD COLUMN gauged_at timestamptz;
 """
 
+# v8: as SQLite's v10: a frontier row is a request (a spider's method, headers, body, callback
+# and meta beside its URL; NULL for a plain link), and `items` holds what the callbacks yielded.
+# `crawl_rules.spider`: the digest of the crawl's spider (empty: none), which every process on
+# the crawl must share.
+SCHEMA_V8 = """
+ALTER TABLE frontier ADD COLUMN method text;
+ALTER TABLE frontier ADD COLUMN headers text;
+ALTER TABLE frontier ADD COLUMN body bytea;
+ALTER TABLE frontier ADD COLUMN callback text;
+ALTER TABLE frontier ADD COLUMN meta text;
+CREATE TABLE items (
+    id        bigserial PRIMARY KEY,
+    crawl_id  bigint NOT NULL REFERENCES crawls(id),
+    url       text NOT NULL,
+    position  integer NOT NULL,
+    callback  text NOT NULL,
+    data      text NOT NULL
+);
+CREATE UNIQUE INDEX items_page ON items (crawl_id, md5(url), position);
+ALTER TABLE crawl_rules ADD COLUMN spider text NOT NULL DEFAULT '';
+"""
+
+# v9: as SQLite's v11: where the page's response record is in the WARC archive (storage.warc).
+SCHEMA_V9 = """
+ALTER TABLE pages ADD COLUMN warc_file text;
+ALTER TABLE pages ADD COLUMN warc_offset bigint;
+ALTER TABLE pages ADD COLUMN warc_length bigint;
+ALTER TABLE pages ADD COLUMN warc_date text;
+ALTER TABLE pages ADD COLUMN warc_digest text;
+"""
+
+# v10: each host's cookie jar (fetch.cookies), as its last owner changed it: it goes with the
+# host's lease to the process that takes the host next (crawl/cookies.py).
+SCHEMA_V10 = """
+ALTER TABLE hosts ADD COLUMN cookies text;
+"""
+
 MIGRATIONS: Sequence[str] = (
-    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
+    SCHEMA_V9, SCHEMA_V10,
 )  # fmt: skip
 SCHEMA_VERSION = len(MIGRATIONS)

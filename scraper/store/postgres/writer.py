@@ -25,7 +25,7 @@ from scraper.models import PageRecord
 from scraper.store.postgres.database import Conn, PgDatabase
 from scraper.store.postgres.frontier import DONE, MARK_DONE, insert_discovered
 from scraper.store.postgres.outage import RECHECK
-from scraper.store.rows import PAGE_COLUMNS, kept, page_row
+from scraper.store.rows import PAGE_COLUMNS, item_rows, kept, page_row
 from scraper.urls import host_key
 
 UPSERT_PAGE = (
@@ -40,7 +40,13 @@ TOUCH_NOT_MODIFIED = (
     f"attempts = %(attempts)s, not_modified = 1 WHERE {BY_URL}"
 )
 TOUCH_FRESH = f"UPDATE pages SET crawl_id = %(crawl)s WHERE {BY_URL}"
-# Which of these URLs of the crawl are done (their batch committed).
+# A page's items, stored with it, once per crawl (see the SQLite writer).
+INSERT_ITEMS = (
+    "INSERT INTO items (crawl_id, url, position, callback, data) VALUES (%s, %s, %s, %s, %s) "
+    "ON CONFLICT DO NOTHING"
+)
+# Which of these requests of the crawl are done (their batch committed), by identity: a
+# frontier row's `url` is its request's identity (models.py), as MARK_DONE's are.
 DONE_OF = (
     "SELECT f.url FROM frontier f JOIN unnest(%s::text[]) AS u(url) "
     f"ON md5(f.url) = md5(u.url) AND f.url = u.url WHERE f.crawl_id = %s AND f.state = {DONE}"
@@ -101,8 +107,8 @@ class PgPageWriter:
         """Did the batch's transaction commit? Its done marks say: all of them or none (but
         that a URL not in the frontier, a sitemap's row, has none: then written again, which
         changes nothing but the worker's page count)."""
-        urls = sorted({r.fetch.request.url for r in batch})
-        done = await self._db.fetchall(DONE_OF, (urls, self._crawl_id), on="write")
+        own = sorted({r.fetch.request.identity for r in batch})
+        done = await self._db.fetchall(DONE_OF, (own, self._crawl_id), on="write")
         return bool(done)
 
     async def _recheck(self) -> None:
@@ -118,10 +124,11 @@ class PgPageWriter:
     async def _write(self, records: Sequence[PageRecord]) -> None:
         crawl = self._crawl_id
         # The last record of a URL wins, as it would on SQLite (one statement per row there).
-        full = {r.fetch.request.url: r for r in records if not kept(r)}
+        full = {r.fetch.request.identity: r for r in records if not kept(r)}
         not_modified = [r.fetch for r in records if r.fetch.status == 304]
-        fresh = [r.fetch.request.url for r in records if r.fetch.request.fresh]
-        own = sorted({r.fetch.request.url for r in records})
+        fresh = [r.fetch.request.identity for r in records if r.fetch.request.fresh]
+        own = sorted({r.fetch.request.identity for r in records})
+        items = sorted(item_rows(crawl, records))
 
         async def work(conn: Conn) -> None:
             cursor = conn.cursor()
@@ -140,7 +147,7 @@ class PgPageWriter:
                             "at": f.fetched_at,
                             "ms": f.elapsed_ms,
                             "attempts": f.attempts,
-                            "url": f.request.url,
+                            "url": f.request.identity,
                         }
                         for f in not_modified
                     ],
@@ -149,6 +156,8 @@ class PgPageWriter:
                 await cursor.executemany(
                     TOUCH_FRESH, [{"crawl": crawl, "url": url} for url in sorted(fresh)]
                 )
+            if items:
+                await cursor.executemany(INSERT_ITEMS, items)
             await cursor.execute(MARK_DONE, (own, crawl))
             await cursor.execute(
                 "UPDATE workers SET pages = pages + %s WHERE crawl_id = %s AND id = %s",

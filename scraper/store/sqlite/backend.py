@@ -10,7 +10,7 @@ from scraper.store.opened import Opened
 from scraper.store.sqlite.crawls import SqliteCrawlLog
 from scraper.store.sqlite.database import Database
 from scraper.store.sqlite.frontier import SqliteFrontier
-from scraper.store.sqlite.leases import SqliteHostLeases
+from scraper.store.sqlite.leases import SqliteHostLeases, StoredJars
 from scraper.store.sqlite.writer import SqlitePageWriter
 
 
@@ -48,7 +48,7 @@ class SqliteBackend(Opened):
         self, crawl_id: int, *, ttl: float, margin: float, rules: FleetRules = NO_RULES
     ) -> SqliteHostLeases:
         frontier = self._frontiers.get(crawl_id) or self.frontier(crawl_id, rules=rules)
-        return SqliteHostLeases(frontier)
+        return SqliteHostLeases(frontier, StoredJars(self._db, crawl_id))
 
     def gauges(self, crawl_id: int) -> AloneGauges:
         return AloneGauges()

@@ -23,14 +23,15 @@ import aiosqlite
 
 from scraper.models import CrawlRequest
 from scraper.store.base import NO_RULES, FleetRules, FrontierState
+from scraper.store.rows import REQUEST_COLUMNS, leased_request, request_values
 from scraper.store.sqlite.database import Database
 from scraper.urls import host_key
 
 PENDING, LEASED, DONE = (int(state) for state in FrontierState)
 
 INSERT_DISCOVERED = (
-    "INSERT OR IGNORE INTO frontier (crawl_id, url, host, depth, referrer, hops) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
+    f"INSERT OR IGNORE INTO frontier (crawl_id, url, host, depth, referrer, hops, "
+    f"{', '.join(REQUEST_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?{', ?' * len(REQUEST_COLUMNS)})"
 )
 MARK_DONE = f"UPDATE frontier SET state = {DONE} WHERE crawl_id = ? AND url = ?"
 # What a budget has taken: the URLs leased or done (walks the frontier_pending index).
@@ -100,8 +101,11 @@ class SqliteFrontier:
             if room > 0:
                 rows = list(
                     await conn.execute_fetchall(
-                        "SELECT f.seq, f.url, f.depth, f.referrer, f.hops, p.etag, "
-                        "  p.last_modified, p.fetched_at > strftime('%Y-%m-%dT%H:%M:%f', 'now', ?) "
+                        "SELECT f.seq, f.url, f.depth, f.referrer, f.hops, "
+                        f"{', '.join('f.' + c for c in REQUEST_COLUMNS)}, p.etag, "
+                        "  p.last_modified, "
+                        "  p.fetched_at > strftime('%Y-%m-%dT%H:%M:%f', 'now', ?), "
+                        "  p.warc_date, p.warc_digest "
                         "FROM frontier f LEFT JOIN pages p ON p.url = f.url "
                         f"WHERE f.crawl_id = ? AND f.host = ? AND f.state = {PENDING} "
                         "ORDER BY f.seq LIMIT ?",
@@ -112,18 +116,7 @@ class SqliteFrontier:
                     f"UPDATE frontier SET state = {LEASED} WHERE seq = ?", [(r[0],) for r in rows]
                 )
         self._count(host, len(rows))  # (committed: the transaction above did not raise)
-        return [
-            CrawlRequest(
-                url=url,
-                depth=depth,
-                referrer=referrer,
-                hops=hops,
-                etag=etag,
-                last_modified=modified,
-                fresh=bool(fresh) and self._recrawl_after > 0,
-            )
-            for _, url, depth, referrer, hops, etag, modified, fresh in rows
-        ]
+        return [leased_request(row[1:], self._recrawl_after) for row in rows]
 
     async def _room(self, conn: aiosqlite.Connection, host: str, limit: int) -> int:
         """How many URLs of `host` the budgets let this lease take (counting them first, in the
@@ -177,7 +170,10 @@ async def insert_discovered(
     """Add requests to the frontier inside the caller's transaction; known URLs are ignored."""
     await conn.executemany(
         INSERT_DISCOVERED,
-        [(crawl_id, r.url, host_key(r.url), r.depth, r.referrer, r.hops) for r in requests],
+        [
+            (crawl_id, r.identity, host_key(r.url), r.depth, r.referrer, r.hops, *request_values(r))
+            for r in requests
+        ],
     )
 
 

@@ -16,6 +16,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any, Protocol
 
 from scraper.store.base import HostPoliteness
+from scraper.store.sqlite.database import Database
 
 OVER_PAGE = 100  # hosts looked at per statement by `over`
 
@@ -40,12 +41,17 @@ class SqliteHostLeases:
     renew_every = None  # nothing expires, and no other process lets hosts go
     away = None  # one file on this machine: never lost and found again (a full disk stops)
 
-    def __init__(self, frontier: OwnFrontier) -> None:
+    def __init__(self, frontier: OwnFrontier, jars: StoredJars | None = None) -> None:
+        """`jars`: where the hosts' cookie jars are kept (None: in memory only)."""
         self._frontier = frontier
+        self._jars = jars
         self._held: set[str] = set()
         self._cursor = ""  # where the next claim looks from (host keys, in order)
+        self._cookies: dict[str, str] | None = None  # each host's jar as stored, once read
 
     async def claim(self, limit: int) -> list[HostPoliteness]:
+        if self._cookies is None:  # (a resumed crawl's jars: read once, at the first claim)
+            self._cookies = await self._jars.read() if self._jars is not None else {}
         if self._frontier.spent or limit <= 0:
             return []
         found: list[str] = []
@@ -68,7 +74,8 @@ class SqliteHostLeases:
 
     def _took(self, hosts: list[str]) -> list[HostPoliteness]:
         self._held.update(hosts)
-        return [HostPoliteness(host) for host in hosts]
+        jars = self._cookies or {}
+        return [HostPoliteness(host, cookies=jars.get(host)) for host in hosts]
 
     def _claimable(self, host: str) -> bool:
         return host not in self._held and not self._frontier.capped(host)
@@ -98,6 +105,12 @@ class SqliteHostLeases:
     def remember_robots(self, host: str, record: str) -> Coroutine[Any, Any, None]:
         return asyncio.sleep(0)  # its next owner is this process: RobotsGate's cache has it
 
+    async def remember_cookies(self, host: str, record: str) -> None:
+        if self._cookies is not None:
+            self._cookies[host] = record
+        if self._jars is not None:
+            await self._jars.write(host, record)
+
     async def over(self) -> bool:
         """The budget spent, or no pending URL of a host below its cap. Asked when the scheduler
         has nothing left: a host found here that it holds has escaped its bookkeeping (a lease
@@ -117,3 +130,25 @@ class SqliteHostLeases:
 
     async def close(self, status: str, left: Sequence[HostPoliteness] = ()) -> None:
         self._held.clear()
+
+
+class StoredJars:
+    """The `cookies` table of one crawl: each host's jar, as `crawl/cookies.py` records it."""
+
+    def __init__(self, db: Database, crawl_id: int) -> None:
+        self._db = db
+        self._crawl_id = crawl_id
+
+    async def read(self) -> dict[str, str]:
+        rows = await self._db.fetchall(
+            "SELECT host, jar FROM cookies WHERE crawl_id = ?", (self._crawl_id,)
+        )
+        return {host: jar for host, jar in rows}
+
+    async def write(self, host: str, record: str) -> None:
+        async with self._db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO cookies (crawl_id, host, jar) VALUES (?, ?, ?) "
+                "ON CONFLICT (crawl_id, host) DO UPDATE SET jar = excluded.jar",
+                (self._crawl_id, host, record),
+            )

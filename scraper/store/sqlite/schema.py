@@ -139,8 +139,54 @@ SCHEMA_V9_NOT_MODIFIED = """
 ALTER TABLE pages ADD COLUMN not_modified INTEGER;
 """
 
+# v10: spiders. A frontier row is a request: beside its URL, a spider's method, headers, body,
+# callback and meta (NULL for a plain link: a GET for the default callback); its `url` is the
+# request's identity (models.CrawlRequest.identity: the URL itself for a plain GET, so a crawl
+# without a spider keys its rows as before). `items`: what the callbacks yielded, a JSON object
+# a row, written in the transaction of the page that yielded it (exactly once, across kill -9 and
+# resume); `url` is that page's (pages.url), `position` its place among the page's items.
+SCHEMA_V10_SPIDERS = """
+ALTER TABLE frontier ADD COLUMN method TEXT;
+ALTER TABLE frontier ADD COLUMN headers TEXT;
+ALTER TABLE frontier ADD COLUMN body BLOB;
+ALTER TABLE frontier ADD COLUMN callback TEXT;
+ALTER TABLE frontier ADD COLUMN meta TEXT;
+CREATE TABLE items (
+    id        INTEGER PRIMARY KEY,
+    crawl_id  INTEGER NOT NULL REFERENCES crawls(id),
+    url       TEXT NOT NULL,
+    position  INTEGER NOT NULL,
+    callback  TEXT NOT NULL,
+    data      TEXT NOT NULL,
+    UNIQUE (crawl_id, url, position)
+);
+"""
+
+# v11: where the page's response record is in the WARC archive (storage.warc): the file's name in
+# the folder, the offset and length of its gzip member, its WARC-Date and payload digest (what a
+# 304's revisit record refers to, and what `export --format cdxj` writes). NULL: not archived.
+SCHEMA_V11_WARC = """
+ALTER TABLE pages ADD COLUMN warc_file TEXT;
+ALTER TABLE pages ADD COLUMN warc_offset INTEGER;
+ALTER TABLE pages ADD COLUMN warc_length INTEGER;
+ALTER TABLE pages ADD COLUMN warc_date TEXT;
+ALTER TABLE pages ADD COLUMN warc_digest TEXT;
+"""
+
+# v12: each host's cookie jar (fetch.cookies), as the crawl last changed it: a resumed crawl
+# carries on with the cookies of the pages it stored (crawl/cookies.py).
+SCHEMA_V12_COOKIES = """
+CREATE TABLE cookies (
+    crawl_id INTEGER NOT NULL REFERENCES crawls(id),
+    host     TEXT NOT NULL,
+    jar      TEXT NOT NULL,
+    PRIMARY KEY (crawl_id, host)
+) WITHOUT ROWID;
+"""
+
 MIGRATIONS: Sequence[str] = (
     SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5_TEXT_HASH, SCHEMA_V6_LINKS_CUT,
-    SCHEMA_V7_SEEDS_DIGEST, SCHEMA_V8_FIELD_ERRORS, SCHEMA_V9_NOT_MODIFIED,
+    SCHEMA_V7_SEEDS_DIGEST, SCHEMA_V8_FIELD_ERRORS, SCHEMA_V9_NOT_MODIFIED, SCHEMA_V10_SPIDERS,
+    SCHEMA_V11_WARC, SCHEMA_V12_COOKIES,
 )  # fmt: skip
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,5 +1,5 @@
-"""The page writer in SQLite: a batch of pages, the URLs they discovered and their own done marks,
-in one transaction on the crawl's shared connection."""
+"""The page writer in SQLite: a batch of pages, their items, the URLs they discovered and their own
+done marks, in one transaction on the crawl's shared connection."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 
 from scraper.models import PageRecord
-from scraper.store.rows import PAGE_COLUMNS, kept, page_row
+from scraper.store.rows import PAGE_COLUMNS, item_rows, kept, page_row
 from scraper.store.sqlite.database import Database
 from scraper.store.sqlite.frontier import MARK_DONE, insert_discovered
 
@@ -21,6 +21,11 @@ TOUCH_NOT_MODIFIED = (
     "not_modified = 1 WHERE url = ?"
 )
 TOUCH_FRESH = "UPDATE pages SET crawl_id = ? WHERE url = ?"
+# A page's items, stored with it: once per crawl (the page's done mark, in the same transaction,
+# keeps it from being stored again in the crawl; the key spares a repeat all the same).
+INSERT_ITEMS = (
+    "INSERT OR IGNORE INTO items (crawl_id, url, position, callback, data) VALUES (?, ?, ?, ?, ?)"
+)
 
 
 class SqlitePageWriter:
@@ -35,19 +40,22 @@ class SqlitePageWriter:
         crawl = self._crawl_id
         full = [r for r in records if not kept(r)]
         not_modified = [r.fetch for r in records if r.fetch.status == 304]
-        fresh = [r.fetch.request.url for r in records if r.fetch.request.fresh]
+        fresh = [r.fetch.request.identity for r in records if r.fetch.request.fresh]
+        items = item_rows(crawl, records)
         async with self._db.transaction() as conn:
             await conn.executemany(UPSERT_PAGE, [page_row(crawl, r) for r in full])
             await conn.executemany(
                 TOUCH_NOT_MODIFIED,
                 [
-                    (crawl, f.fetched_at, f.elapsed_ms, f.attempts, f.request.url)
+                    (crawl, f.fetched_at, f.elapsed_ms, f.attempts, f.request.identity)
                     for f in not_modified
                 ],
             )
             await conn.executemany(TOUCH_FRESH, [(crawl, url) for url in fresh])
             await insert_discovered(conn, crawl, (c for r in records for c in r.children))
-            await conn.executemany(MARK_DONE, [(crawl, r.fetch.request.url) for r in records])
+            if items:
+                await conn.executemany(INSERT_ITEMS, items)
+            await conn.executemany(MARK_DONE, [(crawl, r.fetch.request.identity) for r in records])
         return ()
 
     async def links_from(self, url: str) -> list[str]:
