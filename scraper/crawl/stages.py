@@ -105,7 +105,13 @@ def build_stages(
         if on_stored is not None:
             on_stored(records)
 
-    sink = Sink(pages, config.storage, on_stored=stored, commit_now=commit_now)
+    sink = Sink(
+        pages,
+        config.storage,
+        on_stored=stored,
+        commit_now=commit_now,
+        on_dropped=scheduler.dropped,
+    )
 
     async def emit(record: PageRecord) -> None:
         scheduler.expect_unrequested_record()
