@@ -4,8 +4,6 @@
     ├── ConfigError         config.toml, --set or a command-line value is invalid (a line for
     │                       each problem found)
     ├── StorageError        the database cannot be created, opened or written, or is not ours
-    │   └── DatabaseBack    (not shown: a unit of work cut by a lost connection, now back;
-    │                       the PostgreSQL page writer finds out what became of it)
     ├── ArchiveError        the WARC folder (storage.warc) cannot be written: not writable, full
     ├── QueryError          `scraper query` was given bad SQL or a statement that writes
     └── OutputError         a file to write (--out, --log-file) cannot be created or written
@@ -56,9 +54,3 @@ class QueryError(ScraperError):
 
 class OutputError(ScraperError):
     pass
-
-
-class DatabaseBack(StorageError):
-    """Not a failure to report: a unit of work was cut by a lost connection to the database,
-    and the connection is back. Whether its transaction committed is for the caller to find
-    out (store/postgres/database.py `run(..., again=False)`)."""

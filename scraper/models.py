@@ -329,7 +329,6 @@ class CrawlSnapshot:
     loop_lag_p50_ms: float = 0.0  # how late the event loop wakes tasks, so far (p50, p99, max)
     loop_lag_p99_ms: float = 0.0
     loop_lag_max_ms: float = 0.0
-    database_away_s: float | None = None  # paused, reconnecting to the database for so long
 
 
 @dataclass(frozen=True, slots=True)

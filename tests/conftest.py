@@ -90,9 +90,6 @@ def make_config(tmp_path: Path) -> ConfigFactory:
 # bench/test_bench.py's tests share a module's site and server: one worker builds them once.
 ONE_AT_A_TIME = {
     "crawl/test_workers.py": "fleets",
-    # Fleets too, one at a time, on a server of their own that they restart; beside the other
-    # fleets (test_workers.py alone takes minutes: one group of both would hold up the suite).
-    "crawl/test_reconnect.py": "restarts",
     "crawl/test_spider_fleet.py": "fleets",
     "crawl/test_cookie_handover.py": "fleets",
     "bench/test_bench.py": "bench-site",

@@ -157,18 +157,10 @@ class PgServer:
             options |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
         with (self._data / "postgresql.conf").open("a") as conf:  # appended: its owner stays
             conf.write("".join(f"{k} = '{v}'\n" for k, v in options.items()))
-        self.resume()
-        self._started = True
-
-    def halt(self, mode: str = "fast") -> None:
-        """Stop the server, keeping its data (`pg_ctl stop -m mode`: "fast" disconnects its
-        clients and checkpoints, "immediate" is a crash), until `resume`."""
-        self._run("pg_ctl", "-D", str(self._data), "-m", mode, "-w", "stop")
-
-    def resume(self) -> None:
         self._run(
             "pg_ctl", "-D", str(self._data), "-l", str(self.log_path), "-w", "-t", "60", "start"
         )
+        self._started = True
 
     def stop(self) -> None:
         if self._started:

@@ -98,9 +98,6 @@ class LiveView:
             ("  elapsed ", "dim"),
             (f"{elapsed:.0f} s", ""),
         ]
-        if s.database_away_s is not None:
-            away = f"  paused: database away {s.database_away_s:.0f} s, reconnecting"
-            pieces.append((away, "yellow"))
         # rich passes ESC and most control characters through to the terminal: each piece goes
         # through `visible` (counters only today, but a host name may join them).
         self._progress.details = Text.assemble(*((visible(t), style) for t, style in pieces))

@@ -113,8 +113,6 @@ def format_line(s: CrawlSnapshot, rate: float, elapsed: float) -> str:
     )
     if s.max_pages and rate > 0:
         line += f", ETA {max(0, s.max_pages - s.pages) / rate:.0f} s"
-    if s.database_away_s is not None:
-        line += f", paused: database away {s.database_away_s:.0f} s, reconnecting"
     return visible(line)  # counters only today; whatever a line gains, it shows no escape codes
 
 
@@ -135,8 +133,7 @@ def lag(s: CrawlSnapshot) -> str:
 
 
 def _fields(s: CrawlSnapshot) -> dict[str, object]:
-    away = {} if s.database_away_s is None else {"database_away_s": round(s.database_away_s, 1)}
-    return away | {
+    return {
         "pages": s.pages,
         "errors": s.errors,
         "bytes": s.bytes,

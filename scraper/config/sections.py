@@ -704,17 +704,6 @@ class StorageConfig:
             "waits between attempts) by a sixth, or the crawl refuses to start.",
         ),
     )
-    # A restart for a minor upgrade was back within seconds here; a managed database's failover
-    # takes 30-120 s: 120 s rides out either, and a crawl paused that long has lost little.
-    reconnect_timeout: float = field(
-        default=120.0,
-        metadata=_opt(
-            number(0),
-            "PostgreSQL: seconds a crawl process waits for a lost database (a restart, a "
-            "failover, a pooler cutting it off) to come back, paused, before it stops as on any "
-            "storage error (exit code 2; the same command resumes the crawl). 0 = stop at once.",
-        ),
-    )
     warc: str = field(
         default="",
         metadata=_opt(

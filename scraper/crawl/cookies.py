@@ -127,10 +127,6 @@ class CookieLeases:
         return self._leases.shared
 
     @property
-    def away(self) -> float | None:
-        return self._leases.away
-
-    @property
     def renew_every(self) -> float | None:
         return self._leases.renew_every
 

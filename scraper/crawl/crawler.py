@@ -116,7 +116,6 @@ class Crawler:
         self._proxies: ProxyPool | None = None
         self._sessions: Sessions | None = None
         self._shared = False  # host leases shared with other processes (PostgreSQL)
-        self._leases: HostLeases | None = None
         self.crawl_id: int | None = None
         self.began = asyncio.Event()  # set once crawl_id is known (its row exists, it runs)
         self.stopped = asyncio.Event()  # set by stop()
@@ -145,7 +144,6 @@ class Crawler:
             loop_lag_p50_ms=lag.p50,
             loop_lag_p99_ms=lag.p99,
             loop_lag_max_ms=lag.max,
-            database_away_s=self._leases.away if self._leases is not None else None,
         )
 
     def _own_gauges(self) -> tuple[int, int]:
@@ -245,7 +243,7 @@ class Crawler:
         jars = CookieJars(store=leases.remember_cookies) if config.fetch.cookies else None
         if jars is not None:  # each host's jar goes with its lease
             leases = CookieLeases(leases, jars)
-        self._shared, self._leases = leases.shared, leases
+        self._shared = leases.shared
         done = await frontier.count(FrontierState.DONE)
         if resumed:
             self._announce(

@@ -187,16 +187,6 @@ class Scheduler:
                 self._release_if_idle(host)
         self._changed.set()
 
-    def dropped(self, records: list[PageRecord]) -> None:
-        """The sink dropped these pages instead of storing them (their host's lease was lost
-        while the database was away): they are settled here, and their hosts' new owners
-        fetch them."""
-        for name in self._ledger.stored([record.fetch.request.identity for record in records]):
-            host = self._hosts.get(name)
-            if host is not None:
-                self._release_if_idle(host)
-        self._changed.set()
-
     # The host leases' side ------------------------------------------------------------------
 
     def granted(self, grants: list[HostPoliteness]) -> None:
@@ -349,11 +339,7 @@ class Scheduler:
                 self._commit_now.want(False)
                 return self._take_free()
             wake_at: float | None = None
-            if self._leases.away is not None:
-                # Paused while the database is away: nothing starts that it could not store
-                # (the leases are checked once it is back); looked at again in a while.
-                wake_at = now + CLAIM_EVERY
-            elif self._wire.room():
+            if self._wire.room():
                 slot, host, wake_at = self._ready.pick(now)
                 if host is not None and host.queue and not self._leases.valid(host.name, now):
                     self.lost([host.name])  # the lease would not outlive a request

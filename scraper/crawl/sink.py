@@ -13,7 +13,7 @@ interrupted by cancellation is finished before the task gives up.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from scraper.config import StorageConfig
@@ -31,14 +31,10 @@ class Sink:
         config: StorageConfig,
         on_stored: Callable[[list[PageRecord]], None] = lambda records: None,
         commit_now: CommitNow | None = None,
-        on_dropped: Callable[[list[PageRecord]], None] = lambda records: None,
     ) -> None:
         self._writer = writer
         self._config = config
         self._on_stored = on_stored
-        # The writer dropped these instead: their host's lease was lost while the database was
-        # away (PostgreSQL), so they are not this process's to store (store/base.py).
-        self._on_dropped = on_dropped
         self._commit_now = commit_now or CommitNow()  # eager: commit each record as it comes
         self.writing = False
 
@@ -91,18 +87,10 @@ class Sink:
         write = asyncio.ensure_future(self._writer.write(records))
         write.add_done_callback(self._done_writing)
         try:
-            dropped = await asyncio.shield(write)
+            await asyncio.shield(write)
         except asyncio.CancelledError:
-            dropped = await write  # finish the transaction already begun, then stay cancelled
-            self._settle(records, dropped)
+            await write  # finish the transaction already begun, then go on being cancelled
             raise
-        self._settle(records, dropped)
-
-    def _settle(self, records: list[PageRecord], dropped: Sequence[PageRecord]) -> None:
-        if dropped:
-            gone = {id(record) for record in dropped}
-            records = [record for record in records if id(record) not in gone]
-            self._on_dropped(list(dropped))
         self._on_stored(records)
 
     async def links_from(self, url: str) -> list[str]:

@@ -105,13 +105,7 @@ def build_stages(
         if on_stored is not None:
             on_stored(records)
 
-    sink = Sink(
-        pages,
-        config.storage,
-        on_stored=stored,
-        commit_now=commit_now,
-        on_dropped=scheduler.dropped,
-    )
+    sink = Sink(pages, config.storage, on_stored=stored, commit_now=commit_now)
 
     async def emit(record: PageRecord) -> None:
         scheduler.expect_unrequested_record()

@@ -21,7 +21,7 @@ def open_backend(storage: StorageConfig) -> Backend:
     if is_postgres(storage.db):
         from scraper.store.postgres.backend import PgBackend
 
-        return PgBackend(storage.db, reconnect_timeout=storage.reconnect_timeout)
+        return PgBackend(storage.db)
     from scraper.store.sqlite.backend import SqliteBackend
 
     return SqliteBackend(storage.db)

@@ -163,12 +163,10 @@ class Frontier(Protocol):
 class PageWriter(Protocol):
     """Stores what the crawl found, a batch at a time."""
 
-    async def write(self, records: Sequence[PageRecord]) -> Sequence[PageRecord]:
+    async def write(self, records: Sequence[PageRecord]) -> None:
         """In ONE transaction: the pages (upserted by URL; a 304 or a fresh page only touched),
         the URLs they discovered (each inserted once per crawl), and the pages' own frontier
-        rows marked done. All of it is stored, or none (a crash at any instant). Returns the
-        records dropped instead of written: those of hosts whose lease this process lost while
-        its database was away (PostgreSQL; their URLs are their new owners' to fetch)."""
+        rows marked done. All of it is stored, or none (a crash at any instant)."""
         ...
 
     async def links_from(self, url: str) -> list[str]:
@@ -254,12 +252,6 @@ class HostLeases(Protocol):
     @property
     def shared(self) -> bool:
         """May other processes work on the crawl (so a stopped one hands its hosts on at once)?"""
-        ...
-
-    @property
-    def away(self) -> float | None:
-        """Seconds since the database was lost, while the backend gets it back (PostgreSQL);
-        None while connected. Meanwhile the crawl pauses: no request starts."""
         ...
 
     @property

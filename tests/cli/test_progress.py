@@ -138,13 +138,6 @@ def test_the_plain_line_reads_well() -> None:
     assert line.endswith(", ETA 10 s")
 
 
-def test_the_plain_line_says_when_the_crawl_is_paused_for_its_database() -> None:
-    away = CrawlSnapshot(pages=100, database_away_s=12.4)
-    line = format_line(away, 0.0, 30.0)
-    assert line.endswith(", 30 s, paused: database away 12 s, reconnecting")
-    assert "paused" not in format_line(CrawlSnapshot(pages=100), 0.0, 30.0)
-
-
 def test_a_fleet_s_line_shows_the_crawl_s_counts_and_this_process_s_beside_them() -> None:
     fleet = CrawlSnapshot(
         pages=500, queued=100_000, queued_capped=True, in_flight=12, processes=3,

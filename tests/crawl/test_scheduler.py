@@ -454,7 +454,6 @@ class MemoryLeases:
 
     shared = True
     renew_every = 3600.0
-    away = None
 
     def __init__(self, frontier: MemoryFrontier, share: int) -> None:
         self.frontier = frontier

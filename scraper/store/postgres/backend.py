@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 from scraper.store.base import NO_RULES, FleetRules
 from scraper.store.opened import Opened
 from scraper.store.postgres.crawls import PgCrawlLog
@@ -18,23 +16,15 @@ class PgBackend(Opened):
     """`Backend` (store/base.py): the page writer and the crawl log share the `write` connection
     (a batch's pages, discoveries and done marks are one transaction); leases have their own."""
 
-    def __init__(self, url: str, reconnect_timeout: float = 0.0) -> None:
+    def __init__(self, url: str) -> None:
         # Commits need not wait for the server's disk: with them waiting, one worker on the cpu
         # case ran at 0.6-0.77x the SQLite crawler, without 0.84-1.08x. A server that crashes
         # loses its last fraction of a second of commits, each whole (a batch's pages with
         # their discoveries and done marks, a lease with its state), so the crawl resumes from
         # a consistent point and fetches those pages again.
-        self._db = PgDatabase(
-            url,
-            setup=(CREATE_FOUND, "SET synchronous_commit = off"),
-            reconnect_timeout=reconnect_timeout,
-        )
+        self._db = PgDatabase(url, setup=(CREATE_FOUND, "SET synchronous_commit = off"))
         self.worker = worker_name()
         self._crawls = PgCrawlLog(self._db, self.worker)
-        # Hosts whose lease was lost while the database was away: the leases fill it, the
-        # page writer drops their records (leases.py).
-        self._void: set[str] = set()
-        self._frontiers: list[PgFrontier] = []
 
     @property
     def location(self) -> str:
@@ -47,25 +37,15 @@ class PgBackend(Opened):
     def frontier(
         self, crawl_id: int, recrawl_after: float = 0.0, rules: FleetRules = NO_RULES
     ) -> PgFrontier:
-        frontier = PgFrontier(self._db, crawl_id, recrawl_after, rules)
-        self._frontiers.append(frontier)
-        return frontier
+        return PgFrontier(self._db, crawl_id, recrawl_after, rules)
 
     def pages(self, crawl_id: int) -> PgPageWriter:
-        return PgPageWriter(self._db, crawl_id, self.worker, self._void)
+        return PgPageWriter(self._db, crawl_id, self.worker)
 
     def leases(
         self, crawl_id: int, *, ttl: float, margin: float, rules: FleetRules = NO_RULES
     ) -> PgHostLeases:
-        leases = PgHostLeases(
-            self._db, crawl_id, self.worker, ttl=ttl, margin=margin, rules=rules, void=self._void
-        )
-        # Back on the database after an outage, in this order: the leases are checked, then the
-        # URLs of the hosts still held that the server lost are leased again.
-        self._db.on_back(leases.check_after_outage)
-        for frontier in self._frontiers:
-            self._db.on_back(partial(frontier.lease_again, leases.holds))
-        return leases
+        return PgHostLeases(self._db, crawl_id, self.worker, ttl=ttl, margin=margin, rules=rules)
 
     def gauges(self, crawl_id: int) -> PgFleetGauges:
         return PgFleetGauges(self._db, crawl_id, self.worker)

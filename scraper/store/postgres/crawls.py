@@ -51,20 +51,6 @@ class PgCrawlLog(SqlCrawlLog):
         super().__init__(db.fetchall, POSTGRES, db.location)
         self._db = db
         self._me = worker  # this process's `workers` row
-        self._holding: int | None = None  # the crawl whose shared lock this process holds
-        db.on_back(self._hold_again)
-
-    async def _hold_again(self) -> None:
-        """Back on the database after an outage: the crawl's lock went with the old session;
-        this process works on the crawl still (the lock is shared: it never waits)."""
-        crawl_id = self._holding
-        if crawl_id is None:
-            return
-
-        async def work(conn: Conn) -> None:
-            await conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", (CRAWL_LOCK, crawl_id))
-
-        await self._db.run(work)
 
     async def start(self, seeds: SeedList, config_json: str) -> int:
         async def work(conn: Conn) -> int:
@@ -79,8 +65,7 @@ class PgCrawlLog(SqlCrawlLog):
             await conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", (CRAWL_LOCK, row[0]))
             return int(row[0])
 
-        self._holding = await self._db.run(work)
-        return self._holding
+        return await self._db.run(work)
 
     async def reopen(self, crawl_id: int) -> None:
         async def work(conn: Conn) -> None:
@@ -98,7 +83,6 @@ class PgCrawlLog(SqlCrawlLog):
             )
 
         await self._db.run(work)
-        self._holding = crawl_id
 
     async def join(self, crawl_id: int) -> None:
         """Hold the crawl beside the processes on it; it must be running (a stopped crawl is
@@ -119,7 +103,6 @@ class PgCrawlLog(SqlCrawlLog):
             await conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", (CRAWL_LOCK, crawl_id))
 
         await self._db.run(work)
-        self._holding = crawl_id
 
     async def check_rules(self, crawl_id: int, rules: FleetRules) -> None:
         """A process joining the crawl must apply the rules its other processes do (as the one
@@ -178,7 +161,6 @@ class PgCrawlLog(SqlCrawlLog):
             await conn.execute("SELECT pg_advisory_unlock_shared(%s, %s)", (CRAWL_LOCK, crawl_id))
 
         await self._db.run(work)
-        self._holding = None
 
 
 async def _fleet_health(conn: Conn, crawl_id: int, me: str, mine: dict[str, Any]) -> dict[str, Any]:

@@ -20,9 +20,7 @@ URLs at a time, for a round trip or two, never per page.
 
 from __future__ import annotations
 
-import asyncio
-from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,7 +28,6 @@ from scraper.domains import domain_of_host_key
 from scraper.models import CrawlRequest
 from scraper.store.base import NO_RULES, FleetRules, FrontierState
 from scraper.store.postgres.database import Conn, PgDatabase
-from scraper.store.postgres.outage import RECHECK
 from scraper.store.rows import REQUEST_COLUMNS, leased_request, request_values
 from scraper.urls import host_key
 
@@ -75,18 +72,12 @@ LEASE = (
     ") "
     "SELECT l.url, l.depth, l.referrer, l.hops, "
     f"{', '.join('l.' + c for c in REQUEST_COLUMNS)}, p.etag, p.last_modified, p.fetched_at > %s, "
-    "  p.warc_date, p.warc_digest, l.seq "
+    "  p.warc_date, p.warc_digest "
     "FROM leased l LEFT JOIN pages p ON md5(p.url) = md5(l.url) AND p.url = l.url "
     "ORDER BY l.seq"
 )
 
 
-# Given back to this process after an outage: leases the server lost in a crash (asynchronous
-# commit: writer.py's RECHECK) of URLs this process still holds.
-LEASE_AGAIN = (
-    f"UPDATE frontier SET state = {LEASED} WHERE crawl_id = %s AND host = %s "
-    f"AND seq = ANY(%s) AND state = {PENDING}"
-)
 HOST_TAKEN = "SELECT taken FROM hosts WHERE crawl_id = %s AND host = %s FOR UPDATE"
 CRAWL_TAKEN = "SELECT taken FROM crawl_rules WHERE crawl_id = %s FOR UPDATE"
 COUNT_CRAWL = "UPDATE crawl_rules SET taken = taken + %s WHERE crawl_id = %s"
@@ -110,9 +101,6 @@ class PgFrontier:
         self._crawl_id = crawl_id
         self._recrawl_after = recrawl_after
         self._rules = rules
-        # Leases of the last RECHECK seconds: (when, host, their seq), to find after an outage
-        # those the server lost (`lease_again`).
-        self._recent: deque[tuple[float, str, list[int]]] = deque()
 
     @property
     def spent(self) -> bool:
@@ -206,45 +194,7 @@ class PgFrontier:
             rows = await self._db.fetchall(
                 LEASE, (self._crawl_id, host, limit, fresh_after), label="lease"
             )
-        # The lease row ends with the frontier row's seq (LEASE), after leased_request's part.
-        self._remember(host, [int(row[-1]) for row in rows])
-        return [leased_request(row[:-1], self._recrawl_after) for row in rows]
-
-    def _remember(self, host: str, seqs: list[int]) -> None:
-        now = asyncio.get_running_loop().time()
-        if seqs:
-            self._recent.append((now, host, seqs))
-        while self._recent and self._recent[0][0] < now - RECHECK:
-            self._recent.popleft()
-
-    async def lease_again(self, holds: Callable[[str], bool]) -> None:
-        """After an outage, once the host leases are checked: the URLs leased in the last
-        RECHECK seconds of hosts this process still `holds`, and found pending (the server
-        lost the lease's commit), are leased to it again, as it still has them in hand; counted
-        into the budgets again too (they went with the lease)."""
-        recent, self._recent = list(self._recent), deque()
-        by_host: dict[str, list[int]] = {}
-        for _, host, seqs in recent:
-            if holds(host):
-                by_host.setdefault(host, []).extend(seqs)
-        if not by_host:
-            return
-
-        async def work(conn: Conn) -> None:
-            crawl, rules, total = self._crawl_id, self._rules, 0
-            for host, seqs in sorted(by_host.items()):  # hosts rows in host order, then the
-                cursor = await conn.execute(LEASE_AGAIN, (crawl, host, seqs))  # crawl's row
-                total += max(0, cursor.rowcount)
-                if cursor.rowcount > 0 and rules.max_pages_per_host:
-                    await conn.execute(
-                        COUNT_HOST,
-                        {"n": cursor.rowcount, "cap": rules.max_pages_per_host, "crawl": crawl,
-                         "host": host},
-                    )  # fmt: skip
-            if total and rules.max_pages:
-                await conn.execute(COUNT_CRAWL, (total, crawl))
-
-        await self._db.run(work, on="hosts")
+        return [leased_request(row, self._recrawl_after) for row in rows]
 
     async def _lease_counted(
         self, conn: Conn, host: str, limit: int, fresh_after: str
@@ -262,21 +212,14 @@ class PgFrontier:
             return []
         cursor = await conn.execute(LEASE, (crawl, host, room, fresh_after))
         rows = await cursor.fetchall()
-        if rows:
-            await self._count(conn, host, len(rows))
-        return rows
-
-    async def _count(self, conn: Conn, host: str, n: int) -> None:
-        """`n` URLs of `host` leased: out of the budgets (the host's row first: the lock
-        order)."""
-        crawl, rules = self._crawl_id, self._rules
-        if rules.max_pages_per_host:
+        if rows and rules.max_pages:
+            await conn.execute(COUNT_CRAWL, (len(rows), crawl))
+        if rows and rules.max_pages_per_host:
             await conn.execute(
                 COUNT_HOST,
-                {"n": n, "cap": rules.max_pages_per_host, "crawl": crawl, "host": host},
+                {"n": len(rows), "cap": rules.max_pages_per_host, "crawl": crawl, "host": host},
             )
-        if rules.max_pages:
-            await conn.execute(COUNT_CRAWL, (n, crawl))
+        return rows
 
     async def pending_hosts(self, limit: int, after: str = "") -> list[str]:
         # Walks the frontier_pending index (crawl_id, host, seq) in host order.

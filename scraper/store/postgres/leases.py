@@ -41,7 +41,6 @@ while it holds the budget. A deadlock the server still detects is retried (datab
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import secrets
 import socket
@@ -51,14 +50,11 @@ from typing import Any
 from scraper.store.base import NO_RULES, FleetRules, HostPoliteness, utc_now
 from scraper.store.postgres.database import CRAWL_LOCK, GROUP_LOCK, Conn, PgDatabase
 
-log = logging.getLogger(__name__)
-
 # A host may be claimed when it is unowned with pending URLs, or its lease expired (its leased
 # URLs then go back to pending). Once the crawl's page budget is spent, only the latter: what a
 # dead process held must come back, whether or not there is budget to fetch it.
 CLAIMABLE = """
     crawl_id = %(crawl)s AND (owner IS NULL OR lease_until < now())
-    AND host <> ALL(%(void)s::text[])
     AND (pending OR owner IS NOT NULL)
     AND (owner IS NOT NULL OR %(max_pages)s = 0
          OR coalesce((SELECT taken FROM crawl_rules WHERE crawl_id = %(crawl)s), 0)
@@ -124,20 +120,6 @@ FROM (
 WHERE h.crawl_id = %(crawl)s AND h.host = mine.host
 RETURNING h.host, h.epoch
 """
-# Back on the database after an outage: this process's hosts as the server has them now.
-MINE_NOW = """
-SELECT host, epoch, lease_until > now() FROM hosts WHERE crawl_id = %s AND owner = %s
-ORDER BY host FOR UPDATE
-"""
-EXTEND = """
-UPDATE hosts SET lease_until = now() + make_interval(secs => %(ttl)s)
-WHERE crawl_id = %(crawl)s AND host = ANY(%(hosts)s)
-"""
-# A grant (a claim, a renewal, the check after an outage) commits only once it is on the
-# server's disk, whatever the session's synchronous_commit (off: backend.py): a lease a process
-# acts on is never one a crash took back, for another process to claim while it still sends
-# requests there. One WAL flush per claim or renewal, a few a second at most.
-DURABLE = "SET LOCAL synchronous_commit = on"
 LOCK_HOST = "SELECT owner, epoch FROM hosts WHERE crawl_id = %s AND host = %s FOR UPDATE"
 GIVE_BACK = "UPDATE frontier SET state = 0 WHERE crawl_id = %s AND host = %s AND state = 1"
 # URLs given back return to the budgets they were taken from (frontier.py counts them out).
@@ -217,7 +199,6 @@ class PgHostLeases:
         ttl: float,
         margin: float,
         rules: FleetRules = NO_RULES,
-        void: set[str] | None = None,
     ) -> None:
         self._db = db
         self._crawl = crawl_id
@@ -230,16 +211,6 @@ class PgHostLeases:
         # Released here and not yet written (a release's task runs later): what close() leaves
         # for these if that task is cancelled first (a stop), so their next start is not lost.
         self._releasing: dict[str, HostPoliteness] = {}
-        # Hosts whose lease was lost while the database was away: what this process still holds
-        # of them (fetched, parsed, queued for the sink) is dropped, not written (the page
-        # writer shares this set), until the dispatcher lets go of them (`release`); not claimed
-        # again meanwhile. `_lost_away`: those the next `renew` reports.
-        self.void: set[str] = set() if void is None else void
-        self._lost_away: list[str] = []
-
-    @property
-    def away(self) -> float | None:
-        return self._db.away
 
     @property
     def renew_every(self) -> float:
@@ -277,11 +248,9 @@ class PgHostLeases:
             "me": self._me,
             "ttl": self._ttl,
             "max_pages": self._rules.max_pages,
-            "void": sorted(self.void),
         }
 
         async def work(conn: Conn) -> list[tuple[Any, ...]]:
-            await conn.execute(DURABLE)
             if self._rules.by_domain:
                 rows = await self._claim_groups(conn, params)
             else:
@@ -331,21 +300,19 @@ class PgHostLeases:
             await conn.execute(UNCOUNT_CRAWL, (total, self._crawl))
 
     async def renew(self) -> list[str]:
-        lost, self._lost_away = self._lost_away, []
         if not self._held:
-            return lost
+            return []
         sent = asyncio.get_running_loop().time()
         asked = dict(self._held)  # a claim may add hosts while this one waits: not these
-        params = {"crawl": self._crawl, "me": self._me, "ttl": self._ttl, "hosts": list(asked)}
-
-        async def work(conn: Conn) -> list[tuple[Any, ...]]:
-            await conn.execute(DURABLE)
-            return await (await conn.execute(RENEW, params)).fetchall()
-
-        rows = await self._db.run(work, on="hosts", label="renew")
-        lost.extend(self._lost_away)  # (an outage during this renewal)
-        self._lost_away = []
+        rows = await self._db.fetchall(
+            RENEW,
+            {"crawl": self._crawl, "me": self._me, "ttl": self._ttl, "hosts": list(asked)},
+            on="hosts",
+            transaction=True,
+            label="renew",
+        )
         kept = {host: int(epoch) for host, epoch in rows}
+        lost = []
         for host, (epoch, _) in asked.items():
             if self._held.get(host, (None,))[0] != epoch:
                 continue  # released meanwhile (or claimed again: a new lease)
@@ -360,7 +327,6 @@ class PgHostLeases:
         # Not ours from the call on (not from when the coroutine first runs): nothing may be
         # dispatched there meanwhile, nor the host taken up again before the release is done.
         lease = self._held.pop(state.host, None)
-        self.void.discard(state.host)  # nothing of it is left to drop
         if lease is not None:
             self._releasing[state.host] = state
         return self._release(state, lease[0] if lease is not None else None)
@@ -447,50 +413,6 @@ class PgHostLeases:
                 )
 
         await self._db.run(work, on="hosts")
-
-    async def check_after_outage(self) -> None:
-        """Back on the database (before anything else is written): a lease that is still ours
-        (its epoch unchanged, not expired) is renewed; one that expired or passed to another
-        process is given up, and what this process held of the host is dropped (`void`); a
-        host the server says is ours and this process does not hold (a claim that committed as
-        the connection died) goes back, with its leased URLs, as does an expired one."""
-        if not self._registered:
-            return  # nothing claimed yet
-
-        async def work(conn: Conn) -> list[str]:
-            await conn.execute(DURABLE)
-            cursor = await conn.execute(MINE_NOW, (self._crawl, self._me))
-            kept = []
-            for host, epoch, live in await cursor.fetchall():
-                held = self._held.get(host)
-                if held is not None and held[0] == int(epoch) and live:
-                    kept.append(host)
-                    continue
-                await self._give_back(conn, host)
-                state = self._releasing.get(host)
-                if state is not None:
-                    await conn.execute(RELEASE, self._release_params(state))
-                else:
-                    await conn.execute(LET_GO, {"crawl": self._crawl, "host": host})
-            if kept:
-                await conn.execute(EXTEND, {"ttl": self._ttl, "crawl": self._crawl, "hosts": kept})
-            return kept
-
-        sent = asyncio.get_running_loop().time()
-        kept = set(await self._db.run(work, on="hosts", label="renew"))
-        for host, (epoch, _) in list(self._held.items()):
-            if host in kept:
-                self._held[host] = (epoch, sent + self._ttl)
-            else:
-                del self._held[host]
-                self.void.add(host)
-                self._lost_away.append(host)
-        if self._lost_away:
-            log.warning(
-                "%d host leases lost while the database was away: what was fetched there is "
-                "dropped, for their new owners to fetch",
-                len(self._lost_away),
-            )
 
     async def _register(self) -> None:
         if self._registered:

@@ -17,8 +17,6 @@ that may only read.
 from __future__ import annotations
 
 import contextlib
-import logging
-import time
 from collections.abc import Collection, Iterator
 from typing import Any
 
@@ -31,16 +29,10 @@ from scraper.store.location import password_of, redact
 from scraper.store.postgres.crawls import HELD
 from scraper.store.postgres.database import CRAWL_LOCK, check_version, connect_options
 from scraper.store.postgres.errors import explain_pg
-from scraper.store.postgres.outage import connection_lost, is_restarting
 from scraper.store.postgres.schema import APPLICATION
 from scraper.store.reader import STREAM_ROWS, Cursor, Reader
 
 Conn = psycopg.Connection[Any]
-log = logging.getLogger(__name__)
-# A read command against a server that is restarting waits this long for it (a `pg_ctl restart`
-# of a small server took 0.5-3 s here), asking every RETRY_EVERY seconds; past that, one line.
-RESTART_WAIT = 10.0
-RETRY_EVERY = 0.25
 # What a statement of `scraper query` may begin with: reads. Anything else is refused before it
 # reaches the server (the read-only transaction would refuse most of it anyway).
 READS = ("select", "with", "values", "table", "explain", "show", "(")
@@ -50,7 +42,12 @@ READS = ("select", "with", "values", "table", "explain", "show", "(")
 def open_pg_results(url: str) -> Iterator[Reader]:
     """A read-only view of a scraper database on a PostgreSQL server, closed at the end."""
     location, secret = redact(url), password_of(url)
-    conn = _connect(url, location, secret)
+    try:
+        conn = psycopg.connect(url, **connect_options(url))
+    except psycopg.Error as exc:
+        raise StorageError(
+            f"{location}: cannot open the database: {explain_pg(exc, secret)}"
+        ) from exc
     with contextlib.closing(conn):
         try:
             conn.read_only = True  # BEGIN READ ONLY
@@ -63,34 +60,6 @@ def open_pg_results(url: str) -> Iterator[Reader]:
             ) from exc
         with contextlib.closing(Reader(PgConnection(conn, location, secret))) as reader:
             yield reader
-
-
-def _connect(url: str, location: str, secret: str | None) -> Conn:
-    """The connection; while the server says it is starting up or shutting down (a restart),
-    tried again every RETRY_EVERY seconds for up to RESTART_WAIT (through the moments it
-    refuses connections, once it has said so), with one line to say why the command waits."""
-    deadline = time.monotonic() + RESTART_WAIT
-    restarting: psycopg.Error | None = None
-    while True:
-        try:
-            return psycopg.connect(url, **connect_options(url))
-        except psycopg.Error as exc:
-            if restarting is None and not is_restarting(exc):
-                raise StorageError(
-                    f"{location}: cannot open the database: {explain_pg(exc, secret)}"
-                ) from exc
-            if restarting is None:
-                log.warning(
-                    "%s: the database is restarting (%s); trying again for up to %g s",
-                    location, explain_pg(exc, secret), RESTART_WAIT,
-                )  # fmt: skip
-            restarting = exc
-            if time.monotonic() + RETRY_EVERY > deadline:
-                raise StorageError(
-                    f"{location}: the database is restarting and did not come back within "
-                    f"{RESTART_WAIT:g} s: {explain_pg(exc, secret)}; try again later"
-                ) from exc
-            time.sleep(RETRY_EVERY)  # (no event loop here: the read side is plain)
 
 
 def _check_ours(conn: Conn, location: str) -> None:
@@ -143,11 +112,6 @@ class PgConnection:
 
     def failed(self, exc: Exception) -> StorageError:
         assert isinstance(exc, psycopg.Error)
-        if connection_lost(exc, self._conn):
-            return StorageError(
-                f"{self._location}: the database went away mid-read (restarting?): "
-                f"{explain_pg(exc, self._secret)}; run the command again"
-            )
         with contextlib.suppress(psycopg.Error):
             self._conn.rollback()  # the transaction is aborted: the next read starts another
         return StorageError(f"{self._location}: cannot read: {explain_pg(exc, self._secret)}")

@@ -39,7 +39,6 @@ class SqliteHostLeases:
 
     shared = False
     renew_every = None  # nothing expires, and no other process lets hosts go
-    away = None  # one file on this machine: never lost and found again (a full disk stops)
 
     def __init__(self, frontier: OwnFrontier, jars: StoredJars | None = None) -> None:
         """`jars`: where the hosts' cookie jars are kept (None: in memory only)."""

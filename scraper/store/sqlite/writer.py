@@ -35,8 +35,7 @@ class SqlitePageWriter:
         self._db = db
         self._crawl_id = crawl_id
 
-    async def write(self, records: Sequence[PageRecord]) -> Sequence[PageRecord]:
-        """One transaction; nothing is ever dropped (one process holds every host)."""
+    async def write(self, records: Sequence[PageRecord]) -> None:
         crawl = self._crawl_id
         full = [r for r in records if not kept(r)]
         not_modified = [r.fetch for r in records if r.fetch.status == 304]
@@ -56,7 +55,6 @@ class SqlitePageWriter:
             if items:
                 await conn.executemany(INSERT_ITEMS, items)
             await conn.executemany(MARK_DONE, [(crawl, r.fetch.request.identity) for r in records])
-        return ()
 
     async def links_from(self, url: str) -> list[str]:
         rows = await self._db.fetchall("SELECT links FROM pages WHERE url = ?", (url,))
