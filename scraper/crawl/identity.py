@@ -2,7 +2,8 @@
 
 `Identities` is the crawl's one object for it (built from the `Credentials` read at the edge);
 `for_url` gives a request's `RequestIdentity`, a small value any fetch path can apply (aiohttp's
-here, a browser's too). The headers are layered, each layer overriding the one before:
+here; a browser's takes its headers, with `cookies_for` and `proxy_for`). The headers are
+layered, each layer overriding the one before:
 
     fetch.user_agent < fetch.headers < every matching fetch.rules entry (in order)
         < the host's [[auth]] login (Basic) < the request's own headers
@@ -25,7 +26,7 @@ from aiohttp import DigestAuthMiddleware
 
 from scraper.crawl.cookies import CookieJars
 from scraper.crawl.credentials import NONE, Credentials, Headers, Login
-from scraper.crawl.proxies import ProxyPool, Vet
+from scraper.crawl.proxies import Proxy, ProxyPool, Vet
 from scraper.crawl.sessions import Sessions
 from scraper.secrets import Secret
 from scraper.urls import host_key
@@ -103,6 +104,14 @@ class Identities:
             proxied=self._proxies is not None,
             middlewares=middlewares,
         )
+
+    def proxy_for(self, url: str) -> Proxy | None:
+        """The proxy a request to `url` would go through now (None: none, or all benched)."""
+        if self._proxies is None:
+            return None
+        host = host_key(url)
+        session = self._sessions.generation(host) if self._sessions is not None else 0
+        return self._proxies.choice(host, session)
 
     def cookies_for(self, url: str) -> dict[str, str]:
         """The cookies a request to `url` would carry now (for a fetch path of its own)."""
