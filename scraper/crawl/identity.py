@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import DigestAuthMiddleware
+from multidict import CIMultiDict
 
 from scraper.crawl.cookies import CookieJars
 from scraper.crawl.credentials import NONE, Credentials, Headers, Login
@@ -65,7 +66,8 @@ class Identities:
         self._jars = jars
         self._proxies = proxies
         self._vet = vet
-        self._base = {"User-Agent": user_agent, **_revealed(credentials.every)}
+        self._base: CIMultiDict[str] = CIMultiDict({"User-Agent": user_agent})
+        self._base.update(_revealed(credentials.every))
         self._rules = [(globs, _revealed(headers)) for globs, headers in credentials.rules]
         self._logins = dict(credentials.logins)
         # One Digest answerer per host: it keeps the host's nonce, so a later request answers
@@ -77,7 +79,8 @@ class Identities:
         }
 
     def for_url(self, url: str) -> RequestIdentity:
-        headers = dict(self._base)
+        # Names are case-insensitive: a rule's "user-agent" replaces fetch.user_agent's.
+        headers: CIMultiDict[str] = CIMultiDict(self._base)
         for globs, extra in self._rules:
             if any(fnmatch.fnmatchcase(url, glob) for glob in globs):
                 headers.update(extra)

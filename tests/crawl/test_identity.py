@@ -130,3 +130,11 @@ async def test_a_browser_path_can_ask_what_a_url_gets_without_taking_a_turn() ->
     first = identities.proxy_for("http://127.0.0.1:8080/")
     assert first is not None and first == identities.proxy_for("http://127.0.0.1:8080/")
     assert identities.for_url("http://127.0.0.1:8080/").proxied
+
+
+def test_header_names_are_case_insensitive_across_layers() -> None:
+    credentials = Credentials(
+        every=(("user-agent", "mine/2"),), rules=((("*",), (("ACCEPT", "x"),)),)
+    )
+    identity = Identities("ua/1", credentials).for_url("http://a.test/")
+    assert [v for k, v in identity.headers.items() if k.lower() == "user-agent"] == ["mine/2"]
