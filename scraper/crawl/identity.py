@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import DigestAuthMiddleware
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from scraper.crawl.cookies import CookieJars
 from scraper.crawl.credentials import NONE, Credentials, Headers, Login
@@ -31,6 +31,8 @@ from scraper.crawl.proxies import Proxy, ProxyPool, Vet
 from scraper.crawl.sessions import Sessions
 from scraper.secrets import Secret
 from scraper.urls import host_key
+
+KEPT_HOSTS = 10_000  # identities kept (a few hundred bytes each); past it they are built anew
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,14 +79,30 @@ class Identities:
             for host, login in self._logins.items()
             if login.scheme == "digest"
         }
+        self._by_host: dict[tuple[str, int], RequestIdentity] = {}
 
     def for_url(self, url: str) -> RequestIdentity:
+        """What a request to `url` carries now. Without fetch.rules it depends on the host
+        (and its session) alone, so it is built once per host and kept (asked for every
+        request: building it costs several times the look-up)."""
+        host = host_key(url)
+        if self._rules:
+            return self._build(url, host)
+        session = self._sessions.generation(host) if self._sessions is not None else 0
+        key = (host, session)
+        identity = self._by_host.get(key)
+        if identity is None:
+            if len(self._by_host) >= KEPT_HOSTS:
+                self._by_host.clear()
+            identity = self._by_host[key] = self._build(url, host)
+        return identity
+
+    def _build(self, url: str, host: str) -> RequestIdentity:
         # Names are case-insensitive: a rule's "user-agent" replaces fetch.user_agent's.
         headers: CIMultiDict[str] = CIMultiDict(self._base)
         for globs, extra in self._rules:
             if any(fnmatch.fnmatchcase(url, glob) for glob in globs):
                 headers.update(extra)
-        host = host_key(url)
         # aiohttp runs the first middleware outermost: the Digest answerer's second attempt
         # goes through the cookies too, and each attempt's Set-Cookie is taken in.
         middlewares: tuple[object, ...] = ()
@@ -102,7 +120,7 @@ class Identities:
         if self._sessions is not None:  # outermost: sees the answer the request ends with
             middlewares = (self._sessions.middleware(host), *middlewares)
         return RequestIdentity(
-            headers=headers,
+            headers=CIMultiDictProxy(headers),  # (shared by the host's requests: read-only)
             login=scheme,
             proxied=self._proxies is not None,
             middlewares=middlewares,
