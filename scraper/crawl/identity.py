@@ -2,7 +2,8 @@
 
 `Identities` is the crawl's one object for it (built from the `Credentials` read at the edge);
 `for_url` gives a request's `RequestIdentity`, a small value any fetch path can apply (aiohttp's
-here, a browser's too). The headers are layered, each layer overriding the one before:
+here; a browser's takes its headers, with `cookies_for` and `proxy_for`). The headers are
+layered, each layer overriding the one before:
 
     fetch.user_agent < fetch.headers < every matching fetch.rules entry (in order)
         < the host's [[auth]] login (Basic) < the request's own headers
@@ -22,13 +23,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import DigestAuthMiddleware
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from scraper.crawl.cookies import CookieJars
 from scraper.crawl.credentials import NONE, Credentials, Headers, Login
-from scraper.crawl.proxies import ProxyPool, Vet
+from scraper.crawl.proxies import Proxy, ProxyPool, Vet
 from scraper.crawl.sessions import Sessions
 from scraper.secrets import Secret
 from scraper.urls import host_key
+
+KEPT_HOSTS = 10_000  # identities kept (a few hundred bytes each); past it they are built anew
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +68,8 @@ class Identities:
         self._jars = jars
         self._proxies = proxies
         self._vet = vet
-        self._base = {"User-Agent": user_agent, **_revealed(credentials.every)}
+        self._base: CIMultiDict[str] = CIMultiDict({"User-Agent": user_agent})
+        self._base.update(_revealed(credentials.every))
         self._rules = [(globs, _revealed(headers)) for globs, headers in credentials.rules]
         self._logins = dict(credentials.logins)
         # One Digest answerer per host: it keeps the host's nonce, so a later request answers
@@ -74,13 +79,30 @@ class Identities:
             for host, login in self._logins.items()
             if login.scheme == "digest"
         }
+        self._by_host: dict[tuple[str, int], RequestIdentity] = {}
 
     def for_url(self, url: str) -> RequestIdentity:
-        headers = dict(self._base)
+        """What a request to `url` carries now. Without fetch.rules it depends on the host
+        (and its session) alone, so it is built once per host and kept (asked for every
+        request: building it costs several times the look-up)."""
+        host = host_key(url)
+        if self._rules:
+            return self._build(url, host)
+        session = self._sessions.generation(host) if self._sessions is not None else 0
+        key = (host, session)
+        identity = self._by_host.get(key)
+        if identity is None:
+            if len(self._by_host) >= KEPT_HOSTS:
+                self._by_host.clear()
+            identity = self._by_host[key] = self._build(url, host)
+        return identity
+
+    def _build(self, url: str, host: str) -> RequestIdentity:
+        # Names are case-insensitive: a rule's "user-agent" replaces fetch.user_agent's.
+        headers: CIMultiDict[str] = CIMultiDict(self._base)
         for globs, extra in self._rules:
             if any(fnmatch.fnmatchcase(url, glob) for glob in globs):
                 headers.update(extra)
-        host = host_key(url)
         # aiohttp runs the first middleware outermost: the Digest answerer's second attempt
         # goes through the cookies too, and each attempt's Set-Cookie is taken in.
         middlewares: tuple[object, ...] = ()
@@ -98,11 +120,19 @@ class Identities:
         if self._sessions is not None:  # outermost: sees the answer the request ends with
             middlewares = (self._sessions.middleware(host), *middlewares)
         return RequestIdentity(
-            headers=headers,
+            headers=CIMultiDictProxy(headers),  # (shared by the host's requests: read-only)
             login=scheme,
             proxied=self._proxies is not None,
             middlewares=middlewares,
         )
+
+    def proxy_for(self, url: str) -> Proxy | None:
+        """The proxy a request to `url` would go through now (None: none, or all benched)."""
+        if self._proxies is None:
+            return None
+        host = host_key(url)
+        session = self._sessions.generation(host) if self._sessions is not None else 0
+        return self._proxies.choice(host, session)
 
     def cookies_for(self, url: str) -> dict[str, str]:
         """The cookies a request to `url` would carry now (for a fetch path of its own)."""

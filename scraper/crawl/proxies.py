@@ -122,6 +122,14 @@ class ProxyPool:
         self.counts = [ProxyCounts() for _ in proxies]
         self.reasons: Counter[str] = Counter()
 
+    def choice(self, host: str, session: int = 0) -> Proxy | None:
+        """The proxy a request to `host` would take first now (None: all benched), without
+        taking a turn: for a fetch path of its own (a browser's), which does its own failover."""
+        saved = self._next
+        order = self.order(host, session)
+        self._next = saved
+        return self.proxies[order[0]] if order else None
+
     def order(self, host: str, session: int = 0) -> list[int]:
         """The proxies a request to `host` may try, first choice first; benched ones left out.
         `session`: the host's session number (`sessions.py`): each new one moves the host to

@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
+from multidict import CIMultiDict
 
 from scraper.config import FetchConfig
 from scraper.crawl.identity import RequestIdentity
@@ -75,8 +76,8 @@ def request_options(
     request's own headers, the validators of a stored page (a conditional request),
     `Connection: close` where the connection is not to idle in the pool, and a `time_limit`
     shorter than fetch.total_timeout."""
-    headers = dict(identity.headers) if identity is not None else {}
-    headers.update(_headers(request, close))
+    headers: CIMultiDict[str] = CIMultiDict(identity.headers if identity is not None else {})
+    headers.update(_headers(request, close))  # (case-insensitive: the request's own win)
     options: dict[str, Any] = {"allow_redirects": False, "headers": headers or None}
     if identity is not None and identity.middlewares:
         options["middlewares"] = identity.middlewares

@@ -112,3 +112,29 @@ def test_bad_session_settings_are_one_line(raw: dict[str, object], message: str)
 def test_a_seed_s_user_and_password_become_a_login_for_its_host() -> None:
     (login,) = seed_logins(["http://ann:p%40ss@Example.com:8080/x", "http://plain.test/"])
     assert (login.host, login.user, login.password.reveal()) == ("example.com:8080", "ann", "p@ss")
+
+
+async def test_a_browser_path_can_ask_what_a_url_gets_without_taking_a_turn() -> None:
+    from scraper.crawl.cookies import CookieJars
+    from scraper.crawl.proxies import ProxyPool, ProxyStrategy, parse_proxy
+
+    jars = CookieJars()
+    jars.adopt("127.0.0.1:8080", '["sid=abc; Domain=127.0.0.1; Path=/"]')
+    pool = ProxyPool(
+        [parse_proxy(f"http://127.0.0.1:{p}", "p") for p in (1, 2)],
+        ProxyStrategy.ROUND_ROBIN, bench=1.0,
+    )  # fmt: skip
+    identities = Identities("ua", jars=jars, proxies=pool)
+    assert identities.cookies_for("http://127.0.0.1:8080/x") == {"sid": "abc"}
+    assert identities.cookies_for("http://127.0.0.1:8081/x") == {}  # another host's jar
+    first = identities.proxy_for("http://127.0.0.1:8080/")
+    assert first is not None and first == identities.proxy_for("http://127.0.0.1:8080/")
+    assert identities.for_url("http://127.0.0.1:8080/").proxied
+
+
+def test_header_names_are_case_insensitive_across_layers() -> None:
+    credentials = Credentials(
+        every=(("user-agent", "mine/2"),), rules=((("*",), (("ACCEPT", "x"),)),)
+    )
+    identity = Identities("ua/1", credentials).for_url("http://a.test/")
+    assert [v for k, v in identity.headers.items() if k.lower() == "user-agent"] == ["mine/2"]

@@ -139,3 +139,28 @@ def test_a_proxy_is_shown_without_its_credentials() -> None:
     assert proxy.shown == "http://127.0.0.1:3128" and "s3cret" not in repr(proxy)
     assert proxy.authorization is not None
     assert proxy.authorization.reveal() == "Basic " + base64.b64encode(b"u:s3cret").decode()
+
+
+async def test_a_proxy_s_credentials_never_reach_the_next_proxy(aiohttp_server, make_config):
+    """The first proxy (with credentials) is dead; the request moves to the second, which has
+    none of its own. The second is an aiohttp server that answers as the proxy, recording what
+    it receives: the first proxy's Proxy-Authorization must not be among it."""
+    received: list[dict[str, str]] = []
+
+    async def as_proxy(request: web.Request) -> web.Response:
+        received.append({"target": str(request.url), **request.headers})
+        return web.Response(text="<title>via</title>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", as_proxy)
+    recorder = await aiohttp_server(app)
+    dead = dead_proxy_url().replace("//", "//first:f1rst-secret@")
+    config = make_config(
+        ["http://127.0.0.1:9/"], crawl__obey_robots=False,
+        fetch__proxies=[dead, f"http://127.0.0.1:{recorder.port}"],
+    )  # fmt: skip
+    await crawl_through(config)
+    assert await stored(config.storage.db) == {"": (200, None)}
+    (request,) = received
+    assert "Proxy-Authorization" not in request
+    assert "f1rst-secret" not in json.dumps(received)
