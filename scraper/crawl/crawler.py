@@ -329,12 +329,9 @@ class Crawler:
         config = self._config
         budget = socket_budget(config.fetch.concurrency, config.parse.workers, self._open_files)
         wire = wire_for(config, budget)  # the connection slots, the fetcher's and the dispatcher's
-        if not config.storage.warc:
-            return await self._run_stages(
-                backend, crawl_id, frontier, done, leases, jars, wire, None
-            )
-        # The archive's writer process, its folder checked (and torn files repaired) first.
-        async with Archive(config.storage) as archive:
+        # The archive's writer process (storage.warc), its folder checked and torn files repaired.
+        opened = Archive(config.storage) if config.storage.warc else contextlib.nullcontext(None)
+        async with opened as archive:
             return await self._run_stages(
                 backend, crawl_id, frontier, done, leases, jars, wire, archive
             )
